@@ -1,0 +1,1 @@
+"""Plain-Python building blocks of cropsearch. Nothing here imports Prefect."""

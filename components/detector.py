@@ -1,0 +1,91 @@
+"""Object detection: the `Detector` interface and its ultralytics YOLO implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from components.devices import pick_device, uses_half_precision
+from components.models import load_once
+from components.plugins import is_plugin_spec, load_plugin
+from schemas.params import DetectionSettings
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One box in the pixels of the image it was found in."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    class_id: int
+    class_name: str
+    confidence: float
+
+
+class Detector(Protocol):
+    """Finds objects in a batch of RGB images. One call is one batched forward pass."""
+
+    def detect(self, images: Sequence[Image.Image], settings: DetectionSettings) -> list[list[Detection]]: ...
+
+
+def class_ids_for(names: Sequence[str], known: dict[int, str]) -> list[int]:
+    """Map class names to the detector's ids; unknown names fail, listing the ones that exist."""
+    id_of = {name: class_id for class_id, name in known.items()}
+    unknown = [name for name in names if name not in id_of]
+    if unknown:
+        raise ValueError(f"unknown classes {unknown}; this detector knows: {', '.join(sorted(id_of))}")
+    return [id_of[name] for name in names]
+
+
+class YoloDetector:
+    """ultralytics YOLO (any version it loads: v8, v10, 11, ...) from a name, a .pt path or a .yaml."""
+
+    def __init__(self, spec: str, device: str) -> None:
+        from ultralytics import YOLO
+
+        self.device = device
+        self._model = YOLO(spec)
+        self.class_names: dict[int, str] = dict(self._model.names)
+
+    def detect(self, images: Sequence[Image.Image], settings: DetectionSettings) -> list[list[Detection]]:
+        if not images:
+            return []
+        wanted = class_ids_for(settings.classes, self.class_names) if settings.classes else None
+        # ultralytics reads numpy arrays as BGR, as OpenCV decodes them.
+        arrays = [np.ascontiguousarray(np.asarray(image)[:, :, ::-1]) for image in images]
+        results = self._model.predict(
+            arrays,
+            conf=settings.confidence,
+            iou=settings.iou,
+            max_det=settings.max_detections,
+            classes=wanted,
+            imgsz=settings.image_size,
+            device=self.device,
+            half=uses_half_precision(self.device),
+            verbose=False,
+        )
+        return [self._detections_of(result) for result in results]
+
+    def _detections_of(self, result: object) -> list[Detection]:
+        boxes = result.boxes  # type: ignore[attr-defined]
+        corners = boxes.xyxy.float().cpu().numpy().tolist()
+        class_ids = boxes.cls.int().cpu().numpy().tolist()
+        confidences = boxes.conf.float().cpu().numpy().tolist()
+        return [
+            Detection(x1, y1, x2, y2, class_id, self.class_names[class_id], confidence)
+            for (x1, y1, x2, y2), class_id, confidence in zip(corners, class_ids, confidences, strict=True)
+        ]
+
+
+def load_detector(spec: str, device: str = "auto") -> Detector:
+    """The detector a spec names, loaded once per process and device."""
+    resolved = pick_device(device)
+    if is_plugin_spec(spec):
+        return load_once(("detector", spec, resolved), lambda: load_plugin(spec, resolved))
+    return load_once(("detector", spec, resolved), lambda: YoloDetector(spec, resolved))

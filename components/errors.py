@@ -1,0 +1,21 @@
+"""Errors that name their culprit. The CLI prints these without a stack trace."""
+
+
+class CropsearchError(Exception):
+    """Base of every error cropsearch raises on purpose."""
+
+
+class SourceError(CropsearchError):
+    """The image source is missing, unreachable, corrupt or fails its checksum."""
+
+
+class UnsafeArchiveError(SourceError):
+    """A zip holds an entry that would land outside its target folder."""
+
+
+class ModelUnavailableError(CropsearchError):
+    """A detector or embedder cannot be loaded (not on disk and its hub unreachable)."""
+
+
+class StoreMismatchError(CropsearchError):
+    """The database holds data that does not fit this request (another embedder, a missing table)."""

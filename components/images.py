@@ -1,0 +1,114 @@
+"""Reading image files safely: register (hash + size), and decode as a viewer shows them."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from components.sources import hash_file
+from schemas.records import ImageRecord, SkippedFile
+
+# EXIF orientations 5-8 turn the picture a quarter: a viewer shows width and height swapped.
+_QUARTER_TURNS = {5, 6, 7, 8}
+_EXIF_ORIENTATION = 0x0112
+
+
+class ImageDecodeError(Exception):
+    """A file that cannot be decoded as an image; the message says why."""
+
+
+def _open(path: Path) -> Image.Image:
+    with warnings.catch_warnings():
+        # Pillow only warns between its two pixel limits; a bomb is a bad file, not a warning.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+            raise ImageDecodeError(f"not a decodable image: {error}") from error
+        except OSError as error:
+            raise ImageDecodeError(f"cannot read: {error}") from error
+
+
+def viewer_size(image: Image.Image) -> tuple[int, int]:
+    """Width and height as a viewer shows them, read from the header (EXIF rotation applied)."""
+    width, height = image.size
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    return (height, width) if orientation in _QUARTER_TURNS else (width, height)
+
+
+def check_decodes(path: Path) -> tuple[int, int]:
+    """Prove the file decodes and return its viewer size, without paying for a full decode.
+
+    JPEGs are decoded in draft mode (DCT scaling, 1/8 size), which still reads every byte, so a
+    truncated file fails here instead of in the middle of a model batch.
+    """
+    image = _open(path)
+    with image:
+        size = viewer_size(image)
+        if size[0] < 1 or size[1] < 1:
+            raise ImageDecodeError("image has no pixels")
+        try:
+            if image.format == "JPEG":
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageDecodeError(f"not a decodable image: {error}") from error
+    return size
+
+
+def decode_rgb(path: Path) -> Image.Image:
+    """Full decode to 8-bit RGB, oriented as a viewer shows it; transparency goes onto white."""
+    image = _open(path)
+    with image:
+        try:
+            image.seek(0)  # first frame of an animation
+            oriented = ImageOps.exif_transpose(image)
+            oriented.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageDecodeError(f"not a decodable image: {error}") from error
+    if oriented.mode in ("RGBA", "LA", "P", "PA") and _has_alpha(oriented):
+        background = Image.new("RGBA", oriented.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, oriented.convert("RGBA")).convert("RGB")
+    if oriented.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits instead of clipping everything to white.
+        return oriented.point(lambda value: value / 256).convert("L").convert("RGB")
+    return oriented.convert("RGB")
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+
+
+def register_images(paths: Iterable[Path], source: str) -> tuple[list[ImageRecord], list[SkippedFile]]:
+    """Hash and size every file; files that do not decode, or repeat earlier bytes, are skipped with a reason."""
+    records: list[ImageRecord] = []
+    skipped: list[SkippedFile] = []
+    first_path_of: dict[str, Path] = {}
+    for path in paths:
+        try:
+            width, height = check_decodes(path)
+            image_id = hash_file(path)["sha256"]
+        except ImageDecodeError as error:
+            skipped.append(SkippedFile(path=str(path), reason=str(error)))
+            continue
+        except OSError as error:
+            skipped.append(SkippedFile(path=str(path), reason=f"cannot read: {error}"))
+            continue
+        if image_id in first_path_of:
+            skipped.append(SkippedFile(path=str(path), reason=f"same bytes as {first_path_of[image_id]}"))
+            continue
+        first_path_of[image_id] = path
+        records.append(
+            ImageRecord(
+                image_id=image_id,
+                uri=str(path.resolve()),
+                source=source,
+                width=width,
+                height=height,
+                num_bytes=path.stat().st_size,
+            )
+        )
+    return records, skipped

@@ -1,0 +1,50 @@
+"""Checks that let a run fail in seconds, naming the culprit, before any work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from components.errors import SourceError
+from components.models import check_detector_available, check_embedder_available, model_id
+from components.sources import check_url_reachable, classify_source
+from components.store import CropStore
+from schemas.params import IndexParams, QueryParams
+
+_LOCAL_HINT = "use --source with a local folder or .zip of images"
+
+
+def download_path(params: IndexParams) -> Path:
+    """Where a URL source is downloaded to."""
+    name = Path(urlparse(params.source).path).name or "download.zip"
+    return params.data_dir / "downloads" / name
+
+
+def _check_db_location(db_uri: str) -> None:
+    if "://" not in db_uri and Path(db_uri).is_file():
+        raise ValueError(f"--db {db_uri!r} is a file; it must be a folder (created if missing) or a URI")
+
+
+def check_index_can_start(params: IndexParams) -> tuple[str, str]:
+    """Validate source, models and database; return the (detector id, embedder id) the run will record."""
+    kind = classify_source(params.source)
+    if kind == "url" and not download_path(params).is_file():
+        try:
+            check_url_reachable(params.source)
+        except SourceError as error:
+            raise SourceError(f"{error}; {_LOCAL_HINT}") from error
+    check_detector_available(params.detector)
+    check_embedder_available(params.embedder)
+    _check_db_location(params.resolved_db_uri)
+    embedder_id = model_id(params.embedder)
+    CropStore(params.resolved_db_uri).check_embedder(embedder_id)
+    return model_id(params.detector), embedder_id
+
+
+def check_query_can_start(params: QueryParams) -> str:
+    """Validate the embedder against the index; return its id."""
+    check_embedder_available(params.embedder)
+    _check_db_location(params.resolved_db_uri)
+    embedder_id = model_id(params.embedder)
+    CropStore(params.resolved_db_uri).check_embedder(embedder_id)
+    return embedder_id

@@ -1,0 +1,111 @@
+"""Showing results to people: a PNG grid of hits over their parents, and markdown tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageOps
+
+from components.images import ImageDecodeError, decode_rgb
+from schemas.results import IndexReport, QueryHit
+
+_THUMB = 224
+_LABEL_HEIGHT = 18
+_BOX_COLOUR = (255, 64, 32)
+
+
+def _thumbnail(image: Image.Image) -> Image.Image:
+    return ImageOps.pad(image, (_THUMB, _THUMB), color=(32, 32, 32))
+
+
+def _placeholder(reason: str) -> Image.Image:
+    tile = Image.new("RGB", (_THUMB, _THUMB), (64, 64, 64))
+    ImageDraw.Draw(tile).text((8, _THUMB // 2), reason[:34], fill=(255, 255, 255))
+    return tile
+
+
+def hit_pictures(hit: QueryHit) -> tuple[Image.Image, Image.Image]:
+    """The hit itself (the crop, or the whole image) and its parent with the crop's box drawn."""
+    try:
+        parent = decode_rgb(Path(hit.image.uri))
+    except (ImageDecodeError, OSError):
+        missing = _placeholder("parent image missing")
+        return missing, missing
+    if hit.crop is None:
+        return parent, parent
+    crop = hit.crop
+    try:
+        top = decode_rgb(Path(crop.uri))
+    except (ImageDecodeError, OSError):
+        top = parent.crop((int(crop.x1), int(crop.y1), round(crop.x2), round(crop.y2)))
+    boxed = parent.copy()
+    width = max(2, round(max(parent.size) / 200))
+    ImageDraw.Draw(boxed).rectangle((crop.x1, crop.y1, crop.x2, crop.y2), outline=_BOX_COLOUR, width=width)
+    return top, boxed
+
+
+def render_grid(hits: Sequence[QueryHit], path: Path) -> Path:
+    """One column per hit: top row the hit, bottom row its parent with the box; labelled rank, score, class."""
+    columns = max(1, len(hits))
+    cell_height = _THUMB + _LABEL_HEIGHT
+    grid = Image.new("RGB", (columns * _THUMB, 2 * cell_height), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for column, hit in enumerate(hits):
+        top, bottom = hit_pictures(hit)
+        x = column * _THUMB
+        label = f"#{hit.rank} {hit.score:.3f} {hit.crop.class_name if hit.crop else 'whole image'}"
+        draw.text((x + 4, 3), label[:36], fill=(0, 0, 0))
+        grid.paste(_thumbnail(top), (x, _LABEL_HEIGHT))
+        draw.text((x + 4, cell_height + 3), Path(hit.image.uri).name[:36], fill=(0, 0, 0))
+        grid.paste(_thumbnail(bottom), (x, cell_height + _LABEL_HEIGHT))
+    save_png = path.with_suffix(".png")
+    save_png.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(save_png, format="PNG")
+    return save_png
+
+
+def _box(hit: QueryHit) -> str:
+    crop = hit.crop
+    return f"{crop.x1:.0f},{crop.y1:.0f},{crop.x2:.0f},{crop.y2:.0f}" if crop else "-"
+
+
+def hits_table(hits: Sequence[QueryHit]) -> list[dict[str, str]]:
+    """Rows for a table of ranked hits (CLI, markdown and Prefect table artifacts share them)."""
+    return [
+        {
+            "rank": str(hit.rank),
+            "score": f"{hit.score:.4f}",
+            "kind": hit.kind,
+            "class": hit.crop.class_name if hit.crop else "-",
+            "parent": hit.image.uri,
+            "box": _box(hit),
+        }
+        for hit in hits
+    ]
+
+
+def markdown_table(rows: Sequence[dict[str, str]]) -> str:
+    if not rows:
+        return "_no rows_\n"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row[name].replace("|", "\\|") for name in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def report_table(report: IndexReport) -> list[dict[str, str]]:
+    rows = [
+        {"measure": "images seen", "value": str(report.images_seen)},
+        {"measure": "images indexed now", "value": str(report.images_new)},
+        {"measure": "images already indexed", "value": str(report.images_already_indexed)},
+        {"measure": "files skipped", "value": str(len(report.skipped))},
+        {"measure": "crops", "value": str(report.crops)},
+        {"measure": "embeddings", "value": str(report.embeddings)},
+        {"measure": "model batches", "value": str(report.model_batches)},
+    ]
+    rows += [
+        {"measure": f"seconds: {stage}", "value": f"{secs:.2f}"} for stage, secs in report.seconds_per_stage.items()
+    ]
+    rows += [{"measure": "skipped", "value": f"{item.path}: {item.reason}"} for item in report.skipped]
+    return rows

@@ -1,0 +1,221 @@
+"""Getting images onto local disk: resumable downloads, safe unzip, stable listing, hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import uuid
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import Literal
+from urllib.parse import urlparse
+
+import requests
+from tqdm import tqdm
+
+from components.errors import SourceError, UnsafeArchiveError
+from schemas.files import ExtractedFolder, LocalFile
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+SourceKind = Literal["url", "zip", "folder"]
+_READ_CHUNK = 1 << 20
+
+
+def classify_source(source: str) -> SourceKind:
+    """Say what kind of source a string names, failing clearly on a path that is not there."""
+    if urlparse(source).scheme in ("http", "https"):
+        return "url"
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise SourceError(f"source {source!r} is a file but not a zip archive")
+        return "zip"
+    raise SourceError(f"source {source!r} does not exist (expected an http(s) URL, a .zip file or a folder)")
+
+
+def hash_file(path: Path, algorithms: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
+    """Hex digests of a file's bytes, computed in one pass."""
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    with path.open("rb") as handle:
+        while block := handle.read(_READ_CHUNK):
+            for hasher in hashers.values():
+                hasher.update(block)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
+def describe_file(path: Path, sha256: str | None = None) -> LocalFile:
+    info = path.stat()
+    digest = sha256 or hash_file(path)["sha256"]
+    return LocalFile(path=path.resolve(), num_bytes=info.st_size, sha256=digest, mtime_ns=info.st_mtime_ns)
+
+
+def is_unchanged(record: LocalFile) -> bool:
+    """True when the file a record describes is still there with the same bytes."""
+    path = Path(record.path)
+    if not path.is_file():
+        return False
+    info = path.stat()
+    if info.st_size != record.num_bytes:
+        return False
+    # Same size and mtime: trust it without re-reading; otherwise hash to be sure.
+    return info.st_mtime_ns == record.mtime_ns or hash_file(path)["sha256"] == record.sha256
+
+
+def check_url_reachable(url: str, timeout_seconds: float = 5.0) -> None:
+    """Fail fast, naming the URL, when the host cannot be reached (e.g. offline)."""
+    try:
+        response = requests.head(url, timeout=timeout_seconds, allow_redirects=True)
+    except requests.RequestException as error:
+        raise SourceError(f"cannot reach {url}: {type(error).__name__}: {error}") from error
+    if response.status_code >= 400:
+        raise SourceError(f"cannot download {url}: HTTP {response.status_code}")
+
+
+def download(
+    url: str,
+    destination: Path,
+    checksum: str | None = None,
+    timeout_seconds: float = 30.0,
+    show_progress: bool = False,
+) -> LocalFile:
+    """Stream `url` to `destination`, resuming a previous `.part` with an HTTP Range request.
+
+    The file appears at `destination` only once complete and verified (size, and `checksum`
+    given as 'md5:<hex>' or 'sha256:<hex>'). An interrupted transfer raises and keeps the
+    `.part`, so the next call resumes where it stopped.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".part")
+    if destination.is_file():
+        return _verified(destination, url, checksum)
+
+    already = partial.stat().st_size if partial.exists() else 0
+    headers = {"Range": f"bytes={already}-"} if already else {}
+    try:
+        with requests.get(url, headers=headers, stream=True, timeout=timeout_seconds) as response:
+            if response.status_code == 416:  # the .part already holds every byte
+                expected_total = already
+            else:
+                if response.status_code not in (200, 206):
+                    raise SourceError(f"cannot download {url}: HTTP {response.status_code}")
+                if response.status_code == 200:
+                    already = 0  # the server ignored Range: start over
+                expected_total = _expected_total(response, already)
+                _write_body(response, partial, already, expected_total, url, show_progress)
+    except requests.RequestException as error:
+        got = partial.stat().st_size if partial.exists() else 0
+        raise SourceError(
+            f"download of {url} interrupted after {got} bytes ({type(error).__name__}); run again to resume"
+        ) from error
+
+    actual_size = partial.stat().st_size
+    if expected_total is not None and actual_size != expected_total:
+        raise SourceError(
+            f"download of {url} is incomplete: {actual_size} of {expected_total} bytes; run again to resume"
+        )
+    record = _verified(partial, url, checksum)
+    os.replace(partial, destination)
+    return record.model_copy(update={"path": destination.resolve()})
+
+
+def _expected_total(response: requests.Response, already: int) -> int | None:
+    content_range = response.headers.get("Content-Range", "")
+    if "/" in content_range and not content_range.endswith("/*"):
+        return int(content_range.rsplit("/", 1)[1])
+    length = response.headers.get("Content-Length")
+    return already + int(length) if length is not None else None
+
+
+def _write_body(
+    response: requests.Response, partial: Path, already: int, total: int | None, url: str, show_progress: bool
+) -> None:
+    mode = "ab" if already else "wb"
+    with (
+        partial.open(mode) as handle,
+        tqdm(
+            total=total,
+            initial=already,
+            unit="B",
+            unit_scale=True,
+            desc=f"download {Path(urlparse(url).path).name}",
+            disable=not show_progress,
+        ) as bar,
+    ):
+        for block in response.iter_content(chunk_size=_READ_CHUNK):
+            handle.write(block)
+            bar.update(len(block))
+
+
+def _verified(path: Path, url: str, checksum: str | None) -> LocalFile:
+    algorithm, _, expected = (checksum or "").partition(":")
+    digests = hash_file(path, tuple({"sha256", algorithm} - {""}))
+    if checksum and digests[algorithm] != expected:
+        path.unlink()
+        raise SourceError(
+            f"checksum mismatch for {url}: expected {algorithm} {expected}, got {digests[algorithm]}; "
+            f"the corrupt file was removed"
+        )
+    return describe_file(path, sha256=digests["sha256"])
+
+
+def _check_entry_is_safe(info: zipfile.ZipInfo, archive: Path) -> None:
+    name = info.filename
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    is_symlink = stat.S_ISLNK(info.external_attr >> 16)
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts or is_symlink:
+        kind = "a symlink" if is_symlink else "a path outside the target folder"
+        raise UnsafeArchiveError(f"{archive}: refusing entry {name!r}: {kind}")
+
+
+def extract_zip(archive: Path, destination: Path) -> ExtractedFolder:
+    """Unpack `archive` into `destination`, all or nothing.
+
+    Entries go to a temporary sibling folder that is renamed into place only when every
+    entry is out and its CRC checked; an unsafe or corrupt archive leaves nothing behind.
+    """
+    staging = destination.with_name(f".{destination.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            entries = zipped.infolist()
+            for info in entries:
+                _check_entry_is_safe(info, archive)
+            zipped.extractall(staging)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SourceError(f"{archive} is not a readable zip archive: {error}") from error
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    files = [entry for entry in entries if not entry.is_dir()]
+    if destination.exists():
+        shutil.rmtree(destination)
+    staging.rename(destination)
+    return ExtractedFolder(
+        path=destination.resolve(), num_files=len(files), num_bytes=sum(entry.file_size for entry in files)
+    )
+
+
+def describe_folder(folder: Path) -> ExtractedFolder:
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    return ExtractedFolder(path=folder.resolve(), num_files=len(files), num_bytes=sum(p.stat().st_size for p in files))
+
+
+def list_images(folder: Path, limit: int | None = None) -> list[Path]:
+    """Image files under `folder` (recursively) in a stable order; hidden files and folders are ignored."""
+    found = [
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and path.is_file()
+        and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(folder).parts)
+    ]
+    found.sort(key=lambda path: path.relative_to(folder).as_posix())
+    return found[:limit] if limit is not None else found

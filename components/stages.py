@@ -1,0 +1,164 @@
+"""The per-chunk stages of indexing, each a plain function of records: detect, crop, embed, write.
+
+Models and the store come in as arguments; records go in and out. A file that fails to decode
+becomes a `SkippedFile` with its reason, and the chunk goes on without it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image
+
+from components.crops import caption_for, materialize_crops, to_crop_records
+from components.detector import Detector
+from components.embedder import Embedder
+from components.images import ImageDecodeError, decode_rgb
+from components.store import CropStore
+from schemas.params import DetectionSettings
+from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
+
+T = TypeVar("T")
+
+
+@dataclass
+class StageResult:
+    """What a stage produced, which images it had to drop, and how many model batches it ran."""
+
+    crops: list[CropRecord] = field(default_factory=list)
+    embeddings: list[EmbeddingRecord] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    model_batches: int = 0
+
+
+def _decoded(records: Sequence[ImageRecord], skipped: list[SkippedFile]) -> Iterator[tuple[ImageRecord, Image.Image]]:
+    for record in records:
+        try:
+            yield record, decode_rgb(Path(record.uri))
+        except (ImageDecodeError, OSError) as error:
+            skipped.append(SkippedFile(path=record.uri, reason=str(error)))
+
+
+def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    return iter(lambda: list(islice(items, size)), [])
+
+
+def detect_stage(
+    images: Sequence[ImageRecord], detector: Detector, detector_id: str, settings: DetectionSettings, batch_size: int
+) -> StageResult:
+    """Boxes for every image as CropRecords (no files yet), `batch_size` images per forward pass."""
+    result = StageResult()
+    if settings.max_detections == 0:
+        return result
+    for batch in _batches(_decoded(images, result.skipped), batch_size):
+        found = detector.detect([pixels for _, pixels in batch], settings)
+        result.model_batches += 1
+        for (record, _), detections in zip(batch, found, strict=True):
+            result.crops.extend(to_crop_records(record, detections, detector_id, settings))
+    return result
+
+
+def crop_stage(
+    images: Sequence[ImageRecord], crops: Sequence[CropRecord], crops_dir: Path, padding: float
+) -> StageResult:
+    """Write every crop file, decoding each parent once for all of its crops."""
+    crops_of = _crops_by_image(crops)
+    result = StageResult()
+    parents = [record for record in images if record.image_id in crops_of]
+    for record, pixels in _decoded(parents, result.skipped):
+        result.crops.extend(materialize_crops(pixels, crops_of[record.image_id], crops_dir, padding))
+    return result
+
+
+def embed_stage(
+    images: Sequence[ImageRecord], crops: Sequence[CropRecord], embedder: Embedder, embedder_id: str, batch_size: int
+) -> StageResult:
+    """One vector per whole image and per crop, `batch_size` pictures per forward pass."""
+    result = StageResult()
+    classes_of = {image_id: sorted({c.class_name for c in group}) for image_id, group in _crops_by_image(crops).items()}
+    embedded_images: set[str] = set()
+    for record, vector in _embedded(_decoded(images, result.skipped), embedder, batch_size, result):
+        embedded_images.add(record.image_id)
+        result.embeddings.append(
+            EmbeddingRecord(
+                id=record.image_id,
+                kind="image",
+                image_id=record.image_id,
+                model=embedder_id,
+                vector=vector.tolist(),
+                class_names=classes_of.get(record.image_id, []),
+            )
+        )
+    crop_pictures = ((crop, decode_rgb(Path(crop.uri))) for crop in crops if crop.image_id in embedded_images)
+    for crop, vector in _embedded(crop_pictures, embedder, batch_size, result):
+        result.embeddings.append(
+            EmbeddingRecord(
+                id=crop.crop_id,
+                kind="crop",
+                image_id=crop.image_id,
+                crop_id=crop.crop_id,
+                model=embedder_id,
+                vector=vector.tolist(),
+                class_name=crop.class_name,
+                class_names=[crop.class_name],
+                confidence=crop.confidence,
+                area_fraction=crop.area_fraction,
+            )
+        )
+    return result
+
+
+def _embedded(
+    pictures: Iterator[tuple[T, Image.Image]], embedder: Embedder, batch_size: int, result: StageResult
+) -> Iterator[tuple[T, np.ndarray]]:
+    """Embed (item, picture) pairs a batch at a time, so only one batch of pixels is in memory."""
+    for batch in _batches(pictures, batch_size):
+        vectors = embedder.embed_images([picture for _, picture in batch])
+        result.model_batches += 1
+        yield from zip((item for item, _ in batch), vectors, strict=True)
+
+
+def write_stage(
+    store: CropStore,
+    images: Sequence[ImageRecord],
+    crops: Sequence[CropRecord],
+    embeddings: Sequence[EmbeddingRecord],
+    index_signature: str,
+    embedder_id: str,
+) -> None:
+    """Upsert a finished chunk. Images go last: an image marked indexed always has its crops and vectors."""
+    embedded = {record.image_id for record in embeddings if record.kind == "image"}
+    done = [record for record in images if record.image_id in embedded]
+    store.upsert_crops(crops)
+    store.upsert_embeddings(embeddings, embedder_id)
+    removed = store.remove_crops_except([record.image_id for record in done], [crop.crop_id for crop in crops])
+    for uri in removed:
+        Path(uri).unlink(missing_ok=True)
+    crops_of = _crops_by_image(crops)
+    now = datetime.now(UTC)
+    store.upsert_images(
+        [
+            record.model_copy(
+                update={
+                    "caption": caption_for(crops_of.get(record.image_id, [])),
+                    "index_signature": index_signature,
+                    "indexed_at": now,
+                }
+            )
+            for record in done
+        ]
+    )
+
+
+def _crops_by_image(crops: Sequence[CropRecord]) -> dict[str, list[CropRecord]]:
+    grouped: dict[str, list[CropRecord]] = defaultdict(list)
+    for crop in crops:
+        grouped[crop.image_id].append(crop)
+    return grouped

@@ -1,0 +1,272 @@
+"""LanceDB storage: tables `images`, `crops` and `embeddings`, upserted by content-derived ids.
+
+This is the only module that talks to LanceDB. Every write is a `merge_insert` keyed on the
+table's id column (declared as the primary key, which also keeps concurrent upserts from
+duplicating rows), so writing the same records twice leaves the same rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+from components.errors import StoreMismatchError
+from schemas.params import QueryKinds
+from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
+
+IMAGES, CROPS, EMBEDDINGS = "images", "crops", "embeddings"
+EMBEDDER_METADATA_KEY = b"cropsearch.embedder"
+_PRIMARY_KEY = {"lance-schema:unenforced-primary-key": "true"}
+_HEX_ID = re.compile(r"^[0-9a-f]{16,64}$")
+_IN_LIST_CHUNK = 500
+
+
+def _key(name: str) -> pa.Field:
+    return pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
+
+
+IMAGES_SCHEMA = pa.schema(
+    [
+        _key("image_id"),
+        pa.field("uri", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("num_bytes", pa.int64()),
+        pa.field("caption", pa.string()),
+        pa.field("index_signature", pa.string()),
+        pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+CROPS_SCHEMA = pa.schema(
+    [
+        _key("crop_id"),
+        pa.field("image_id", pa.string()),
+        pa.field("detector", pa.string()),
+        pa.field("class_id", pa.int32()),
+        pa.field("class_name", pa.string()),
+        pa.field("confidence", pa.float32()),
+        pa.field("x1", pa.float32()),
+        pa.field("y1", pa.float32()),
+        pa.field("x2", pa.float32()),
+        pa.field("y2", pa.float32()),
+        pa.field("area_fraction", pa.float32()),
+        pa.field("uri", pa.string()),
+    ]
+)
+
+
+def embeddings_schema(dim: int, embedder_id: str) -> pa.Schema:
+    """The embeddings table is bound to one embedder: its id and width live in the schema."""
+    return pa.schema(
+        [
+            _key("id"),
+            pa.field("kind", pa.string()),
+            pa.field("image_id", pa.string()),
+            pa.field("crop_id", pa.string()),
+            pa.field("model", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+            pa.field("class_name", pa.string()),
+            pa.field("class_names", pa.list_(pa.string())),
+            pa.field("confidence", pa.float32()),
+            pa.field("area_fraction", pa.float32()),
+        ],
+        metadata={EMBEDDER_METADATA_KEY: embedder_id.encode()},
+    )
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal; user text never reaches a filter unquoted."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _id_list(ids: Iterable[str]) -> str:
+    checked = []
+    for value in ids:
+        if not _HEX_ID.match(value):
+            raise ValueError(f"not a cropsearch id: {value!r}")
+        checked.append(f"'{value}'")
+    return ", ".join(checked)
+
+
+def _chunks(values: Sequence[str], size: int = _IN_LIST_CHUNK) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def search_filter(kinds: QueryKinds, classes: Sequence[str], min_confidence: float, min_area_fraction: float) -> str:
+    """The prefilter of a query. Whole-image rows have confidence and area 1 and list every class they contain."""
+    clauses = []
+    if kinds != "both":
+        clauses.append(f"kind = {sql_string(kinds)}")
+    if classes:
+        clauses.append(f"array_has_any(class_names, [{', '.join(sql_string(name) for name in classes)}])")
+    if min_confidence > 0:
+        clauses.append(f"confidence >= {float(min_confidence)!r}")
+    if min_area_fraction > 0:
+        clauses.append(f"area_fraction >= {float(min_area_fraction)!r}")
+    return " AND ".join(clauses)
+
+
+class CropStore:
+    """One LanceDB database holding a cropsearch index."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        # Zero interval: every read sees the latest commit, also commits of other processes.
+        self._db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
+
+    # -- tables ---------------------------------------------------------------------------
+
+    def _table_names(self) -> set[str]:
+        return set(self._db.list_tables().tables)
+
+    def _open(self, name: str) -> Any | None:
+        return self._db.open_table(name) if name in self._table_names() else None
+
+    def _open_or_create(self, name: str, schema: pa.Schema) -> Any:
+        return self._db.create_table(name, schema=schema, exist_ok=True)
+
+    def embedder_of_index(self) -> str | None:
+        """The embedder id the embeddings table was built with, or None when there is none yet."""
+        table = self._open(EMBEDDINGS)
+        if table is None:
+            return None
+        return (table.schema.metadata or {}).get(EMBEDDER_METADATA_KEY, b"").decode() or None
+
+    def check_embedder(self, embedder_id: str) -> None:
+        """Refuse to mix or compare vectors of two different embedders."""
+        existing = self.embedder_of_index()
+        if existing is not None and existing != embedder_id:
+            raise StoreMismatchError(
+                f"the index at {self.uri} holds vectors of embedder {existing!r}, not {embedder_id!r}; "
+                f"use the same --embedder, or another --db for the new model"
+            )
+
+    def counts(self) -> dict[str, int]:
+        return {
+            name: (table.count_rows() if (table := self._open(name)) else 0) for name in (IMAGES, CROPS, EMBEDDINGS)
+        }
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _upsert(self, table: Any, key: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            data = pa.Table.from_pylist(rows, schema=table.schema)
+            table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+
+    def upsert_images(self, records: Sequence[ImageRecord]) -> None:
+        self._upsert(self._open_or_create(IMAGES, IMAGES_SCHEMA), "image_id", [r.model_dump() for r in records])
+
+    def upsert_crops(self, records: Sequence[CropRecord]) -> None:
+        self._upsert(self._open_or_create(CROPS, CROPS_SCHEMA), "crop_id", [r.model_dump() for r in records])
+
+    def upsert_embeddings(self, records: Sequence[EmbeddingRecord], embedder_id: str) -> None:
+        if not records:
+            return
+        self.check_embedder(embedder_id)
+        if any(record.model != embedder_id for record in records):
+            raise StoreMismatchError(f"refusing to write vectors of another embedder than {embedder_id!r}")
+        schema = embeddings_schema(len(records[0].vector), embedder_id)
+        table = self._open_or_create(EMBEDDINGS, schema)
+        width = table.schema.field("vector").type.list_size
+        if width != len(records[0].vector):
+            raise StoreMismatchError(f"vectors have {len(records[0].vector)} dimensions; the index holds {width}")
+        self._upsert(table, "id", [r.model_dump() for r in records])
+
+    def remove_crops_except(self, image_ids: Sequence[str], keep_crop_ids: Iterable[str]) -> list[str]:
+        """Delete crops (and their vectors) of these images that a re-index no longer produced.
+
+        Returns the removed crops' file uris so the caller can delete the files.
+        """
+        crops = self._open(CROPS)
+        if crops is None or not image_ids:
+            return []
+        keep = set(keep_crop_ids)
+        stale = [
+            row for row in self._rows(crops, "image_id", image_ids, ["crop_id", "uri"]) if row["crop_id"] not in keep
+        ]
+        self._delete_ids(crops, "crop_id", [row["crop_id"] for row in stale])
+        if (embeddings := self._open(EMBEDDINGS)) is not None:
+            self._delete_ids(embeddings, "id", [row["crop_id"] for row in stale])
+        return [row["uri"] for row in stale if row["uri"]]
+
+    def remove_images(self, image_ids: Sequence[str]) -> list[str]:
+        """Delete images with everything derived from them; returns the removed crop file uris."""
+        removed_uris = self.remove_crops_except(image_ids, keep_crop_ids=())
+        for name, key in ((EMBEDDINGS, "image_id"), (IMAGES, "image_id")):
+            if (table := self._open(name)) is not None:
+                self._delete_ids(table, key, image_ids)
+        return removed_uris
+
+    def _delete_ids(self, table: Any, column: str, ids: Sequence[str]) -> None:
+        for chunk in _chunks(list(ids)):
+            table.delete(f"{column} IN ({_id_list(chunk)})")
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _rows(self, table: Any, column: str, values: Sequence[str], columns: list[str]) -> list[dict[str, Any]]:
+        """Rows whose `column` is one of `values` (ids), fetched in a few batched scans."""
+        rows: list[dict[str, Any]] = []
+        for chunk in _chunks(list(values)):
+            where = f"{column} IN ({_id_list(chunk)})"
+            rows.extend(table.search().where(where).select(columns).limit(None).to_arrow().to_pylist())
+        return rows
+
+    def index_signatures(self, image_ids: Sequence[str]) -> dict[str, str]:
+        """image_id -> signature it was fully indexed with, for those of `image_ids` already stored."""
+        table = self._open(IMAGES)
+        if table is None:
+            return {}
+        rows = self._rows(table, "image_id", image_ids, ["image_id", "index_signature"])
+        return {row["image_id"]: row["index_signature"] for row in rows}
+
+    def image_ids_by_uri(self, source: str) -> dict[str, list[str]]:
+        """uri -> ids of the images stored for one source (a changed file leaves its old id under its uri)."""
+        table = self._open(IMAGES)
+        if table is None:
+            return {}
+        rows = table.search().where(f"source = {sql_string(source)}").select(["image_id", "uri"]).limit(None).to_arrow()
+        found: dict[str, list[str]] = {}
+        for row in rows.to_pylist():
+            found.setdefault(row["uri"], []).append(row["image_id"])
+        return found
+
+    def images_by_id(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
+        table = self._open(IMAGES)
+        if table is None or not image_ids:
+            return {}
+        rows = self._rows(table, "image_id", image_ids, list(IMAGES_SCHEMA.names))
+        return {row["image_id"]: ImageRecord.model_validate(row) for row in rows}
+
+    def crops_by_id(self, crop_ids: Sequence[str]) -> dict[str, CropRecord]:
+        table = self._open(CROPS)
+        if table is None or not crop_ids:
+            return {}
+        rows = self._rows(table, "crop_id", crop_ids, list(CROPS_SCHEMA.names))
+        return {row["crop_id"]: CropRecord.model_validate(row) for row in rows}
+
+    def search(self, vector: np.ndarray, where: str, limit: int) -> list[dict[str, Any]]:
+        """Nearest embeddings by cosine similarity among rows passing `where` (a prefilter, applied in LanceDB)."""
+        table = self._open(EMBEDDINGS)
+        if table is None:
+            raise StoreMismatchError(f"no index at {self.uri}: run `cropsearch index` first")
+        query = (
+            table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
+            .distance_type("cosine")
+            .select(["id", "kind", "image_id", "crop_id", "_distance"])
+            .limit(limit)
+        )
+        if where:
+            query = query.where(where, prefilter=True)
+        rows = query.to_arrow().to_pylist()
+        for row in rows:
+            row["score"] = 1.0 - row.pop("_distance")
+        return rows

@@ -1,0 +1,1 @@
+"""Prefect wiring: flows and thin tasks over `components`, plus the `cropsearch` CLI."""

@@ -1,0 +1,246 @@
+"""The `index-coco` flow: source -> images -> detect -> crop -> embed -> LanceDB, chunk by chunk.
+
+Download and unzip are cached on their inputs (URL + checksum, archive hash); every other task
+is cheap to decide and re-runs skip images already indexed with the same models and settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from tqdm import tqdm
+
+from components import sources, stages
+from components.detector import load_detector
+from components.embedder import load_embedder
+from components.errors import SourceError
+from components.images import register_images
+from components.preflight import check_index_can_start, download_path
+from components.render import report_table
+from components.store import CropStore
+from schemas.files import ExtractedFolder, LocalFile
+from schemas.params import IndexParams, signature_of
+from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
+from schemas.results import IndexReport
+
+# Bump when what a cached task produces changes, so old cache entries stop matching.
+CACHE_VERSION = "1"
+R = TypeVar("R")
+
+
+def _cache_key(*parts: object) -> str:
+    return hashlib.sha256("|".join([CACHE_VERSION, *map(str, parts)]).encode()).hexdigest()
+
+
+def _is_interrupted_download(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transfers that broke off (they resume); not 404s or checksum mismatches."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, SourceError) and "run again to resume" in str(error)
+
+
+@task(
+    cache_key_fn=lambda _, p: _cache_key("download", p["url"], p["checksum"], Path(p["destination"]).resolve()),
+    persist_result=True,
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    retry_condition_fn=_is_interrupted_download,
+)
+def download_source(url: str, destination: Path, checksum: str | None, show_progress: bool = False) -> LocalFile:
+    return sources.download(url, destination, checksum, show_progress=show_progress)
+
+
+@task(
+    cache_key_fn=lambda _, p: _cache_key("unzip", p["archive"].sha256, Path(p["destination"]).resolve()),
+    persist_result=True,
+)
+def unzip_source(archive: LocalFile, destination: Path) -> ExtractedFolder:
+    return sources.extract_zip(Path(archive.path), destination)
+
+
+@task(cache_policy=NO_CACHE)
+def hash_local_archive(path: Path) -> LocalFile:
+    return sources.describe_file(path)
+
+
+@task(cache_policy=NO_CACHE)
+def list_source_images(folder: Path, limit: int | None) -> list[Path]:
+    return sources.list_images(folder, limit)
+
+
+@task(cache_policy=NO_CACHE)
+def register(paths: list[Path], source_name: str) -> tuple[list[ImageRecord], list[SkippedFile]]:
+    return register_images(paths, source_name)
+
+
+@task(cache_policy=NO_CACHE)
+def select_work(db_uri: str, images: list[ImageRecord], signature: str, source_name: str) -> list[ImageRecord]:
+    """Drop the old rows of files whose bytes changed, then keep images not yet indexed with `signature`."""
+    store = CropStore(db_uri)
+    current = {record.uri: record.image_id for record in images}
+    replaced = [
+        old_id
+        for uri, ids in store.image_ids_by_uri(source_name).items()
+        if uri in current
+        for old_id in ids
+        if old_id != current[uri]
+    ]
+    for crop_file in store.remove_images(replaced):
+        Path(crop_file).unlink(missing_ok=True)
+    done = store.index_signatures([record.image_id for record in images])
+    return [record for record in images if done.get(record.image_id) != signature]
+
+
+@task(cache_policy=NO_CACHE)
+def detect(images: list[ImageRecord], params: IndexParams, detector_id: str) -> stages.StageResult:
+    detector = load_detector(params.detector, params.device)
+    return stages.detect_stage(images, detector, detector_id, params, params.detect_batch_size)
+
+
+@task(cache_policy=NO_CACHE)
+def crop(images: list[ImageRecord], crops: list[CropRecord], crops_dir: Path, padding: float) -> stages.StageResult:
+    return stages.crop_stage(images, crops, crops_dir, padding)
+
+
+@task(cache_policy=NO_CACHE)
+def embed(
+    images: list[ImageRecord], crops: list[CropRecord], params: IndexParams, embedder_id: str
+) -> stages.StageResult:
+    embedder = load_embedder(params.embedder, params.device)
+    return stages.embed_stage(images, crops, embedder, embedder_id, params.embed_batch_size)
+
+
+@task(cache_policy=NO_CACHE)
+def write(
+    db_uri: str,
+    images: list[ImageRecord],
+    crops: list[CropRecord],
+    embeddings: list[EmbeddingRecord],
+    signature: str,
+    embedder_id: str,
+) -> None:
+    stages.write_stage(CropStore(db_uri), images, crops, embeddings, signature, embedder_id)
+
+
+def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *args: Any) -> R:
+    """Call a cached task; if the files its cached result points to vanished or changed, redo it."""
+    result = cached_task(*args)
+    if not still_valid(result):
+        get_run_logger().warning("cached result of %s points to missing or changed files; redoing it", cached_task)
+        result = cached_task.with_options(refresh_cache=True)(*args)  # type: ignore[attr-defined]
+    return result
+
+
+def acquire_image_folder(params: IndexParams, show_progress: bool) -> Path:
+    """A local folder holding the source's images: downloaded and unzipped if need be (both cached)."""
+    kind = sources.classify_source(params.source)
+    if kind == "folder":
+        return Path(params.source).expanduser().resolve()
+    if kind == "url":
+        archive = _fresh(
+            download_source,
+            sources.is_unchanged,
+            params.source,
+            download_path(params),
+            params.resolved_checksum,
+            show_progress,
+        )
+    else:
+        archive = hash_local_archive(Path(params.source).expanduser())
+    stem = Path(archive.path).name.removesuffix(".zip")
+    destination = params.data_dir / "sources" / f"{stem}-{archive.sha256[:12]}"
+    unzipped = _fresh(unzip_source, lambda got: sources.describe_folder(Path(got.path)) == got, archive, destination)
+    return Path(unzipped.path)
+
+
+@contextmanager
+def _timed(report: IndexReport, stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    report.add_seconds(stage, time.perf_counter() - started)
+
+
+def _chunks(items: list[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@flow(name="index-coco", log_prints=False)
+def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False) -> IndexReport:
+    """Index a source of images (COCO val2017 by default) into LanceDB: whole images and detected crops."""
+    logger = get_run_logger()
+    detector_id, embedder_id = check_index_can_start(params)
+    signature = signature_of(detector_id, embedder_id, params)
+    report = IndexReport(source=params.source, db_uri=params.resolved_db_uri, index_signature=signature)
+    progress_id = create_progress_artifact(0.0, key="index-progress", description=f"indexing {params.source}")
+
+    with _timed(report, "acquire"):
+        folder = acquire_image_folder(params, show_progress)
+        paths = list_source_images(folder, params.limit)
+    if not paths:
+        raise SourceError(f"no image files found in {folder} (looked for {', '.join(sorted(sources.IMAGE_SUFFIXES))})")
+    with _timed(report, "register"):
+        images, skipped = register(paths, params.resolved_source_name)
+        report.skipped.extend(skipped)
+        if not images:
+            reasons = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:3])
+            raise SourceError(f"none of the {len(paths)} files in {folder} is a readable image ({reasons})")
+        todo = select_work(params.resolved_db_uri, images, signature, params.resolved_source_name)
+    report.images_seen = len(paths)
+    report.images_already_indexed = len(images) - len(todo)
+    if not todo:
+        logger.info("nothing to index: all %d images are already indexed with these models and settings", len(images))
+    else:
+        logger.info(
+            "%d images found, %d already indexed, %d to index in chunks of %d",
+            len(images),
+            report.images_already_indexed,
+            len(todo),
+            params.chunk_size,
+        )
+    crops_dir = params.data_dir / "crops"
+    with tqdm(total=len(todo), unit="img", desc="indexing", disable=not show_progress) as bar:
+        for number, chunk in enumerate(_chunks(todo, params.chunk_size), start=1):
+            started = time.perf_counter()
+            with _timed(report, "detect"):
+                detected = detect(chunk, params, detector_id)
+            with _timed(report, "crop"):
+                cropped = crop(chunk, detected.crops, crops_dir, params.padding)
+            with _timed(report, "embed"):
+                embedded = embed(chunk, cropped.crops, params, embedder_id)
+            with _timed(report, "write"):
+                write(params.resolved_db_uri, chunk, cropped.crops, embedded.embeddings, signature, embedder_id)
+            stage_results = (detected, cropped, embedded)
+            report.skipped.extend(item for result in stage_results for item in result.skipped)
+            report.model_batches += detected.model_batches + embedded.model_batches
+            report.images_new += sum(1 for e in embedded.embeddings if e.kind == "image")
+            report.crops += len(cropped.crops)
+            report.embeddings += len(embedded.embeddings)
+            bar.update(len(chunk))
+            update_progress_artifact(progress_id, 100.0 * min(1.0, number * params.chunk_size / len(todo)))
+            logger.info(
+                "chunk %d: %d images -> %d crops, %d embeddings in %.1f s",
+                number,
+                len(chunk),
+                len(cropped.crops),
+                len(embedded.embeddings),
+                time.perf_counter() - started,
+            )
+    update_progress_artifact(progress_id, 100.0)
+    create_table_artifact(report_table(report), key="index-report", description=f"index of {params.source}")
+    logger.info(
+        "indexed %d new images (%d crops, %d embeddings); %d already indexed; %d files skipped",
+        report.images_new,
+        report.crops,
+        report.embeddings,
+        report.images_already_indexed,
+        len(report.skipped),
+    )
+    return report

@@ -1,0 +1,1 @@
+"""Pydantic records and parameters shared by components, flows and the CLI."""

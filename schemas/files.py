@@ -1,0 +1,30 @@
+"""Small, cacheable descriptions of files on disk.
+
+Cached Prefect tasks return these instead of bytes: a path plus what is needed to prove the
+file is still the one that was produced (a cache hit does not check that by itself).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class LocalFile(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    num_bytes: int
+    sha256: str
+    mtime_ns: int
+
+
+class ExtractedFolder(BaseModel):
+    """A folder unpacked from an archive: how many files it held and their total size."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    num_files: int
+    num_bytes: int

@@ -1,0 +1,176 @@
+"""Typed parameters of the index and query flows.
+
+Every layer shares these: the CLI builds them from flags, the Prefect UI renders them as forms,
+components take them as arguments. A bad value fails here, before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+COCO_VAL2017_URL = "http://images.cocodataset.org/zips/val2017.zip"
+# Published checksums of well-known sources, used when the caller gives none.
+KNOWN_CHECKSUMS = {COCO_VAL2017_URL: "md5:442b8da7639aecaf257c1dceb8ba8c80"}
+KNOWN_SOURCE_NAMES = {COCO_VAL2017_URL: "coco-val2017"}
+
+DEFAULT_DETECTOR = "yolov10x.pt"
+DEFAULT_EMBEDDER = "openai/clip-vit-base-patch32"
+DEFAULT_DATA_DIR = Path("data")
+
+QueryKinds = Literal["image", "crop", "both"]
+
+
+def _check_device(value: str) -> str:
+    if value.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
+    return value
+
+
+def _check_checksum(value: str | None) -> str | None:
+    if value is None:
+        return None
+    algorithm, _, digest = value.partition(":")
+    lengths = {"md5": 32, "sha256": 64}
+    if algorithm not in lengths or len(digest) != lengths[algorithm]:
+        raise ValueError(f"checksum must look like 'md5:<32 hex>' or 'sha256:<64 hex>', got {value!r}")
+    int(digest, 16)  # raises ValueError on non-hex digits
+    return f"{algorithm}:{digest.lower()}"
+
+
+Device = Annotated[str, AfterValidator(_check_device)]
+Checksum = Annotated[str | None, AfterValidator(_check_checksum)]
+
+
+class DetectionSettings(BaseModel):
+    """How objects are found and cut out. Changing any of these re-indexes affected images."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    confidence: float = Field(0.25, ge=0.0, le=1.0, description="minimum detection confidence")
+    iou: float = Field(0.7, gt=0.0, le=1.0, description="IoU threshold of non-maximum suppression")
+    max_detections: int = Field(
+        20, ge=0, le=1000, description="keep at most this many boxes per image (0 indexes whole images only)"
+    )
+    classes: list[str] = Field(
+        default_factory=list, description="detector class names to keep; empty keeps every class"
+    )
+    min_box_pixels: int = Field(16, ge=1, description="drop boxes whose shorter side is below this many pixels")
+    padding: float = Field(0.0, ge=0.0, le=1.0, description="grow each crop by this fraction of its size for context")
+    image_size: int = Field(640, ge=32, le=4096, description="detector input size in pixels")
+
+    def fingerprint(self) -> dict[str, object]:
+        """The settings that change which crops exist, as plain data for hashing."""
+        return self.model_dump(include=set(DetectionSettings.model_fields))
+
+
+class IndexParams(DetectionSettings):
+    """Everything one `index-coco` run needs: where images come from, where results go, which models."""
+
+    source: str = Field(
+        COCO_VAL2017_URL, description="an http(s) URL of a zip, a local .zip file, or a local folder of images"
+    )
+    source_name: str | None = Field(
+        None, description="label stored with each image; defaults to coco-val2017 or the folder/zip name"
+    )
+    checksum: Checksum = Field(
+        None, description="expected 'md5:<hex>' or 'sha256:<hex>' of a downloaded zip (known for COCO val2017)"
+    )
+    limit: int | None = Field(None, ge=1, description="index only the first N images, in a stable order")
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="folder for downloads, extracted images and crop files")
+    db_uri: str | None = Field(None, description="LanceDB folder or URI; defaults to <data_dir>/lancedb")
+    detector: str = Field(DEFAULT_DETECTOR, description="YOLO weights: an ultralytics name or a local .pt path")
+    embedder: str = Field(DEFAULT_EMBEDDER, description="CLIP model: a Hugging Face id or a local folder")
+    device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    chunk_size: int = Field(256, ge=1, le=100_000, description="images per durable chunk")
+    detect_batch_size: int = Field(16, ge=1, le=1024, description="images per detector forward pass")
+    embed_batch_size: int = Field(64, ge=1, le=4096, description="images or crops per embedder forward pass")
+
+    @field_validator("source", "detector", "embedder")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @property
+    def resolved_db_uri(self) -> str:
+        return self.db_uri or str(self.data_dir / "lancedb")
+
+    @property
+    def resolved_checksum(self) -> str | None:
+        return self.checksum or KNOWN_CHECKSUMS.get(self.source)
+
+    @property
+    def resolved_source_name(self) -> str:
+        if self.source_name:
+            return self.source_name
+        if self.source in KNOWN_SOURCE_NAMES:
+            return KNOWN_SOURCE_NAMES[self.source]
+        stem = self.source.rstrip("/").rsplit("/", 1)[-1]
+        return stem.removesuffix(".zip") or "images"
+
+
+class QueryParams(BaseModel):
+    """How a query is answered. The query itself (text or image) is given beside these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(10, ge=1, le=1000, description="how many ranked hits to return")
+    kinds: QueryKinds = Field("both", description="search whole images, crops, or both")
+    classes: list[str] = Field(
+        default_factory=list,
+        description="keep crops of these classes and whole images that contain one; empty keeps all",
+    )
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="minimum detection confidence of crop hits")
+    min_area_fraction: float = Field(0.0, ge=0.0, le=1.0, description="minimum share of the parent a crop covers")
+    one_hit_per_image: bool = Field(True, description="return the best hit per parent; fold the rest under it")
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="folder for rendered result grids")
+    db_uri: str | None = Field(None, description="LanceDB folder or URI; defaults to <data_dir>/lancedb")
+    embedder: str = Field(DEFAULT_EMBEDDER, description="must be the embedder the index was built with")
+    device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    render: bool = Field(True, description="write a PNG grid of the hits under <data_dir>/queries")
+
+    @property
+    def resolved_db_uri(self) -> str:
+        return self.db_uri or str(self.data_dir / "lancedb")
+
+
+MAX_QUERY_TEXT_CHARS = 1000
+
+
+class QueryInput(BaseModel):
+    """What to search for: exactly one of a text or an image path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str | None = None
+    image: Path | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text_is_usable(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            raise ValueError("text must not be empty")
+        if len(value) > MAX_QUERY_TEXT_CHARS:
+            raise ValueError(f"text is {len(value)} characters; the limit is {MAX_QUERY_TEXT_CHARS}")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> QueryInput:
+        if (self.text is None) == (self.image is None):
+            raise ValueError("give exactly one of text or image")
+        return self
+
+
+def signature_of(detector_id: str, embedder_id: str, settings: DetectionSettings) -> str:
+    """Hash of everything that decides an image's crops and vectors; equal signature = nothing to redo."""
+    payload = {"v": 1, "detector": detector_id, "embedder": embedder_id, "detection": settings.fingerprint()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

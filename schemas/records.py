@@ -1,0 +1,82 @@
+"""The rows cropsearch stores: one per image, per detected crop, per embedding vector.
+
+Ids are content-derived (sha256), so indexing the same bytes with the same settings always
+produces the same ids and re-runs upsert instead of appending duplicates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EmbeddingKind = Literal["image", "crop"]
+
+
+class ImageRecord(BaseModel):
+    """A parent photo. `image_id` is the sha256 of its bytes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image_id: str = Field(description="sha256 of the file bytes, hex")
+    uri: str = Field(description="where the bytes are (a local path or a URI)")
+    source: str = Field(description="the source the image came from, e.g. coco-val2017")
+    width: int = Field(gt=0, description="pixels, as a viewer shows it (EXIF rotation applied)")
+    height: int = Field(gt=0)
+    num_bytes: int = Field(ge=0)
+    caption: str = Field(default="", description='e.g. "this image contains 2 person, 1 tv"')
+    index_signature: str = Field(
+        default="",
+        description="hash of detector, embedder and detection settings this image was indexed with; "
+        "empty until the image is fully indexed",
+    )
+    indexed_at: datetime | None = None
+
+
+class CropRecord(BaseModel):
+    """One detected object, cut out of its parent image."""
+
+    model_config = ConfigDict(frozen=True)
+
+    crop_id: str = Field(description="sha256 of image_id, detector, class and rounded box")
+    image_id: str = Field(description="the parent image")
+    detector: str = Field(description="id of the detector that found it")
+    class_id: int
+    class_name: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    x1: float = Field(description="box in parent pixels, clamped to the image")
+    y1: float
+    x2: float
+    y2: float
+    area_fraction: float = Field(ge=0.0, le=1.0, description="box area / parent area")
+    uri: str = Field(default="", description="the materialized crop file; empty until written")
+
+
+class EmbeddingRecord(BaseModel):
+    """A unit-length vector for a whole image or a crop, with the columns queries prefilter on."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    id: str = Field(description="image_id for whole images, crop_id for crops")
+    kind: EmbeddingKind
+    image_id: str
+    crop_id: str | None = None
+    model: str = Field(description="id of the embedder that made the vector")
+    vector: list[float]
+    class_name: str | None = Field(default=None, description="the crop's class; null for whole images")
+    class_names: list[str] = Field(
+        default_factory=list,
+        description="classes this row stands for: the crop's own, or every class found in the image",
+    )
+    confidence: float = Field(default=1.0, description="the crop's detection confidence; 1 for whole images")
+    area_fraction: float = Field(default=1.0, description="share of the parent covered; 1 for whole images")
+
+
+class SkippedFile(BaseModel):
+    """A file that was not indexed, and why. Bad images are data, not crashes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    reason: str

@@ -1,0 +1,47 @@
+"""What the flows return: an index run's report and a query's ranked hits."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from schemas.records import CropRecord, EmbeddingKind, ImageRecord, SkippedFile
+
+
+class IndexReport(BaseModel):
+    source: str
+    db_uri: str
+    index_signature: str
+    images_seen: int = 0
+    images_new: int = Field(0, description="indexed in this run")
+    images_already_indexed: int = Field(0, description="skipped: indexed before with the same models and settings")
+    skipped: list[SkippedFile] = Field(default_factory=list, description="files not indexed, with the reason")
+    crops: int = 0
+    embeddings: int = 0
+    model_batches: int = Field(0, description="detector and embedder forward passes run")
+    seconds_per_stage: dict[str, float] = Field(default_factory=dict)
+
+    def add_seconds(self, stage: str, seconds: float) -> None:
+        self.seconds_per_stage[stage] = self.seconds_per_stage.get(stage, 0.0) + seconds
+
+
+class FoldedHit(BaseModel):
+    """A lower-ranked hit on the same parent as a QueryHit, kept under it."""
+
+    score: float
+    kind: EmbeddingKind
+    crop: CropRecord | None = None
+
+
+class QueryHit(BaseModel):
+    rank: int
+    score: float = Field(description="cosine similarity of the query and the hit's vector")
+    kind: EmbeddingKind
+    image: ImageRecord = Field(description="the parent photo")
+    crop: CropRecord | None = Field(None, description="the crop that matched; none for whole-image hits")
+    folded: list[FoldedHit] = Field(default_factory=list, description="other hits on the same parent")
+
+
+class QueryResult(BaseModel):
+    query: str
+    hits: list[QueryHit]
+    grid_path: str | None = None
