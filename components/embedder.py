@@ -46,6 +46,7 @@ class ClipEmbedder:
         self._processor = AutoProcessor.from_pretrained(spec, local_files_only=local_only)
         self._dtype = dtype
         self.dim = int(self._model.config.projection_dim)
+        self._max_tokens = int(self._model.config.text_config.max_position_embeddings)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         inputs = self._processor(images=list(images), return_tensors="pt")
@@ -55,7 +56,10 @@ class ClipEmbedder:
         return unit_rows(features.float().cpu().numpy())
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        inputs = self._processor(text=list(texts), return_tensors="pt", padding=True, truncation=True)
+        # CLIP reads at most max_position_embeddings tokens (77): cut longer texts instead of failing.
+        inputs = self._processor(
+            text=list(texts), return_tensors="pt", padding=True, truncation=True, max_length=self._max_tokens
+        )
         inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
         with self._torch.inference_mode():
             features = self._model.get_text_features(**inputs).pooler_output

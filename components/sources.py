@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 SourceKind = Literal["url", "zip", "folder"]
 _READ_CHUNK = 1 << 20
+# Small network reads: an interrupted transfer loses at most the block it was reading.
+_NETWORK_CHUNK = 1 << 16
 
 
 def classify_source(source: str) -> SourceKind:
@@ -149,7 +151,7 @@ def _write_body(
             disable=not show_progress,
         ) as bar,
     ):
-        for block in response.iter_content(chunk_size=_READ_CHUNK):
+        for block in response.iter_content(chunk_size=_NETWORK_CHUNK):
             handle.write(block)
             bar.update(len(block))
 

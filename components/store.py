@@ -27,6 +27,7 @@ _HEX_ID = re.compile(r"^[0-9a-f]{16,64}$")
 _IN_LIST_CHUNK = 500
 
 
+# Scalars are float64 so records read back equal to what was written (and filters compare exactly).
 def _key(name: str) -> pa.Field:
     return pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
 
@@ -52,12 +53,12 @@ CROPS_SCHEMA = pa.schema(
         pa.field("detector", pa.string()),
         pa.field("class_id", pa.int32()),
         pa.field("class_name", pa.string()),
-        pa.field("confidence", pa.float32()),
-        pa.field("x1", pa.float32()),
-        pa.field("y1", pa.float32()),
-        pa.field("x2", pa.float32()),
-        pa.field("y2", pa.float32()),
-        pa.field("area_fraction", pa.float32()),
+        pa.field("confidence", pa.float64()),
+        pa.field("x1", pa.float64()),
+        pa.field("y1", pa.float64()),
+        pa.field("x2", pa.float64()),
+        pa.field("y2", pa.float64()),
+        pa.field("area_fraction", pa.float64()),
         pa.field("uri", pa.string()),
     ]
 )
@@ -75,8 +76,8 @@ def embeddings_schema(dim: int, embedder_id: str) -> pa.Schema:
             pa.field("vector", pa.list_(pa.float32(), dim)),
             pa.field("class_name", pa.string()),
             pa.field("class_names", pa.list_(pa.string())),
-            pa.field("confidence", pa.float32()),
-            pa.field("area_fraction", pa.float32()),
+            pa.field("confidence", pa.float64()),
+            pa.field("area_fraction", pa.float64()),
         ],
         metadata={EMBEDDER_METADATA_KEY: embedder_id.encode()},
     )

@@ -1,0 +1,148 @@
+"""`cropsearch index` and `cropsearch query`: command-line front doors to the two flows.
+
+Flags are made from the parameter models, so every field is a flag with the field's own
+description and default (`db_uri` is `--db`). Checks that can fail fast run before Prefect starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import BaseModel, ValidationError
+
+from components.errors import CropsearchError
+from components.preflight import check_index_can_start, check_query_can_start
+from components.render import hits_table, report_table
+from schemas.params import IndexParams, QueryInput, QueryParams
+
+_FLAG_NAMES = {"db_uri": "--db", "k": "-k"}
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """The click type for a field annotation, and whether it takes several values."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) or typing.get_origin(annotation) is typing.Annotated:
+        return _click_type(args[0])
+    if origin is list:
+        return str, True
+    if origin is typing.Literal:
+        return click.Choice(args), False
+    return {int: int, float: float, Path: click.Path(path_type=Path)}.get(annotation, str), False
+
+
+def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Decorate a command with one option per model field; unset options stay None and keep the model default."""
+
+    def decorate(command: Callable) -> Callable:
+        # The model's own fields first (source, models, ...), inherited settings after them.
+        names = sorted(model.model_fields, key=lambda name: name not in model.__annotations__)
+        for name in reversed(names):
+            field = model.model_fields[name]
+            if name in skip:
+                continue
+            flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+            default = field.get_default(call_default_factory=True)
+            shown = ",".join(default) if isinstance(default, list) else default
+            help_text = f"{field.description} [default: {'none' if shown in (None, '') else shown}]"
+            if field.annotation is bool:
+                on = flag.removeprefix("--")
+                command = click.option(f"--{on}/--no-{on}", name, default=None, help=help_text)(command)
+                continue
+            click_type, several = _click_type(field.annotation)
+            if several:
+                help_text += " (comma-separated or repeated)"
+            command = click.option(flag, name, type=click_type, multiple=several, default=None, help=help_text)(command)
+        return command
+
+    return decorate
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """Only the options the user set; lists accept comma-separated values."""
+    given = {}
+    for name, value in options.items():
+        if value is None or value == ():
+            continue
+        if isinstance(value, tuple):
+            value = [part.strip() for item in value for part in item.split(",") if part.strip()]
+        given[name] = value
+    return given
+
+
+def _fail(error: Exception) -> typing.NoReturn:
+    if isinstance(error, ValidationError):
+        message = "; ".join(
+            f"{'.'.join(map(str, item['loc'])) or 'input'}: {item['msg'].removeprefix('Value error, ')}"
+            for item in error.errors()
+        )
+    else:
+        message = str(error)
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def _print_rows(rows: list[dict[str, str]]) -> None:
+    if not rows:
+        return
+    widths = {name: max(len(name), *(len(row[name]) for row in rows)) for name in rows[0]}
+    click.echo("  ".join(name.ljust(width) for name, width in widths.items()))
+    for row in rows:
+        click.echo("  ".join(row[name].ljust(width) for name, width in widths.items()))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """cropsearch: search inside photos (whole images and detected objects)."""
+    # Prefect without a server starts a temporary one; its telemetry only fails (noisily) offline.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@main.command()
+@options_from(IndexParams)
+def index(**options: Any) -> None:
+    """Index images: download/unzip if needed, detect objects, embed images and crops, store in LanceDB."""
+    try:
+        params = IndexParams(**_given(options))
+        check_index_can_start(params)
+        from flows.index_coco import index_coco  # Prefect is imported only once the inputs are known good
+
+        report = index_coco(params, show_progress=True)
+    except (CropsearchError, ValueError) as error:
+        _fail(error)
+    _print_rows(report_table(report))
+    if report.images_new == 0 and report.model_batches == 0:
+        click.echo("no new work: every image was already indexed with these models and settings")
+
+
+@main.command()
+@click.argument("text", required=False)
+@click.option("--image", type=click.Path(path_type=Path), help="search with this image instead of a text")
+@options_from(QueryParams)
+def query(text: str | None, image: Path | None, **options: Any) -> None:
+    """Find the best whole images and crops for TEXT (or --image), each with its parent photo."""
+    try:
+        QueryInput(text=text, image=image)
+        params = QueryParams(**_given(options))
+        check_query_can_start(params)
+        from flows.query import query as query_flow
+
+        result = query_flow(text=text, image=str(image) if image else None, params=params)
+    except (CropsearchError, ValueError) as error:
+        _fail(error)
+    if not result.hits:
+        click.echo("no hits")
+    _print_rows(hits_table(result.hits))
+    if result.grid_path:
+        click.echo(f"grid: {result.grid_path}")
+
+
+if __name__ == "__main__":
+    main()

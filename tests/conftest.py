@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny real models, real photos, a local HTTP server, and (on request) Prefect.
+
+Environment is set before anything imports Prefect or transformers: no hub calls, no telemetry,
+and a throwaway PREFECT_HOME so cached task results never leak between test sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="cropsearch-prefect-")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("YOLO_VERBOSE", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tests.http_server import LocalHttpServer  # noqa: E402
+from tests.tiny_models import build_tiny_clip, build_tiny_yolo  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_yolo(tmp_path_factory.mktemp("models") / "tiny-yolo.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+def ultralytics_assets() -> list[Path]:
+    import ultralytics
+
+    return sorted((Path(ultralytics.__file__).parent / "assets").glob("*.jpg"))
+
+
+def write_scene(path: Path, seed: int, size: tuple[int, int] = (160, 120)) -> Path:
+    """A generated photo-like picture: a smooth gradient with a few coloured rectangles."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    gradient = np.linspace(40, 200, width, dtype=np.float32)[None, :, None]
+    pixels = np.broadcast_to(gradient, (height, width, 3)).copy()
+    for _ in range(3):
+        x, y = int(rng.integers(0, width - 30)), int(rng.integers(0, height - 30))
+        pixels[y : y + int(rng.integers(10, 30)), x : x + int(rng.integers(10, 30))] = rng.integers(0, 255, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path, quality=90)
+    return path
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    """Ten images: the two real photos shipped with ultralytics and eight generated scenes."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for asset in ultralytics_assets():
+        shutil.copy(asset, folder / asset.name)
+    for seed in range(8):
+        write_scene(folder / f"scene-{seed:02d}.jpg", seed)
+    return folder
+
+
+@pytest.fixture
+def http_server() -> Iterator[LocalHttpServer]:
+    server = LocalHttpServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect API for the whole session (starting one costs ~10 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,66 @@
+"""A real HTTP server on 127.0.0.1 serving byte strings, with Range support and fault injection."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class LocalHttpServer:
+    """Serve `files[path] = bytes`. Set `drop_after[path] = n` to cut the next transfer after n bytes."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.drop_after: dict[str, int] = {}
+        self.requests: list[dict[str, str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep test output quiet
+                pass
+
+            def do_HEAD(self) -> None:
+                self._respond(send_body=False)
+
+            def do_GET(self) -> None:
+                self._respond(send_body=True)
+
+            def _respond(self, send_body: bool) -> None:
+                server.requests.append({"method": self.command, "path": self.path, **dict(self.headers)})
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                if send_body and (wanted := self.headers.get("Range", "")).startswith("bytes="):
+                    start = int(wanted.removeprefix("bytes=").split("-")[0])
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                if not send_body:
+                    return
+                cut = server.drop_after.pop(self.path, None)
+                self.wfile.write(body[start:cut] if cut is not None else body[start:])
+                if cut is not None:
+                    self.wfile.flush()
+                    self.close_connection = True
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

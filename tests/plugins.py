@@ -1,0 +1,62 @@
+"""Deterministic plug-in models for tests of the idea itself, independent of any learned weights.
+
+`colour_blob_detector` boxes the saturated pixels of an image; `mean_colour_embedder` maps a
+picture to its mean colour and the words red/green/blue to those colours. With them, "find the
+small red thing" has one right answer that a test can check exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from components.detector import Detection
+from components.embedder import unit_rows
+from schemas.params import DetectionSettings
+
+COLOUR_NAMES = ("red", "green", "blue")
+_SATURATION = 60  # max - min channel value above which a pixel counts as coloured
+
+
+class ColourBlobDetector:
+    """One box around all clearly coloured pixels, classed by their dominant channel."""
+
+    class_names = dict(enumerate(COLOUR_NAMES))
+
+    def detect(self, images: Sequence[Image.Image], settings: DetectionSettings) -> list[list[Detection]]:
+        return [self._detect_one(np.asarray(image, dtype=np.int16)) for image in images]
+
+    def _detect_one(self, pixels: np.ndarray) -> list[Detection]:
+        mask = pixels.max(axis=2) - pixels.min(axis=2) > _SATURATION
+        if not mask.any():
+            return []
+        rows, columns = np.nonzero(mask)
+        class_id = int(pixels[mask].mean(axis=0).argmax())
+        box = (float(columns.min()), float(rows.min()), float(columns.max() + 1), float(rows.max() + 1))
+        return [Detection(*box, class_id=class_id, class_name=COLOUR_NAMES[class_id], confidence=0.9)]
+
+
+class MeanColourEmbedder:
+    """A 3-d space: pictures by mean RGB, texts by the colour word they name."""
+
+    dim = 3
+    calls = 0
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        MeanColourEmbedder.calls += 1
+        return unit_rows(
+            np.stack([np.asarray(image, dtype=np.float32).reshape(-1, 3).mean(axis=0) for image in images])
+        )
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return unit_rows(np.stack([np.eye(3, dtype=np.float32)[COLOUR_NAMES.index(text)] for text in texts]))
+
+
+def colour_blob_detector(device: str) -> ColourBlobDetector:
+    return ColourBlobDetector()
+
+
+def mean_colour_embedder(device: str) -> MeanColourEmbedder:
+    return MeanColourEmbedder()

@@ -1,0 +1,85 @@
+"""Registering and decoding image files, good and bad."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.images import ImageDecodeError, check_decodes, decode_rgb, register_images
+from tests.conftest import write_scene
+
+
+def test_register_hashes_bytes_and_reads_size(tmp_path: Path) -> None:
+    path = write_scene(tmp_path / "a.jpg", seed=1, size=(160, 120))
+    records, skipped = register_images([path], source="test")
+    assert skipped == []
+    (record,) = records
+    assert record.image_id == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (record.width, record.height) == (160, 120)
+    assert record.num_bytes == path.stat().st_size
+    assert record.source == "test" and record.uri == str(path.resolve())
+
+
+def test_bad_files_are_skipped_with_path_and_reason(tmp_path: Path) -> None:
+    good = write_scene(tmp_path / "good.jpg", seed=2)
+    text = tmp_path / "text.jpg"
+    text.write_text("this is not an image")
+    whole = write_scene(tmp_path / "whole.jpg", seed=5, size=(400, 300)).read_bytes()
+    whole_path = tmp_path / "whole.jpg"
+    whole_path.unlink()
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(whole[: len(whole) * 6 // 10])  # header intact, scan data cut
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    records, skipped = register_images([good, text, truncated, empty], source="test")
+    assert [r.uri for r in records] == [str(good.resolve())]
+    reasons = {Path(s.path).name: s.reason for s in skipped}
+    assert set(reasons) == {"text.jpg", "truncated.jpg", "empty.png"}
+    assert "not a decodable image" in reasons["text.jpg"]
+    assert "truncated" in reasons["truncated.jpg"].lower()
+
+
+def test_repeated_bytes_are_registered_once(tmp_path: Path) -> None:
+    first = write_scene(tmp_path / "a.jpg", seed=3)
+    copy = tmp_path / "b.jpg"
+    copy.write_bytes(first.read_bytes())
+    records, skipped = register_images([first, copy], source="test")
+    assert len(records) == 1
+    assert skipped[0].path == str(copy) and "same bytes as" in skipped[0].reason
+
+
+def test_exif_rotated_jpeg_has_the_size_a_viewer_shows(tmp_path: Path) -> None:
+    image = Image.new("RGB", (80, 40), (0, 0, 0))
+    image.paste((255, 0, 0), (0, 0, 10, 40))  # a red stripe on the left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when shown
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=95)
+    assert check_decodes(path) == (40, 80)
+    shown = decode_rgb(path)
+    assert shown.size == (40, 80)
+    top_rows = np.asarray(shown)[:8]
+    assert top_rows[..., 0].mean() > 150  # the stripe is on top after rotation
+
+
+def test_transparent_png_decodes_onto_white(tmp_path: Path) -> None:
+    path = tmp_path / "clear.png"
+    Image.new("RGBA", (10, 10), (0, 0, 0, 0)).save(path)
+    assert decode_rgb(path).getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_sixteen_bit_greyscale_keeps_its_tones(tmp_path: Path) -> None:
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((10, 10), 32768, dtype=np.uint16)).save(path)
+    assert decode_rgb(path).getpixel((5, 5)) == (128, 128, 128)
+
+
+def test_decode_of_a_missing_or_broken_file_raises_a_named_error(tmp_path: Path) -> None:
+    broken = tmp_path / "x.jpg"
+    broken.write_bytes(b"garbage")
+    with pytest.raises(ImageDecodeError, match="not a decodable image"):
+        decode_rgb(broken)

@@ -1,0 +1,68 @@
+"""Bad parameters fail at construction, naming the field."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.params import (
+    COCO_VAL2017_URL,
+    DetectionSettings,
+    IndexParams,
+    QueryInput,
+    QueryParams,
+    signature_of,
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "culprit"),
+    [
+        (QueryParams, {"k": 0}, "k"),
+        (QueryParams, {"kinds": "crops"}, "kinds"),
+        (QueryParams, {"min_confidence": 1.5}, "min_confidence"),
+        (IndexParams, {"limit": 0}, "limit"),
+        (IndexParams, {"device": "gpu"}, "device"),
+        (IndexParams, {"checksum": "md5:xyz"}, "checksum"),
+        (IndexParams, {"detector": "  "}, "detector"),
+        (IndexParams, {"confidence": -0.1}, "confidence"),
+        (IndexParams, {"no_such_option": 1}, "no_such_option"),
+    ],
+)
+def test_bad_values_name_their_field(model: type, fields: dict, culprit: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        model(**fields)
+    assert raised.value.errors()[0]["loc"] == (culprit,)
+
+
+@pytest.mark.parametrize(
+    ("text", "image", "message"),
+    [
+        ("", None, "text must not be empty"),
+        ("   ", None, "text must not be empty"),
+        ("x" * 10_000, None, "the limit is 1000"),
+        ("a plant", "photo.jpg", "exactly one of text or image"),
+        (None, None, "exactly one of text or image"),
+    ],
+)
+def test_query_input_needs_exactly_one_usable_query(text: str | None, image: str | None, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        QueryInput(text=text, image=image)
+
+
+def test_defaults_point_at_coco_and_the_published_models() -> None:
+    params = IndexParams()
+    assert params.source == COCO_VAL2017_URL
+    assert params.resolved_checksum == "md5:442b8da7639aecaf257c1dceb8ba8c80"
+    assert params.resolved_source_name == "coco-val2017"
+    assert params.detector == "yolov10x.pt" and params.embedder == "openai/clip-vit-base-patch32"
+    assert params.resolved_db_uri == "data/lancedb"
+
+
+def test_signature_changes_with_anything_that_changes_the_crops() -> None:
+    base = signature_of("det", "emb", DetectionSettings())
+    assert base == signature_of("det", "emb", IndexParams(limit=5, chunk_size=3))  # not detection settings
+    assert base != signature_of("det2", "emb", DetectionSettings())
+    assert base != signature_of("det", "emb2", DetectionSettings())
+    assert base != signature_of("det", "emb", DetectionSettings(padding=0.1))
+    assert base != signature_of("det", "emb", DetectionSettings(classes=["cat"]))

@@ -1,0 +1,62 @@
+"""Fail-fast checks: unreachable sources and models are named within seconds, with the flag to use."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from components.errors import ModelUnavailableError, SourceError, StoreMismatchError
+from components.models import check_detector_available, check_embedder_available, model_id
+from components.preflight import check_index_can_start
+from components.store import CropStore
+from schemas.params import IndexParams
+from tests.test_store import embedding, image
+
+
+def test_missing_local_weights_name_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailableError, match=r"Point --detector at local weights"):
+        check_detector_available(str(tmp_path / "nope.pt"))
+    with pytest.raises(ModelUnavailableError, match=r"Point --embedder at local weights"):
+        check_embedder_available(str(tmp_path / "nope-clip"))
+
+
+def test_uncached_hub_model_fails_fast_when_offline() -> None:
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailableError, match="not in the local Hugging Face cache"):
+        check_embedder_available("openai/clip-vit-base-patch32")
+    assert time.monotonic() - started < 10  # a limit on hangs, not a speed target
+
+
+def test_model_id_of_local_weights_follows_their_bytes(tmp_path: Path) -> None:
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"one")
+    first = model_id(str(weights))
+    assert first.startswith("w.pt@") and model_id(str(weights)) == first
+    weights.write_bytes(b"two")
+    assert model_id(str(weights)) != first
+    assert model_id("yolov10x.pt") == "yolov10x.pt"
+
+
+def test_index_refuses_a_database_of_another_embedder(tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
+    db = tmp_path / "db"
+    CropStore(str(db)).upsert_embeddings([embedding(image("a"), [1, 0, 0], model="other")], "other")
+    params = IndexParams(source=str(tmp_path), detector=str(tiny_yolo), embedder=str(tiny_clip), db_uri=str(db))
+    with pytest.raises(StoreMismatchError, match="holds vectors of embedder 'other'"):
+        check_index_can_start(params)
+
+
+def test_index_refuses_a_db_path_that_is_a_file(tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
+    (tmp_path / "db").write_text("x")
+    params = IndexParams(
+        source=str(tmp_path), detector=str(tiny_yolo), embedder=str(tiny_clip), db_uri=str(tmp_path / "db")
+    )
+    with pytest.raises(ValueError, match="is a file"):
+        check_index_can_start(params)
+
+
+def test_unreachable_source_names_the_url_and_the_local_alternative(tmp_path: Path) -> None:
+    params = IndexParams(source="http://127.0.0.1:9/val2017.zip", data_dir=tmp_path)
+    with pytest.raises(SourceError, match=r"cannot reach http://127.0.0.1:9/val2017.zip.*use --source with a local"):
+        check_index_can_start(params)

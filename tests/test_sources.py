@@ -1,0 +1,151 @@
+"""Downloads from a real local HTTP server, safe unzip, listing and hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from components import sources
+from components.errors import SourceError, UnsafeArchiveError
+from tests.http_server import LocalHttpServer
+
+
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        for name, data in entries.items():
+            zipped.writestr(name, data)
+    return buffer.getvalue()
+
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+
+def test_download_writes_the_file_and_verifies_its_checksum(http_server: LocalHttpServer, tmp_path: Path) -> None:
+    http_server.files["/data.bin"] = PAYLOAD
+    checksum = "md5:" + hashlib.md5(PAYLOAD).hexdigest()
+    record = sources.download(http_server.url("/data.bin"), tmp_path / "data.bin", checksum)
+    assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
+    assert record.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
+    assert record.num_bytes == len(PAYLOAD)
+    assert not (tmp_path / "data.bin.part").exists()
+
+
+def test_interrupted_download_resumes_with_a_range_request(http_server: LocalHttpServer, tmp_path: Path) -> None:
+    http_server.files["/data.bin"] = PAYLOAD
+    http_server.drop_after["/data.bin"] = 300_000
+    destination = tmp_path / "data.bin"
+    with pytest.raises(SourceError, match="interrupted .* run again to resume"):
+        sources.download(http_server.url("/data.bin"), destination)
+    assert not destination.exists()
+    kept = (tmp_path / "data.bin.part").stat().st_size
+    assert 0 < kept <= 300_000
+
+    record = sources.download(
+        http_server.url("/data.bin"), destination, "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
+    )
+    second = [r for r in http_server.requests if r["method"] == "GET"][1]
+    assert second.get("Range") == f"bytes={kept}-"
+    assert destination.read_bytes() == PAYLOAD
+    assert record.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def test_wrong_checksum_fails_clearly_and_removes_the_file(http_server: LocalHttpServer, tmp_path: Path) -> None:
+    http_server.files["/data.bin"] = PAYLOAD
+    with pytest.raises(SourceError, match=r"checksum mismatch for http://127\.0\.0\.1:\d+/data\.bin: expected md5 0+"):
+        sources.download(http_server.url("/data.bin"), tmp_path / "data.bin", "md5:" + "0" * 32)
+    assert not (tmp_path / "data.bin").exists()
+    assert not (tmp_path / "data.bin.part").exists()
+
+
+def test_missing_url_fails_naming_the_status(http_server: LocalHttpServer, tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="HTTP 404"):
+        sources.download(http_server.url("/nope.zip"), tmp_path / "nope.zip")
+    with pytest.raises(SourceError, match="HTTP 404"):
+        sources.check_url_reachable(http_server.url("/nope.zip"))
+
+
+def test_unreachable_host_fails_fast() -> None:
+    with pytest.raises(SourceError, match="cannot reach http://127.0.0.1:9/x.zip"):
+        sources.check_url_reachable("http://127.0.0.1:9/x.zip", timeout_seconds=2)
+
+
+def test_extract_zip_unpacks_everything(tmp_path: Path) -> None:
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(make_zip({"imgs/a.jpg": b"a", "imgs/sub/b.png": b"bb"}))
+    folder = sources.extract_zip(archive, tmp_path / "out")
+    assert folder.num_files == 2 and folder.num_bytes == 3
+    assert (tmp_path / "out/imgs/sub/b.png").read_bytes() == b"bb"
+    assert sources.describe_folder(tmp_path / "out") == folder
+
+
+@pytest.mark.parametrize("evil_name", ["../evil.jpg", "imgs/../../evil.jpg", "/abs/evil.jpg", "C:/evil.jpg"])
+def test_zip_entries_outside_the_target_are_refused(tmp_path: Path, evil_name: str) -> None:
+    archive = tmp_path / "evil.zip"
+    archive.write_bytes(make_zip({"ok.jpg": b"fine", evil_name: b"evil"}))
+    with pytest.raises(UnsafeArchiveError, match="refusing entry"):
+        sources.extract_zip(archive, tmp_path / "sub" / "out")
+    assert not (tmp_path / "evil.jpg").exists()
+    assert not (tmp_path / "sub" / "out").exists()
+    assert list(tmp_path.glob("sub/.out.partial-*")) == []
+
+
+def test_zip_symlink_entries_are_refused(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        link = zipfile.ZipInfo("link.jpg")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zipped.writestr(link, "/etc/passwd")
+    archive = tmp_path / "link.zip"
+    archive.write_bytes(buffer.getvalue())
+    with pytest.raises(UnsafeArchiveError, match="symlink"):
+        sources.extract_zip(archive, tmp_path / "out")
+
+
+def test_corrupt_zip_is_reported_and_leaves_nothing(tmp_path: Path) -> None:
+    data = bytearray(make_zip({"a.jpg": b"x" * 5000}))
+    data[40:60] = b"\0" * 20  # damage the first entry's data
+    archive = tmp_path / "bad.zip"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=r"bad\.zip is not a readable zip archive"):
+        sources.extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_zip_is_not_a_source(tmp_path: Path) -> None:
+    archive = tmp_path / "cut.zip"
+    archive.write_bytes(make_zip({"a.jpg": b"x" * 5000})[:100])
+    with pytest.raises(SourceError, match="not a zip archive"):
+        sources.classify_source(str(archive))
+
+
+def test_classify_source(tmp_path: Path) -> None:
+    assert sources.classify_source("http://example.com/a.zip") == "url"
+    assert sources.classify_source(str(tmp_path)) == "folder"
+    with pytest.raises(SourceError, match="does not exist"):
+        sources.classify_source(str(tmp_path / "missing"))
+
+
+def test_list_images_keeps_images_in_a_stable_order_and_applies_the_limit(tmp_path: Path) -> None:
+    for name in ["b.JPG", "a.png", "sub/c.webp", "d.txt", ".hidden.jpg", "__MACOSX/x.jpg", "e.tif", "f.bmp"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    names = [p.relative_to(tmp_path).as_posix() for p in sources.list_images(tmp_path)]
+    assert names == ["a.png", "b.JPG", "e.tif", "f.bmp", "sub/c.webp"]
+    assert [p.name for p in sources.list_images(tmp_path, limit=2)] == ["a.png", "b.JPG"]
+
+
+def test_is_unchanged_notices_a_vanished_or_edited_file(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    record = sources.describe_file(path)
+    assert sources.is_unchanged(record)
+    path.write_bytes(b"abd")
+    assert not sources.is_unchanged(record)
+    path.unlink()
+    assert not sources.is_unchanged(record)

@@ -1,0 +1,151 @@
+"""LanceDB storage in a real database folder: upserts, filters, joins, embedder binding."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.errors import StoreMismatchError
+from components.store import CropStore, search_filter, sql_string
+from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
+
+
+def hex_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def image(name: str) -> ImageRecord:
+    return ImageRecord(image_id=hex_id(name), uri=f"/photos/{name}.jpg", source="t", width=100, height=50, num_bytes=9)
+
+
+def crop(parent: ImageRecord, name: str, class_name: str = "cat", confidence: float = 0.5) -> CropRecord:
+    return CropRecord(
+        crop_id=hex_id(parent.image_id + name),
+        image_id=parent.image_id,
+        detector="det",
+        class_id=0,
+        class_name=class_name,
+        confidence=confidence,
+        x1=1,
+        y1=2,
+        x2=30,
+        y2=40,
+        area_fraction=0.2,
+        uri=f"/crops/{name}.jpg",
+    )
+
+
+def embedding(record: ImageRecord | CropRecord, vector: list[float], model: str = "m1") -> EmbeddingRecord:
+    if isinstance(record, ImageRecord):
+        return EmbeddingRecord(id=record.image_id, kind="image", image_id=record.image_id, model=model, vector=vector)
+    return EmbeddingRecord(
+        id=record.crop_id,
+        kind="crop",
+        image_id=record.image_id,
+        crop_id=record.crop_id,
+        model=model,
+        vector=vector,
+        class_name=record.class_name,
+        class_names=[record.class_name],
+        confidence=record.confidence,
+        area_fraction=record.area_fraction,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CropStore:
+    return CropStore(str(tmp_path / "db"))
+
+
+def test_writing_the_same_records_twice_leaves_the_same_rows(store: CropStore) -> None:
+    parent = image("a")
+    child = crop(parent, "c1")
+    for _ in range(2):
+        store.upsert_images([parent])
+        store.upsert_crops([child])
+        store.upsert_embeddings([embedding(parent, [1, 0, 0]), embedding(child, [0, 1, 0])], "m1")
+    assert store.counts() == {"images": 1, "crops": 1, "embeddings": 2}
+    assert store.images_by_id([parent.image_id]) == {parent.image_id: parent}
+    assert store.crops_by_id([child.crop_id]) == {child.crop_id: child}
+
+
+def test_upsert_updates_changed_fields(store: CropStore) -> None:
+    parent = image("a")
+    store.upsert_images([parent])
+    store.upsert_images([parent.model_copy(update={"caption": "new", "index_signature": "sig"})])
+    assert store.index_signatures([parent.image_id]) == {parent.image_id: "sig"}
+    assert store.counts()["images"] == 1
+
+
+def test_vectors_of_another_embedder_are_refused(store: CropStore) -> None:
+    parent = image("a")
+    store.upsert_embeddings([embedding(parent, [1, 0, 0])], "m1")
+    with pytest.raises(StoreMismatchError, match="holds vectors of embedder 'm1', not 'm2'"):
+        store.upsert_embeddings([embedding(parent, [1, 0, 0], model="m2")], "m2")
+    with pytest.raises(StoreMismatchError):
+        store.check_embedder("m2")
+    store.check_embedder("m1")
+    assert store.embedder_of_index() == "m1"
+
+
+def test_search_prefilters_in_lancedb_and_scores_by_cosine(store: CropStore) -> None:
+    parent = image("a")
+    cat, dog = crop(parent, "cat", "cat", 0.9), crop(parent, "dog", "dog", 0.3)
+    whole = embedding(parent, [1, 0, 0]).model_copy(update={"class_names": ["cat", "dog"]})
+    store.upsert_embeddings([whole, embedding(cat, [0.6, 0.8, 0]), embedding(dog, [0, 1, 0])], "m1")
+    query = np.array([1, 0, 0], dtype=np.float32)
+    rows = store.search(query, "", 10)
+    assert [row["id"] for row in rows] == [parent.image_id, cat.crop_id, dog.crop_id]
+    assert rows[0]["score"] == pytest.approx(1.0) and rows[1]["score"] == pytest.approx(0.6)
+    crops_only = store.search(query, search_filter("crop", [], 0.0, 0.0), 10)
+    assert [row["id"] for row in crops_only] == [cat.crop_id, dog.crop_id]
+    dogs = store.search(query, search_filter("both", ["dog"], 0.0, 0.0), 10)
+    assert [row["id"] for row in dogs] == [parent.image_id, dog.crop_id]  # the whole image contains a dog
+    confident = store.search(query, search_filter("crop", [], 0.5, 0.0), 10)
+    assert [row["id"] for row in confident] == [cat.crop_id]
+    assert store.search(query, search_filter("both", [], 0.0, 0.5), 10)[0]["kind"] == "image"
+
+
+def test_user_strings_cannot_break_out_of_a_filter(store: CropStore) -> None:
+    parent = image("a")
+    store.upsert_embeddings([embedding(crop(parent, "c", "cat"), [1, 0, 0])], "m1")
+    hostile = "x' OR 1=1 --"
+    assert sql_string(hostile) == "'x'' OR 1=1 --'"
+    assert store.search(np.array([1, 0, 0]), search_filter("both", [hostile], 0.0, 0.0), 10) == []
+    assert len(store.search(np.array([1, 0, 0]), search_filter("both", ["cat"], 0.0, 0.0), 10)) == 1
+
+
+def test_remove_crops_except_drops_stale_crops_and_their_vectors(store: CropStore) -> None:
+    parent = image("a")
+    old, kept = crop(parent, "old"), crop(parent, "kept")
+    store.upsert_crops([old, kept])
+    store.upsert_embeddings([embedding(parent, [1, 0, 0]), embedding(old, [0, 1, 0]), embedding(kept, [0, 0, 1])], "m1")
+    removed = store.remove_crops_except([parent.image_id], [kept.crop_id])
+    assert removed == [old.uri]
+    assert set(store.crops_by_id([old.crop_id, kept.crop_id])) == {kept.crop_id}
+    assert store.counts() == {"images": 0, "crops": 1, "embeddings": 2}
+
+
+def test_remove_images_drops_everything_derived(store: CropStore) -> None:
+    a, b = image("a"), image("b")
+    child = crop(a, "c")
+    store.upsert_images([a, b])
+    store.upsert_crops([child])
+    store.upsert_embeddings([embedding(a, [1, 0, 0]), embedding(b, [0, 1, 0]), embedding(child, [0, 0, 1])], "m1")
+    assert store.image_ids_by_uri("t") == {a.uri: [a.image_id], b.uri: [b.image_id]}
+    store.remove_images([a.image_id])
+    assert store.counts() == {"images": 1, "crops": 0, "embeddings": 1}
+
+
+def test_ids_are_checked_before_reaching_a_filter(store: CropStore) -> None:
+    store.upsert_images([image("a")])
+    with pytest.raises(ValueError, match="not a cropsearch id"):
+        store.images_by_id(["abc' OR 1=1"])
+
+
+def test_searching_an_empty_database_says_to_index_first(store: CropStore) -> None:
+    with pytest.raises(StoreMismatchError, match="run `cropsearch index` first"):
+        store.search(np.array([1, 0, 0]), "", 5)

@@ -1,0 +1,78 @@
+"""Tiny real models with random weights, built offline, for tests and for trying cropsearch here.
+
+They load through exactly the code paths real weights use (a YOLO `.pt`, a CLIP folder saved with
+`save_pretrained`). Random weights rank nothing meaningfully: use them for plumbing, not quality.
+
+    python -m tests.tiny_models OUT_DIR   # writes OUT_DIR/tiny-yolo.pt and OUT_DIR/tiny-clip/
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def build_tiny_yolo(path: Path) -> Path:
+    """yolo11n's architecture (80 COCO-sized classes, unnamed) with random weights, saved as a .pt."""
+    from ultralytics import YOLO
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    YOLO("yolo11n.yaml").save(str(path))
+    return path
+
+
+def _byte_level_vocab() -> dict[str, int]:
+    """The smallest vocabulary a CLIP BPE tokenizer accepts: every byte symbol, alone and word-final."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    symbols = list(bytes_to_unicode().values())
+    tokens = symbols + [symbol + "</w>" for symbol in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def build_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer CLIP (32-pixel images, 16-d projection) plus tokenizer and processor, saved as a folder."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    vocab = _byte_level_vocab()
+    end = vocab["<|endoftext|>"]
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+            "bos_token_id": vocab["<|startoftext|>"],
+            "eos_token_id": end,
+            "pad_token_id": end,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(config)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models")
+    print(build_tiny_yolo(out / "tiny-yolo.pt"))
+    print(build_tiny_clip(out / "tiny-clip"))
