@@ -18,12 +18,12 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="cropsearch-prefect-")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("YOLO_VERBOSE", "false")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pytest
+from PIL import Image
 
-from tests.http_server import LocalHttpServer  # noqa: E402
-from tests.tiny_models import build_tiny_clip, build_tiny_yolo  # noqa: E402
+from tests.http_server import LocalHttpServer
+from tests.tiny_models import build_tiny_clip, build_tiny_yolo
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,8 @@ _SATURATION = 60  # max - min channel value above which a pixel counts as colour
 class ColourBlobDetector:
     """One box around all clearly coloured pixels, classed by their dominant channel."""
 
-    class_names = dict(enumerate(COLOUR_NAMES))
+    def __init__(self) -> None:
+        self.class_names = dict(enumerate(COLOUR_NAMES))
 
     def detect(self, images: Sequence[Image.Image], settings: DetectionSettings) -> list[list[Detection]]:
         return [self._detect_one(np.asarray(image, dtype=np.int16)) for image in images]
@@ -42,10 +43,8 @@ class MeanColourEmbedder:
     """A 3-d space: pictures by mean RGB, texts by the colour word they name."""
 
     dim = 3
-    calls = 0
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        MeanColourEmbedder.calls += 1
         return unit_rows(
             np.stack([np.asarray(image, dtype=np.float32).reshape(-1, 3).mean(axis=0) for image in images])
         )

@@ -40,7 +40,7 @@ def test_interrupted_download_resumes_with_a_range_request(http_server: LocalHtt
     http_server.files["/data.bin"] = PAYLOAD
     http_server.drop_after["/data.bin"] = 300_000
     destination = tmp_path / "data.bin"
-    with pytest.raises(SourceError, match="interrupted .* run again to resume"):
+    with pytest.raises(SourceError, match=r"interrupted .* run again to resume"):
         sources.download(http_server.url("/data.bin"), destination)
     assert not destination.exists()
     kept = (tmp_path / "data.bin.part").stat().st_size
@@ -71,7 +71,7 @@ def test_missing_url_fails_naming_the_status(http_server: LocalHttpServer, tmp_p
 
 
 def test_unreachable_host_fails_fast() -> None:
-    with pytest.raises(SourceError, match="cannot reach http://127.0.0.1:9/x.zip"):
+    with pytest.raises(SourceError, match=r"cannot reach http://127\.0\.0\.1:9/x\.zip"):
         sources.check_url_reachable("http://127.0.0.1:9/x.zip", timeout_seconds=2)
 
 
