@@ -1,0 +1,46 @@
+# cropsearch: the two commands users need are `make index` and `make test`.
+# Both create ./.venv on first use and reinstall when pyproject.toml changes.
+
+VENV ?= .venv
+PYTHON ?= python3
+# torch and torchvision must be a matching pair for ultralytics; override for your machine,
+# e.g. `make TORCH="torch torchvision --index-url https://download.pytorch.org/whl/cpu" test`.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+ARGS ?=
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
+
+.PHONY: install index query test lint tiny-models clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## The main job on its embedded defaults: COCO val2017 -> yolov10x + CLIP ViT-B/32 -> ./data/lancedb.
+index: install
+	$(BIN)/cropsearch index $(ARGS)
+
+query: install
+	$(BIN)/cropsearch query $(ARGS)
+
+## Lint, then every test (offline, CPU only).
+test: install lint
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## Tiny random-weight models for trying the pipeline offline (see README).
+tiny-models: install
+	$(TEST_ENV) $(BIN)/python -m tests.tiny_models tiny-models
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

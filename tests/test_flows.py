@@ -1,0 +1,152 @@
+"""The index-coco and query flows end to end under a real (temporary) Prefect API, with tiny real models."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from components.errors import SourceError
+from components.store import CROPS, EMBEDDINGS, IMAGES, CropStore
+from flows.index_coco import index_coco
+from flows.query import query
+from schemas.params import IndexParams, QueryParams
+from tests.conftest import write_scene
+from tests.http_server import LocalHttpServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+
+def tiny_params(
+    source: Path | str, data_dir: Path, tiny_yolo: Path, tiny_clip: Path, **overrides: object
+) -> IndexParams:
+    # Random weights score every box near zero: a near-zero threshold makes them produce crops.
+    settings = {"confidence": 0.0001, "max_detections": 3, "min_box_pixels": 8, "chunk_size": 4, "device": "cpu"}
+    return IndexParams(
+        source=str(source),
+        data_dir=data_dir,
+        detector=str(tiny_yolo),
+        embedder=str(tiny_clip),
+        **{**settings, **overrides},
+    )
+
+
+def table_ids(db_uri: str) -> dict[str, set[str]]:
+    import lancedb
+
+    db = lancedb.connect(db_uri)
+    keys = {IMAGES: "image_id", CROPS: "crop_id", EMBEDDINGS: "id"}
+    return {name: set(db.open_table(name).to_arrow().column(key).to_pylist()) for name, key in keys.items()}
+
+
+def test_index_then_query_then_reindex_does_no_model_work(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip)
+    first = index_coco(params)
+    assert first.images_seen == 10 and first.images_new == 10 and first.skipped == []
+    assert first.crops > 0 and first.embeddings == 10 + first.crops
+    assert first.model_batches > 0
+    store = CropStore(params.resolved_db_uri)
+    assert store.counts() == {"images": 10, "crops": first.crops, "embeddings": first.embeddings}
+    ids_after_first = table_ids(params.resolved_db_uri)
+    crop_files = sorted((tmp_path / "data" / "crops").rglob("*.jpg"))
+    assert len(crop_files) == first.crops
+
+    result = query(text="a potted plant", params=QueryParams(data_dir=tmp_path / "data", embedder=str(tiny_clip), k=5))
+    assert [hit.rank for hit in result.hits] == [1, 2, 3, 4, 5]
+    assert len({hit.image.image_id for hit in result.hits}) == 5  # one hit per parent
+    scores = [hit.score for hit in result.hits]
+    assert scores == sorted(scores, reverse=True)
+    for hit in result.hits:
+        assert Path(hit.image.uri).parent == photo_folder.resolve()
+        if hit.kind == "crop":
+            assert hit.crop is not None and hit.crop.image_id == hit.image.image_id and Path(hit.crop.uri).is_file()
+        else:
+            assert hit.crop is None
+    assert result.grid_path is not None and Image.open(result.grid_path).size == (5 * 224, 2 * 242)
+
+    second = index_coco(params)
+    assert (second.images_new, second.model_batches, second.crops, second.embeddings) == (0, 0, 0, 0)
+    assert second.images_already_indexed == 10
+    assert table_ids(params.resolved_db_uri) == ids_after_first
+    assert sorted((tmp_path / "data" / "crops").rglob("*.jpg")) == crop_files
+
+
+def test_changed_settings_reindex_and_drop_stale_crops(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=3)
+    index_coco(params)
+    fewer = index_coco(params.model_copy(update={"max_detections": 1}))
+    assert fewer.images_new == 10 and fewer.crops <= 10
+    counts = CropStore(params.resolved_db_uri).counts()
+    assert counts == {"images": 10, "crops": fewer.crops, "embeddings": 10 + fewer.crops}
+    assert len(list((tmp_path / "data" / "crops").rglob("*.jpg"))) == fewer.crops
+
+
+def test_bad_files_are_reported_and_a_changed_file_replaces_its_old_rows(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    (photo_folder / "notes.jpg").write_text("not a picture")
+    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=0)
+    report = index_coco(params)
+    assert report.images_new == 10 and [Path(s.path).name for s in report.skipped] == ["notes.jpg"]
+
+    write_scene(photo_folder / "scene-00.jpg", seed=99)  # same path, new bytes
+    again = index_coco(params)
+    assert again.images_new == 1 and again.images_already_indexed == 9
+    store = CropStore(params.resolved_db_uri)
+    assert store.counts() == {"images": 10, "crops": 0, "embeddings": 10}
+
+
+def test_a_folder_of_only_bad_files_fails_clearly(tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.jpg").write_text("nope")
+    with pytest.raises(SourceError, match=r"none of the 1 files .* is a readable image"):
+        index_coco(tiny_params(folder, tmp_path / "data", tiny_yolo, tiny_clip))
+
+
+def test_zip_over_http_is_downloaded_once_and_redownloaded_when_the_file_vanishes(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path, http_server: LocalHttpServer
+) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        for path in sorted(photo_folder.iterdir())[:4]:
+            zipped.write(path, f"photos/{path.name}")
+    http_server.files["/photos.zip"] = buffer.getvalue()
+    params = tiny_params(http_server.url("/photos.zip"), tmp_path / "data", tiny_yolo, tiny_clip, max_detections=0)
+
+    def downloads() -> int:
+        return sum(1 for r in http_server.requests if r["method"] == "GET")
+
+    first = index_coco(params)
+    assert first.images_new == 4 and downloads() == 1
+    assert index_coco(params).images_already_indexed == 4 and downloads() == 1  # cached: no transfer
+
+    (tmp_path / "data" / "downloads" / "photos.zip").unlink()
+    shutil.rmtree(tmp_path / "data" / "sources")
+    third = index_coco(params)
+    assert downloads() == 2 and third.images_already_indexed == 4
+
+
+def test_query_by_image_and_bad_queries(photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
+    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=0)
+    index_coco(params)
+    options = QueryParams(data_dir=tmp_path / "data", embedder=str(tiny_clip), k=3, kinds="image", render=False)
+    probe = photo_folder / "bus.jpg"
+    result = query(image=str(probe), params=options)
+    assert result.hits[0].image.uri == str(probe.resolve())  # the image itself is its own nearest neighbour
+    assert result.hits[0].score == pytest.approx(1.0, abs=1e-3)
+    assert result.grid_path is None
+    with pytest.raises(ValueError, match="exactly one of text or image"):
+        query(text="bus", image=str(probe), params=options)
+    with pytest.raises(ValueError, match="text must not be empty"):
+        query(text="  ", params=options)
+    with pytest.raises(ValueError, match="does not exist"):
+        query(image=str(tmp_path / "missing.jpg"), params=options)

@@ -1,0 +1,69 @@
+"""The idea itself, with deterministic plug-in models: a small object that whole-image search misses.
+
+Scenes: one large grey photo with a small red square, and warm-tinted photos with no object.
+Under a mean-colour embedder, every warm photo is "redder" than the grey scene as a whole, so a
+whole-image search for "red" ranks them first and misses the scene; the crop of the red square
+is pure red, so the crop search finds it and returns it joined to its parent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flows.index_coco import index_coco
+from flows.query import query
+from schemas.params import IndexParams, QueryParams
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+DETECTOR = "plugin:tests.plugins:colour_blob_detector"
+EMBEDDER = "plugin:tests.plugins:mean_colour_embedder"
+
+
+@pytest.fixture
+def scenes(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    grey = np.full((240, 320, 3), 128, dtype=np.uint8)
+    grey[200:224, 280:304] = (220, 20, 20)  # a 24 x 24 red square in a corner: 0.75% of the picture
+    target = folder / "grey-room-with-red-cup.png"
+    Image.fromarray(grey).save(target)
+    for index, tint in enumerate([(170, 120, 120), (160, 125, 118), (175, 130, 125), (165, 118, 122)]):
+        Image.new("RGB", (320, 240), tint).save(folder / f"warm-{index}.png")
+    return folder, target
+
+
+def test_whole_image_search_misses_the_small_object_and_crop_search_finds_it(
+    scenes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    folder, target = scenes
+    report = index_coco(
+        IndexParams(source=str(folder), data_dir=tmp_path / "data", detector=DETECTOR, embedder=EMBEDDER)
+    )
+    assert report.images_new == 5 and report.crops == 1
+
+    def search(kinds: str) -> list:
+        params = QueryParams(data_dir=tmp_path / "data", embedder=EMBEDDER, k=4, kinds=kinds, render=False)
+        return query(text="red", params=params).hits
+
+    whole_only = search("image")
+    assert len(whole_only) == 4
+    assert str(target.resolve()) not in {hit.image.uri for hit in whole_only}
+
+    crops_only = search("crop")
+    assert crops_only[0].image.uri == str(target.resolve())
+    assert crops_only[0].crop is not None and crops_only[0].crop.class_name == "red"
+    assert (crops_only[0].crop.x1, crops_only[0].crop.y1, crops_only[0].crop.x2, crops_only[0].crop.y2) == (
+        280,
+        200,
+        304,
+        224,
+    )
+
+    both = search("both")
+    assert both[0].kind == "crop" and both[0].image.uri == str(target.resolve())
+    assert both[0].score > 0.95 > max(hit.score for hit in whole_only)
