@@ -52,6 +52,12 @@ def model_id(spec: str) -> str:
     return f"{path.name}@{digest.hexdigest()[:12]}"
 
 
+def portable_spec(spec: str) -> str:
+    """A spec that still names the same weights from another working directory."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if not is_plugin_spec(spec) and path.exists() else spec
+
+
 def host_reachable(url: str, timeout_seconds: float = 3.0) -> bool:
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)

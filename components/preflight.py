@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-from components.errors import SourceError
+from components.errors import SourceError, StoreMismatchError
 from components.models import check_detector_available, check_embedder_available, model_id
 from components.sources import check_url_reachable, classify_source
 from components.store import CropStore
@@ -42,9 +42,12 @@ def check_index_can_start(params: IndexParams) -> tuple[str, str]:
 
 
 def check_query_can_start(params: QueryParams) -> str:
-    """Validate the embedder against the index; return its id."""
-    check_embedder_available(params.embedder)
+    """Validate the embedder against the index; return the embedder spec to load (by default the index's own)."""
     _check_db_location(params.resolved_db_uri)
-    embedder_id = model_id(params.embedder)
-    CropStore(params.resolved_db_uri).check_embedder(embedder_id)
-    return embedder_id
+    store = CropStore(params.resolved_db_uri)
+    embedder = params.embedder or store.embedder_spec_of_index()
+    if embedder is None:
+        raise StoreMismatchError(f"no index at {params.resolved_db_uri}: run `cropsearch index` first")
+    check_embedder_available(embedder)
+    store.check_embedder(model_id(embedder))
+    return embedder

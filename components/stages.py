@@ -132,12 +132,13 @@ def write_stage(
     embeddings: Sequence[EmbeddingRecord],
     index_signature: str,
     embedder_id: str,
+    embedder_spec: str,
 ) -> None:
     """Upsert a finished chunk. Images go last: an image marked indexed always has its crops and vectors."""
     embedded = {record.image_id for record in embeddings if record.kind == "image"}
     done = [record for record in images if record.image_id in embedded]
     store.upsert_crops(crops)
-    store.upsert_embeddings(embeddings, embedder_id)
+    store.upsert_embeddings(embeddings, embedder_id, embedder_spec)
     removed = store.remove_crops_except([record.image_id for record in done], [crop.crop_id for crop in crops])
     for uri in removed:
         Path(uri).unlink(missing_ok=True)

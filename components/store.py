@@ -22,6 +22,8 @@ from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
 
 IMAGES, CROPS, EMBEDDINGS = "images", "crops", "embeddings"
 EMBEDDER_METADATA_KEY = b"cropsearch.embedder"
+# Where the embedder was loaded from, so a query can default to the model the index was built with.
+EMBEDDER_SPEC_METADATA_KEY = b"cropsearch.embedder_spec"
 _PRIMARY_KEY = {"lance-schema:unenforced-primary-key": "true"}
 _HEX_ID = re.compile(r"^[0-9a-f]{16,64}$")
 _IN_LIST_CHUNK = 500
@@ -64,8 +66,8 @@ CROPS_SCHEMA = pa.schema(
 )
 
 
-def embeddings_schema(dim: int, embedder_id: str) -> pa.Schema:
-    """The embeddings table is bound to one embedder: its id and width live in the schema."""
+def embeddings_schema(dim: int, embedder_id: str, embedder_spec: str) -> pa.Schema:
+    """The embeddings table is bound to one embedder: its id, source and width live in the schema."""
     return pa.schema(
         [
             _key("id"),
@@ -79,7 +81,7 @@ def embeddings_schema(dim: int, embedder_id: str) -> pa.Schema:
             pa.field("confidence", pa.float64()),
             pa.field("area_fraction", pa.float64()),
         ],
-        metadata={EMBEDDER_METADATA_KEY: embedder_id.encode()},
+        metadata={EMBEDDER_METADATA_KEY: embedder_id.encode(), EMBEDDER_SPEC_METADATA_KEY: embedder_spec.encode()},
     )
 
 
@@ -135,12 +137,19 @@ class CropStore:
     def _open_or_create(self, name: str, schema: pa.Schema) -> Any:
         return self._db.create_table(name, schema=schema, exist_ok=True)
 
-    def embedder_of_index(self) -> str | None:
-        """The embedder id the embeddings table was built with, or None when there is none yet."""
+    def _embeddings_metadata(self, key: bytes) -> str | None:
         table = self._open(EMBEDDINGS)
         if table is None:
             return None
-        return (table.schema.metadata or {}).get(EMBEDDER_METADATA_KEY, b"").decode() or None
+        return (table.schema.metadata or {}).get(key, b"").decode() or None
+
+    def embedder_of_index(self) -> str | None:
+        """The embedder id the embeddings table was built with, or None when there is none yet."""
+        return self._embeddings_metadata(EMBEDDER_METADATA_KEY)
+
+    def embedder_spec_of_index(self) -> str | None:
+        """Where that embedder was loaded from (a hub id or an absolute path)."""
+        return self._embeddings_metadata(EMBEDDER_SPEC_METADATA_KEY)
 
     def check_embedder(self, embedder_id: str) -> None:
         """Refuse to mix or compare vectors of two different embedders."""
@@ -169,13 +178,13 @@ class CropStore:
     def upsert_crops(self, records: Sequence[CropRecord]) -> None:
         self._upsert(self._open_or_create(CROPS, CROPS_SCHEMA), "crop_id", [r.model_dump() for r in records])
 
-    def upsert_embeddings(self, records: Sequence[EmbeddingRecord], embedder_id: str) -> None:
+    def upsert_embeddings(self, records: Sequence[EmbeddingRecord], embedder_id: str, embedder_spec: str = "") -> None:
         if not records:
             return
         self.check_embedder(embedder_id)
         if any(record.model != embedder_id for record in records):
             raise StoreMismatchError(f"refusing to write vectors of another embedder than {embedder_id!r}")
-        schema = embeddings_schema(len(records[0].vector), embedder_id)
+        schema = embeddings_schema(len(records[0].vector), embedder_id, embedder_spec or embedder_id)
         table = self._open_or_create(EMBEDDINGS, schema)
         width = table.schema.field("vector").type.list_size
         if width != len(records[0].vector):

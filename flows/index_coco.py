@@ -23,6 +23,7 @@ from components.detector import load_detector
 from components.embedder import load_embedder
 from components.errors import SourceError
 from components.images import register_images
+from components.models import portable_spec
 from components.preflight import check_index_can_start, download_path
 from components.render import report_table
 from components.store import CropStore
@@ -125,8 +126,9 @@ def write(
     embeddings: list[EmbeddingRecord],
     signature: str,
     embedder_id: str,
+    embedder_spec: str,
 ) -> None:
-    stages.write_stage(CropStore(db_uri), images, crops, embeddings, signature, embedder_id)
+    stages.write_stage(CropStore(db_uri), images, crops, embeddings, signature, embedder_id, embedder_spec)
 
 
 def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *args: Any) -> R:
@@ -178,7 +180,8 @@ def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False)
     logger = get_run_logger()
     detector_id, embedder_id = check_index_can_start(params)
     signature = signature_of(detector_id, embedder_id, params)
-    report = IndexReport(source=params.source, db_uri=params.resolved_db_uri, index_signature=signature)
+    db_uri, embedder_spec = params.resolved_db_uri, portable_spec(params.embedder)
+    report = IndexReport(source=params.source, db_uri=db_uri, index_signature=signature)
     progress_id = create_progress_artifact(0.0, key="index-progress", description=f"indexing {params.source}")
 
     with _timed(report, "acquire"):
@@ -192,7 +195,7 @@ def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False)
         if not images:
             reasons = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:3])
             raise SourceError(f"none of the {len(paths)} files in {folder} is a readable image ({reasons})")
-        todo = select_work(params.resolved_db_uri, images, signature, params.resolved_source_name)
+        todo = select_work(db_uri, images, signature, params.resolved_source_name)
     report.images_seen = len(paths)
     report.images_already_indexed = len(images) - len(todo)
     if not todo:
@@ -216,7 +219,7 @@ def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False)
             with _timed(report, "embed"):
                 embedded = embed(chunk, cropped.crops, params, embedder_id)
             with _timed(report, "write"):
-                write(params.resolved_db_uri, chunk, cropped.crops, embedded.embeddings, signature, embedder_id)
+                write(db_uri, chunk, cropped.crops, embedded.embeddings, signature, embedder_id, embedder_spec)
             stage_results = (detected, cropped, embedded)
             report.skipped.extend(item for result in stage_results for item in result.skipped)
             report.model_batches += detected.model_batches + embedded.model_batches

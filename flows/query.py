@@ -48,8 +48,8 @@ def query(text: str | None = None, image: str | None = None, params: QueryParams
     query_input = QueryInput(text=text, image=image)
     if query_input.image is not None and not query_input.image.is_file():
         raise ValueError(f"query image {str(query_input.image)!r} does not exist")
-    check_query_can_start(params)
-    vector = embed_query(query_input, params.embedder, params.device)
+    embedder = check_query_can_start(params)
+    vector = embed_query(query_input, embedder, params.device)
     hits = search(params.resolved_db_uri, vector, params)
     grid_path = None
     if params.render and hits:

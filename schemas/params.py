@@ -131,7 +131,9 @@ class QueryParams(BaseModel):
     one_hit_per_image: bool = Field(True, description="return the best hit per parent; fold the rest under it")
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="folder for rendered result grids")
     db_uri: str | None = Field(None, description="LanceDB folder or URI; defaults to <data_dir>/lancedb")
-    embedder: str = Field(DEFAULT_EMBEDDER, description="must be the embedder the index was built with")
+    embedder: str | None = Field(
+        None, description="CLIP model to encode the query; defaults to the one the index was built with"
+    )
     device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     render: bool = Field(True, description="write a PNG grid of the hits under <data_dir>/queries")
 

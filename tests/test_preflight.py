@@ -9,9 +9,9 @@ import pytest
 
 from components.errors import ModelUnavailableError, SourceError, StoreMismatchError
 from components.models import check_detector_available, check_embedder_available, model_id
-from components.preflight import check_index_can_start
+from components.preflight import check_index_can_start, check_query_can_start
 from components.store import CropStore
-from schemas.params import IndexParams
+from schemas.params import IndexParams, QueryParams
 from tests.test_store import embedding, image
 
 
@@ -60,3 +60,16 @@ def test_unreachable_source_names_the_url_and_the_local_alternative(tmp_path: Pa
     params = IndexParams(source="http://127.0.0.1:9/val2017.zip", data_dir=tmp_path)
     with pytest.raises(SourceError, match=r"cannot reach http://127.0.0.1:9/val2017.zip.*use --source with a local"):
         check_index_can_start(params)
+
+
+def test_query_without_an_index_says_to_index_first(tmp_path: Path) -> None:
+    with pytest.raises(StoreMismatchError, match=r"no index at .* run `cropsearch index` first"):
+        check_query_can_start(QueryParams(data_dir=tmp_path))
+
+
+def test_query_defaults_to_the_embedder_of_the_index(tmp_path: Path, tiny_clip: Path) -> None:
+    store = CropStore(str(tmp_path / "lancedb"))
+    store.upsert_embeddings(
+        [embedding(image("a"), [1, 0, 0], model=model_id(str(tiny_clip)))], model_id(str(tiny_clip)), str(tiny_clip)
+    )
+    assert check_query_can_start(QueryParams(data_dir=tmp_path)) == str(tiny_clip)

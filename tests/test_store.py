@@ -149,3 +149,9 @@ def test_ids_are_checked_before_reaching_a_filter(store: CropStore) -> None:
 def test_searching_an_empty_database_says_to_index_first(store: CropStore) -> None:
     with pytest.raises(StoreMismatchError, match="run `cropsearch index` first"):
         store.search(np.array([1, 0, 0]), "", 5)
+
+
+def test_the_index_remembers_where_its_embedder_came_from(store: CropStore) -> None:
+    assert store.embedder_spec_of_index() is None
+    store.upsert_embeddings([embedding(image("a"), [1, 0, 0])], "m1", "/models/clip")
+    assert store.embedder_spec_of_index() == "/models/clip"
