@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -75,6 +76,32 @@ def test_index_then_query_then_reindex_does_no_model_work(
     assert second.images_already_indexed == 10
     assert table_ids(params.resolved_db_uri) == ids_after_first
     assert sorted((tmp_path / "data" / "crops").rglob("*.jpg")) == crop_files
+
+
+def latest_artifact(key: str) -> object:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC, limit=1
+        )
+    return artifact
+
+
+def test_runs_publish_report_progress_and_hits_artifacts(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, chunk_size=3)
+    report = index_coco(params)
+    assert latest_artifact("index-progress").data == 100.0
+    table = json.loads(latest_artifact("index-report").data)
+    assert {"measure": "images indexed now", "value": "10"} in table
+    assert {"measure": "crops", "value": str(report.crops)} in table
+    query(text="a bus", params=QueryParams(data_dir=tmp_path / "data", k=2))
+    hits = latest_artifact("query-hits").data
+    assert "| rank | score | kind | class | parent | box |" in hits and str(photo_folder.resolve()) in hits
 
 
 def test_changed_settings_reindex_and_drop_stale_crops(
