@@ -50,6 +50,35 @@ def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
     return iter(lambda: list(islice(items, size)), [])
 
 
+def plan_stage(store: CropStore, images: Sequence[ImageRecord], signature: str, source: str) -> list[ImageRecord]:
+    """Bring the store in line with the files as they are now, and return the images that need model work.
+
+    A file whose bytes changed leaves its old image (and crops and vectors) under its path: those
+    are removed. An already indexed image seen under a new path gets its uri updated, without model
+    work. Everything not yet indexed with `signature` is returned.
+    """
+    current_id_of = {record.uri: record.image_id for record in images}
+    current_ids = set(current_id_of.values())
+    replaced = [
+        old_id
+        for uri, old_ids in store.image_ids_by_uri(source).items()
+        if uri in current_id_of
+        for old_id in old_ids
+        if old_id not in current_ids
+    ]
+    for crop_file in store.remove_images(replaced):
+        Path(crop_file).unlink(missing_ok=True)
+    stored = store.images_by_id([record.image_id for record in images])
+    indexed = {image_id for image_id, record in stored.items() if record.index_signature == signature}
+    moved = [
+        stored[record.image_id].model_copy(update={"uri": record.uri})
+        for record in images
+        if record.image_id in indexed and stored[record.image_id].uri != record.uri
+    ]
+    store.upsert_images(moved)
+    return [record for record in images if record.image_id not in indexed]
+
+
 def detect_stage(
     images: Sequence[ImageRecord], detector: Detector, detector_id: str, settings: DetectionSettings, batch_size: int
 ) -> StageResult:

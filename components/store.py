@@ -230,14 +230,6 @@ class CropStore:
             rows.extend(table.search().where(where).select(columns).limit(None).to_arrow().to_pylist())
         return rows
 
-    def index_signatures(self, image_ids: Sequence[str]) -> dict[str, str]:
-        """image_id -> signature it was fully indexed with, for those of `image_ids` already stored."""
-        table = self._open(IMAGES)
-        if table is None:
-            return {}
-        rows = self._rows(table, "image_id", image_ids, ["image_id", "index_signature"])
-        return {row["image_id"]: row["index_signature"] for row in rows}
-
     def image_ids_by_uri(self, source: str) -> dict[str, list[str]]:
         """uri -> ids of the images stored for one source (a changed file leaves its old id under its uri)."""
         table = self._open(IMAGES)

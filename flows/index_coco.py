@@ -83,20 +83,7 @@ def register(paths: list[Path], source_name: str) -> tuple[list[ImageRecord], li
 
 @task(cache_policy=NO_CACHE)
 def select_work(db_uri: str, images: list[ImageRecord], signature: str, source_name: str) -> list[ImageRecord]:
-    """Drop the old rows of files whose bytes changed, then keep images not yet indexed with `signature`."""
-    store = CropStore(db_uri)
-    current = {record.uri: record.image_id for record in images}
-    replaced = [
-        old_id
-        for uri, ids in store.image_ids_by_uri(source_name).items()
-        if uri in current
-        for old_id in ids
-        if old_id != current[uri]
-    ]
-    for crop_file in store.remove_images(replaced):
-        Path(crop_file).unlink(missing_ok=True)
-    done = store.index_signatures([record.image_id for record in images])
-    return [record for record in images if done.get(record.image_id) != signature]
+    return stages.plan_stage(CropStore(db_uri), images, signature, source_name)
 
 
 @task(cache_policy=NO_CACHE)
@@ -135,7 +122,7 @@ def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *arg
     """Call a cached task; if the files its cached result points to vanished or changed, redo it."""
     result = cached_task(*args)
     if not still_valid(result):
-        get_run_logger().warning("cached result of %s points to missing or changed files; redoing it", cached_task)
+        get_run_logger().warning("cached result of %s points to missing or changed files; redoing it", cached_task.name)  # type: ignore[attr-defined]
         result = cached_task.with_options(refresh_cache=True)(*args)  # type: ignore[attr-defined]
     return result
 
@@ -167,6 +154,12 @@ def _timed(report: IndexReport, stage: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
     report.add_seconds(stage, time.perf_counter() - started)
+
+
+def _without(images: list[ImageRecord], skipped: list[SkippedFile]) -> list[ImageRecord]:
+    """The images a stage did not have to skip; later stages never see (or report) a bad file twice."""
+    bad = {item.path for item in skipped}
+    return [image for image in images if image.uri not in bad]
 
 
 def _chunks(items: list[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
@@ -214,10 +207,11 @@ def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False)
             started = time.perf_counter()
             with _timed(report, "detect"):
                 detected = detect(chunk, params, detector_id)
+            decodable = _without(chunk, detected.skipped)
             with _timed(report, "crop"):
-                cropped = crop(chunk, detected.crops, crops_dir, params.padding)
+                cropped = crop(decodable, detected.crops, crops_dir, params.padding)
             with _timed(report, "embed"):
-                embedded = embed(chunk, cropped.crops, params, embedder_id)
+                embedded = embed(_without(decodable, cropped.skipped), cropped.crops, params, embedder_id)
             with _timed(report, "write"):
                 write(db_uri, chunk, cropped.crops, embedded.embeddings, signature, embedder_id, embedder_spec)
             stage_results = (detected, cropped, embedded)

@@ -76,7 +76,7 @@ def test_upsert_updates_changed_fields(store: CropStore) -> None:
     parent = image("a")
     store.upsert_images([parent])
     store.upsert_images([parent.model_copy(update={"caption": "new", "index_signature": "sig"})])
-    assert store.index_signatures([parent.image_id]) == {parent.image_id: "sig"}
+    assert store.images_by_id([parent.image_id])[parent.image_id].index_signature == "sig"
     assert store.counts()["images"] == 1
 
 

@@ -1,0 +1,96 @@
+"""The per-chunk stages on their own, with deterministic plug-in models and a real LanceDB folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components import stages
+from components.images import register_images
+from components.store import CropStore
+from schemas.params import DetectionSettings
+from schemas.records import ImageRecord
+from tests.plugins import ColourBlobDetector, MeanColourEmbedder
+
+
+def picture(path: Path, box: tuple[int, int, int, int] | None, colour: tuple[int, int, int] = (230, 20, 20)) -> Path:
+    pixels = np.full((90, 120, 3), 128, dtype=np.uint8)
+    if box:
+        x1, y1, x2, y2 = box
+        pixels[y1:y2, x1:x2] = colour
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def index(store: CropStore, images: list[ImageRecord], crops_dir: Path, signature: str = "sig") -> None:
+    """Run the four stages over `images` as the flow does for one chunk."""
+    detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=2)
+    cropped = stages.crop_stage(images, detected.crops, crops_dir, padding=0.0)
+    embedded = stages.embed_stage(images, cropped.crops, MeanColourEmbedder(), "mean", batch_size=2)
+    stages.write_stage(store, images, cropped.crops, embedded.embeddings, signature, "mean", "mean")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CropStore:
+    return CropStore(str(tmp_path / "db"))
+
+
+def test_stages_produce_linked_images_crops_and_vectors(tmp_path: Path, store: CropStore) -> None:
+    paths = [picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", None)]
+    images, _ = register_images(paths, "t")
+    detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=1)
+    assert detected.model_batches == 2 and len(detected.crops) == 1
+    (crop,) = detected.crops
+    assert (crop.x1, crop.y1, crop.x2, crop.y2, crop.class_name) == (10, 10, 40, 30, "red")
+
+    cropped = stages.crop_stage(images, detected.crops, tmp_path / "crops", padding=0.0)
+    assert Image.open(cropped.crops[0].uri).size == (30, 20)
+    embedded = stages.embed_stage(images, cropped.crops, MeanColourEmbedder(), "mean", batch_size=8)
+    assert embedded.model_batches == 2  # one batch of whole images, one of crops
+    kinds = {(e.kind, e.image_id) for e in embedded.embeddings}
+    assert kinds == {("image", images[0].image_id), ("image", images[1].image_id), ("crop", images[0].image_id)}
+    whole_a = next(e for e in embedded.embeddings if e.id == images[0].image_id)
+    assert whole_a.class_names == ["red"]
+
+    stages.write_stage(store, images, cropped.crops, embedded.embeddings, "sig", "mean", "mean")
+    stored = store.images_by_id([image.image_id for image in images])
+    assert stored[images[0].image_id].caption == "this image contains 1 red"
+    assert stored[images[1].image_id].caption == "no objects detected"
+    assert {record.index_signature for record in stored.values()} == {"sig"}
+
+
+def test_a_file_that_stops_decoding_is_skipped_by_the_stage(tmp_path: Path) -> None:
+    path = picture(tmp_path / "a.png", (10, 10, 40, 30))
+    images, _ = register_images([path], "t")
+    path.write_text("gone bad")
+    result = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=1)
+    assert result.crops == [] and [item.path for item in result.skipped] == [images[0].uri]
+
+
+def test_plan_skips_indexed_images_and_follows_moves_and_edits(tmp_path: Path, store: CropStore) -> None:
+    a = picture(tmp_path / "photos/a.png", (10, 10, 40, 30))
+    b = picture(tmp_path / "photos/b.png", (50, 20, 90, 60), colour=(20, 20, 230))
+    images, _ = register_images([a, b], "t")
+    assert stages.plan_stage(store, images, "sig", "t") == images
+    index(store, images, tmp_path / "crops")
+    assert stages.plan_stage(store, images, "sig", "t") == []
+    assert stages.plan_stage(store, images, "other-settings", "t") == images
+
+    moved = tmp_path / "photos/renamed.png"
+    shutil.move(a, moved)
+    images, _ = register_images([moved, b], "t")
+    assert stages.plan_stage(store, images, "sig", "t") == []
+    assert store.images_by_id([images[0].image_id])[images[0].image_id].uri == str(moved.resolve())
+
+    picture(b, (5, 5, 30, 30), colour=(20, 230, 20))  # same path, new bytes
+    images, _ = register_images([moved, b], "t")
+    todo = stages.plan_stage(store, images, "sig", "t")
+    assert [record.uri for record in todo] == [str(b.resolve())]
+    assert store.counts() == {"images": 1, "crops": 1, "embeddings": 2}  # the old b and its crop are gone
+    index(store, todo, tmp_path / "crops")
+    assert store.counts() == {"images": 2, "crops": 2, "embeddings": 4}
