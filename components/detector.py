@@ -67,7 +67,7 @@ class YoloDetector:
             classes=wanted,
             imgsz=settings.image_size,
             device=self.device,
-            half=uses_half_precision(self.device),
+            quantize=16 if uses_half_precision(self.device) else None,  # ultralytics' successor of half=True
             verbose=False,
         )
         return [self._detections_of(result) for result in results]

@@ -93,9 +93,9 @@ def _print_rows(rows: list[dict[str, str]]) -> None:
     if not rows:
         return
     widths = {name: max(len(name), *(len(row[name]) for row in rows)) for name in rows[0]}
-    click.echo("  ".join(name.ljust(width) for name, width in widths.items()))
+    click.echo("  ".join(name.ljust(width) for name, width in widths.items()).rstrip())
     for row in rows:
-        click.echo("  ".join(row[name].ljust(width) for name, width in widths.items()))
+        click.echo("  ".join(row[name].ljust(width) for name, width in widths.items()).rstrip())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

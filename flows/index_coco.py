@@ -202,7 +202,7 @@ def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False)
             params.chunk_size,
         )
     crops_dir = params.data_dir / "crops"
-    with tqdm(total=len(todo), unit="img", desc="indexing", disable=not show_progress) as bar:
+    with tqdm(total=len(todo), unit="img", desc="indexing", disable=not (show_progress and todo)) as bar:
         for number, chunk in enumerate(_chunks(todo, params.chunk_size), start=1):
             started = time.perf_counter()
             with _timed(report, "detect"):

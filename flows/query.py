@@ -55,7 +55,7 @@ def query(text: str | None = None, image: str | None = None, params: QueryParams
     if params.render and hits:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         digest = hashlib.sha256(describe(query_input).encode()).hexdigest()[:8]
-        grid_path = render(hits, params.data_dir / "queries" / f"{stamp}-{digest}.png")
+        grid_path = render(hits, params.data_dir.resolve() / "queries" / f"{stamp}-{digest}.png")
     table = markdown_table(hits_table(hits))
     create_markdown_artifact(
         f"# Query: {describe(query_input)}\n\n{table}\n" + (f"Grid: `{grid_path}`\n" if grid_path else ""),
