@@ -42,8 +42,9 @@ def viewer_size(image: Image.Image) -> tuple[int, int]:
 def check_decodes(path: Path) -> tuple[int, int]:
     """Prove the file decodes and return its viewer size, without paying for a full decode.
 
-    JPEGs are decoded in draft mode (DCT scaling, 1/8 size), which still reads every byte, so a
-    truncated file fails here instead of in the middle of a model batch.
+    JPEGs are decoded in draft mode (DCT scaling, 1/8 size) and PNGs have their chunk checksums
+    verified; both read every byte, so a truncated file fails here instead of in a model batch.
+    Other formats are decoded in full.
     """
     image = _open(path)
     with image:
@@ -51,9 +52,12 @@ def check_decodes(path: Path) -> tuple[int, int]:
         if size[0] < 1 or size[1] < 1:
             raise ImageDecodeError("image has no pixels")
         try:
-            if image.format == "JPEG":
-                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-            image.load()
+            if image.format == "PNG":
+                image.verify()
+            else:
+                if image.format == "JPEG":
+                    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+                image.load()
         except (OSError, SyntaxError, ValueError) as error:
             raise ImageDecodeError(f"not a decodable image: {error}") from error
     return size

@@ -35,10 +35,13 @@ def test_bad_files_are_skipped_with_path_and_reason(tmp_path: Path) -> None:
     truncated.write_bytes(whole[: len(whole) * 6 // 10])  # header intact, scan data cut
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    records, skipped = register_images([good, text, truncated, empty], source="test")
+    png = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(png)
+    png.write_bytes(png.read_bytes()[:20_000])
+    records, skipped = register_images([good, text, truncated, empty, png], source="test")
     assert [r.uri for r in records] == [str(good.resolve())]
     reasons = {Path(s.path).name: s.reason for s in skipped}
-    assert set(reasons) == {"text.jpg", "truncated.jpg", "empty.png"}
+    assert set(reasons) == {"text.jpg", "truncated.jpg", "empty.png", "cut.png"}
     assert "not a decodable image" in reasons["text.jpg"]
     assert "truncated" in reasons["truncated.jpg"].lower()
 
