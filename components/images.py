@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -32,6 +33,15 @@ def _open(path: Path) -> Image.Image:
             raise ImageDecodeError(f"cannot read: {error}") from error
 
 
+@contextmanager
+def _as_decode_error() -> Iterator[None]:
+    """Pillow reports broken data as OSError, SyntaxError or ValueError; callers see one named error."""
+    try:
+        yield
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageDecodeError(f"not a decodable image: {error}") from error
+
+
 def viewer_size(image: Image.Image) -> tuple[int, int]:
     """Width and height as a viewer shows them, read from the header (EXIF rotation applied)."""
     width, height = image.size
@@ -46,33 +56,27 @@ def check_decodes(path: Path) -> tuple[int, int]:
     verified; both read every byte, so a truncated file fails here instead of in a model batch.
     Other formats are decoded in full.
     """
-    image = _open(path)
-    with image:
+    with _open(path) as image, _as_decode_error():
         size = viewer_size(image)
         if size[0] < 1 or size[1] < 1:
             raise ImageDecodeError("image has no pixels")
-        try:
-            if image.format == "PNG":
-                image.verify()
-            else:
-                if image.format == "JPEG":
-                    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-                image.load()
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ImageDecodeError(f"not a decodable image: {error}") from error
+        is_png = image.format == "PNG"
+        if not is_png:
+            if image.format == "JPEG":
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    if is_png:
+        with _open(path) as image, _as_decode_error():  # verify() must come first after open
+            image.verify()
     return size
 
 
 def decode_rgb(path: Path) -> Image.Image:
     """Full decode to 8-bit RGB, oriented as a viewer shows it; transparency goes onto white."""
-    image = _open(path)
-    with image:
-        try:
-            image.seek(0)  # first frame of an animation
-            oriented = ImageOps.exif_transpose(image)
-            oriented.load()
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ImageDecodeError(f"not a decodable image: {error}") from error
+    with _open(path) as image, _as_decode_error():
+        image.seek(0)  # first frame of an animation
+        oriented = ImageOps.exif_transpose(image)
+        oriented.load()
     if oriented.mode in ("RGBA", "LA", "P", "PA") and _has_alpha(oriented):
         background = Image.new("RGBA", oriented.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, oriented.convert("RGBA")).convert("RGB")

@@ -122,7 +122,8 @@ def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *arg
     """Call a cached task; if the files its cached result points to vanished or changed, redo it."""
     result = cached_task(*args)
     if not still_valid(result):
-        get_run_logger().warning("cached result of %s points to missing or changed files; redoing it", cached_task.name)  # type: ignore[attr-defined]
+        name = cached_task.name  # type: ignore[attr-defined]
+        get_run_logger().warning("cached result of %s points to missing or changed files; redoing it", name)
         result = cached_task.with_options(refresh_cache=True)(*args)  # type: ignore[attr-defined]
     return result
 
@@ -167,14 +168,41 @@ def _chunks(items: list[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
         yield items[start : start + size]
 
 
+def index_chunk(
+    chunk: list[ImageRecord], params: IndexParams, detector_id: str, embedder_id: str, report: IndexReport
+) -> None:
+    """Detect, crop, embed and write one chunk; when this returns, the chunk is durable in LanceDB."""
+    with _timed(report, "detect"):
+        detected = detect(chunk, params, detector_id)
+    decodable = _without(chunk, detected.skipped)
+    with _timed(report, "crop"):
+        cropped = crop(decodable, detected.crops, params.data_dir / "crops", params.padding)
+    with _timed(report, "embed"):
+        embedded = embed(_without(decodable, cropped.skipped), cropped.crops, params, embedder_id)
+    with _timed(report, "write"):
+        write(
+            params.resolved_db_uri,
+            chunk,
+            cropped.crops,
+            embedded.embeddings,
+            report.index_signature,
+            embedder_id,
+            portable_spec(params.embedder),
+        )
+    report.skipped.extend(item for result in (detected, cropped, embedded) for item in result.skipped)
+    report.model_batches += detected.model_batches + embedded.model_batches
+    report.images_new += sum(1 for e in embedded.embeddings if e.kind == "image")
+    report.crops += len(cropped.crops)
+    report.embeddings += len(embedded.embeddings)
+
+
 @flow(name="index-coco", log_prints=False)
 def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False) -> IndexReport:
     """Index a source of images (COCO val2017 by default) into LanceDB: whole images and detected crops."""
     logger = get_run_logger()
     detector_id, embedder_id = check_index_can_start(params)
     signature = signature_of(detector_id, embedder_id, params)
-    db_uri, embedder_spec = params.resolved_db_uri, portable_spec(params.embedder)
-    report = IndexReport(source=params.source, db_uri=db_uri, index_signature=signature)
+    report = IndexReport(source=params.source, db_uri=params.resolved_db_uri, index_signature=signature)
     progress_id = create_progress_artifact(0.0, key="index-progress", description=f"indexing {params.source}")
 
     with _timed(report, "acquire"):
@@ -188,7 +216,7 @@ def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False)
         if not images:
             reasons = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:3])
             raise SourceError(f"none of the {len(paths)} files in {folder} is a readable image ({reasons})")
-        todo = select_work(db_uri, images, signature, params.resolved_source_name)
+        todo = select_work(params.resolved_db_uri, images, signature, params.resolved_source_name)
     report.images_seen = len(paths)
     report.images_already_indexed = len(images) - len(todo)
     if not todo:
@@ -201,33 +229,17 @@ def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False)
             len(todo),
             params.chunk_size,
         )
-    crops_dir = params.data_dir / "crops"
     with tqdm(total=len(todo), unit="img", desc="indexing", disable=not (show_progress and todo)) as bar:
         for number, chunk in enumerate(_chunks(todo, params.chunk_size), start=1):
-            started = time.perf_counter()
-            with _timed(report, "detect"):
-                detected = detect(chunk, params, detector_id)
-            decodable = _without(chunk, detected.skipped)
-            with _timed(report, "crop"):
-                cropped = crop(decodable, detected.crops, crops_dir, params.padding)
-            with _timed(report, "embed"):
-                embedded = embed(_without(decodable, cropped.skipped), cropped.crops, params, embedder_id)
-            with _timed(report, "write"):
-                write(db_uri, chunk, cropped.crops, embedded.embeddings, signature, embedder_id, embedder_spec)
-            stage_results = (detected, cropped, embedded)
-            report.skipped.extend(item for result in stage_results for item in result.skipped)
-            report.model_batches += detected.model_batches + embedded.model_batches
-            report.images_new += sum(1 for e in embedded.embeddings if e.kind == "image")
-            report.crops += len(cropped.crops)
-            report.embeddings += len(embedded.embeddings)
+            started, crops_before = time.perf_counter(), report.crops
+            index_chunk(chunk, params, detector_id, embedder_id, report)
             bar.update(len(chunk))
             update_progress_artifact(progress_id, 100.0 * min(1.0, number * params.chunk_size / len(todo)))
             logger.info(
-                "chunk %d: %d images -> %d crops, %d embeddings in %.1f s",
+                "chunk %d: %d images, %d crops in %.1f s",
                 number,
                 len(chunk),
-                len(cropped.crops),
-                len(embedded.embeddings),
+                report.crops - crops_before,
                 time.perf_counter() - started,
             )
     update_progress_artifact(progress_id, 100.0)
