@@ -101,6 +101,8 @@ def download(
 
     already = partial.stat().st_size if partial.exists() else 0
     headers = {"Range": f"bytes={already}-"} if already else {}
+    if already:
+        logger.info("resuming download of %s at byte %d", url, already)
     try:
         with requests.get(url, headers=headers, stream=True, timeout=timeout_seconds) as response:
             if response.status_code == 416:  # the .part already holds every byte
