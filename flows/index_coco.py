@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 from tqdm import tqdm
 
 from components import sources, stages
@@ -171,20 +172,24 @@ def _chunks(items: list[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
 def index_chunk(
     chunk: list[ImageRecord], params: IndexParams, detector_id: str, embedder_id: str, report: IndexReport
 ) -> None:
-    """Detect, crop, embed and write one chunk; when this returns, the chunk is durable in LanceDB."""
+    """Detect, crop, embed and write one chunk; when this returns, the chunk is durable in LanceDB.
+
+    Record lists are passed `quote`d: otherwise Prefect walks every field of every record looking
+    for futures (measured: 16 s for the 2,300 vectors of one 256-image chunk, against 0.01 s quoted).
+    """
     with _timed(report, "detect"):
-        detected = detect(chunk, params, detector_id)
+        detected = detect(quote(chunk), params, detector_id)
     decodable = _without(chunk, detected.skipped)
     with _timed(report, "crop"):
-        cropped = crop(decodable, detected.crops, params.data_dir / "crops", params.padding)
+        cropped = crop(quote(decodable), quote(detected.crops), params.data_dir / "crops", params.padding)
     with _timed(report, "embed"):
-        embedded = embed(_without(decodable, cropped.skipped), cropped.crops, params, embedder_id)
+        embedded = embed(quote(_without(decodable, cropped.skipped)), quote(cropped.crops), params, embedder_id)
     with _timed(report, "write"):
         write(
             params.resolved_db_uri,
-            chunk,
-            cropped.crops,
-            embedded.embeddings,
+            quote(chunk),
+            quote(cropped.crops),
+            quote(embedded.embeddings),
             report.index_signature,
             embedder_id,
             portable_spec(params.embedder),
@@ -211,12 +216,12 @@ def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False)
     if not paths:
         raise SourceError(f"no image files found in {folder} (looked for {', '.join(sorted(sources.IMAGE_SUFFIXES))})")
     with _timed(report, "register"):
-        images, skipped = register(paths, params.resolved_source_name)
+        images, skipped = register(quote(paths), params.resolved_source_name)
         report.skipped.extend(skipped)
         if not images:
             reasons = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:3])
             raise SourceError(f"none of the {len(paths)} files in {folder} is a readable image ({reasons})")
-        todo = select_work(params.resolved_db_uri, images, signature, params.resolved_source_name)
+        todo = select_work(params.resolved_db_uri, quote(images), signature, params.resolved_source_name)
     report.images_seen = len(paths)
     report.images_already_indexed = len(images) - len(todo)
     if not todo:
