@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-from components.errors import SourceError, StoreMismatchError
+from components.errors import CropsearchError, SourceError, StoreMismatchError
 from components.models import check_detector_available, check_embedder_available, model_id
 from components.sources import check_url_reachable, classify_source
 from components.store import CropStore
@@ -25,16 +25,34 @@ def _check_db_location(db_uri: str) -> None:
         raise ValueError(f"--db {db_uri!r} is a file; it must be a folder (created if missing) or a URI")
 
 
-def check_index_can_start(params: IndexParams) -> tuple[str, str]:
-    """Validate source, models and database; return the (detector id, embedder id) the run will record."""
-    kind = classify_source(params.source)
-    if kind == "url" and not download_path(params).is_file():
+def _check_source(params: IndexParams) -> None:
+    if classify_source(params.source) == "url" and not download_path(params).is_file():
         try:
             check_url_reachable(params.source)
         except SourceError as error:
             raise SourceError(f"{error}; {_LOCAL_HINT}") from error
-    check_detector_available(params.detector)
-    check_embedder_available(params.embedder)
+
+
+def check_index_can_start(params: IndexParams) -> tuple[str, str]:
+    """Validate source, models and database; return the (detector id, embedder id) the run will record.
+
+    Source and models are all checked before failing, so an offline user learns every flag to
+    change from one run instead of one per run.
+    """
+    problems = []
+    for check, argument in (
+        (_check_source, params),
+        (check_detector_available, params.detector),
+        (check_embedder_available, params.embedder),
+    ):
+        try:
+            check(argument)  # type: ignore[operator]
+        except CropsearchError as error:
+            problems.append(error)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise CropsearchError("cannot start:\n  - " + "\n  - ".join(map(str, problems)))
     _check_db_location(params.resolved_db_uri)
     embedder_id = model_id(params.embedder)
     CropStore(params.resolved_db_uri).check_embedder(embedder_id)

@@ -71,12 +71,24 @@ def is_unchanged(record: LocalFile) -> bool:
     return info.st_mtime_ns == record.mtime_ns or hash_file(path)["sha256"] == record.sha256
 
 
+def _network_failure(error: requests.RequestException, timeout_seconds: float) -> str:
+    """One readable clause for what went wrong, instead of urllib3's nested repr."""
+    text = str(error)
+    if isinstance(error, requests.Timeout):
+        return f"no answer within {timeout_seconds:g} s"
+    if "NameResolutionError" in text or "Name or service not known" in text:
+        return "its host name does not resolve (offline?)"
+    if "Connection refused" in text:
+        return "connection refused"
+    return f"{type(error).__name__}: {text}"
+
+
 def check_url_reachable(url: str, timeout_seconds: float = 5.0) -> None:
     """Fail fast, naming the URL, when the host cannot be reached (e.g. offline)."""
     try:
         response = requests.head(url, timeout=timeout_seconds, allow_redirects=True)
     except requests.RequestException as error:
-        raise SourceError(f"cannot reach {url}: {type(error).__name__}: {error}") from error
+        raise SourceError(f"cannot reach {url}: {_network_failure(error, timeout_seconds)}") from error
     if response.status_code >= 400:
         raise SourceError(f"cannot download {url}: HTTP {response.status_code}")
 

@@ -68,4 +68,6 @@ def test_default_run_offline_fails_within_seconds_naming_what_is_unreachable(tmp
     assert done.returncode == 2
     assert "cannot reach http://images.cocodataset.org/zips/val2017.zip" in done.stderr
     assert "--source" in done.stderr and "Traceback" not in done.stderr
+    assert "detector 'yolov10x.pt' is not available" in done.stderr and "--detector" in done.stderr
+    assert "embedder 'openai/clip-vit-base-patch32' is not available" in done.stderr and "--embedder" in done.stderr
     assert elapsed < 60  # a bound on hangs and retry loops, not a speed target

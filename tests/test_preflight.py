@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.errors import ModelUnavailableError, SourceError, StoreMismatchError
+from components.errors import CropsearchError, ModelUnavailableError, SourceError, StoreMismatchError
 from components.models import check_detector_available, check_embedder_available, model_id
 from components.preflight import check_index_can_start, check_query_can_start
 from components.store import CropStore
@@ -56,10 +56,25 @@ def test_index_refuses_a_db_path_that_is_a_file(tmp_path: Path, tiny_yolo: Path,
         check_index_can_start(params)
 
 
-def test_unreachable_source_names_the_url_and_the_local_alternative(tmp_path: Path) -> None:
-    params = IndexParams(source="http://127.0.0.1:9/val2017.zip", data_dir=tmp_path)
-    with pytest.raises(SourceError, match=r"cannot reach http://127.0.0.1:9/val2017.zip.*use --source with a local"):
+def test_unreachable_source_names_the_url_and_the_local_alternative(
+    tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    params = IndexParams(
+        source="http://127.0.0.1:9/val2017.zip", data_dir=tmp_path, detector=str(tiny_yolo), embedder=str(tiny_clip)
+    )
+    with pytest.raises(
+        SourceError, match=r"cannot reach http://127.0.0.1:9/val2017.zip: connection refused; use --source"
+    ):
         check_index_can_start(params)
+
+
+def test_every_unavailable_input_is_named_at_once(tmp_path: Path) -> None:
+    params = IndexParams(source="http://127.0.0.1:9/val2017.zip", data_dir=tmp_path, detector=str(tmp_path / "x.pt"))
+    with pytest.raises(CropsearchError) as raised:
+        check_index_can_start(params)
+    message = str(raised.value)
+    assert message.startswith("cannot start:")
+    assert all(flag in message for flag in ("--source", "--detector", "--embedder"))
 
 
 def test_query_without_an_index_says_to_index_first(tmp_path: Path) -> None:
