@@ -38,7 +38,7 @@ class ClipEmbedder:
         import torch
         from transformers import AutoProcessor, CLIPModel
 
-        local_only = not Path(spec).expanduser().is_dir() and hub_files_only(spec)
+        local_only = not Path(spec).expanduser().is_dir() and hub_files_only()
         self.device = device
         self._torch = torch
         dtype = torch.float16 if uses_half_precision(device) else torch.float32

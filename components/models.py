@@ -4,6 +4,8 @@ A model spec is a hub name (`yolov10x.pt`, `openai/clip-vit-base-patch32`), a lo
 ultralytics `.yaml` architecture (random weights, for benchmarks and tests) or a
 `plugin:<module>:<factory>`. Ids are what the database records: hub names as given, local
 weights as `name@<content hash>`, so moving a file keeps its id and swapping weights changes it.
+Official ultralytics release names keep their name as id even once downloaded (ultralytics saves
+them in the working directory): otherwise the second run would see "new" weights and redo everything.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def load_once(key: tuple[str, ...], load: Callable[[], T]) -> T:
 def model_id(spec: str) -> str:
     """Stable id of the weights a spec names (see module docstring)."""
     path = Path(spec).expanduser()
-    if is_plugin_spec(spec) or not path.exists():
+    if is_plugin_spec(spec) or not path.exists() or _is_official_yolo_release(spec):
         return spec
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
     digest = hashlib.sha256()
@@ -50,6 +52,14 @@ def model_id(spec: str) -> str:
             while block := handle.read(1 << 20):
                 digest.update(block)
     return f"{path.name}@{digest.hexdigest()[:12]}"
+
+
+def _is_official_yolo_release(spec: str) -> bool:
+    if not spec.endswith(".pt") or "/" in spec or "\\" in spec:
+        return False
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return spec in GITHUB_ASSETS_NAMES
 
 
 def portable_spec(spec: str) -> str:
@@ -90,7 +100,7 @@ def check_detector_available(spec: str) -> None:
         raise _unavailable("detector", spec, "it is not on disk and github.com (its download host) is unreachable")
 
 
-def hub_files_only(spec: str) -> bool:
+def hub_files_only() -> bool:
     """True when a Hugging Face id must load from the local cache because the hub is out of reach."""
     from huggingface_hub import constants
 
@@ -108,7 +118,7 @@ def check_embedder_available(spec: str) -> None:
 
     if isinstance(try_to_load_from_cache(spec, "config.json"), str):
         return
-    if hub_files_only(spec):
+    if hub_files_only():
         raise _unavailable(
             "embedder", spec, f"it is not in the local Hugging Face cache and {constants.ENDPOINT} is unreachable"
         )

@@ -39,6 +39,14 @@ def test_model_id_of_local_weights_follows_their_bytes(tmp_path: Path) -> None:
     assert model_id("yolov10x.pt") == "yolov10x.pt"
 
 
+def test_official_yolo_weights_keep_their_name_once_downloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "yolo11n.pt").write_bytes(b"as ultralytics saves it in the working directory")
+    (tmp_path / "best.pt").write_bytes(b"someone's own training run")
+    assert model_id("yolo11n.pt") == "yolo11n.pt"
+    assert model_id("best.pt").startswith("best.pt@")
+
+
 def test_index_refuses_a_database_of_another_embedder(tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
     db = tmp_path / "db"
     CropStore(str(db)).upsert_embeddings([embedding(image("a"), [1, 0, 0], model="other")], "other")
