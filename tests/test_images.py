@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +88,16 @@ def test_decode_of_a_missing_or_broken_file_raises_a_named_error(tmp_path: Path)
     broken.write_bytes(b"garbage")
     with pytest.raises(ImageDecodeError, match="not a decodable image"):
         decode_rgb(broken)
+
+
+def test_a_decompression_bomb_is_skipped_not_decoded(tmp_path: Path) -> None:
+    """A tiny PNG whose header declares 50,000 x 50,000 pixels (2.5 gigapixels)."""
+    path = tmp_path / "bomb.png"
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", 50_000, 50_000)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # IHDR checksum
+    path.write_bytes(bytes(data))
+    records, skipped = register_images([path], source="test")
+    assert records == [] and "not a decodable image" in skipped[0].reason
+    assert "decompression bomb" in skipped[0].reason
