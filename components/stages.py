@@ -66,8 +66,7 @@ def plan_stage(store: CropStore, images: Sequence[ImageRecord], signature: str, 
         for old_id in old_ids
         if old_id not in current_ids
     ]
-    for crop_file in store.remove_images(replaced):
-        Path(crop_file).unlink(missing_ok=True)
+    _delete_files(store.remove_images(replaced))
     stored = store.images_by_id([record.image_id for record in images])
     indexed = {image_id for image_id, record in stored.items() if record.index_signature == signature}
     moved = [
@@ -168,9 +167,7 @@ def write_stage(
     done = [record for record in images if record.image_id in embedded]
     store.upsert_crops(crops)
     store.upsert_embeddings(embeddings, embedder_id, embedder_spec)
-    removed = store.remove_crops_except([record.image_id for record in done], [crop.crop_id for crop in crops])
-    for uri in removed:
-        Path(uri).unlink(missing_ok=True)
+    _delete_files(store.remove_crops_except([record.image_id for record in done], [crop.crop_id for crop in crops]))
     crops_of = _crops_by_image(crops)
     now = datetime.now(UTC)
     store.upsert_images(
@@ -185,6 +182,12 @@ def write_stage(
             for record in done
         ]
     )
+
+
+def _delete_files(uris: Sequence[str]) -> None:
+    """Remove the crop files of rows the store just deleted."""
+    for uri in uris:
+        Path(uri).unlink(missing_ok=True)
 
 
 def _crops_by_image(crops: Sequence[CropRecord]) -> dict[str, list[CropRecord]]:

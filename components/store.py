@@ -29,7 +29,6 @@ _HEX_ID = re.compile(r"^[0-9a-f]{16,64}$")
 _IN_LIST_CHUNK = 500
 
 
-# Scalars are float64 so records read back equal to what was written (and filters compare exactly).
 def _key(name: str) -> pa.Field:
     return pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
 
@@ -48,6 +47,7 @@ IMAGES_SCHEMA = pa.schema(
     ]
 )
 
+# Scalars are float64 so records read back equal to what was written (and filters compare exactly).
 CROPS_SCHEMA = pa.schema(
     [
         _key("crop_id"),

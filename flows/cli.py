@@ -29,7 +29,7 @@ def _click_type(annotation: Any) -> tuple[Any, bool]:
     """The click type for a field annotation, and whether it takes several values."""
     args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType) or typing.get_origin(annotation) is typing.Annotated:
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
         return _click_type(args[0])
     if origin is list:
         return str, True
