@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,27 +27,41 @@ def _placeholder(reason: str) -> Image.Image:
     return tile
 
 
-def hit_pictures(hit: QueryHit) -> tuple[Image.Image, Image.Image]:
-    """The hit itself (the crop, or the whole image) and its parent with the crop's box drawn."""
+def _fit(image: Image.Image, side: int) -> tuple[Image.Image, float]:
+    """A copy no larger than side x side, and the scale applied to it."""
+    scale = min(1.0, side / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS), scale
+
+
+def hit_pictures(hit: QueryHit, side: int = _THUMB) -> tuple[Image.Image, Image.Image]:
+    """The hit itself (the crop, or the whole image) and its parent with the crop's box, each within side x side.
+
+    The box is drawn after shrinking, so it stays a visible 2-3 pixels wide at any photo size.
+    """
     try:
         parent = decode_rgb(Path(hit.image.uri))
     except (ImageDecodeError, OSError):
         missing = _placeholder("parent image missing")
-        return missing, missing
+        return _fit(missing, side)[0], _fit(missing, side)[0]
+    small_parent, scale = _fit(parent, side)
     if hit.crop is None:
-        return parent, parent
+        return small_parent, small_parent
     crop = hit.crop
     try:
         top = decode_rgb(Path(crop.uri))
     except (ImageDecodeError, OSError):
         top = parent.crop((int(crop.x1), int(crop.y1), round(crop.x2), round(crop.y2)))
-    boxed = parent.copy()
-    width = max(2, round(max(parent.size) / 200))
-    ImageDraw.Draw(boxed).rectangle((crop.x1, crop.y1, crop.x2, crop.y2), outline=_BOX_COLOUR, width=width)
-    return top, boxed
+    box = [coordinate * scale for coordinate in (crop.x1, crop.y1, crop.x2, crop.y2)]
+    ImageDraw.Draw(small_parent).rectangle(box, outline=_BOX_COLOUR, width=max(2, side // 80))
+    return _fit(top, side)[0], small_parent
 
 
-def render_grid(hits: Sequence[QueryHit], path: Path) -> Path:
+def _label(hit: QueryHit) -> str:
+    return f"#{hit.rank} {hit.score:.3f} {hit.crop.class_name if hit.crop else 'whole image'}"
+
+
+def grid_image(hits: Sequence[QueryHit]) -> Image.Image:
     """One column per hit: top row the hit, bottom row its parent with the box; labelled rank, score, class."""
     columns = max(1, len(hits))
     cell_height = _THUMB + _LABEL_HEIGHT
@@ -54,15 +70,46 @@ def render_grid(hits: Sequence[QueryHit], path: Path) -> Path:
     for column, hit in enumerate(hits):
         top, bottom = hit_pictures(hit)
         x = column * _THUMB
-        label = f"#{hit.rank} {hit.score:.3f} {hit.crop.class_name if hit.crop else 'whole image'}"
-        draw.text((x + 4, 3), label[:36], fill=(0, 0, 0))
+        draw.text((x + 4, 3), _label(hit)[:36], fill=(0, 0, 0))
         grid.paste(_thumbnail(top), (x, _LABEL_HEIGHT))
         draw.text((x + 4, cell_height + 3), Path(hit.image.uri).name[:36], fill=(0, 0, 0))
         grid.paste(_thumbnail(bottom), (x, cell_height + _LABEL_HEIGHT))
+    return grid
+
+
+def render_grid(hits: Sequence[QueryHit], path: Path) -> Path:
+    """Write the grid of `grid_image` as a PNG at `path`."""
     save_png = path.with_suffix(".png")
     save_png.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(save_png, format="PNG")
+    grid_image(hits).save(save_png, format="PNG")
     return save_png
+
+
+def data_uri(image: Image.Image, quality: int = 85) -> str:
+    """The image as an inline `data:` JPEG URI.
+
+    Pages can't load a worker's local files, and a file route would only work beside one server;
+    an inline picture shows wherever the artifact is opened (local server or Prefect Cloud).
+    """
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def hits_markdown(title: str, hits: Sequence[QueryHit], side: int = 160, grid_path: Path | None = None) -> str:
+    """A markdown report of ranked hits: score, class, box and file, with inline thumbnails of hit and parent."""
+    if not hits:
+        return f"# {title}\n\n_no hits_\n"
+    rows = []
+    for hit, row in zip(hits, hits_table(hits), strict=True):
+        top, parent = hit_pictures(hit, side)
+        shown = {key: row[key] for key in ("rank", "score", "kind", "class", "box")}
+        shown["hit"] = f"![{_label(hit)}]({data_uri(top)})"
+        shown["parent (box drawn)"] = f"![{Path(hit.image.uri).name}]({data_uri(parent)})"
+        shown["parent file"] = f"`{hit.image.uri}`"
+        rows.append(shown)
+    footer = f"\nGrid PNG: `{grid_path}`\n" if grid_path else ""
+    return f"# {title}\n\n{markdown_table(rows)}{footer}"
 
 
 def _box(hit: QueryHit) -> str:

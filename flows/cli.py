@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from components.errors import CropsearchError
 from components.preflight import check_index_can_start, check_query_can_start
 from components.render import hits_table, report_table
-from schemas.params import IndexParams, QueryInput, QueryParams
+from schemas.params import IndexParams, QueryInput, QueryParams, fields_in_form_order
 
 _FLAG_NAMES = {"db_uri": "--db", "k": "-k"}
 
@@ -42,9 +42,7 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
     """Decorate a command with one option per model field; unset options stay None and keep the model default."""
 
     def decorate(command: Callable) -> Callable:
-        # The model's own fields first (source, models, ...), inherited settings after them.
-        names = sorted(model.model_fields, key=lambda name: name not in model.__annotations__)
-        for name in reversed(names):
+        for name in reversed(fields_in_form_order(model)):
             field = model.model_fields[name]
             if name in skip:
                 continue
@@ -114,7 +112,7 @@ def index(**options: Any) -> None:
         check_index_can_start(params)
         from flows.index_coco import index_coco  # Prefect is imported only once the inputs are known good
 
-        report = index_coco(params, show_progress=True)
+        report = index_coco(**params.model_dump(), show_progress=True)
     except (CropsearchError, ValueError) as error:
         _fail(error)
     _print_rows(report_table(report))
@@ -134,7 +132,7 @@ def query(text: str | None, image: Path | None, **options: Any) -> None:
         check_query_can_start(params)
         from flows.query import query as query_flow
 
-        result = query_flow(text=text, image=str(image) if image else None, params=params)
+        result = query_flow(text=text, image=image, **params.model_dump())
     except (CropsearchError, ValueError) as error:
         _fail(error)
     if not result.hits:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 from prefect.utilities.annotations import quote
 from tqdm import tqdm
 
@@ -28,6 +29,7 @@ from components.models import portable_spec
 from components.preflight import check_index_can_start, download_path
 from components.render import report_table
 from components.store import CropStore
+from flows.parameters import takes_fields_of
 from schemas.files import ExtractedFolder, LocalFile
 from schemas.params import IndexParams, signature_of
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
@@ -201,9 +203,34 @@ def index_chunk(
     report.embeddings += len(embedded.embeddings)
 
 
+@contextmanager
+def _one_writer_at_a_time(limit_name: str | None) -> Iterator[None]:
+    """Hold a slot of the server's global concurrency limit while planning and writing.
+
+    Planning inside the slot matters: a run that waited plans after the other run's writes, so it
+    finds those images done instead of indexing them a second time.
+    """
+    if limit_name is None:
+        yield
+        return
+    logger = get_run_logger()
+    started = time.perf_counter()
+    with concurrency(limit_name, occupy=1, strict=False):
+        waited = time.perf_counter() - started
+        if waited > 1.0:
+            logger.info("waited %.0f s for %r: another index run was writing", waited, limit_name)
+        yield
+
+
 @flow(name="index-coco", log_prints=False)
-def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False) -> IndexReport:
-    """Index a source of images (COCO val2017 by default) into LanceDB: whole images and detected crops."""
+@takes_fields_of(IndexParams)
+def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
+    """Index a source of images (COCO val2017 by default) into LanceDB: whole images and detected crops.
+
+    Args:
+        show_progress: draw a progress bar on the terminal (the CLI turns it on)
+    """
+    params = IndexParams(**fields)
     logger = get_run_logger()
     detector_id, embedder_id = check_index_can_start(params)
     signature = signature_of(detector_id, embedder_id, params)
@@ -218,35 +245,40 @@ def index_coco(params: IndexParams = IndexParams(), show_progress: bool = False)
     with _timed(report, "register"):
         images, skipped = register(quote(paths), params.resolved_source_name)
         report.skipped.extend(skipped)
-        if not images:
-            reasons = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:3])
-            raise SourceError(f"none of the {len(paths)} files in {folder} is a readable image ({reasons})")
-        todo = select_work(params.resolved_db_uri, quote(images), signature, params.resolved_source_name)
+    if not images:
+        reasons = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:3])
+        raise SourceError(f"none of the {len(paths)} files in {folder} is a readable image ({reasons})")
     report.images_seen = len(paths)
-    report.images_already_indexed = len(images) - len(todo)
-    if not todo:
-        logger.info("nothing to index: all %d images are already indexed with these models and settings", len(images))
-    else:
-        logger.info(
-            "%d images found, %d already indexed, %d to index in chunks of %d",
-            len(images),
-            report.images_already_indexed,
-            len(todo),
-            params.chunk_size,
-        )
-    with tqdm(total=len(todo), unit="img", desc="indexing", disable=not (show_progress and todo)) as bar:
-        for number, chunk in enumerate(_chunks(todo, params.chunk_size), start=1):
-            started, crops_before = time.perf_counter(), report.crops
-            index_chunk(chunk, params, detector_id, embedder_id, report)
-            bar.update(len(chunk))
-            update_progress_artifact(progress_id, 100.0 * min(1.0, number * params.chunk_size / len(todo)))
+    with _one_writer_at_a_time(params.writer_limit):
+        with _timed(report, "plan"):
+            todo = select_work(params.resolved_db_uri, quote(images), signature, params.resolved_source_name)
+        report.images_already_indexed = len(images) - len(todo)
+        if not todo:
             logger.info(
-                "chunk %d: %d images, %d crops in %.1f s",
-                number,
-                len(chunk),
-                report.crops - crops_before,
-                time.perf_counter() - started,
+                "nothing to index: all %d images are already indexed with these models and settings", len(images)
             )
+        else:
+            logger.info(
+                "%d images found, %d already indexed, %d to index in chunks of %d",
+                len(images),
+                report.images_already_indexed,
+                len(todo),
+                params.chunk_size,
+            )
+        with tqdm(total=len(todo), unit="img", desc="indexing", disable=not (show_progress and todo)) as bar:
+            for number, chunk in enumerate(_chunks(todo, params.chunk_size), start=1):
+                started, crops_before = time.perf_counter(), report.crops
+                index_chunk(chunk, params, detector_id, embedder_id, report)
+                bar.update(len(chunk))
+                update_progress_artifact(progress_id, 100.0 * min(1.0, number * params.chunk_size / len(todo)))
+                logger.info(
+                    "chunk %d of %d: %d images, %d crops in %.1f s",
+                    number,
+                    -(-len(todo) // params.chunk_size),
+                    len(chunk),
+                    report.crops - crops_before,
+                    time.perf_counter() - started,
+                )
     update_progress_artifact(progress_id, 100.0)
     create_table_artifact(report_table(report), key="index-report", description=f"index of {params.source}")
     logger.info(

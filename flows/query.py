@@ -5,17 +5,20 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from components.embedder import load_embedder
 from components.images import decode_rgb
 from components.preflight import check_query_can_start
-from components.render import hits_table, markdown_table, render_grid
+from components.render import data_uri, grid_image, hits_markdown, hits_table, markdown_table, render_grid
 from components.search import find_hits
 from components.store import CropStore
+from flows.parameters import split_fields, takes_fields_of
 from schemas.params import QueryInput, QueryParams
 from schemas.results import QueryHit, QueryResult
 
@@ -34,8 +37,21 @@ def search(db_uri: str, vector: list[float], params: QueryParams) -> list[QueryH
 
 
 @task(cache_policy=NO_CACHE)
-def render(hits: list[QueryHit], path: Path) -> str:
-    return str(render_grid(hits, path))
+def publish(description: str, hits: list[QueryHit], grid_dir: Path | None) -> Path | None:
+    """The hits as artifacts a person can read in the UI: a table with thumbnails, and the grid picture."""
+    grid_path = None
+    if grid_dir is not None and hits:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        digest = hashlib.sha256(description.encode()).hexdigest()[:8]
+        grid_path = render_grid(hits, grid_dir / f"{stamp}-{digest}.png")
+        create_image_artifact(
+            data_uri(grid_image(hits)), key="query-grid", description=f"{len(hits)} hits for {description}"
+        )
+        report = hits_markdown(f"Query: {description}", hits, grid_path=grid_path)
+    else:
+        report = f"# Query: {description}\n\n{markdown_table(hits_table(hits))}"
+    create_markdown_artifact(report, key="query-hits", description=f"{len(hits)} hits for {description}")
+    return grid_path
 
 
 def describe(query_input: QueryInput) -> str:
@@ -43,24 +59,20 @@ def describe(query_input: QueryInput) -> str:
 
 
 @flow(name="query")
-def query(text: str | None = None, image: str | None = None, params: QueryParams = QueryParams()) -> QueryResult:
+@takes_fields_of(QueryInput, QueryParams)
+def query(**fields: Any) -> QueryResult:
     """Find the k best whole images or crops for a text or an image, each joined to its parent photo."""
-    query_input = QueryInput(text=text, image=image)
+    query_input = QueryInput(**split_fields(fields, QueryInput))
+    params = QueryParams(**split_fields(fields, QueryParams))
     if query_input.image is not None and not query_input.image.is_file():
         raise ValueError(f"query image {str(query_input.image)!r} does not exist")
     embedder = check_query_can_start(params)
     vector = embed_query(query_input, embedder, params.device)
     hits = search(params.resolved_db_uri, vector, params)
-    grid_path = None
-    if params.render and hits:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        digest = hashlib.sha256(describe(query_input).encode()).hexdigest()[:8]
-        grid_path = render(hits, params.data_dir.resolve() / "queries" / f"{stamp}-{digest}.png")
-    table = markdown_table(hits_table(hits))
-    create_markdown_artifact(
-        f"# Query: {describe(query_input)}\n\n{table}\n" + (f"Grid: `{grid_path}`\n" if grid_path else ""),
-        key="query-hits",
-        description=f"{len(hits)} hits",
-    )
-    get_run_logger().info("%d hits for %s", len(hits), describe(query_input))
-    return QueryResult(query=describe(query_input), hits=hits, grid_path=grid_path)
+    grid_dir = params.data_dir.resolve() / "queries" if params.render else None
+    grid_path = publish(describe(query_input), quote(hits), grid_dir)
+    logger = get_run_logger()
+    logger.info("%d hits for %s", len(hits), describe(query_input))
+    for row in hits_table(hits):
+        logger.info("#%s %s %s %s %s", row["rank"], row["score"], row["class"], row["parent"], row["box"])
+    return QueryResult(query=describe(query_input), hits=hits, grid_path=str(grid_path) if grid_path else None)

@@ -21,6 +21,7 @@ KNOWN_SOURCE_NAMES = {COCO_VAL2017_URL: "coco-val2017"}
 DEFAULT_DETECTOR = "yolov10x.pt"
 DEFAULT_EMBEDDER = "openai/clip-vit-base-patch32"
 DEFAULT_DATA_DIR = Path("data")
+DEFAULT_WRITER_LIMIT = "cropsearch-index-writer"
 
 QueryKinds = Literal["image", "crop", "both"]
 
@@ -89,6 +90,11 @@ class IndexParams(DetectionSettings):
     chunk_size: int = Field(256, ge=1, le=100_000, description="images per durable chunk")
     detect_batch_size: int = Field(16, ge=1, le=1024, description="images per detector forward pass")
     embed_batch_size: int = Field(64, ge=1, le=4096, description="images or crops per embedder forward pass")
+    writer_limit: str | None = Field(
+        DEFAULT_WRITER_LIMIT,
+        description="Prefect global concurrency limit held while planning and writing, so index runs on one "
+        "server write one at a time (created by `cropsearch stack up`; runs go unguarded where it does not exist)",
+    )
 
     @field_validator("source", "detector", "embedder")
     @classmethod
@@ -150,8 +156,8 @@ class QueryInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    text: str | None = None
-    image: Path | None = None
+    text: str | None = Field(None, description="what to look for, in words (give this or image)")
+    image: Path | None = Field(None, description="path of a photo to find similar ones (give this or text)")
 
     @field_validator("text")
     @classmethod
@@ -170,6 +176,12 @@ class QueryInput(BaseModel):
         if (self.text is None) == (self.image is None):
             raise ValueError("give exactly one of text or image")
         return self
+
+
+def fields_in_form_order(model: type[BaseModel]) -> list[str]:
+    """A model's own fields first (source, models, ...), inherited settings after: how forms and flags list them."""
+    own = [name for name in model.model_fields if name in model.__annotations__]
+    return own + [name for name in model.model_fields if name not in own]
 
 
 def signature_of(detector_id: str, embedder_id: str, settings: DetectionSettings) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -48,7 +50,7 @@ def test_index_then_query_then_reindex_does_no_model_work(
     photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
 ) -> None:
     params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip)
-    first = index_coco(params)
+    first = index_coco(**params.model_dump())
     assert first.images_seen == 10 and first.images_new == 10 and first.skipped == []
     assert first.crops > 0 and first.embeddings == 10 + first.crops
     assert first.model_batches > 0
@@ -58,7 +60,7 @@ def test_index_then_query_then_reindex_does_no_model_work(
     crop_files = sorted((tmp_path / "data" / "crops").rglob("*.jpg"))
     assert len(crop_files) == first.crops
 
-    result = query(text="a potted plant", params=QueryParams(data_dir=tmp_path / "data", embedder=str(tiny_clip), k=5))
+    result = query(text="a potted plant", data_dir=tmp_path / "data", embedder=str(tiny_clip), k=5)
     assert [hit.rank for hit in result.hits] == [1, 2, 3, 4, 5]
     assert len({hit.image.image_id for hit in result.hits}) == 5  # one hit per parent
     scores = [hit.score for hit in result.hits]
@@ -71,7 +73,7 @@ def test_index_then_query_then_reindex_does_no_model_work(
             assert hit.crop is None
     assert result.grid_path is not None and Image.open(result.grid_path).size == (5 * 224, 2 * 242)
 
-    second = index_coco(params)
+    second = index_coco(**params.model_dump())
     assert (second.images_new, second.model_batches, second.crops, second.embeddings) == (0, 0, 0, 0)
     assert second.images_already_indexed == 10
     assert table_ids(params.resolved_db_uri) == ids_after_first
@@ -94,22 +96,33 @@ def test_runs_publish_report_progress_and_hits_artifacts(
     photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
 ) -> None:
     params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, chunk_size=3)
-    report = index_coco(params)
+    report = index_coco(**params.model_dump())
     assert latest_artifact("index-progress").data == 100.0
     table = json.loads(latest_artifact("index-report").data)
     assert {"measure": "images indexed now", "value": "10"} in table
     assert {"measure": "crops", "value": str(report.crops)} in table
-    query(text="a bus", params=QueryParams(data_dir=tmp_path / "data", k=2))
+    result = query(text="a bus", data_dir=tmp_path / "data", k=2)
     hits = latest_artifact("query-hits").data
-    assert "| rank | score | kind | class | parent | box |" in hits and str(photo_folder.resolve()) in hits
+    assert "| rank | score | kind | class | box | hit | parent (box drawn) | parent file |" in hits
+    assert all(hit.image.uri in hits for hit in result.hits) and str(result.grid_path) in hits
+    thumbnails = [decoded(uri) for uri in re.findall(r"\((data:image/jpeg;base64,[^)]+)\)", hits)]
+    assert len(thumbnails) == 2 * len(result.hits) and all(0 < max(t.size) <= 160 for t in thumbnails)
+    grid = decoded(latest_artifact("query-grid").data)
+    assert grid.size == Image.open(result.grid_path).size  # the same picture as the PNG on disk
+
+
+def decoded(uri: str) -> Image.Image:
+    header, _, payload = uri.partition(",")
+    assert header == "data:image/jpeg;base64"
+    return Image.open(io.BytesIO(base64.b64decode(payload)))
 
 
 def test_changed_settings_reindex_and_drop_stale_crops(
     photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
 ) -> None:
     params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=3)
-    index_coco(params)
-    fewer = index_coco(params.model_copy(update={"max_detections": 1}))
+    index_coco(**params.model_dump())
+    fewer = index_coco(**{**params.model_dump(), "max_detections": 1})
     assert fewer.images_new == 10 and fewer.crops <= 10
     counts = CropStore(params.resolved_db_uri).counts()
     assert counts == {"images": 10, "crops": fewer.crops, "embeddings": 10 + fewer.crops}
@@ -121,11 +134,11 @@ def test_bad_files_are_reported_and_a_changed_file_replaces_its_old_rows(
 ) -> None:
     (photo_folder / "notes.jpg").write_text("not a picture")
     params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=0)
-    report = index_coco(params)
+    report = index_coco(**params.model_dump())
     assert report.images_new == 10 and [Path(s.path).name for s in report.skipped] == ["notes.jpg"]
 
     write_scene(photo_folder / "scene-00.jpg", seed=99)  # same path, new bytes
-    again = index_coco(params)
+    again = index_coco(**params.model_dump())
     assert again.images_new == 1 and again.images_already_indexed == 9
     store = CropStore(params.resolved_db_uri)
     assert store.counts() == {"images": 10, "crops": 0, "embeddings": 10}
@@ -136,7 +149,7 @@ def test_a_folder_of_only_bad_files_fails_clearly(tmp_path: Path, tiny_yolo: Pat
     folder.mkdir()
     (folder / "a.jpg").write_text("nope")
     with pytest.raises(SourceError, match=r"none of the 1 files .* is a readable image"):
-        index_coco(tiny_params(folder, tmp_path / "data", tiny_yolo, tiny_clip))
+        index_coco(**tiny_params(folder, tmp_path / "data", tiny_yolo, tiny_clip).model_dump())
 
 
 def test_zip_over_http_is_downloaded_once_and_redownloaded_when_the_file_vanishes(
@@ -152,28 +165,28 @@ def test_zip_over_http_is_downloaded_once_and_redownloaded_when_the_file_vanishe
     def downloads() -> int:
         return sum(1 for r in http_server.requests if r["method"] == "GET")
 
-    first = index_coco(params)
+    first = index_coco(**params.model_dump())
     assert first.images_new == 4 and downloads() == 1
-    assert index_coco(params).images_already_indexed == 4 and downloads() == 1  # cached: no transfer
+    assert index_coco(**params.model_dump()).images_already_indexed == 4 and downloads() == 1  # cached: no transfer
 
     (tmp_path / "data" / "downloads" / "photos.zip").unlink()
     shutil.rmtree(tmp_path / "data" / "sources")
-    third = index_coco(params)
+    third = index_coco(**params.model_dump())
     assert downloads() == 2 and third.images_already_indexed == 4
 
 
 def test_query_by_image_and_bad_queries(photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
     params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=0)
-    index_coco(params)
+    index_coco(**params.model_dump())
     options = QueryParams(data_dir=tmp_path / "data", embedder=str(tiny_clip), k=3, kinds="image", render=False)
     probe = photo_folder / "bus.jpg"
-    result = query(image=str(probe), params=options)
+    result = query(image=str(probe), **options.model_dump())
     assert result.hits[0].image.uri == str(probe.resolve())  # the image itself is its own nearest neighbour
     assert result.hits[0].score == pytest.approx(1.0, abs=1e-3)
     assert result.grid_path is None
     with pytest.raises(ValueError, match="exactly one of text or image"):
-        query(text="bus", image=str(probe), params=options)
+        query(text="bus", image=str(probe), **options.model_dump())
     with pytest.raises(ValueError, match="text must not be empty"):
-        query(text="  ", params=options)
+        query(text="  ", **options.model_dump())
     with pytest.raises(ValueError, match="does not exist"):
-        query(image=str(tmp_path / "missing.jpg"), params=options)
+        query(image=str(tmp_path / "missing.jpg"), **options.model_dump())

@@ -16,7 +16,7 @@ from PIL import Image
 
 from flows.index_coco import index_coco
 from flows.query import query
-from schemas.params import IndexParams, QueryParams
+from schemas.params import QueryParams
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -41,14 +41,12 @@ def test_whole_image_search_misses_the_small_object_and_crop_search_finds_it(
     scenes: tuple[Path, Path], tmp_path: Path
 ) -> None:
     folder, target = scenes
-    report = index_coco(
-        IndexParams(source=str(folder), data_dir=tmp_path / "data", detector=DETECTOR, embedder=EMBEDDER)
-    )
+    report = index_coco(source=str(folder), data_dir=tmp_path / "data", detector=DETECTOR, embedder=EMBEDDER)
     assert report.images_new == 5 and report.crops == 1
 
     def search(kinds: str) -> list:
         params = QueryParams(data_dir=tmp_path / "data", embedder=EMBEDDER, k=4, kinds=kinds, render=False)
-        return query(text="red", params=params).hits
+        return query(text="red", **params.model_dump()).hits
 
     whole_only = search("image")
     assert len(whole_only) == 4
