@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 
-.PHONY: install index query test lint tiny-models clean
+.PHONY: install index query test lint browser stack-up stack-down tiny-models clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,23 @@ query: install
 	$(BIN)/cropsearch query $(ARGS)
 
 ## Lint, then every test (offline, CPU only).
-test: install lint
+test: install lint browser
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The UI test drives Debian's chromium; install it when missing and this is root on Debian (CI is).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: the browser test will be skipped (apt-get install chromium)"; fi; }
+
+## The Prefect way: a local server on 127.0.0.1:4200, the work pool and writer limit, prefect.yaml
+## deployed, and a worker; `make stack-down` stops them. ARGS passes options, e.g. ARGS="--port 4300".
+stack-up: install
+	$(BIN)/cropsearch stack up $(ARGS)
+
+stack-down: install
+	$(BIN)/cropsearch stack down $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -43,4 +58,4 @@ tiny-models: install
 	$(TEST_ENV) $(BIN)/python -m tests.tiny_models tiny-models
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .stack

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from components.errors import CropsearchError
 from components.preflight import check_index_can_start, check_query_can_start
 from components.render import hits_table, report_table
-from schemas.params import IndexParams, QueryInput, QueryParams, fields_in_form_order
+from schemas.params import IndexParams, QueryInput, QueryParams, StackParams, fields_in_form_order
 
 _FLAG_NAMES = {"db_uri": "--db", "k": "-k"}
 
@@ -140,6 +140,40 @@ def query(text: str | None, image: Path | None, **options: Any) -> None:
     _print_rows(hits_table(result.hits))
     if result.grid_path:
         click.echo(f"grid: {result.grid_path}")
+
+
+@main.group()
+def stack() -> None:
+    """Run cropsearch the Prefect way: a server, a work pool, the deployments of prefect.yaml and a worker."""
+
+
+@stack.command("up")
+@options_from(StackParams)
+def stack_up(**options: Any) -> None:
+    """Start the local Prefect server (or use --api-url), create pool and writer limit, deploy, start a worker."""
+    from components import stack as local_stack
+
+    try:
+        started = local_stack.up(StackParams(**_given(options)))
+    except local_stack.StackError as error:
+        _fail(ValueError(f"{error}; `cropsearch stack down` stops whatever did start"))
+    except (CropsearchError, ValueError) as error:
+        _fail(error)
+    _print_rows([{"what": name, "where": value} for name, value in started.items()])
+    click.echo("try: prefect deployment run 'index-coco/adhoc' --param source=<folder> --param limit=500")
+
+
+@stack.command("down")
+@options_from(StackParams)
+def stack_down(**options: Any) -> None:
+    """Stop the worker and the server that `stack up` started (their flow runs included)."""
+    from components import stack as local_stack
+
+    try:
+        stopped = local_stack.down(StackParams(**_given(options)))
+    except (CropsearchError, ValueError) as error:
+        _fail(error)
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
 if __name__ == "__main__":

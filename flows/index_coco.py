@@ -222,7 +222,7 @@ def _one_writer_at_a_time(limit_name: str | None) -> Iterator[None]:
         yield
 
 
-@flow(name="index-coco", log_prints=False)
+@flow(name="index-coco", log_prints=False, persist_result=True)
 @takes_fields_of(IndexParams)
 def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
     """Index a source of images (COCO val2017 by default) into LanceDB: whole images and detected crops.

@@ -58,7 +58,7 @@ def describe(query_input: QueryInput) -> str:
     return query_input.text if query_input.text is not None else f"image {query_input.image}"
 
 
-@flow(name="query")
+@flow(name="query", persist_result=True)
 @takes_fields_of(QueryInput, QueryParams)
 def query(**fields: Any) -> QueryResult:
     """Find the k best whole images or crops for a text or an image, each joined to its parent photo."""

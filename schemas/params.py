@@ -148,6 +148,26 @@ class QueryParams(BaseModel):
         return self.db_uri or str(self.data_dir / "lancedb")
 
 
+class StackParams(BaseModel):
+    """Where `cropsearch stack up` runs the Prefect side: server, work pool, writer limit, worker."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="address the local Prefect server listens on")
+    port: int = Field(4200, ge=1, le=65535, description="port of the local Prefect server (UI and API)")
+    api_url: str | None = Field(
+        None,
+        description="use this existing Prefect API (a server or a Prefect Cloud workspace) instead of starting one",
+    )
+    writer_limit: str = Field(DEFAULT_WRITER_LIMIT, description="global concurrency limit that serialises index runs")
+    state_dir: Path = Field(Path(".stack"), description="folder for the started processes' pid files and logs")
+    project_dir: Path = Field(Path("."), description="checkout holding prefect.yaml; the worker runs flows from it")
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.host}:{self.port}/api"
+
+
 MAX_QUERY_TEXT_CHARS = 1000
 
 

@@ -1,0 +1,274 @@
+"""The Prefect way end to end: `cropsearch stack up`, `prefect deployment run ...`, the UI in a real browser.
+
+One real local Prefect server (free 127.0.0.1 port, temporary PREFECT_HOME) with the repo's own
+prefect.yaml deployed and a process worker; runs are started with the `prefect` command a person
+types and checked through the Prefect client. Every process started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import lancedb
+import pytest
+import yaml
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.objects import FlowRun
+from prefect.flows import load_flow_from_entrypoint
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from components.stack import WORK_POOL
+from components.store import CROPS, EMBEDDINGS, IMAGES
+from schemas.params import DEFAULT_WRITER_LIMIT
+from tests.conftest import ultralytics_assets, write_scene
+
+pytestmark = [pytest.mark.slow, pytest.mark.deployment]
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_SECONDS = 300
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    api_url: str
+    env: dict[str, str]
+    state_dir: Path
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=300
+        )
+
+    def deployment_run(self, name: str, **parameters: object) -> UUID:
+        """`prefect deployment run NAME --param key=value ...`, exactly as in the README."""
+        flags = [part for key, value in parameters.items() for part in ("--param", f"{key}={value}")]
+        done = self.cli("prefect", "deployment", "run", name, *flags)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return UUID(re.search(r"UUID: ([0-9a-f-]{36})", done.stdout).group(1))  # type: ignore[union-attr]
+
+    def client(self) -> SyncPrefectClient:
+        return SyncPrefectClient(self.api_url)
+
+    def wait(self, run_id: UUID) -> FlowRun:
+        deadline = time.monotonic() + RUN_SECONDS
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                run = client.read_flow_run(run_id)
+                if run.state is not None and run.state.is_final():
+                    return run
+                time.sleep(1)
+        pytest.fail(f"flow run {run_id} did not finish in {RUN_SECONDS} s; worker log: {self.worker_log()}")
+
+    def run_logs(self, run_id: UUID) -> str:
+        with self.client() as client:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        return "\n".join(log.message for log in logs)[-6000:]
+
+    def result(self, run: FlowRun) -> object:
+        assert run.state is not None and run.state.is_completed(), f"{run.name}: {run.state}\n{self.run_logs(run.id)}"
+        with temporary_settings({PREFECT_API_URL: self.api_url}):
+            return run.state.result()
+
+    def artifacts(self, run_id: UUID) -> dict[str, object]:
+        with self.client() as client:
+            found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        return {artifact.key: artifact for artifact in found if artifact.key}
+
+    def worker_log(self) -> str:
+        log = self.state_dir / "worker.log"
+        return log.read_text(errors="replace")[-4000:] if log.is_file() else "(no worker log)"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_API")}
+    # Shares the test session's PREFECT_HOME, so run results persisted by the worker read back here.
+    env.update(PREFECT_WORKER_QUERY_SECONDS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    state_dir = home / "state"
+    live = Stack(api_url=f"http://127.0.0.1:{port}/api", env=env, state_dir=state_dir)
+    where = ["--port", str(port), "--state-dir", str(state_dir), "--project-dir", str(REPO)]
+    try:
+        started = live.cli("flows.cli", "stack", "up", *where)
+        assert started.returncode == 0, started.stdout + started.stderr + live.worker_log()
+        yield live
+    finally:
+        stopped = live.cli("flows.cli", "stack", "down", *where)
+        assert stopped.returncode == 0, stopped.stderr
+        for pid_file in state_dir.glob("*.pid"):  # `down` removes them; any left is a process that survived
+            pytest.fail(f"{pid_file.name} left behind by `stack down`")
+
+
+@dataclass
+class Scenario:
+    first_index: UUID
+    rival_indexes: tuple[UUID, UUID]
+    query_during_index: UUID
+    query: UUID
+    db_uri: str
+
+
+def photos(folder: Path, seeds: range) -> Path:
+    folder.mkdir(parents=True)
+    for seed in seeds:
+        write_scene(folder / f"scene-{seed:02d}.jpg", seed)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory, tiny_yolo: Path, tiny_clip: Path) -> Scenario:
+    """Index a folder; then two index runs of a second folder at once with a query beside them; then a query."""
+    root = tmp_path_factory.mktemp("deployed")
+    first = photos(root / "first", range(3))
+    for asset in ultralytics_assets():
+        shutil.copy(asset, first / asset.name)
+    second = photos(root / "second", range(10, 14))
+    models = {
+        "data_dir": root / "data",
+        "detector": tiny_yolo,
+        "embedder": tiny_clip,
+        "confidence": 0.0001,
+        "max_detections": 3,
+        "min_box_pixels": 8,
+        "device": "cpu",
+    }
+    first_index = stack.deployment_run("index-coco/adhoc", source=first, **models)
+    assert stack.wait(first_index).state.is_completed(), stack.worker_log()  # type: ignore[union-attr]
+
+    # The nightly deployment and an ad-hoc run on the same database at once: only one may write at a time.
+    rivals = (
+        stack.deployment_run("index-coco/nightly", source=second, **models),
+        stack.deployment_run("index-coco/adhoc", source=second, **models),
+    )
+    during = stack.deployment_run("query/adhoc", text="a bus", k=5, data_dir=root / "data", device="cpu")
+    for run_id in (*rivals, during):
+        stack.wait(run_id)
+    query = stack.deployment_run(
+        "query/adhoc", text="a person", k=4, kinds="crop", data_dir=root / "data", device="cpu"
+    )
+    stack.wait(query)
+    return Scenario(first_index, rivals, during, query, str(root / "data" / "lancedb"))
+
+
+def test_prefect_yaml_names_the_pool_and_limit_the_stack_creates() -> None:
+    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    assert config["definitions"]["work_pools"]["local"]["name"] == WORK_POOL
+    deployments = {(d["entrypoint"], d["name"]) for d in config["deployments"]}
+    assert deployments == {
+        ("flows/index_coco.py:index_coco", "nightly"),
+        ("flows/index_coco.py:index_coco", "adhoc"),
+        ("flows/query.py:query", "adhoc"),
+    }
+    nightly = next(d for d in config["deployments"] if d["name"] == "nightly")
+    assert nightly["schedules"][0]["cron"] == "0 3 * * *"
+    for deployment in config["deployments"]:  # `prefect deploy` accepts parameters the flow would refuse
+        flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+        flow.validate_parameters(deployment.get("parameters", {}))
+    assert DEFAULT_WRITER_LIMIT  # the flows hold this limit; `stack up` creates it
+
+
+def test_stack_deploys_everything_and_creates_the_writer_limit(stack: Stack) -> None:
+    with stack.client() as client:
+        names = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
+        limit = client.read_global_concurrency_limit_by_name(DEFAULT_WRITER_LIMIT)
+        pool = client.read_work_pool(WORK_POOL)
+    assert names == {"index-coco/nightly", "index-coco/adhoc", "query/adhoc"}
+    assert limit.limit == 1 and pool.type == "process"
+
+
+def test_adhoc_index_run_reports_progress_timings_and_counts(stack: Stack, scenario: Scenario) -> None:
+    report = stack.result(stack.wait(scenario.first_index))
+    assert report.images_new == 5 and report.crops > 0  # type: ignore[attr-defined]
+    artifacts = stack.artifacts(scenario.first_index)
+    assert artifacts["index-progress"].data == 100.0  # type: ignore[attr-defined]
+    table = artifacts["index-report"].data  # type: ignore[attr-defined]
+    for measure in ("images indexed now", "crops", "seconds: detect", "seconds: embed", "seconds: write"):
+        assert f'"{measure}"' in table
+
+
+def test_two_index_runs_at_once_write_one_after_the_other(stack: Stack, scenario: Scenario) -> None:
+    reports = [stack.result(stack.wait(run_id)) for run_id in scenario.rival_indexes]
+    # The run that waited for the writer limit planned after the other had written: it found nothing to do.
+    assert sorted(report.images_new for report in reports) == [0, 4]  # type: ignore[attr-defined]
+    assert sorted(report.images_already_indexed for report in reports) == [0, 4]  # type: ignore[attr-defined]
+    db = lancedb.connect(scenario.db_uri)
+    for table, key in ((IMAGES, "image_id"), (CROPS, "crop_id"), (EMBEDDINGS, "id")):
+        ids = db.open_table(table).to_arrow().column(key).to_pylist()
+        assert len(ids) == len(set(ids)), f"duplicate rows in {table}"
+    assert db.open_table(IMAGES).count_rows() == 9
+
+
+def test_queries_run_beside_index_runs_and_return_hits_joined_to_existing_parents(
+    stack: Stack, scenario: Scenario
+) -> None:
+    during = stack.result(stack.wait(scenario.query_during_index))
+    assert during.hits  # type: ignore[attr-defined]
+    result = stack.result(stack.wait(scenario.query))
+    assert result.query == "a person" and 1 <= len(result.hits) <= 4  # type: ignore[attr-defined]
+    assert all(hit.crop is not None for hit in result.hits)  # type: ignore[attr-defined]
+    for hit in [*during.hits, *result.hits]:  # type: ignore[attr-defined]
+        assert Path(hit.image.uri).is_file()
+        assert hit.crop is None or hit.crop.image_id == hit.image.image_id
+    artifacts = stack.artifacts(scenario.query)
+    assert artifacts["query-grid"].type == "image"  # type: ignore[attr-defined]
+    assert artifacts["query-hits"].data.count("data:image/jpeg;base64,") == 2 * len(result.hits)  # type: ignore[attr-defined]
+
+
+def test_query_artifacts_show_their_thumbnails_in_headless_chromium(
+    stack: Stack, scenario: Scenario, tmp_path: Path
+) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing; `make test` installs it")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    result = stack.result(stack.wait(scenario.query))
+    artifacts = stack.artifacts(scenario.query)
+    ui = stack.api_url.removesuffix("/api")
+    flags = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=flags)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            seen = {}
+            for key, expected in (("query-hits", 2 * len(result.hits)), ("query-grid", 1)):  # type: ignore[attr-defined]
+                page.goto(f"{ui}/artifacts/artifact/{artifacts[key].id}")  # type: ignore[attr-defined]
+                page.wait_for_function(
+                    "n => [...document.images].filter(i => i.src.startsWith('data:')).length >= n", arg=expected
+                )
+                page.wait_for_function("() => [...document.images].every(i => i.complete)")
+                widths = page.eval_on_selector_all("img[src^='data:']", "images => images.map(i => i.naturalWidth)")
+                seen[key] = widths
+                page.screenshot(path=tmp_path / f"{key}.png", full_page=True)
+        finally:
+            browser.close()
+    assert len(seen["query-hits"]) == 2 * len(result.hits) and all(w > 0 for w in seen["query-hits"])  # type: ignore[attr-defined]
+    assert len(seen["query-grid"]) == 1 and seen["query-grid"][0] > 0
+    print(f"screenshots: {tmp_path / 'query-hits.png'}, {tmp_path / 'query-grid.png'}")
