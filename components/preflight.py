@@ -14,10 +14,10 @@ from schemas.params import IndexParams, QueryParams
 _LOCAL_HINT = "use --source with a local folder or .zip of images"
 
 
-def download_path(params: IndexParams) -> Path:
+def download_path(source: str, data_dir: Path) -> Path:
     """Where a URL source is downloaded to."""
-    name = Path(urlparse(params.source).path).name or "download.zip"
-    return params.data_dir / "downloads" / name
+    name = Path(urlparse(source).path).name or "download.zip"
+    return data_dir / "downloads" / name
 
 
 def _check_db_location(db_uri: str) -> None:
@@ -26,7 +26,7 @@ def _check_db_location(db_uri: str) -> None:
 
 
 def _check_source(params: IndexParams) -> None:
-    if classify_source(params.source) == "url" and not download_path(params).is_file():
+    if classify_source(params.source) == "url" and not download_path(params.source, params.data_dir).is_file():
         try:
             check_url_reachable(params.source)
         except SourceError as error:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from components.errors import CropsearchError
 from components.preflight import check_index_can_start, check_query_can_start
 from components.render import hits_table, report_table
-from schemas.params import IndexParams, QueryInput, QueryParams, StackParams, fields_in_form_order
+from schemas.params import EvalParams, IndexParams, QueryInput, QueryParams, StackParams, fields_in_form_order
 
 _FLAG_NAMES = {"db_uri": "--db", "k": "-k"}
 
@@ -48,7 +48,7 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
                 continue
             flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
             default = field.get_default(call_default_factory=True)
-            shown = ",".join(default) if isinstance(default, list) else default
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
             help_text = f"{field.description} [default: {'none' if shown in (None, '') else shown}]"
             if field.annotation is bool:
                 on = flag.removeprefix("--")
@@ -140,6 +140,63 @@ def query(text: str | None, image: Path | None, **options: Any) -> None:
     _print_rows(hits_table(result.hits))
     if result.grid_path:
         click.echo(f"grid: {result.grid_path}")
+
+
+@main.command("eval")
+@options_from(EvalParams)
+def evaluate_command(**options: Any) -> None:
+    """Measure retrieval quality (recall@k, P@10, mAP by object size) of whole images, crops and both."""
+    try:
+        params = EvalParams(**_given(options))
+        from flows.evaluate import evaluate
+
+        summary = evaluate(**params.model_dump())
+    except (CropsearchError, ValueError) as error:
+        _fail(error)
+    click.echo(Path(summary.report_path).read_text())
+    click.echo(f"report: {summary.report_path}\nplot: {summary.plot_path}")
+
+
+@main.command()
+@click.argument("text", default="a small red triangle")
+@click.option("--scenes", type=int, default=300, show_default=True, help="generated scenes to index")
+@click.option("-k", type=int, default=5, show_default=True, help="hits per answer")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def demo(text: str, scenes: int, k: int, data_dir: Path, device: str) -> None:
+    """See the idea work offline: search generated scenes for TEXT with whole images, then with crops too."""
+    from flows.demo import demo as demo_flow
+
+    try:
+        answers = demo_flow(text=text, scenes=scenes, k=k, data_dir=data_dir, device=device)
+    except (CropsearchError, ValueError) as error:
+        _fail(error)
+    for label, hits in answers.items():
+        click.echo(f"\n{label}: {text!r}")
+        rows = [
+            {**row, "holds it?": truth} for row, (_, truth) in zip(hits_table([h for h, _ in hits]), hits, strict=True)
+        ]
+        _print_rows(
+            [
+                {key: row[key] for key in ("rank", "score", "kind", "class", "parent", "box", "holds it?")}
+                for row in rows
+            ]
+        )
+
+
+@main.group()
+def world() -> None:
+    """The synthetic world: generated scenes with exact answers, and the small models trained on them."""
+
+
+@world.command("train")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("world"), show_default=True)
+@click.option("--work", type=click.Path(path_type=Path), default=Path("data/world-training"), show_default=True)
+def world_train(out: Path, work: Path) -> None:
+    """Remake world/detector.pt and world/clip/ (seeded; ~40 min on 2 CPU cores); logs to world/training.log."""
+    from components.world_training import train_world
+
+    train_world(out, work)
 
 
 @main.group()

@@ -131,24 +131,18 @@ def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *arg
     return result
 
 
-def acquire_image_folder(params: IndexParams, show_progress: bool) -> Path:
-    """A local folder holding the source's images: downloaded and unzipped if need be (both cached)."""
-    kind = sources.classify_source(params.source)
+def acquire_folder(source: str, data_dir: Path, checksum: str | None, show_progress: bool = False) -> Path:
+    """A local folder holding a source's files: a folder as is, a zip (downloaded first if a URL) unzipped; cached."""
+    kind = sources.classify_source(source)
     if kind == "folder":
-        return Path(params.source).expanduser().resolve()
+        return Path(source).expanduser().resolve()
     if kind == "url":
-        archive = _fresh(
-            download_source,
-            sources.is_unchanged,
-            params.source,
-            download_path(params),
-            params.resolved_checksum,
-            show_progress,
-        )
+        destination = download_path(source, data_dir)
+        archive = _fresh(download_source, sources.is_unchanged, source, destination, checksum, show_progress)
     else:
-        archive = hash_local_archive(Path(params.source).expanduser())
+        archive = hash_local_archive(Path(source).expanduser())
     stem = Path(archive.path).name.removesuffix(".zip")
-    destination = params.data_dir / "sources" / f"{stem}-{archive.sha256[:12]}"
+    destination = data_dir / "sources" / f"{stem}-{archive.sha256[:12]}"
     unzipped = _fresh(unzip_source, lambda got: sources.describe_folder(Path(got.path)) == got, archive, destination)
     return Path(unzipped.path)
 
@@ -238,7 +232,7 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
     progress_id = create_progress_artifact(0.0, key="index-progress", description=f"indexing {params.source}")
 
     with _timed(report, "acquire"):
-        folder = acquire_image_folder(params, show_progress)
+        folder = acquire_folder(params.source, params.data_dir, params.resolved_checksum, show_progress)
         paths = list_source_images(folder, params.limit)
     if not paths:
         raise SourceError(f"no image files found in {folder} (looked for {', '.join(sorted(sources.IMAGE_SUFFIXES))})")

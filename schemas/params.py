@@ -14,8 +14,12 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 COCO_VAL2017_URL = "http://images.cocodataset.org/zips/val2017.zip"
+COCO_ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"
 # Published checksums of well-known sources, used when the caller gives none.
-KNOWN_CHECKSUMS = {COCO_VAL2017_URL: "md5:442b8da7639aecaf257c1dceb8ba8c80"}
+KNOWN_CHECKSUMS = {
+    COCO_VAL2017_URL: "md5:442b8da7639aecaf257c1dceb8ba8c80",
+    COCO_ANNOTATIONS_URL: "md5:f4bbac642086de4f52a3fdda2de5fa2c",
+}
 KNOWN_SOURCE_NAMES = {COCO_VAL2017_URL: "coco-val2017"}
 
 DEFAULT_DETECTOR = "yolov10x.pt"
@@ -146,6 +150,71 @@ class QueryParams(BaseModel):
     @property
     def resolved_db_uri(self) -> str:
         return self.db_uri or str(self.data_dir / "lancedb")
+
+
+# The synthetic world's trained models, committed with the code (see world/README.md).
+WORLD_DIR = Path(__file__).resolve().parents[1] / "world"
+WORLD_DETECTOR = WORLD_DIR / "detector.pt"
+WORLD_EMBEDDER = WORLD_DIR / "clip"
+WORLD_IMAGE_SIZE = 256  # the scenes' size, and the detector's training size
+
+
+class EvalParams(BaseModel):
+    """One retrieval evaluation: which benchmark, which models, which index settings to compare."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    benchmark: Literal["coco", "world"] = Field(
+        "coco", description="coco: val2017 with its annotations; world: generated scenes with exact boxes, offline"
+    )
+    source: str = Field(COCO_VAL2017_URL, description="coco: the val2017 images (URL, zip or folder)")
+    annotations: str = Field(
+        COCO_ANNOTATIONS_URL, description="coco: annotations_trainval2017 (URL, zip or folder holding annotations/)"
+    )
+    limit: int | None = Field(None, ge=1, description="coco: evaluate on the first N images only")
+    captions_per_image: int = Field(1, ge=0, le=5, description="coco: caption queries per image (COCO has ~5)")
+    world_scenes: int = Field(300, ge=10, le=100_000, description="world: how many held-out scenes to generate")
+    world_seed: int = Field(1_000_000, ge=0, description="world: seed of the first scene (training used 0..)")
+    detector: str | None = Field(None, description="YOLO weights; default yolov10x.pt (coco) or the world's own")
+    embedder: str | None = Field(None, description="CLIP model; default openai/clip-vit-base-patch32 or the world's")
+    paddings: list[float] = Field(
+        default_factory=lambda: [0.0], description="crop paddings to compare (one index each)"
+    )
+    max_detections: list[int] = Field(
+        default_factory=lambda: [20], description="max boxes per image to compare (one index each)"
+    )
+    confidence: float = Field(0.25, ge=0.0, le=1.0, description="minimum detection confidence")
+    image_size: int | None = Field(
+        None, ge=32, le=4096, description="detector input size; default 640 (coco) or 256 (world, as trained)"
+    )
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="downloads, indexes (under eval/) and the report")
+    device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+
+    @property
+    def resolved_detector(self) -> str:
+        return self.detector or (DEFAULT_DETECTOR if self.benchmark == "coco" else str(WORLD_DETECTOR))
+
+    @property
+    def resolved_embedder(self) -> str:
+        return self.embedder or (DEFAULT_EMBEDDER if self.benchmark == "coco" else str(WORLD_EMBEDDER))
+
+    @property
+    def resolved_image_size(self) -> int:
+        return self.image_size or (640 if self.benchmark == "coco" else WORLD_IMAGE_SIZE)
+
+    @field_validator("paddings")
+    @classmethod
+    def _paddings_in_range(cls, values: list[float]) -> list[float]:
+        if not values or any(not 0.0 <= v <= 1.0 for v in values):
+            raise ValueError("give one or more paddings between 0 and 1")
+        return values
+
+    @field_validator("max_detections")
+    @classmethod
+    def _max_detections_in_range(cls, values: list[int]) -> list[int]:
+        if not values or any(not 1 <= v <= 1000 for v in values):
+            raise ValueError("give one or more max_detections between 1 and 1000")
+        return values
 
 
 class StackParams(BaseModel):

@@ -45,3 +45,13 @@ class QueryResult(BaseModel):
     query: str
     hits: list[QueryHit]
     grid_path: str | None = None
+
+
+class EvalSummary(BaseModel):
+    """What one evaluation run measured, and where its report and plot are."""
+
+    benchmark: str
+    report_path: str
+    plot_path: str
+    # index setting -> mode -> query group -> size bucket -> metric -> mean over queries
+    means: dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]]
