@@ -30,9 +30,9 @@ class TrainingBudget:
     """How much work each model gets; the defaults made the committed weights."""
 
     train_scenes: int = 600
-    detector_epochs: int = 30
+    detector_epochs: int = 24
     detector_image_size: int = 256
-    embedder_steps: int = 1500
+    embedder_steps: int = 1000
     embedder_batch: int = 128
     vocabulary_merges: int = 6000
     seed: int = 0

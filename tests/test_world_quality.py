@@ -1,0 +1,41 @@
+"""The crop idea, measured: with the world's trained models, crops find small objects whole images miss.
+
+Measured on held-out scenes (60 per set, 5 sets: seeds 1,000,000 + 10,000 i), the gain of whole +
+crops over whole images alone in small-object recall@5 was 0.363, 0.312, 0.347, 0.344, 0.376
+(mean 0.349, standard deviation 0.024). The margin below is that mean less 4 standard deviations:
+a different scene set will not fail it, while losing the crop path (gain 0) or a third of its
+effect does. Inference is deterministic, so this set always measures the same 0.363.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.evaluate import evaluate
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+SMALL_OBJECT_RECALL_AT_5_GAIN = 0.25
+
+
+def test_whole_plus_crops_beats_whole_images_on_small_objects(tmp_path: Path) -> None:
+    summary = evaluate(benchmark="world", world_scenes=60, world_seed=1_000_000, data_dir=tmp_path, device="cpu")
+    scores = summary.means["padding 0, max_detections 20"]
+    whole = scores["whole images"]["category"]["small"]["R@5"]
+    combined = scores["whole + crops"]["category"]["small"]["R@5"]
+    assert combined - whole >= SMALL_OBJECT_RECALL_AT_5_GAIN, (whole, combined)
+    # The crops must not cost the large objects either.
+    assert scores["whole + crops"]["category"]["large"]["R@5"] >= scores["whole images"]["category"]["large"]["R@5"]
+
+
+def test_demo_answers_a_small_red_triangle_with_scenes_that_hold_one(tmp_path: Path) -> None:
+    from flows.demo import demo
+
+    answers = demo(text="a small red triangle", scenes=60, k=3, data_dir=tmp_path, device="cpu")
+    assert list(answers) == ["whole images only", "whole images + crops"]
+    with_crops = [truth for _, truth in answers["whole images + crops"]]
+    whole_only = [truth for _, truth in answers["whole images only"]]
+    assert all(truth.startswith("yes") for truth in with_crops), with_crops  # every scene holds a red triangle
+    assert sum(t.startswith("yes") for t in with_crops) > sum(t.startswith("yes") for t in whole_only)
