@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from components.errors import CropsearchError, SourceError, StoreMismatchError
 from components.models import check_detector_available, check_embedder_available, model_id
 from components.sources import check_url_reachable, classify_source
 from components.store import CropStore
-from schemas.params import IndexParams, QueryParams
+from schemas.params import EvalParams, IndexParams, QueryParams
 
 _LOCAL_HINT = "use --source with a local folder or .zip of images"
 
@@ -25,12 +27,45 @@ def _check_db_location(db_uri: str) -> None:
         raise ValueError(f"--db {db_uri!r} is a file; it must be a folder (created if missing) or a URI")
 
 
-def _check_source(params: IndexParams) -> None:
-    if classify_source(params.source) == "url" and not download_path(params.source, params.data_dir).is_file():
+def _check_reachable(source: str, data_dir: Path, hint: str = _LOCAL_HINT) -> None:
+    if classify_source(source) == "url" and not download_path(source, data_dir).is_file():
         try:
-            check_url_reachable(params.source)
+            check_url_reachable(source)
         except SourceError as error:
-            raise SourceError(f"{error}; {_LOCAL_HINT}") from error
+            raise SourceError(f"{error}; {hint}") from error
+
+
+def _check_source(params: IndexParams) -> None:
+    _check_reachable(params.source, params.data_dir)
+
+
+def _collect(checks: list[tuple[Callable[[Any], object], Any]]) -> None:
+    """Run every check; raise one error naming all that failed (so one run shows every flag to change)."""
+    problems = []
+    for check, argument in checks:
+        try:
+            check(argument)
+        except CropsearchError as error:
+            problems.append(error)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise CropsearchError("cannot start:\n  - " + "\n  - ".join(map(str, problems)))
+
+
+def check_eval_can_start(params: EvalParams) -> None:
+    """Everything an evaluation downloads or loads, checked at once before any work."""
+    checks: list[tuple[Callable[[Any], object], Any]] = [
+        (check_detector_available, params.resolved_detector),
+        (check_embedder_available, params.resolved_embedder),
+    ]
+    if params.benchmark == "coco":
+        hint = "use --source and --annotations with local copies, or --benchmark world to evaluate offline"
+        checks[:0] = [
+            (lambda source: _check_reachable(source, params.data_dir, hint), params.source),
+            (lambda source: _check_reachable(source, params.data_dir, hint), params.annotations),
+        ]
+    _collect(checks)
 
 
 def check_index_can_start(params: IndexParams) -> tuple[str, str]:
@@ -39,20 +74,13 @@ def check_index_can_start(params: IndexParams) -> tuple[str, str]:
     Source and models are all checked before failing, so an offline user learns every flag to
     change from one run instead of one per run.
     """
-    problems = []
-    for check, argument in (
-        (_check_source, params),
-        (check_detector_available, params.detector),
-        (check_embedder_available, params.embedder),
-    ):
-        try:
-            check(argument)  # type: ignore[operator]
-        except CropsearchError as error:
-            problems.append(error)
-    if len(problems) == 1:
-        raise problems[0]
-    if problems:
-        raise CropsearchError("cannot start:\n  - " + "\n  - ".join(map(str, problems)))
+    _collect(
+        [
+            (_check_source, params),
+            (check_detector_available, params.detector),
+            (check_embedder_available, params.embedder),
+        ]
+    )
     _check_db_location(params.resolved_db_uri)
     embedder_id = model_id(params.embedder)
     CropStore(params.resolved_db_uri).check_embedder(embedder_id)

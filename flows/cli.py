@@ -18,7 +18,7 @@ import click
 from pydantic import BaseModel, ValidationError
 
 from components.errors import CropsearchError
-from components.preflight import check_index_can_start, check_query_can_start
+from components.preflight import check_eval_can_start, check_index_can_start, check_query_can_start
 from components.render import hits_table, report_table
 from schemas.params import EvalParams, IndexParams, QueryInput, QueryParams, StackParams, fields_in_form_order
 
@@ -148,6 +148,7 @@ def evaluate_command(**options: Any) -> None:
     """Measure retrieval quality (recall@k, P@10, mAP by object size) of whole images, crops and both."""
     try:
         params = EvalParams(**_given(options))
+        check_eval_can_start(params)
         from flows.evaluate import evaluate
 
         summary = evaluate(**params.model_dump())

@@ -21,6 +21,7 @@ from components.embedder import load_embedder
 from components.errors import SourceError
 from components.eval_report import markdown_report, recall_plot
 from components.ground_truth import coco_queries, world_queries
+from components.preflight import check_eval_can_start
 from components.render import data_uri
 from components.store import CropStore
 from components.synthetic import CLASS_NAMES, read_world, write_world
@@ -66,6 +67,7 @@ def _find(folder: Path, name: str) -> Path:
 def evaluate(**fields: Any) -> EvalSummary:
     """Measure retrieval quality of whole images, crops and both, by object size, on COCO or the synthetic world."""
     params = EvalParams(**fields)
+    check_eval_can_start(params)
     logger = get_run_logger()
     out = params.data_dir.resolve() / "eval"
     if params.benchmark == "world":

@@ -9,9 +9,9 @@ import pytest
 
 from components.errors import CropsearchError, ModelUnavailableError, SourceError, StoreMismatchError
 from components.models import check_detector_available, check_embedder_available, model_id
-from components.preflight import check_index_can_start, check_query_can_start
+from components.preflight import check_eval_can_start, check_index_can_start, check_query_can_start
 from components.store import CropStore
-from schemas.params import IndexParams, QueryParams
+from schemas.params import EvalParams, IndexParams, QueryParams
 from tests.test_store import embedding, image
 
 
@@ -96,3 +96,24 @@ def test_query_defaults_to_the_embedder_of_the_index(tmp_path: Path, tiny_clip: 
         [embedding(image("a"), [1, 0, 0], model=model_id(str(tiny_clip)))], model_id(str(tiny_clip)), str(tiny_clip)
     )
     assert check_query_can_start(QueryParams(data_dir=tmp_path)) == str(tiny_clip)
+
+
+def test_coco_evaluation_names_every_unreachable_download_and_the_offline_alternative(
+    tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    params = EvalParams(
+        source="http://127.0.0.1:9/val2017.zip",
+        annotations="http://127.0.0.1:9/annotations_trainval2017.zip",
+        detector=str(tiny_yolo),
+        embedder=str(tiny_clip),
+        data_dir=tmp_path,
+    )
+    with pytest.raises(CropsearchError) as raised:
+        check_eval_can_start(params)
+    message = str(raised.value)
+    assert "val2017.zip" in message and "annotations_trainval2017.zip" in message
+    assert "--benchmark world" in message
+
+
+def test_world_evaluation_needs_only_the_committed_models() -> None:
+    check_eval_can_start(EvalParams(benchmark="world"))
