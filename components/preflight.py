@@ -96,4 +96,10 @@ def check_query_can_start(params: QueryParams) -> str:
         raise StoreMismatchError(f"no index at {params.resolved_db_uri}: run `cropsearch index` first")
     check_embedder_available(embedder)
     store.check_embedder(model_id(embedder))
+    if params.classes:
+        known = store.class_names()
+        unknown = [name for name in params.classes if name not in known]
+        if unknown:
+            shown = ", ".join(sorted(known)) or "none (no crops yet)"
+            raise ValueError(f"classes: {', '.join(map(repr, unknown))} not in the index; it has: {shown}")
     return embedder

@@ -248,6 +248,13 @@ class CropStore:
         rows = self._rows(table, "image_id", image_ids, list(IMAGES_SCHEMA.names))
         return {row["image_id"]: ImageRecord.model_validate(row) for row in rows}
 
+    def class_names(self) -> set[str]:
+        """Every detector class that has at least one crop in the index."""
+        table = self._open(CROPS)
+        if table is None:
+            return set()
+        return set(table.search().select(["class_name"]).limit(None).to_arrow().column("class_name").to_pylist())
+
     def crops_by_id(self, crop_ids: Sequence[str]) -> dict[str, CropRecord]:
         table = self._open(CROPS)
         if table is None or not crop_ids:

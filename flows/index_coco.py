@@ -25,6 +25,7 @@ from components.detector import load_detector
 from components.embedder import load_embedder
 from components.errors import SourceError
 from components.images import register_images
+from components.locks import exclusive_writer
 from components.models import portable_spec
 from components.preflight import check_index_can_start, download_path
 from components.render import report_table
@@ -243,7 +244,8 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
         reasons = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:3])
         raise SourceError(f"none of the {len(paths)} files in {folder} is a readable image ({reasons})")
     report.images_seen = len(paths)
-    with _one_writer_at_a_time(params.writer_limit):
+    # The server-wide limit serialises deployments; the file lock covers runs without a server too.
+    with _one_writer_at_a_time(params.writer_limit), exclusive_writer(params.resolved_db_uri):
         with _timed(report, "plan"):
             todo = select_work(params.resolved_db_uri, quote(images), signature, params.resolved_source_name)
         report.images_already_indexed = len(images) - len(todo)

@@ -12,7 +12,7 @@ from components.models import check_detector_available, check_embedder_available
 from components.preflight import check_eval_can_start, check_index_can_start, check_query_can_start
 from components.store import CropStore
 from schemas.params import EvalParams, IndexParams, QueryParams
-from tests.test_store import embedding, image
+from tests.test_store import crop, embedding, image
 
 
 def test_missing_local_weights_name_the_flag(tmp_path: Path) -> None:
@@ -117,3 +117,16 @@ def test_coco_evaluation_names_every_unreachable_download_and_the_offline_altern
 
 def test_world_evaluation_needs_only_the_committed_models() -> None:
     check_eval_can_start(EvalParams(benchmark="world"))
+
+
+def test_unknown_query_classes_are_named_with_the_classes_the_index_has(tmp_path: Path, tiny_clip: Path) -> None:
+    store = CropStore(str(tmp_path / "lancedb"))
+    parent = image("a")
+    store.upsert_crops([crop(parent, "c1", "potted plant"), crop(parent, "c2", "person")])
+    clip_id = model_id(str(tiny_clip))
+    store.upsert_embeddings([embedding(parent, [1, 0, 0], model=clip_id)], clip_id, str(tiny_clip))
+    check_query_can_start(QueryParams(data_dir=tmp_path, classes=["potted plant"]))
+    for asked in (["plant", "person"], ["x' OR 1=1 --"]):
+        with pytest.raises(ValueError, match=r"classes: .* not in the index; it has: person, potted plant") as raised:
+            check_query_can_start(QueryParams(data_dir=tmp_path, classes=asked))
+        assert repr(asked[0]) in str(raised.value)

@@ -149,3 +149,22 @@ def test_is_unchanged_notices_a_vanished_or_edited_file(tmp_path: Path) -> None:
     assert not sources.is_unchanged(record)
     path.unlink()
     assert not sources.is_unchanged(record)
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+        zipped.writestr("ok.jpg", b"fine")
+        zipped.writestr("zeros.jpg", bytes(64 * 1024**2))  # 64 MiB of zeros deflate ~1000x
+    assert archive.stat().st_size < 1024**2
+    with pytest.raises(SourceError, match=r"'zeros.jpg' inflates \d+x .*a zip bomb"):
+        sources.extract_zip(archive, tmp_path / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["bomb.zip"]  # no staging folder, no partial files
+
+
+def test_an_archive_over_the_size_limit_or_the_free_space_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "big.zip"
+    archive.write_bytes(make_zip({"a.jpg": bytes(4096), "b.jpg": bytes(4096)}))
+    with pytest.raises(SourceError, match=r"would unzip to 8,192 bytes, over the limit of 4,096"):
+        sources.extract_zip(archive, tmp_path / "out", max_bytes=4096)
+    assert not (tmp_path / "out").exists()
