@@ -73,6 +73,12 @@ def _succeeds(args: list[str], env: Mapping[str, str], cwd: Path) -> bool:
     return subprocess.run(args, env=env, cwd=cwd, capture_output=True, stdin=subprocess.DEVNULL).returncode == 0
 
 
+def _ensure(inspect: list[str], create: list[str], env: Mapping[str, str], cwd: Path) -> None:
+    """Create a Prefect object unless `prefect <inspect>` finds it: a second `stack up` changes nothing."""
+    if not _succeeds(prefect_command(*inspect), env, cwd):
+        _run(prefect_command(*create), env, cwd, f"creating {create[0]} {create[2]}")
+
+
 def _start(name: str, args: list[str], env: Mapping[str, str], settings: StackParams) -> int:
     """Start a long-running process in its own session; its pid goes to <state_dir>/<name>.pid."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -137,21 +143,14 @@ def up(settings: StackParams) -> dict[str, str]:
     elif not api_is_up(api_url):
         raise StackError(f"the Prefect API at {api_url} does not answer (is the server running, the key set?)")
 
-    if not _succeeds(prefect_command("work-pool", "inspect", WORK_POOL), env, project):
-        _run(
-            prefect_command("work-pool", "create", WORK_POOL, "--type", "process"),
-            env,
-            project,
-            "creating the work pool",
-        )
+    _ensure(["work-pool", "inspect", WORK_POOL], ["work-pool", "create", WORK_POOL, "--type", "process"], env, project)
     limit = settings.writer_limit
-    if not _succeeds(prefect_command("global-concurrency-limit", "inspect", limit), env, project):
-        _run(
-            prefect_command("global-concurrency-limit", "create", limit, "--limit", "1"),
-            env,
-            project,
-            "creating the writer limit",
-        )
+    _ensure(
+        ["global-concurrency-limit", "inspect", limit],
+        ["global-concurrency-limit", "create", limit, "--limit", "1"],
+        env,
+        project,
+    )
     _run(prefect_command("--no-prompt", "deploy", "--all"), env, project, "deploying prefect.yaml")
 
     worker_log = settings.state_dir / "worker.log"

@@ -16,6 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -143,47 +144,57 @@ def _object_text(class_name: str, area: float, rng: random.Random) -> str:
     return rng.choice([f"a photo of {phrase(class_name)}", phrase(class_name), f"a {size} {class_name}"])
 
 
-def train_embedder(scenes: list[Scene], images: Path, budget: TrainingBudget, bpe_file: Path, out: Path) -> dict:
-    """Train a small CLIP contrastively on scene/caption and object-crop/phrase pairs; save it to `out`.
+def small_clip(
+    tokenizer: Any, width: int, text_layers: int, vision_layers: int, image_size: int, projection: int
+) -> tuple[Any, Any]:
+    """A CLIPModel of the given size (8 px patches, 77 text positions) and its processor, randomly initialised."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    Pairs with the same text are all positives of each other (a batch holds many 'red circle' crops),
-    so the loss targets are spread over identical texts instead of the diagonal alone.
-    """
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    rng = random.Random(budget.seed)
-    torch.manual_seed(budget.seed)
-    vocab, merges = clip_vocabulary(bpe_file, budget.vocabulary_merges)
+    vocab = tokenizer.get_vocab()
     end = vocab["<|endoftext|>"]
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
-    side = 64
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),
-        tokenizer=tokenizer,
-    )
+    heads = max(2, width // 32)
     config = CLIPConfig(
         text_config={
             "vocab_size": len(vocab),
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": heads,
             "max_position_embeddings": 77,
             "bos_token_id": vocab["<|startoftext|>"],
             "eos_token_id": end,
             "pad_token_id": end,
         },
         vision_config={
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "image_size": side,
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "num_hidden_layers": vision_layers,
+            "num_attention_heads": heads,
+            "image_size": image_size,
             "patch_size": 8,
         },
-        projection_dim=64,
+        projection_dim=projection,
     )
-    model = CLIPModel(config)
+    square = {"height": image_size, "width": image_size}
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=square), tokenizer=tokenizer
+    )
+    return CLIPModel(config), processor
+
+
+def train_embedder(scenes: list[Scene], images: Path, budget: TrainingBudget, bpe_file: Path, out: Path) -> dict:
+    """Train a small CLIP contrastively on scene/caption and object-crop/phrase pairs; save it to `out`.
+
+    Pairs with the same text are all positives of each other (a batch holds many 'red circle' crops),
+    so the loss targets are spread over identical texts instead of the diagonal alone.
+    """
+    from transformers import CLIPTokenizer
+
+    rng = random.Random(budget.seed)
+    torch.manual_seed(budget.seed)
+    vocab, merges = clip_vocabulary(bpe_file, budget.vocabulary_merges)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
+    model, processor = small_clip(tokenizer, width=128, text_layers=3, vision_layers=4, image_size=64, projection=64)
 
     # Every training picture once, preprocessed: scenes with captions, and 3 jittered cuts of every object.
     pictures, texts = [], []

@@ -176,6 +176,7 @@ def test_prefect_yaml_names_the_pool_and_limit_the_stack_creates() -> None:
         ("flows/index_coco.py:index_coco", "nightly"),
         ("flows/index_coco.py:index_coco", "adhoc"),
         ("flows/query.py:query", "adhoc"),
+        ("flows/evaluate.py:evaluate", "adhoc"),
     }
     nightly = next(d for d in config["deployments"] if d["name"] == "nightly")
     assert nightly["schedules"][0]["cron"] == "0 3 * * *"
@@ -190,7 +191,7 @@ def test_stack_deploys_everything_and_creates_the_writer_limit(stack: Stack) -> 
         names = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
         limit = client.read_global_concurrency_limit_by_name(DEFAULT_WRITER_LIMIT)
         pool = client.read_work_pool(WORK_POOL)
-    assert names == {"index-coco/nightly", "index-coco/adhoc", "query/adhoc"}
+    assert names == {"index-coco/nightly", "index-coco/adhoc", "query/adhoc", "evaluate/adhoc"}
     assert limit.limit == 1 and pool.type == "process"
 
 

@@ -33,39 +33,13 @@ def _byte_level_vocab() -> dict[str, int]:
 def build_tiny_clip(folder: Path, seed: int = 0) -> Path:
     """A 2-layer CLIP (32-pixel images, 16-d projection) plus tokenizer and processor, saved as a folder."""
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
-    vocab = _byte_level_vocab()
-    end = vocab["<|endoftext|>"]
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 77,
-            "bos_token_id": vocab["<|startoftext|>"],
-            "eos_token_id": end,
-            "pad_token_id": end,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=16,
-    )
+    from components.world_training import small_clip
+
     torch.manual_seed(seed)
-    model = CLIPModel(config)
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tokenizer,
-    )
+    tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[])
+    model, processor = small_clip(tokenizer, width=32, text_layers=2, vision_layers=2, image_size=32, projection=16)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
