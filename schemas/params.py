@@ -230,6 +230,10 @@ class StackParams(BaseModel):
     )
     writer_limit: str = Field(DEFAULT_WRITER_LIMIT, description="global concurrency limit that serialises index runs")
     state_dir: Path = Field(Path(".stack"), description="folder for the started processes' pid files and logs")
+    query_image_roots: list[Path] = Field(
+        default_factory=list,
+        description="folders deployed query runs may read images from, besides <checkout>/query-images",
+    )
     project_dir: Path = Field(Path("."), description="checkout holding prefect.yaml; the worker runs flows from it")
 
     @property

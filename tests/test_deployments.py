@@ -50,6 +50,7 @@ class Stack:
     api_url: str
     env: dict[str, str]
     state_dir: Path
+    image_root: Path
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -104,10 +105,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Shares the test session's PREFECT_HOME, so run results persisted by the worker read back here.
     env.update(PREFECT_WORKER_QUERY_SECONDS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     state_dir = home / "state"
-    live = Stack(api_url=f"http://127.0.0.1:{port}/api", env=env, state_dir=state_dir)
+    live = Stack(api_url=f"http://127.0.0.1:{port}/api", env=env, state_dir=state_dir, image_root=home / "allowed")
+    live.image_root.mkdir()
     where = ["--port", str(port), "--state-dir", str(state_dir), "--project-dir", str(REPO)]
     try:
-        started = live.cli("flows.cli", "stack", "up", *where)
+        started = live.cli("flows.cli", "stack", "up", *where, "--query-image-roots", str(live.image_root))
         assert started.returncode == 0, started.stdout + started.stderr + live.worker_log()
         yield live
     finally:
@@ -123,6 +125,8 @@ class Scenario:
     rival_indexes: tuple[UUID, UUID]
     query_during_index: UUID
     query: UUID
+    image_query_allowed: UUID
+    image_query_escaping: UUID
     db_uri: str
 
 
@@ -164,8 +168,15 @@ def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory, tiny_yolo: 
     query = stack.deployment_run(
         "query/adhoc", text="a person", k=4, kinds="crop", data_dir=root / "data", device="cpu"
     )
-    stack.wait(query)
-    return Scenario(first_index, rivals, during, query, str(root / "data" / "lancedb"))
+    # A UI user may name any path: only the operator's folders are readable by a deployed run.
+    shutil.copy(first / "bus.jpg", stack.image_root / "bus.jpg")
+    allowed = stack.deployment_run("query/adhoc", image=stack.image_root / "bus.jpg", data_dir=root / "data")
+    escaping = stack.deployment_run(
+        "query/adhoc", image=f"{stack.image_root}/../../../../../../etc/passwd", data_dir=root / "data"
+    )
+    for run_id in (query, allowed, escaping):
+        stack.wait(run_id)
+    return Scenario(first_index, rivals, during, query, allowed, escaping, str(root / "data" / "lancedb"))
 
 
 def test_prefect_yaml_names_the_pool_and_limit_the_stack_creates() -> None:
@@ -231,6 +242,14 @@ def test_queries_run_beside_index_runs_and_return_hits_joined_to_existing_parent
     artifacts = stack.artifacts(scenario.query)
     assert artifacts["query-grid"].type == "image"  # type: ignore[attr-defined]
     assert artifacts["query-hits"].data.count("data:image/jpeg;base64,") == 2 * len(result.hits)  # type: ignore[attr-defined]
+
+
+def test_deployed_query_images_must_lie_in_the_operators_folders(stack: Stack, scenario: Scenario) -> None:
+    allowed = stack.result(stack.wait(scenario.image_query_allowed))
+    assert allowed.hits[0].image.uri.endswith("bus.jpg")  # type: ignore[attr-defined]
+    escaping = stack.wait(scenario.image_query_escaping)
+    assert escaping.state is not None and escaping.state.is_failed()
+    assert "is outside the folders deployed runs may read" in stack.run_logs(scenario.image_query_escaping)
 
 
 def test_query_artifacts_show_their_thumbnails_in_headless_chromium(
