@@ -101,3 +101,53 @@ def test_a_decompression_bomb_is_skipped_not_decoded(tmp_path: Path) -> None:
     records, skipped = register_images([path], source="test")
     assert records == [] and "not a decodable image" in skipped[0].reason
     assert "decompression bomb" in skipped[0].reason
+
+
+def _cmyk(path: Path) -> None:
+    Image.new("CMYK", (12, 8), (0, 255, 255, 0)).save(path, format="JPEG")  # pure red in CMYK
+
+
+def _palette_with_transparency(path: Path) -> None:
+    image = Image.new("P", (12, 8), 1)
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    image.save(path, transparency=0)
+
+
+def _grey(path: Path) -> None:
+    Image.new("L", (12, 8), 200).save(path, format="JPEG")
+
+
+def _animated(path: Path) -> None:
+    frames = [Image.new("RGB", (12, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def _one_pixel(path: Path) -> None:
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "size", "pixel"),
+    [
+        ("cmyk.jpg", _cmyk, (12, 8), "red"),
+        ("palette.png", _palette_with_transparency, (12, 8), "red"),
+        ("grey.jpg", _grey, (12, 8), "grey"),
+        ("animated.gif", _animated, (12, 8), "red"),  # first frame
+        ("animated.webp", _animated, (12, 8), "red"),
+        ("tiny.png", _one_pixel, (1, 1), "red"),
+    ],
+)
+def test_unusual_but_valid_images_register_and_decode_to_rgb(
+    tmp_path: Path, name: str, make: object, size: tuple[int, int], pixel: str
+) -> None:
+    path = tmp_path / name
+    make(path)  # type: ignore[operator]
+    images, skipped = register_images([path], "test")
+    assert skipped == [] and (images[0].width, images[0].height) == size
+    decoded = decode_rgb(path)
+    assert decoded.mode == "RGB" and decoded.size == size
+    r, g, b = decoded.getpixel((0, 0))
+    if pixel == "red":
+        assert r > 200 and g < 60 and b < 60, (r, g, b)
+    else:
+        assert abs(r - 200) < 8 and r == g == b
