@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import uuid
@@ -12,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from components.detector import Detection
+from components.errors import disk_full
 from schemas.params import DetectionSettings
 from schemas.records import CropRecord, ImageRecord
 
@@ -83,6 +85,10 @@ def save_atomically(image: Image.Image, path: Path) -> None:
     try:
         image.save(temporary, format="JPEG", quality=_JPEG_QUALITY)
         os.replace(temporary, path)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise disk_full(path.parent) from error
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 

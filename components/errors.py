@@ -19,3 +19,14 @@ class ModelUnavailableError(CropsearchError):
 
 class StoreMismatchError(CropsearchError):
     """The database holds data that does not fit this request (another embedder, a missing table)."""
+
+
+class DiskFullError(CropsearchError):
+    """A write ran out of space; what was written before stays valid and a rerun resumes."""
+
+
+def disk_full(where: object) -> DiskFullError:
+    return DiskFullError(
+        f"no space left on the device holding {where}; free some space and run again "
+        "(chunks already written are kept; the rest is redone)"
+    )

@@ -7,6 +7,7 @@ duplicating rows), so writing the same records twice leaves the same rows.
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -16,7 +17,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
-from components.errors import StoreMismatchError
+from components.errors import StoreMismatchError, disk_full
 from schemas.params import QueryKinds
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
 
@@ -168,9 +169,16 @@ class CropStore:
     # -- writes ---------------------------------------------------------------------------
 
     def _upsert(self, table: Any, key: str, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            data = pa.Table.from_pylist(rows, schema=table.schema)
+        if not rows:
+            return
+        data = pa.Table.from_pylist(rows, schema=table.schema)
+        try:
             table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+        except (OSError, RuntimeError) as error:
+            # Lance reports a full disk as an IO error whose text carries the OS's message.
+            if "No space left on device" in str(error) or getattr(error, "errno", None) == errno.ENOSPC:
+                raise disk_full(self.uri) from error
+            raise
 
     def upsert_images(self, records: Sequence[ImageRecord]) -> None:
         self._upsert(self._open_or_create(IMAGES, IMAGES_SCHEMA), "image_id", [r.model_dump() for r in records])
