@@ -1,0 +1,84 @@
+"""Probe: several processes `merge_insert` into one LanceDB table at once, raw or through cropsearch's writer lock.
+
+    python -m bench.concurrent_upserts --writers 4 --seconds 60
+
+A probe on lancedb 0.40 saw raw concurrent upserts spin at full CPU for over 30 minutes. This runs
+them under a time bound (then kills them) and reports, for each way: finished or not, seconds,
+rows and duplicates. cropsearch writes only through the lock, one writer per database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import time
+from collections import Counter
+from pathlib import Path
+
+SHARED_KEYS = 50
+OWN_KEYS = 10
+
+
+def _records(writer: int) -> list:
+    from tests.test_store import image
+
+    return [image(f"shared-{i}") for i in range(SHARED_KEYS)] + [image(f"w{writer}-{i}") for i in range(OWN_KEYS)]
+
+
+def _write(db_uri: str, writer: int, locked: bool) -> None:
+    from components.locks import exclusive_writer
+    from components.store import CropStore
+
+    records = _records(writer)
+    if locked:
+        with exclusive_writer(db_uri):
+            CropStore(db_uri).upsert_images(records)
+    else:
+        CropStore(db_uri).upsert_images(records)
+
+
+def run(db_uri: str, writers: int, locked: bool, seconds: float) -> dict:
+    """Start `writers` spawned processes at once; wait at most `seconds`; kill what is left."""
+    from components.store import CropStore
+
+    CropStore(db_uri).upsert_images(_records(-1)[:1])  # the table exists before the race
+    context = multiprocessing.get_context("spawn")  # never fork after lancedb (PITFALLS 2)
+    processes = [context.Process(target=_write, args=(db_uri, w, locked)) for w in range(writers)]
+    started = time.monotonic()
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=max(0.0, seconds - (time.monotonic() - started)))
+    stuck = [p for p in processes if p.is_alive()]
+    for process in stuck:
+        process.kill()
+        process.join()
+    import lancedb
+
+    ids = lancedb.connect(db_uri).open_table("images").to_arrow().column("image_id").to_pylist()
+    return {
+        "locked": locked,
+        "finished": not stuck and all(p.exitcode == 0 for p in processes),
+        "seconds": round(time.monotonic() - started, 1),
+        "rows": len(ids),
+        "duplicates": sum(count - 1 for count in Counter(ids).values()),
+        "expected_rows": SHARED_KEYS + writers * OWN_KEYS,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--work", type=Path, default=Path("data/concurrent-upserts"))
+    args = parser.parse_args()
+    for locked in (False, True):
+        print(
+            run(
+                str(args.work / f"{'locked' if locked else 'raw'}-{time.time_ns()}"), args.writers, locked, args.seconds
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
