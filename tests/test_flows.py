@@ -190,3 +190,23 @@ def test_query_by_image_and_bad_queries(photo_folder: Path, tmp_path: Path, tiny
         query(text="  ", **options.model_dump())
     with pytest.raises(ValueError, match="does not exist"):
         query(image=str(tmp_path / "missing.jpg"), **options.model_dump())
+
+
+def test_bad_files_beside_good_ones_are_reported_once_and_the_run_succeeds(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    (photo_folder / "empty.jpg").write_bytes(b"")
+    (photo_folder / "error-page.jpg").write_text("<html><body>404 Not Found</body></html>")
+    report = index_coco(**tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip).model_dump())
+    assert report.images_new == 10
+    assert sorted(Path(item.path).name for item in report.skipped) == ["empty.jpg", "error-page.jpg"]
+    table = json.loads(latest_artifact("index-report").data)
+    assert sum(1 for row in table if row["measure"] == "skipped") == 2
+
+
+def test_a_zip_without_images_fails_naming_what_it_looked_for(tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
+    archive = tmp_path / "docs.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("README.txt", "no pictures here")
+    with pytest.raises(SourceError, match=r"no image files found in .* \(looked for .*\.jpg"):
+        index_coco(**tiny_params(archive, tmp_path / "data", tiny_yolo, tiny_clip).model_dump())
