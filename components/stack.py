@@ -44,8 +44,9 @@ def stack_environment(settings: StackParams, base: Mapping[str, str] | None = No
     env = dict(os.environ if base is None else base)
     env["PREFECT_API_URL"] = settings.resolved_api_url
     env["CROPSEARCH_HOME"] = str(settings.project_dir.resolve())
-    # Read by the query flow in deployed runs (flows/query.py: QUERY_IMAGE_ROOTS_VARIABLE).
+    # Read by deployed runs (flows/deployed.py): the folders they may read query images and weights from.
     env["CROPSEARCH_QUERY_IMAGE_ROOTS"] = os.pathsep.join(str(root.resolve()) for root in settings.query_image_roots)
+    env["CROPSEARCH_MODEL_ROOTS"] = os.pathsep.join(str(root.resolve()) for root in settings.model_roots)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if settings.api_url is None:
         # The UI is served by the same process and asks this address for its data.

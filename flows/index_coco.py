@@ -30,6 +30,7 @@ from components.models import portable_spec
 from components.preflight import check_index_can_start, download_path
 from components.render import report_table
 from components.store import CropStore
+from flows import deployed
 from flows.parameters import takes_fields_of
 from schemas.files import ExtractedFolder, LocalFile
 from schemas.params import IndexParams, signature_of
@@ -227,6 +228,7 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
     """
     params = IndexParams(**fields)
     logger = get_run_logger()
+    deployed.check_models(params.detector, params.embedder)
     detector_id, embedder_id = check_index_can_start(params)
     signature = signature_of(detector_id, embedder_id, params)
     report = IndexReport(source=params.source, db_uri=params.resolved_db_uri, index_signature=signature)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,6 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import deployment
 from prefect.utilities.annotations import quote
 
 from components.access import check_inside
@@ -21,6 +19,7 @@ from components.preflight import check_query_can_start
 from components.render import data_uri, grid_image, hits_markdown, hits_table, markdown_table, render_grid
 from components.search import find_hits
 from components.store import CropStore
+from flows import deployed
 from flows.parameters import split_fields, takes_fields_of
 from schemas.params import QueryInput, QueryParams
 from schemas.results import QueryHit, QueryResult
@@ -57,23 +56,6 @@ def publish(description: str, hits: list[QueryHit], grid_dir: Path | None) -> Pa
     return grid_path
 
 
-QUERY_IMAGE_ROOTS_VARIABLE = "CROPSEARCH_QUERY_IMAGE_ROOTS"
-
-
-def deployed_image_roots() -> list[Path] | None:
-    """Folders a deployed run may read query images from; None for runs from the CLI or Python.
-
-    A deployed run's image path comes from whoever filled in the UI form, so it is held to the
-    worker's `query-images/` folder (the checkout it runs from) and the folders its operator listed
-    in CROPSEARCH_QUERY_IMAGE_ROOTS (`cropsearch stack up --query-image-roots`). Local runs read what
-    their user can.
-    """
-    if deployment.id is None:
-        return None
-    listed = os.environ.get(QUERY_IMAGE_ROOTS_VARIABLE, "")
-    return [Path.cwd() / "query-images", *(Path(item) for item in listed.split(os.pathsep) if item)]
-
-
 def describe(query_input: QueryInput) -> str:
     return query_input.text if query_input.text is not None else f"image {query_input.image}"
 
@@ -84,9 +66,10 @@ def query(**fields: Any) -> QueryResult:
     """Find the k best whole images or crops for a text or an image, each joined to its parent photo."""
     query_input = QueryInput(**split_fields(fields, QueryInput))
     params = QueryParams(**split_fields(fields, QueryParams))
-    roots = deployed_image_roots()
+    roots = deployed.query_image_roots()
     if query_input.image is not None and roots is not None:
         check_inside(query_input.image, roots)
+    deployed.check_models(params.embedder)
     if query_input.image is not None and not query_input.image.is_file():
         raise ValueError(f"query image {str(query_input.image)!r} does not exist")
     embedder = check_query_can_start(params)

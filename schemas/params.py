@@ -234,6 +234,9 @@ class StackParams(BaseModel):
         default_factory=list,
         description="folders deployed query runs may read images from, besides <checkout>/query-images",
     )
+    model_roots: list[Path] = Field(
+        default_factory=list, description="folders deployed runs may load local weights from, besides the checkout"
+    )
     project_dir: Path = Field(Path("."), description="checkout holding prefect.yaml; the worker runs flows from it")
 
     @property

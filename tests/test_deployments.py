@@ -98,7 +98,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, tiny_yolo: Path, tiny_clip: Path) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("stack")
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_API")}
@@ -109,7 +109,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     live.image_root.mkdir()
     where = ["--port", str(port), "--state-dir", str(state_dir), "--project-dir", str(REPO)]
     try:
-        started = live.cli("flows.cli", "stack", "up", *where, "--query-image-roots", str(live.image_root))
+        operator = [
+            "--query-image-roots",
+            str(live.image_root),
+            "--model-roots",
+            f"{tiny_yolo.parent},{tiny_clip.parent}",
+        ]
+        started = live.cli("flows.cli", "stack", "up", *where, *operator)
         assert started.returncode == 0, started.stdout + started.stderr + live.worker_log()
         yield live
     finally:
@@ -127,6 +133,7 @@ class Scenario:
     query: UUID
     image_query_allowed: UUID
     image_query_escaping: UUID
+    index_with_stray_weights: UUID
     db_uri: str
 
 
@@ -174,9 +181,13 @@ def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory, tiny_yolo: 
     escaping = stack.deployment_run(
         "query/adhoc", image=f"{stack.image_root}/../../../../../../etc/passwd", data_dir=root / "data"
     )
-    for run_id in (query, allowed, escaping):
+    stray = root / "elsewhere" / "weights.pt"
+    stray.parent.mkdir()
+    shutil.copy(tiny_yolo, stray)
+    stray_index = stack.deployment_run("index-coco/adhoc", source=first, **{**models, "detector": stray})
+    for run_id in (query, allowed, escaping, stray_index):
         stack.wait(run_id)
-    return Scenario(first_index, rivals, during, query, allowed, escaping, str(root / "data" / "lancedb"))
+    return Scenario(first_index, rivals, during, query, allowed, escaping, stray_index, str(root / "data" / "lancedb"))
 
 
 def test_prefect_yaml_names_the_pool_and_limit_the_stack_creates() -> None:
@@ -250,6 +261,12 @@ def test_deployed_query_images_must_lie_in_the_operators_folders(stack: Stack, s
     escaping = stack.wait(scenario.image_query_escaping)
     assert escaping.state is not None and escaping.state.is_failed()
     assert "is outside the folders deployed runs may read" in stack.run_logs(scenario.image_query_escaping)
+
+
+def test_deployed_runs_load_local_weights_only_from_the_operators_folders(stack: Stack, scenario: Scenario) -> None:
+    run = stack.wait(scenario.index_with_stray_weights)
+    assert run.state is not None and run.state.is_failed()
+    assert "is outside the folders deployed runs may load weights from" in stack.run_logs(run.id)
 
 
 def test_query_artifacts_show_their_thumbnails_in_headless_chromium(
