@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from components.crops import (
@@ -84,3 +85,26 @@ def test_caption_counts_classes() -> None:
     )
     assert caption_for(crops) == "this image contains 2 person, 1 tv"
     assert caption_for([]) == "no objects detected"
+
+
+def test_a_crop_write_killed_midway_leaves_no_file_that_looks_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that dies after some bytes leaves neither the final file nor its temporary one."""
+    from components import crops as crops_module
+
+    real_save = Image.Image.save
+
+    def dies_midway(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        Path(str(fp)).write_bytes(b"\xff\xd8\xff\xe0 partial")  # half a JPEG on disk
+        raise KeyboardInterrupt("killed mid-write")
+
+    target = tmp_path / "crops" / "ab" / "abcdef.jpg"
+    monkeypatch.setattr(Image.Image, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        crops_module.save_atomically(Image.new("RGB", (8, 8)), target)
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []  # the temporary file went too
+    crops_module.save_atomically(Image.new("RGB", (8, 8)), target)  # the rerun writes it whole
+    assert Image.open(target).size == (8, 8)
