@@ -16,11 +16,14 @@ class AccessDenied(CropsearchError):
     """A path outside the folders this run may read."""
 
 
-def check_inside(path: Path, roots: Sequence[Path]) -> Path:
-    """`path` resolved (symlinks followed, `..` removed) if it lies inside one of `roots`; otherwise AccessDenied."""
+def check_inside(path: Path, roots: Sequence[Path], what: str = "query image", use: str = "read") -> Path:
+    """`path` resolved (symlinks followed, `..` removed) if it lies inside one of `roots`; otherwise AccessDenied.
+
+    `what` and `use` word the refusal: "<what> '<path>' is outside the folders deployed runs may <use> (...)".
+    """
     resolved = path.expanduser().resolve()
     for root in roots:
         if resolved.is_relative_to(root.expanduser().resolve()):
             return resolved
     allowed = ", ".join(str(root) for root in roots) or "none configured"
-    raise AccessDenied(f"query image {str(path)!r} is outside the folders deployed runs may read ({allowed})")
+    raise AccessDenied(f"{what} {str(path)!r} is outside the folders deployed runs may {use} ({allowed})")

@@ -42,8 +42,8 @@ def hit_pictures(hit: QueryHit, side: int = _THUMB) -> tuple[Image.Image, Image.
     try:
         parent = decode_rgb(Path(hit.image.uri))
     except (ImageDecodeError, OSError):
-        missing = _placeholder("parent image missing")
-        return _fit(missing, side)[0], _fit(missing, side)[0]
+        missing = _fit(_placeholder("parent image missing"), side)[0]
+        return missing, missing
     small_parent, scale = _fit(parent, side)
     if hit.crop is None:
         return small_parent, small_parent

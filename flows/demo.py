@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from components.synthetic import CLASS_NAMES, read_world, size_bucket
+from components.synthetic import CLASS_NAMES, Scene, read_world, size_bucket
 from flows.evaluate import generate_world
 from flows.index_coco import index_coco
 from flows.query import query
@@ -18,11 +18,11 @@ from schemas.params import DEFAULT_DATA_DIR, WORLD_DETECTOR, WORLD_EMBEDDER, WOR
 from schemas.results import QueryHit
 
 
-def ground_truth(hit: QueryHit, folder: Path, class_name: str | None) -> str:
+def ground_truth(hit: QueryHit, scenes: dict[str, Scene], class_name: str | None) -> str:
     """Whether the hit's scene holds the asked-for class, and at what size."""
     if class_name is None:
         return ""
-    scene = next((s for s in read_world(folder) if s.file_name == Path(hit.image.uri).name), None)
+    scene = scenes.get(Path(hit.image.uri).name)
     sizes = sorted({size_bucket(o.area) for o in scene.objects if o.class_name == class_name}) if scene else []
     return f"yes ({', '.join(sizes)})" if sizes else "no"
 
@@ -55,8 +55,9 @@ def demo(
         **common,
     )
     class_name = next((name for name in CLASS_NAMES if name in text.lower()), None)
+    truth = {scene.file_name: scene for scene in read_world(folder)}
     answers = {}
     for label, kinds in (("whole images only", "image"), ("whole images + crops", "both")):
         result = query(text=text, k=k, kinds=kinds, render=kinds == "both", **common)
-        answers[label] = [(hit, ground_truth(hit, folder, class_name)) for hit in result.hits]
+        answers[label] = [(hit, ground_truth(hit, truth, class_name)) for hit in result.hits]
     return answers

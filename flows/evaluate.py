@@ -79,6 +79,7 @@ def evaluate(**fields: Any) -> EvalSummary:
         source = params.source
         annotations = acquire_folder(params.annotations, params.data_dir, KNOWN_CHECKSUMS.get(params.annotations))
     results = []
+    queries: list[evaluation.EvalQuery] | None = None
     for padding in params.paddings:
         for max_detections in params.max_detections:
             setting = f"padding {padding:g}, max_detections {max_detections}"
@@ -97,17 +98,18 @@ def evaluate(**fields: Any) -> EvalSummary:
                 padding=padding,
                 max_detections=max_detections,
             )
-            names = indexed_file_names(db_uri, name)
-            if annotations is None:
-                queries = world_queries(read_world(Path(source)), CLASS_NAMES)
-            else:
-                queries = coco_queries(
-                    _find(annotations, "instances_val2017.json"),
-                    _find(annotations, "captions_val2017.json") if params.captions_per_image else None,
-                    names,
-                    params.captions_per_image,
-                )
-            logger.info("%s: %d images, %d queries", setting, len(names), len(queries))
+            if queries is None:  # every setting indexes the same images: one set of queries serves all
+                names = indexed_file_names(db_uri, name)
+                if annotations is None:
+                    queries = world_queries(read_world(Path(source)), CLASS_NAMES)
+                else:
+                    queries = coco_queries(
+                        _find(annotations, "instances_val2017.json"),
+                        _find(annotations, "captions_val2017.json") if params.captions_per_image else None,
+                        names,
+                        params.captions_per_image,
+                    )
+                logger.info("%d images indexed, %d queries", len(names), len(queries))
             results.append(score_index(db_uri, params.resolved_embedder, params.device, quote(queries), setting))
 
     title = f"Retrieval quality: {name}"
