@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 
-.PHONY: install index query test lint browser stack-up stack-down tiny-models clean
+.PHONY: install index query test lint browser stack-up stack-down tiny-models bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ stack-down: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## Speed, memory and query latency against issue 5's targets (~35 min on 2 CPU cores); ARGS="--quick" checks it in ~2 min.
+bench: install
+	$(TEST_ENV) $(BIN)/python -m bench.perf $(ARGS)
 
 ## Tiny random-weight models for trying the pipeline offline (see README).
 tiny-models: install

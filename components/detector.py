@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
-from components.devices import pick_device, uses_half_precision
+from components.devices import ComputePrecision, autocast_to, pick_device, pick_precision
 from components.models import load_once
 from components.plugins import is_plugin_spec, load_plugin
 from schemas.params import DetectionSettings
@@ -46,12 +46,17 @@ def class_ids_for(names: Sequence[str], known: dict[int, str]) -> list[int]:
 class YoloDetector:
     """ultralytics YOLO (any version it loads: v8, v10, 11, ...) from a name, a .pt path or a .yaml."""
 
-    def __init__(self, spec: str, device: str) -> None:
+    def __init__(self, spec: str, device: str, precision: ComputePrecision = "fp32") -> None:
         from ultralytics import YOLO
 
         self.device = device
+        self.precision = precision
+        # fp16 on CUDA: ultralytics halves the weights itself; any other reduced precision is autocast.
+        self._half_weights = device.startswith("cuda") and precision == "fp16"
         self._model = YOLO(spec)
         self.class_names: dict[int, str] = dict(self._model.names)
+        if precision != "fp32" and not self._half_weights:
+            _decode_boxes_in_fp32(self._model.model, device)
 
     def detect(self, images: Sequence[Image.Image], settings: DetectionSettings) -> list[list[Detection]]:
         if not images:
@@ -59,17 +64,18 @@ class YoloDetector:
         wanted = class_ids_for(settings.classes, self.class_names) if settings.classes else None
         # ultralytics reads numpy arrays as BGR, as OpenCV decodes them.
         arrays = [np.ascontiguousarray(np.asarray(image)[:, :, ::-1]) for image in images]
-        results = self._model.predict(
-            arrays,
-            conf=settings.confidence,
-            iou=settings.iou,
-            max_det=settings.max_detections,
-            classes=wanted,
-            imgsz=settings.image_size,
-            device=self.device,
-            quantize=16 if uses_half_precision(self.device) else None,  # ultralytics' successor of half=True
-            verbose=False,
-        )
+        with autocast_to(self.device, "fp32" if self._half_weights else self.precision):
+            results = self._model.predict(
+                arrays,
+                conf=settings.confidence,
+                iou=settings.iou,
+                max_det=settings.max_detections,
+                classes=wanted,
+                imgsz=settings.image_size,
+                device=self.device,
+                quantize=16 if self._half_weights else None,  # ultralytics' successor of half=True
+                verbose=False,
+            )
         return [self._detections_of(result) for result in results]
 
     def _detections_of(self, result: object) -> list[Detection]:
@@ -83,9 +89,30 @@ class YoloDetector:
         ]
 
 
-def load_detector(spec: str, device: str = "auto") -> Detector:
-    """The detector a spec names, loaded once per process and device."""
+def _decode_boxes_in_fp32(model: Any, device: str) -> None:
+    """Decode box coordinates in fp32 while the convolutions (nearly all the compute) stay in bf16.
+
+    bf16 keeps 8 significant bits: decoded in bf16, a coordinate near 600 px becomes a multiple of 4,
+    and boxes drifted to IoU 0.84 of fp32's. The head's `_inference` turns the raw outputs into
+    boxes and scores; it runs here outside autocast on fp32 copies of those outputs.
+    """
+    import torch
+
+    head = model.model[-1]
+    inference = head._inference
+
+    def inference_in_fp32(outputs: dict[str, Any]) -> Any:
+        as_fp32 = {name: value.float() if torch.is_tensor(value) else value for name, value in outputs.items()}
+        with torch.autocast(device_type=device.split(":")[0], enabled=False):
+            return inference(as_fp32)
+
+    head._inference = inference_in_fp32
+
+
+def load_detector(spec: str, device: str = "auto", precision: str = "fp32") -> Detector:
+    """The detector a spec names, loaded once per process, device and precision (plug-ins choose their own)."""
     resolved = pick_device(device)
     if is_plugin_spec(spec):
         return load_once(("detector", spec, resolved), lambda: load_plugin(spec, resolved))
-    return load_once(("detector", spec, resolved), lambda: YoloDetector(spec, resolved))
+    computed = pick_precision(precision, resolved)
+    return load_once(("detector", spec, resolved, computed), lambda: YoloDetector(spec, resolved, computed))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
-from components.devices import pick_device, uses_half_precision
+from components.devices import ComputePrecision, autocast_to, casts_weights, pick_device, pick_precision, torch_dtype
 from components.models import hub_files_only, load_once
 from components.plugins import is_plugin_spec, load_plugin
 
@@ -34,26 +34,33 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 class ClipEmbedder:
     """A transformers CLIP model (a hub id or a folder saved with `save_pretrained`)."""
 
-    def __init__(self, spec: str, device: str) -> None:
+    def __init__(self, spec: str, device: str, precision: ComputePrecision = "fp32") -> None:
         import torch
         from transformers import AutoProcessor, CLIPModel
 
         local_only = not Path(spec).expanduser().is_dir() and hub_files_only()
         self.device = device
+        self.precision = precision
         self._torch = torch
-        dtype = torch.float16 if uses_half_precision(device) else torch.float32
-        self._model = CLIPModel.from_pretrained(spec, local_files_only=local_only, dtype=dtype).to(device).eval()
+        self._weights_dtype = torch_dtype(precision) if casts_weights(device, precision) else torch.float32
+        self._model = CLIPModel.from_pretrained(spec, local_files_only=local_only, dtype=self._weights_dtype)
+        self._model = self._model.to(device).eval()
         self._processor = AutoProcessor.from_pretrained(spec, local_files_only=local_only)
-        self._dtype = dtype
         self.dim = int(self._model.config.projection_dim)
         self._max_tokens = int(self._model.config.text_config.max_position_embeddings)
 
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        inputs = self._processor(images=list(images), return_tensors="pt")
-        pixels = inputs["pixel_values"].to(self.device, dtype=self._dtype)
-        with self._torch.inference_mode():
+    def prepare_images(self, images: Sequence[Image.Image]) -> Any:
+        """Resize, crop and normalise on the CPU: the part of embedding that can run beside the model."""
+        return self._processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def embed_prepared(self, pixels: Any) -> np.ndarray:
+        pixels = pixels.to(self.device, dtype=self._weights_dtype)
+        with self._torch.inference_mode(), autocast_to(self.device, self._autocast_precision):
             features = self._model.get_image_features(pixel_values=pixels).pooler_output
         return unit_rows(features.float().cpu().numpy())
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.embed_prepared(self.prepare_images(images))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         # CLIP reads at most max_position_embeddings tokens (77): cut longer texts instead of failing.
@@ -61,14 +68,33 @@ class ClipEmbedder:
             text=list(texts), return_tensors="pt", padding=True, truncation=True, max_length=self._max_tokens
         )
         inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
-        with self._torch.inference_mode():
+        with self._torch.inference_mode(), autocast_to(self.device, self._autocast_precision):
             features = self._model.get_text_features(**inputs).pooler_output
         return unit_rows(features.float().cpu().numpy())
 
+    @property
+    def _autocast_precision(self) -> ComputePrecision:
+        return "fp32" if casts_weights(self.device, self.precision) else self.precision
 
-def load_embedder(spec: str, device: str = "auto") -> Embedder:
-    """The embedder a spec names, loaded once per process and device."""
+
+PrepareImages = Callable[[Sequence[Image.Image]], Any]
+ForwardPass = Callable[[Any], np.ndarray]
+
+
+def image_embedding_steps(embedder: Embedder) -> tuple[PrepareImages, ForwardPass]:
+    """Embedding split in two: CPU preparation (may run on a prefetch thread), then the forward pass.
+
+    Plug-in embedders that only offer `embed_images` do all their work in the second step.
+    """
+    if isinstance(embedder, ClipEmbedder):
+        return embedder.prepare_images, embedder.embed_prepared
+    return list, embedder.embed_images
+
+
+def load_embedder(spec: str, device: str = "auto", precision: str = "fp32") -> Embedder:
+    """The embedder a spec names, loaded once per process, device and precision (plug-ins choose their own)."""
     resolved = pick_device(device)
     if is_plugin_spec(spec):
         return load_once(("embedder", spec, resolved), lambda: load_plugin(spec, resolved))
-    return load_once(("embedder", spec, resolved), lambda: ClipEmbedder(spec, resolved))
+    computed = pick_precision(precision, resolved)
+    return load_once(("embedder", spec, resolved, computed), lambda: ClipEmbedder(spec, resolved, computed))

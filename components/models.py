@@ -10,6 +10,7 @@ them in the working directory): otherwise the second run would see "new" weights
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import socket
 import threading
@@ -45,13 +46,21 @@ def model_id(spec: str) -> str:
     if is_plugin_spec(spec) or not path.exists() or _is_official_yolo_release(spec):
         return spec
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
+    stamps = tuple((str(file.resolve()), file.stat().st_size, file.stat().st_mtime_ns) for file in files)
+    return f"{path.name}@{_content_hash(stamps)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _content_hash(files: tuple[tuple[str, int, int], ...]) -> str:
+    """sha256 of the files' names and bytes; remembered per process while size and mtime stay the same,
+    since hashing yolov10x + CLIP ViT-B/32 (~700 MB) takes ~2 s, most of an unchanged re-run's time."""
     digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
+    for name, _, _ in files:
+        digest.update(Path(name).name.encode())
+        with open(name, "rb") as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
-    return f"{path.name}@{digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
 
 
 def _is_official_yolo_release(spec: str) -> bool:

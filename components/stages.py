@@ -1,7 +1,8 @@
 """The per-chunk stages of indexing, each a plain function of records: detect, crop, embed, write.
 
 Models and the store come in as arguments; records go in and out. A file that fails to decode
-becomes a `SkippedFile` with its reason, and the chunk goes on without it.
+becomes a `SkippedFile` with its reason, and the chunk goes on without it. Decoding (and, for
+embedding, cutting and resizing) runs on a prefetch thread, overlapping the model's forward passes.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from components.crops import caption_for, materialize_crops, to_crop_records
+from components.crops import caption_for, cut_crops, materialize_crops, to_crop_records
 from components.detector import Detector
-from components.embedder import Embedder
+from components.embedder import Embedder, image_embedding_steps
 from components.images import ImageDecodeError, decode_rgb
+from components.prefetch import prefetched
 from components.store import CropStore
 from schemas.params import DetectionSettings
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
@@ -85,7 +87,7 @@ def detect_stage(
     result = StageResult()
     if settings.max_detections == 0:
         return result
-    for batch in _batches(_decoded(images, result.skipped), batch_size):
+    for batch in prefetched(_batches(_decoded(images, result.skipped), batch_size)):
         found = detector.detect([pixels for _, pixels in batch], settings)
         result.model_batches += 1
         for (record, _), detections in zip(batch, found, strict=True):
@@ -100,57 +102,71 @@ def crop_stage(
     crops_of = _crops_by_image(crops)
     result = StageResult()
     parents = [record for record in images if record.image_id in crops_of]
-    for record, pixels in _decoded(parents, result.skipped):
+    for record, pixels in prefetched(_decoded(parents, result.skipped)):
         result.crops.extend(materialize_crops(pixels, crops_of[record.image_id], crops_dir, padding))
     return result
 
 
 def embed_stage(
-    images: Sequence[ImageRecord], crops: Sequence[CropRecord], embedder: Embedder, embedder_id: str, batch_size: int
+    images: Sequence[ImageRecord],
+    crops: Sequence[CropRecord],
+    embedder: Embedder,
+    embedder_id: str,
+    batch_size: int,
+    padding: float,
 ) -> StageResult:
-    """One vector per whole image and per crop, `batch_size` pictures per forward pass."""
+    """One vector per whole image and per crop, `batch_size` pictures per forward pass.
+
+    Each parent is decoded once; its crops are cut from those pixels (as the crop stage cut the
+    files, with the same padding) rather than read back from the JPEGs.
+    """
     result = StageResult()
-    classes_of = {image_id: sorted({c.class_name for c in group}) for image_id, group in _crops_by_image(crops).items()}
-    embedded_images: set[str] = set()
-    for record, vector in _embedded(_decoded(images, result.skipped), embedder, batch_size, result):
-        embedded_images.add(record.image_id)
-        result.embeddings.append(
-            EmbeddingRecord(
-                id=record.image_id,
-                kind="image",
-                image_id=record.image_id,
-                model=embedder_id,
-                vector=vector.tolist(),
-                class_names=classes_of.get(record.image_id, []),
-            )
-        )
-    crop_pictures = ((crop, decode_rgb(Path(crop.uri))) for crop in crops if crop.image_id in embedded_images)
-    for crop, vector in _embedded(crop_pictures, embedder, batch_size, result):
-        result.embeddings.append(
-            EmbeddingRecord(
-                id=crop.crop_id,
-                kind="crop",
-                image_id=crop.image_id,
-                crop_id=crop.crop_id,
-                model=embedder_id,
-                vector=vector.tolist(),
-                class_name=crop.class_name,
-                class_names=[crop.class_name],
-                confidence=crop.confidence,
-                area_fraction=crop.area_fraction,
-            )
-        )
+    crops_of = _crops_by_image(crops)
+    classes_of = {image_id: sorted({c.class_name for c in group}) for image_id, group in crops_of.items()}
+
+    def pictures() -> Iterator[tuple[ImageRecord | CropRecord, Image.Image]]:
+        for record, pixels in _decoded(images, result.skipped):
+            own_crops = crops_of.get(record.image_id, [])
+            yield record, pixels
+            yield from zip(own_crops, cut_crops(pixels, own_crops, padding), strict=True)
+
+    prepare, forward = image_embedding_steps(embedder)
+    prepared_batches = prefetched(
+        ([item for item, _ in batch], prepare([picture for _, picture in batch]))
+        for batch in _batches(pictures(), batch_size)
+    )
+    for items, prepared in prepared_batches:
+        vectors = forward(prepared)
+        result.model_batches += 1
+        for item, vector in zip(items, vectors, strict=True):
+            result.embeddings.append(_embedding_record(item, vector, embedder_id, classes_of))
     return result
 
 
-def _embedded(
-    pictures: Iterator[tuple[T, Image.Image]], embedder: Embedder, batch_size: int, result: StageResult
-) -> Iterator[tuple[T, np.ndarray]]:
-    """Embed (item, picture) pairs a batch at a time, so only one batch of pixels is in memory."""
-    for batch in _batches(pictures, batch_size):
-        vectors = embedder.embed_images([picture for _, picture in batch])
-        result.model_batches += 1
-        yield from zip((item for item, _ in batch), vectors, strict=True)
+def _embedding_record(
+    item: ImageRecord | CropRecord, vector: np.ndarray, embedder_id: str, classes_of: dict[str, list[str]]
+) -> EmbeddingRecord:
+    if isinstance(item, ImageRecord):
+        return EmbeddingRecord(
+            id=item.image_id,
+            kind="image",
+            image_id=item.image_id,
+            model=embedder_id,
+            vector=vector.tolist(),
+            class_names=classes_of.get(item.image_id, []),
+        )
+    return EmbeddingRecord(
+        id=item.crop_id,
+        kind="crop",
+        image_id=item.image_id,
+        crop_id=item.crop_id,
+        model=embedder_id,
+        vector=vector.tolist(),
+        class_name=item.class_name,
+        class_names=[item.class_name],
+        confidence=item.confidence,
+        area_fraction=item.area_fraction,
+    )
 
 
 def write_stage(

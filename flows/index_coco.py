@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from components import sources, stages
 from components.detector import load_detector
+from components.devices import default_detect_batch_size, pick_device
 from components.embedder import load_embedder
 from components.errors import SourceError
 from components.images import register_images
@@ -71,46 +72,47 @@ def unzip_source(archive: LocalFile, destination: Path) -> ExtractedFolder:
     return sources.extract_zip(Path(archive.path), destination)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def hash_local_archive(path: Path) -> LocalFile:
     return sources.describe_file(path)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def list_source_images(folder: Path, limit: int | None) -> list[Path]:
     return sources.list_images(folder, limit)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def register(paths: list[Path], source_name: str) -> tuple[list[ImageRecord], list[SkippedFile]]:
     return register_images(paths, source_name)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def select_work(db_uri: str, images: list[ImageRecord], signature: str, source_name: str) -> list[ImageRecord]:
     return stages.plan_stage(CropStore(db_uri), images, signature, source_name)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def detect(images: list[ImageRecord], params: IndexParams, detector_id: str) -> stages.StageResult:
-    detector = load_detector(params.detector, params.device)
-    return stages.detect_stage(images, detector, detector_id, params, params.detect_batch_size)
+    detector = load_detector(params.detector, params.device, params.precision)
+    batch_size = params.detect_batch_size or default_detect_batch_size(pick_device(params.device))
+    return stages.detect_stage(images, detector, detector_id, params, batch_size)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def crop(images: list[ImageRecord], crops: list[CropRecord], crops_dir: Path, padding: float) -> stages.StageResult:
     return stages.crop_stage(images, crops, crops_dir, padding)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def embed(
     images: list[ImageRecord], crops: list[CropRecord], params: IndexParams, embedder_id: str
 ) -> stages.StageResult:
-    embedder = load_embedder(params.embedder, params.device)
-    return stages.embed_stage(images, crops, embedder, embedder_id, params.embed_batch_size)
+    embedder = load_embedder(params.embedder, params.device, params.precision)
+    return stages.embed_stage(images, crops, embedder, embedder_id, params.embed_batch_size, params.padding)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def write(
     db_uri: str,
     images: list[ImageRecord],
@@ -121,6 +123,11 @@ def write(
     embedder_spec: str,
 ) -> None:
     stages.write_stage(CropStore(db_uri), images, crops, embeddings, signature, embedder_id, embedder_spec)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def maintain_indexes(db_uri: str, min_rows: int) -> list[str]:
+    return CropStore(db_uri).maintain_indexes(min_rows)
 
 
 def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *args: Any) -> R:
@@ -277,6 +284,9 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
                     report.crops - crops_before,
                     time.perf_counter() - started,
                 )
+        with _timed(report, "index"):
+            for change in maintain_indexes(params.resolved_db_uri, params.vector_index_min_rows):
+                logger.info("%s", change)
     update_progress_artifact(progress_id, 100.0)
     create_table_artifact(report_table(report), key="index-report", description=f"index of {params.source}")
     logger.info(

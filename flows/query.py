@@ -26,8 +26,8 @@ from schemas.results import QueryHit, QueryResult
 
 
 @task(cache_policy=NO_CACHE)
-def embed_query(query_input: QueryInput, embedder: str, device: str) -> list[float]:
-    model = load_embedder(embedder, device)
+def embed_query(query_input: QueryInput, embedder: str, device: str, precision: str) -> list[float]:
+    model = load_embedder(embedder, device, precision)
     if query_input.text is not None:
         return model.embed_texts([query_input.text])[0].tolist()
     return model.embed_images([decode_rgb(query_input.image)])[0].tolist()  # type: ignore[arg-type]
@@ -73,7 +73,7 @@ def query(**fields: Any) -> QueryResult:
     if query_input.image is not None and not query_input.image.is_file():
         raise ValueError(f"query image {str(query_input.image)!r} does not exist")
     embedder = check_query_can_start(params)
-    vector = embed_query(query_input, embedder, params.device)
+    vector = embed_query(query_input, embedder, params.device, params.precision)
     hits = search(params.resolved_db_uri, vector, params)
     grid_dir = params.data_dir.resolve() / "queries" if params.render else None
     grid_path = publish(describe(query_input), quote(hits), grid_dir)

@@ -26,8 +26,12 @@ DEFAULT_DETECTOR = "yolov10x.pt"
 DEFAULT_EMBEDDER = "openai/clip-vit-base-patch32"
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_WRITER_LIMIT = "cropsearch-index-writer"
+# Where exact search passes a 50 ms query budget on a 2-core CPU (~3.4 us per row): see components/store.py.
+VECTOR_INDEX_MIN_ROWS = 20_000
 
 QueryKinds = Literal["image", "crop", "both"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISION_HELP = "auto (fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32), fp32, bf16 or fp16"
 
 
 def _check_device(value: str) -> str:
@@ -91,9 +95,21 @@ class IndexParams(DetectionSettings):
     detector: str = Field(DEFAULT_DETECTOR, description="YOLO weights: an ultralytics name or a local .pt path")
     embedder: str = Field(DEFAULT_EMBEDDER, description="CLIP model: a Hugging Face id or a local folder")
     device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    precision: Precision = Field("auto", description=f"numeric precision of the models: {PRECISION_HELP}")
     chunk_size: int = Field(256, ge=1, le=100_000, description="images per durable chunk")
-    detect_batch_size: int = Field(16, ge=1, le=1024, description="images per detector forward pass")
+    detect_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="images per detector forward pass; default 16 on CUDA, 1 on CPU (faster there, measured)",
+    )
     embed_batch_size: int = Field(64, ge=1, le=4096, description="images or crops per embedder forward pass")
+    vector_index_min_rows: int = Field(
+        VECTOR_INDEX_MIN_ROWS,
+        ge=0,
+        description="build the approximate-nearest-neighbour index once the embeddings reach this many rows "
+        "(below it exact search is fast enough and an index would only cost its build)",
+    )
     writer_limit: str | None = Field(
         DEFAULT_WRITER_LIMIT,
         description="Prefect global concurrency limit held while planning and writing, so index runs on one "
@@ -145,6 +161,7 @@ class QueryParams(BaseModel):
         None, description="CLIP model to encode the query; defaults to the one the index was built with"
     )
     device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    precision: Precision = Field("auto", description=f"numeric precision of the query encoder: {PRECISION_HELP}")
     render: bool = Field(True, description="write a PNG grid of the hits under <data_dir>/queries")
 
     @property

@@ -210,3 +210,50 @@ def test_a_zip_without_images_fails_naming_what_it_looked_for(tmp_path: Path, ti
         zipped.writestr("README.txt", "no pictures here")
     with pytest.raises(SourceError, match=r"no image files found in .* \(looked for .*\.jpg"):
         index_coco(**tiny_params(archive, tmp_path / "data", tiny_yolo, tiny_clip).model_dump())
+
+
+def vector_index_state(db_uri: str) -> tuple[bool, int]:
+    """(has a vector index, rows not in it yet) of the embeddings table."""
+    import lancedb
+
+    table = lancedb.connect(db_uri).open_table(EMBEDDINGS)
+    vector_indexes = [index for index in table.list_indices() if index.columns == ["vector"]]
+    return bool(vector_indexes), sum(index.num_unindexed_rows for index in vector_indexes)
+
+
+def test_the_ann_index_appears_past_its_threshold_and_takes_in_later_runs(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in sorted(photo_folder.iterdir())[:8]:
+        shutil.copy(path, few / path.name)
+    default = tiny_params(few, tmp_path / "default", tiny_yolo, tiny_clip)
+    index_coco(**default.model_dump())
+    assert vector_index_state(default.resolved_db_uri) == (False, 0)  # 8 photos: far below 20,000 rows
+
+    params = tiny_params(few, tmp_path / "data", tiny_yolo, tiny_clip, vector_index_min_rows=20)
+    first = index_coco(**params.model_dump())
+    assert first.embeddings >= 20 and vector_index_state(params.resolved_db_uri) == (True, 0)
+
+    import lancedb
+    import numpy as np
+
+    rows = lancedb.connect(params.resolved_db_uri).open_table(EMBEDDINGS).to_arrow()
+    vectors = np.stack(rows.column("vector").to_numpy(zero_copy_only=False))
+    ids = rows.column("id").to_pylist()
+    result = query(text="a red square", data_dir=tmp_path / "data", embedder=str(tiny_clip), k=3, render=False)
+    top = ids[int(np.argmax(vectors @ np.asarray(result_vector(tiny_clip, "a red square"))))]
+    best = result.hits[0]
+    assert (best.crop.crop_id if best.crop else best.image.image_id) == top  # the index finds the exact best
+
+    for path in sorted(photo_folder.iterdir())[8:]:
+        shutil.copy(path, few / path.name)
+    second = index_coco(**params.model_dump())
+    assert second.images_new == 2 and vector_index_state(params.resolved_db_uri) == (True, 0)
+
+
+def result_vector(tiny_clip: Path, text: str) -> list[float]:
+    from components.embedder import load_embedder
+
+    return load_embedder(str(tiny_clip), "cpu", "fp32").embed_texts([text])[0].tolist()

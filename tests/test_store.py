@@ -155,3 +155,39 @@ def test_the_index_remembers_where_its_embedder_came_from(store: CropStore) -> N
     assert store.embedder_spec_of_index() is None
     store.upsert_embeddings([embedding(image("a"), [1, 0, 0])], "m1", "/models/clip")
     assert store.embedder_spec_of_index() == "/models/clip"
+
+
+def unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def write_images_with_vectors(store: CropStore, names: list[str], vectors: np.ndarray) -> list[ImageRecord]:
+    images = [image(name) for name in names]
+    store.upsert_embeddings([embedding(i, v.tolist()) for i, v in zip(images, vectors, strict=True)], "m1")
+    store.upsert_images(images)
+    return images
+
+
+def test_the_ann_index_is_built_only_past_the_threshold_and_keeps_up_with_new_rows(store: CropStore) -> None:
+    vectors = unit_vectors(600, 32, seed=0)
+    write_images_with_vectors(store, [f"p{n}" for n in range(600)], vectors)
+    query = vectors[7]
+    exact = [row["id"] for row in store.search(query, "", 10)]
+
+    assert store.maintain_indexes(min_rows=1000) == []
+    built = store.maintain_indexes(min_rows=500)
+    assert built[0] == "built the vector index over 600 embeddings"
+    assert "indexed images.image_id" in built
+    assert store.maintain_indexes(min_rows=500) == []  # nothing new: nothing to do
+
+    indexed = store.search(query, "", 10)
+    assert [row["id"] for row in indexed] == exact  # refined: same neighbours, same order
+    assert indexed[0]["score"] == pytest.approx(1.0, abs=1e-5)  # and exact scores
+
+    write_images_with_vectors(store, [f"q{n}" for n in range(50)], unit_vectors(50, 32, seed=1))
+    assert store.maintain_indexes(min_rows=500) == [
+        "added 50 new rows to the indexes of embeddings",
+        "added 50 new rows to the indexes of images",
+    ]
+    assert store.counts()["embeddings"] == 650

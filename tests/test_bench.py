@@ -1,0 +1,51 @@
+"""The performance benchmark runs end to end and reports every figure issue 5 asks for.
+
+`--quick` uses small models and sizes, so its figures check the benchmark, not the targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.perf", "--quick", "--work", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = run.stdout[run.stdout.index("measure") :]
+    for measure in (
+        "speed-up over the original loop",
+        "pipeline time / compute floor",
+        "share of time per stage",
+        "peak RSS while indexing 8 / 24 images",
+        "query p50/p95 at 6,000 rows, ANN index",
+        "ANN recall@10 vs exact at 6,000 rows",
+        "re-index of the unchanged source / first run",
+    ):
+        assert measure in table
+    assert "machine: " in run.stdout and "cores" in run.stdout
+    (report,) = tmp_path.glob("perf-*.json")
+    figures = json.loads(report.read_text())
+    pipeline = figures["pipeline"]
+    assert pipeline["images"] == 6 and pipeline["crops"] == 6 * 8  # the fixed crop count
+    assert pipeline["rerun_images_new"] == 0
+    assert figures["loop"]["images"] == 2 and figures["floor"]["seconds"] > 0
+    assert {"8", "24"} == set(figures["memory"]["runs"])
+    sizes = figures["queries"]["sizes"]
+    assert all(size["ann_recall_at_10"] >= 0.9 for size in sizes.values())
