@@ -109,7 +109,7 @@ def embed(
     images: list[ImageRecord], crops: list[CropRecord], params: IndexParams, embedder_id: str
 ) -> stages.StageResult:
     embedder = load_embedder(params.embedder, params.device, params.precision)
-    return stages.embed_stage(images, crops, embedder, embedder_id, params.embed_batch_size, params.padding)
+    return stages.embed_stage(images, crops, embedder, embedder_id, params.embed_batch_size)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)

@@ -31,7 +31,7 @@ def index(store: CropStore, images: list[ImageRecord], crops_dir: Path, signatur
     """Run the four stages over `images` as the flow does for one chunk."""
     detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=2)
     cropped = stages.crop_stage(images, detected.crops, crops_dir, padding=0.0)
-    embedded = stages.embed_stage(images, cropped.crops, MeanColourEmbedder(), "mean", batch_size=2, padding=0.0)
+    embedded = stages.embed_stage(images, cropped.crops, MeanColourEmbedder(), "mean", batch_size=2)
     stages.write_stage(store, images, cropped.crops, embedded.embeddings, signature, "mean", "mean")
 
 
@@ -50,7 +50,7 @@ def test_stages_produce_linked_images_crops_and_vectors(tmp_path: Path, store: C
 
     cropped = stages.crop_stage(images, detected.crops, tmp_path / "crops", padding=0.0)
     assert Image.open(cropped.crops[0].uri).size == (30, 20)
-    embedded = stages.embed_stage(images, cropped.crops, MeanColourEmbedder(), "mean", batch_size=8, padding=0.0)
+    embedded = stages.embed_stage(images, cropped.crops, MeanColourEmbedder(), "mean", batch_size=8)
     assert embedded.model_batches == 1  # whole images and their crops share batches
     kinds = {(e.kind, e.image_id) for e in embedded.embeddings}
     assert kinds == {("image", images[0].image_id), ("image", images[1].image_id), ("crop", images[0].image_id)}
