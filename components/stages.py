@@ -2,7 +2,7 @@
 
 Models and the store come in as arguments; records go in and out. A file that fails to decode
 becomes a `SkippedFile` with its reason, and the chunk goes on without it. Decoding (and, for
-embedding, cutting and resizing) runs on a prefetch thread, overlapping the model's forward passes.
+embedding, resizing) runs on a prefetch thread, overlapping the model's forward passes.
 """
 
 from __future__ import annotations
@@ -149,26 +149,8 @@ def _embedding_record(
     item: ImageRecord | CropRecord, vector: np.ndarray, embedder_id: str, classes_of: dict[str, list[str]]
 ) -> EmbeddingRecord:
     if isinstance(item, ImageRecord):
-        return EmbeddingRecord(
-            id=item.image_id,
-            kind="image",
-            image_id=item.image_id,
-            model=embedder_id,
-            vector=vector.tolist(),
-            class_names=classes_of.get(item.image_id, []),
-        )
-    return EmbeddingRecord(
-        id=item.crop_id,
-        kind="crop",
-        image_id=item.image_id,
-        crop_id=item.crop_id,
-        model=embedder_id,
-        vector=vector.tolist(),
-        class_name=item.class_name,
-        class_names=[item.class_name],
-        confidence=item.confidence,
-        area_fraction=item.area_fraction,
-    )
+        return EmbeddingRecord.of_image(item, vector.tolist(), embedder_id, classes_of.get(item.image_id, []))
+    return EmbeddingRecord.of_crop(item, vector.tolist(), embedder_id)
 
 
 def write_stage(

@@ -72,6 +72,34 @@ class EmbeddingRecord(BaseModel):
     confidence: float = Field(default=1.0, description="the crop's detection confidence; 1 for whole images")
     area_fraction: float = Field(default=1.0, description="share of the parent covered; 1 for whole images")
 
+    @classmethod
+    def of_image(cls, image: ImageRecord, vector: list[float], model: str, class_names: list[str]) -> EmbeddingRecord:
+        """The row of a whole image; `class_names` are the classes of its crops."""
+        return cls(
+            id=image.image_id,
+            kind="image",
+            image_id=image.image_id,
+            model=model,
+            vector=vector,
+            class_names=class_names,
+        )
+
+    @classmethod
+    def of_crop(cls, crop: CropRecord, vector: list[float], model: str) -> EmbeddingRecord:
+        """The row of a crop, carrying the crop's filter columns."""
+        return cls(
+            id=crop.crop_id,
+            kind="crop",
+            image_id=crop.image_id,
+            crop_id=crop.crop_id,
+            model=model,
+            vector=vector,
+            class_name=crop.class_name,
+            class_names=[crop.class_name],
+            confidence=crop.confidence,
+            area_fraction=crop.area_fraction,
+        )
+
 
 class SkippedFile(BaseModel):
     """A file that was not indexed, and why. Bad images are data, not crashes."""

@@ -40,19 +40,8 @@ def crop(parent: ImageRecord, name: str, class_name: str = "cat", confidence: fl
 
 def embedding(record: ImageRecord | CropRecord, vector: list[float], model: str = "m1") -> EmbeddingRecord:
     if isinstance(record, ImageRecord):
-        return EmbeddingRecord(id=record.image_id, kind="image", image_id=record.image_id, model=model, vector=vector)
-    return EmbeddingRecord(
-        id=record.crop_id,
-        kind="crop",
-        image_id=record.image_id,
-        crop_id=record.crop_id,
-        model=model,
-        vector=vector,
-        class_name=record.class_name,
-        class_names=[record.class_name],
-        confidence=record.confidence,
-        area_fraction=record.area_fraction,
-    )
+        return EmbeddingRecord.of_image(record, vector, model, class_names=[])
+    return EmbeddingRecord.of_crop(record, vector, model)
 
 
 @pytest.fixture
