@@ -208,6 +208,8 @@ def original_loop(plan: Plan, models: Models, photos: Path) -> dict[str, Any]:
     from transformers import CLIPModel, CLIPProcessor
     from ultralytics import YOLO
 
+    from components.devices import pick_device
+
     paths = sorted(photos.glob("*.jpg"))[: plan.baseline_images]
     crops_dir = plan.work / "loop-crops"
     shutil.rmtree(crops_dir, ignore_errors=True)
@@ -215,8 +217,7 @@ def original_loop(plan: Plan, models: Models, photos: Path) -> dict[str, Any]:
     yolo = YOLO(models.detector)
     clip = CLIPModel.from_pretrained(models.embedder).eval()
     processor = CLIPProcessor.from_pretrained(models.embedder)
-    device = "cpu" if plan.device == "auto" and not torch.cuda.is_available() else plan.device
-    device = "cuda" if device == "auto" else device
+    device = pick_device(plan.device)
     clip = clip.to(device)
 
     def detect(path: Path) -> list[list[float]]:
@@ -484,10 +485,10 @@ def query_figures(plan: Plan, embedder: str) -> dict[str, Any]:
         build = time.perf_counter() - started
         indexed = query_latencies(encoder, store, probes, params)
         recall = []
+        ids_by_row = _row_ids(rows)
         for probe in probes:
             truth = set(np.argpartition(-(vectors @ probe), 10)[:10].tolist())
             found = {row["id"] for row in store.search(probe, "", 10)}
-            ids_by_row = _row_ids(rows)
             recall.append(len({ids_by_row[n] for n in truth} & found) / 10)
         results[str(rows)] = {
             "write_seconds": written,
@@ -506,16 +507,10 @@ def query_figures(plan: Plan, embedder: str) -> dict[str, Any]:
     return {"sizes": results, "text_encoding_ms": _percentiles(encode), "auto_index_min_rows": VECTOR_INDEX_MIN_ROWS}
 
 
-_ROW_IDS: dict[int, list[str]] = {}
-
-
 def _row_ids(rows: int) -> list[str]:
     """Embedding ids in row order, as written by `write_synthetic_index`."""
-    if rows not in _ROW_IDS:
-        photos = rows // (CROPS_PER_IMAGE + 1)
-        _ROW_IDS.clear()
-        _ROW_IDS[rows] = _ids("image", photos) + _ids("crop", rows - photos)
-    return _ROW_IDS[rows]
+    photos = rows // (CROPS_PER_IMAGE + 1)
+    return _ids("image", photos) + _ids("crop", rows - photos)
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:

@@ -42,7 +42,9 @@ class ClipEmbedder:
         self.device = device
         self.precision = precision
         self._torch = torch
-        self._weights_dtype = torch_dtype(precision) if casts_weights(device, precision) else torch.float32
+        cast = casts_weights(device, precision)
+        self._weights_dtype = torch_dtype(precision) if cast else torch.float32
+        self._autocast_precision: ComputePrecision = "fp32" if cast else precision
         self._model = CLIPModel.from_pretrained(spec, local_files_only=local_only, dtype=self._weights_dtype)
         self._model = self._model.to(device).eval()
         self._processor = AutoProcessor.from_pretrained(spec, local_files_only=local_only)
@@ -71,10 +73,6 @@ class ClipEmbedder:
         with self._torch.inference_mode(), autocast_to(self.device, self._autocast_precision):
             features = self._model.get_text_features(**inputs).pooler_output
         return unit_rows(features.float().cpu().numpy())
-
-    @property
-    def _autocast_precision(self) -> ComputePrecision:
-        return "fp32" if casts_weights(self.device, self.precision) else self.precision
 
 
 PrepareImages = Callable[[Sequence[Image.Image]], Any]
