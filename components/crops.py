@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import uuid
 from collections import Counter
@@ -14,7 +15,8 @@ from PIL import Image
 
 from components.detector import Detection
 from components.errors import disk_full
-from schemas.params import DetectionSettings
+from components.objects import ObjectFiles, join_uri
+from schemas.params import DetectionSettings, is_object_store_uri
 from schemas.records import CropRecord, ImageRecord
 
 CROP_SUFFIX = ".jpg"
@@ -73,6 +75,13 @@ def crop_path(crops_dir: Path, crop_id: str) -> Path:
     return crops_dir / crop_id[:2] / f"{crop_id}{CROP_SUFFIX}"
 
 
+def crop_uri(crops_uri: str, crop_id: str) -> str:
+    """Where a crop's file lives: a resolved local path, or `s3://.../<id[:2]>/<id>.jpg`."""
+    if is_object_store_uri(crops_uri):
+        return join_uri(crops_uri, crop_id[:2], f"{crop_id}{CROP_SUFFIX}")
+    return str(crop_path(Path(crops_uri), crop_id).resolve())
+
+
 def cut_crops(parent: Image.Image, crops: Sequence[CropRecord], padding: float) -> list[Image.Image]:
     """Cut every crop of one parent from a single decode of it."""
     return [parent.crop(padded_box(crop, parent.width, parent.height, padding)) for crop in crops]
@@ -94,14 +103,27 @@ def save_atomically(image: Image.Image, path: Path) -> None:
 
 
 def materialize_crops(
-    parent: Image.Image, crops: Sequence[CropRecord], crops_dir: Path, padding: float
+    parent: Image.Image,
+    crops: Sequence[CropRecord],
+    crops_dir: Path | str,
+    padding: float,
+    files: ObjectFiles | None = None,
 ) -> list[CropRecord]:
-    """Save each crop of one decoded parent as `<crops_dir>/<id[:2]>/<crop_id>.jpg`; return records with their uri."""
+    """Save each crop of one decoded parent as `<crops_dir>/<id[:2]>/<crop_id>.jpg`; return records with their uri.
+
+    `crops_dir` may be an `s3://` URI (written through `files`): crops on a cluster land where every
+    worker and every query reads them.
+    """
     saved = []
     for crop, pixels in zip(crops, cut_crops(parent, crops, padding), strict=True):
-        path = crop_path(crops_dir, crop.crop_id)
-        save_atomically(pixels, path)
-        saved.append(crop.model_copy(update={"uri": str(path.resolve())}))
+        uri = crop_uri(str(crops_dir), crop.crop_id)
+        if is_object_store_uri(uri):
+            encoded = io.BytesIO()
+            pixels.save(encoded, format="JPEG", quality=_JPEG_QUALITY)
+            (files or ObjectFiles()).write_bytes(uri, encoded.getvalue())
+        else:
+            save_atomically(pixels, Path(uri))
+        saved.append(crop.model_copy(update={"uri": uri}))
     return saved
 
 

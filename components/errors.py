@@ -30,3 +30,7 @@ def disk_full(where: object) -> DiskFullError:
         f"no space left on the device holding {where}; free some space and run again "
         "(chunks already written are kept; the rest is redone)"
     )
+
+
+class StoreWriteTimeout(CropsearchError):
+    """A database write did not finish in its time bound; nothing of it was committed."""

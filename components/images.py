@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -21,7 +22,7 @@ class ImageDecodeError(Exception):
     """A file that cannot be decoded as an image; the message says why."""
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path | BinaryIO) -> Image.Image:
     with warnings.catch_warnings():
         # Pillow only warns between its two pixel limits; a bomb is a bad file, not a warning.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -71,7 +72,7 @@ def check_decodes(path: Path) -> tuple[int, int]:
     return size
 
 
-def decode_rgb(path: Path) -> Image.Image:
+def decode_rgb(path: Path | BinaryIO) -> Image.Image:
     """Full decode to 8-bit RGB, oriented as a viewer shows it; transparency goes onto white."""
     with _open(path) as image, _as_decode_error():
         image.seek(0)  # first frame of an animation

@@ -11,7 +11,7 @@ from components.errors import CropsearchError, SourceError, StoreMismatchError
 from components.models import check_detector_available, check_embedder_available, model_id
 from components.sources import check_url_reachable, classify_source
 from components.store import CropStore
-from schemas.params import EvalParams, IndexParams, QueryParams
+from schemas.params import EvalParams, IndexParams, ObjectStoreSettings, QueryParams, is_object_store_uri
 
 _LOCAL_HINT = "use --source with a local folder or .zip of images"
 
@@ -83,14 +83,29 @@ def check_index_can_start(params: IndexParams) -> tuple[str, str]:
     )
     _check_db_location(params.resolved_db_uri)
     embedder_id = model_id(params.embedder)
-    CropStore(params.resolved_db_uri).check_embedder(embedder_id)
+    check_object_store(params, params.resolved_db_uri, params.resolved_crops_uri)
+    CropStore(params.resolved_db_uri, params.object_store()).check_embedder(embedder_id)
     return model_id(params.detector), embedder_id
+
+
+def check_object_store(settings: ObjectStoreSettings, *uris: str) -> None:
+    """Refuse, naming the parameter, what would otherwise fail deep inside LanceDB or pyarrow."""
+    remote = [uri for uri in uris if "://" in uri]
+    for uri in remote:
+        if not is_object_store_uri(uri):
+            raise ValueError(f"{uri!r}: cropsearch stores on local folders and s3:// URIs only")
+        if not uri.removeprefix("s3://").split("/")[0]:
+            raise ValueError(f"{uri!r} names no bucket: give s3://<bucket>/<prefix>")
+    endpoint = settings.s3_endpoint
+    if remote and endpoint and endpoint.startswith("http://") and not settings.s3_allow_http:
+        raise ValueError(f"s3_endpoint {endpoint!r} is plain http: set s3_allow_http (--s3-allow-http) to use it")
 
 
 def check_query_can_start(params: QueryParams) -> str:
     """Validate the embedder against the index; return the embedder spec to load (by default the index's own)."""
     _check_db_location(params.resolved_db_uri)
-    store = CropStore(params.resolved_db_uri)
+    check_object_store(params, params.resolved_db_uri)
+    store = CropStore(params.resolved_db_uri, params.object_store())
     embedder = params.embedder or store.embedder_spec_of_index()
     if embedder is None:
         raise StoreMismatchError(f"no index at {params.resolved_db_uri}: run `cropsearch index` first")

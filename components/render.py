@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageOps
 
 from components.images import ImageDecodeError, decode_rgb
+from components.objects import ObjectFiles
 from schemas.results import IndexReport, QueryHit
 
 _THUMB = 224
@@ -34,13 +35,17 @@ def _fit(image: Image.Image, side: int) -> tuple[Image.Image, float]:
     return image.resize(size, Image.Resampling.LANCZOS), scale
 
 
-def hit_pictures(hit: QueryHit, side: int = _THUMB) -> tuple[Image.Image, Image.Image]:
+def hit_pictures(
+    hit: QueryHit, side: int = _THUMB, files: ObjectFiles | None = None
+) -> tuple[Image.Image, Image.Image]:
     """The hit itself (the crop, or the whole image) and its parent with the crop's box, each within side x side.
 
     The box is drawn after shrinking, so it stays a visible 2-3 pixels wide at any photo size.
+    Files are read through `files`: crops may live on an object store.
     """
+    files = files or ObjectFiles()
     try:
-        parent = decode_rgb(Path(hit.image.uri))
+        parent = decode_rgb(files.open(hit.image.uri))
     except (ImageDecodeError, OSError):
         missing = _fit(_placeholder("parent image missing"), side)[0]
         return missing, missing
@@ -49,7 +54,7 @@ def hit_pictures(hit: QueryHit, side: int = _THUMB) -> tuple[Image.Image, Image.
         return small_parent, small_parent
     crop = hit.crop
     try:
-        top = decode_rgb(Path(crop.uri))
+        top = decode_rgb(files.open(crop.uri))
     except (ImageDecodeError, OSError):
         top = parent.crop((int(crop.x1), int(crop.y1), round(crop.x2), round(crop.y2)))
     box = [coordinate * scale for coordinate in (crop.x1, crop.y1, crop.x2, crop.y2)]
@@ -61,14 +66,14 @@ def _label(hit: QueryHit) -> str:
     return f"#{hit.rank} {hit.score:.3f} {hit.crop.class_name if hit.crop else 'whole image'}"
 
 
-def grid_image(hits: Sequence[QueryHit]) -> Image.Image:
+def grid_image(hits: Sequence[QueryHit], files: ObjectFiles | None = None) -> Image.Image:
     """One column per hit: top row the hit, bottom row its parent with the box; labelled rank, score, class."""
     columns = max(1, len(hits))
     cell_height = _THUMB + _LABEL_HEIGHT
     grid = Image.new("RGB", (columns * _THUMB, 2 * cell_height), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
     for column, hit in enumerate(hits):
-        top, bottom = hit_pictures(hit)
+        top, bottom = hit_pictures(hit, files=files)
         x = column * _THUMB
         draw.text((x + 4, 3), _label(hit)[:36], fill=(0, 0, 0))
         grid.paste(_thumbnail(top), (x, _LABEL_HEIGHT))
@@ -77,12 +82,12 @@ def grid_image(hits: Sequence[QueryHit]) -> Image.Image:
     return grid
 
 
-def render_grid(hits: Sequence[QueryHit], path: Path) -> Path:
-    """Write the grid of `grid_image` as a PNG at `path`."""
-    save_png = path.with_suffix(".png")
-    save_png.parent.mkdir(parents=True, exist_ok=True)
-    grid_image(hits).save(save_png, format="PNG")
-    return save_png
+def render_grid(hits: Sequence[QueryHit], path: Path, files: ObjectFiles | None = None) -> Image.Image:
+    """Write the grid of `grid_image` as a PNG at `path` (made .png); return the grid to show elsewhere too."""
+    grid = grid_image(hits, files)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path.with_suffix(".png"), format="PNG")
+    return grid
 
 
 def data_uri(image: Image.Image, quality: int = 85) -> str:
@@ -96,13 +101,19 @@ def data_uri(image: Image.Image, quality: int = 85) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def hits_markdown(title: str, hits: Sequence[QueryHit], side: int = 160, grid_path: Path | None = None) -> str:
+def hits_markdown(
+    title: str,
+    hits: Sequence[QueryHit],
+    side: int = 160,
+    grid_path: Path | None = None,
+    files: ObjectFiles | None = None,
+) -> str:
     """A markdown report of ranked hits: score, class, box and file, with inline thumbnails of hit and parent."""
     if not hits:
         return f"# {title}\n\n_no hits_\n"
     rows = []
     for hit, row in zip(hits, hits_table(hits), strict=True):
-        top, parent = hit_pictures(hit, side)
+        top, parent = hit_pictures(hit, side, files)
         shown = {key: row[key] for key in ("rank", "score", "kind", "class", "box")}
         shown["hit"] = f"![{_label(hit)}]({data_uri(top)})"
         shown["parent (box drawn)"] = f"![{Path(hit.image.uri).name}]({data_uri(parent)})"
@@ -153,6 +164,10 @@ def report_table(report: IndexReport) -> list[dict[str, str]]:
     ]
     rows += [
         {"measure": f"seconds: {stage}", "value": f"{secs:.2f}"} for stage, secs in report.seconds_per_stage.items()
+    ]
+    rows += [
+        {"measure": f"fragments: {table}", "value": f"{before} -> {after} (compacted)"}
+        for table, (before, after) in report.fragments.items()
     ]
     rows += [{"measure": "skipped", "value": f"{item.path}: {item.reason}"} for item in report.skipped]
     return rows

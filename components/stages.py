@@ -7,6 +7,7 @@ embedding, resizing) runs on a prefetch thread, overlapping the model's forward 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from components.crops import caption_for, materialize_crops, to_crop_records
 from components.detector import Detector
 from components.embedder import Embedder, image_embedding_steps
 from components.images import ImageDecodeError, decode_rgb
+from components.objects import ObjectFiles
 from components.prefetch import prefetched
 from components.store import CropStore
 from schemas.params import DetectionSettings
@@ -52,7 +54,9 @@ def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
     return iter(lambda: list(islice(items, size)), [])
 
 
-def plan_stage(store: CropStore, images: Sequence[ImageRecord], signature: str, source: str) -> list[ImageRecord]:
+def plan_stage(
+    store: CropStore, images: Sequence[ImageRecord], signature: str, source: str, files: ObjectFiles | None = None
+) -> list[ImageRecord]:
     """Bring the store in line with the files as they are now, and return the images that need model work.
 
     A file whose bytes changed leaves its old image (and crops and vectors) under its path: those
@@ -68,7 +72,7 @@ def plan_stage(store: CropStore, images: Sequence[ImageRecord], signature: str, 
         for old_id in old_ids
         if old_id not in current_ids
     ]
-    _delete_files(store.remove_images(replaced))
+    _delete_files(store.remove_images(replaced), files)
     stored = store.images_by_id([record.image_id for record in images])
     indexed = {image_id for image_id, record in stored.items() if record.index_signature == signature}
     moved = [
@@ -96,14 +100,18 @@ def detect_stage(
 
 
 def crop_stage(
-    images: Sequence[ImageRecord], crops: Sequence[CropRecord], crops_dir: Path, padding: float
+    images: Sequence[ImageRecord],
+    crops: Sequence[CropRecord],
+    crops_dir: Path | str,
+    padding: float,
+    files: ObjectFiles | None = None,
 ) -> StageResult:
-    """Write every crop file, decoding each parent once for all of its crops."""
+    """Write every crop file (a local folder or an s3:// URI), decoding each parent once for all of its crops."""
     crops_of = _crops_by_image(crops)
     result = StageResult()
     parents = [record for record in images if record.image_id in crops_of]
     for record, pixels in prefetched(_decoded(parents, result.skipped)):
-        result.crops.extend(materialize_crops(pixels, crops_of[record.image_id], crops_dir, padding))
+        result.crops.extend(materialize_crops(pixels, crops_of[record.image_id], crops_dir, padding, files))
     return result
 
 
@@ -113,6 +121,7 @@ def embed_stage(
     embedder: Embedder,
     embedder_id: str,
     batch_size: int,
+    files: ObjectFiles | None = None,
 ) -> StageResult:
     """One vector per whole image and per crop, `batch_size` pictures per forward pass.
 
@@ -122,6 +131,7 @@ def embed_stage(
     the prefetch thread, beside the model, so this costs no time.
     """
     result = StageResult()
+    files = files or ObjectFiles()
     crops_of = _crops_by_image(crops)
     classes_of = {image_id: sorted({c.class_name for c in group}) for image_id, group in crops_of.items()}
 
@@ -130,7 +140,7 @@ def embed_stage(
             own_crops = crops_of.get(record.image_id, [])
             yield record, pixels
             for crop in own_crops:
-                yield crop, decode_rgb(Path(crop.uri))
+                yield crop, decode_rgb(files.open(crop.uri))
 
     prepare, forward = image_embedding_steps(embedder)
     prepared_batches = prefetched(
@@ -143,6 +153,56 @@ def embed_stage(
         for item, vector in zip(items, vectors, strict=True):
             result.embeddings.append(_embedding_record(item, vector, embedder_id, classes_of))
     return result
+
+
+@dataclass
+class ChunkWork:
+    """What the model work of one chunk produced, ready to write, and the seconds each stage took."""
+
+    crops: list[CropRecord] = field(default_factory=list)
+    embeddings: list[EmbeddingRecord] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    model_batches: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def model_stage(
+    images: Sequence[ImageRecord],
+    detector: Detector,
+    detector_id: str,
+    embedder: Embedder,
+    embedder_id: str,
+    settings: DetectionSettings,
+    crops_dir: Path | str,
+    detect_batch_size: int,
+    embed_batch_size: int,
+    files: ObjectFiles | None = None,
+) -> ChunkWork:
+    """Detect, crop and embed one chunk: the part of indexing that needs the models, and no database.
+
+    It runs wherever the task runner puts it (this process, a Ray or Dask worker); the flow writes
+    its result. A file one stage skips never reaches the next (nor is reported twice).
+    """
+    work = ChunkWork()
+    started = time.perf_counter()
+    detected = detect_stage(images, detector, detector_id, settings, detect_batch_size)
+    decodable = _without(images, detected.skipped)
+    work.seconds["detect"], started = time.perf_counter() - started, time.perf_counter()
+    cropped = crop_stage(decodable, detected.crops, crops_dir, settings.padding, files)
+    work.seconds["crop"], started = time.perf_counter() - started, time.perf_counter()
+    embedded = embed_stage(
+        _without(decodable, cropped.skipped), cropped.crops, embedder, embedder_id, embed_batch_size, files
+    )
+    work.seconds["embed"] = time.perf_counter() - started
+    work.crops, work.embeddings = cropped.crops, embedded.embeddings
+    work.skipped = [item for result in (detected, cropped, embedded) for item in result.skipped]
+    work.model_batches = detected.model_batches + embedded.model_batches
+    return work
+
+
+def _without(images: Sequence[ImageRecord], skipped: Sequence[SkippedFile]) -> list[ImageRecord]:
+    bad = {item.path for item in skipped}
+    return [image for image in images if image.uri not in bad]
 
 
 def _embedding_record(
@@ -161,13 +221,15 @@ def write_stage(
     index_signature: str,
     embedder_id: str,
     embedder_spec: str,
+    files: ObjectFiles | None = None,
 ) -> None:
     """Upsert a finished chunk. Images go last: an image marked indexed always has its crops and vectors."""
     embedded = {record.image_id for record in embeddings if record.kind == "image"}
     done = [record for record in images if record.image_id in embedded]
     store.upsert_crops(crops)
     store.upsert_embeddings(embeddings, embedder_id, embedder_spec)
-    _delete_files(store.remove_crops_except([record.image_id for record in done], [crop.crop_id for crop in crops]))
+    stale = store.remove_crops_except([record.image_id for record in done], [crop.crop_id for crop in crops])
+    _delete_files(stale, files)
     crops_of = _crops_by_image(crops)
     now = datetime.now(UTC)
     store.upsert_images(
@@ -184,10 +246,11 @@ def write_stage(
     )
 
 
-def _delete_files(uris: Sequence[str]) -> None:
+def _delete_files(uris: Sequence[str], files: ObjectFiles | None) -> None:
     """Remove the crop files of rows the store just deleted."""
+    files = files or ObjectFiles()
     for uri in uris:
-        Path(uri).unlink(missing_ok=True)
+        files.delete(uri)
 
 
 def _crops_by_image(crops: Sequence[CropRecord]) -> dict[str, list[CropRecord]]:

@@ -17,8 +17,8 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
-from components.errors import StoreMismatchError, disk_full
-from schemas.params import QueryKinds
+from components.errors import StoreMismatchError, StoreWriteTimeout, disk_full
+from schemas.params import ObjectStoreSettings, QueryKinds
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
 
 IMAGES, CROPS, EMBEDDINGS = "images", "crops", "embeddings"
@@ -28,6 +28,9 @@ EMBEDDER_SPEC_METADATA_KEY = b"cropsearch.embedder_spec"
 _PRIMARY_KEY = {"lance-schema:unenforced-primary-key": "true"}
 _HEX_ID = re.compile(r"^[0-9a-f]{16,64}$")
 _IN_LIST_CHUNK = 500
+# One chunk's upsert takes about a second; a write still running after this is stuck, not slow.
+# (A probe here saw four concurrent `merge_insert`s into one table spin for 30+ minutes.)
+DEFAULT_WRITE_TIMEOUT = timedelta(minutes=10)
 
 # The ANN index, built once the embeddings pass `IndexParams.vector_index_min_rows`. Exact search
 # costs ~3.4 us per row on this 2-core machine (670 ms at 200k rows; bench/perf.py measures it), so
@@ -133,12 +136,19 @@ def search_filter(kinds: QueryKinds, classes: Sequence[str], min_confidence: flo
 
 
 class CropStore:
-    """One LanceDB database holding a cropsearch index."""
+    """One LanceDB database holding a cropsearch index: a local folder or an s3:// URI."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(
+        self,
+        uri: str,
+        object_store: ObjectStoreSettings | None = None,
+        write_timeout: timedelta = DEFAULT_WRITE_TIMEOUT,
+    ) -> None:
         self.uri = uri
+        self.write_timeout = write_timeout
+        options = (object_store or ObjectStoreSettings()).lance_storage_options() if "://" in uri else {}
         # Zero interval: every read sees the latest commit, also commits of other processes.
-        self._db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
+        self._db = lancedb.connect(uri, read_consistency_interval=timedelta(0), storage_options=options or None)
         self._tables: dict[str, Any] = {}
 
     # -- tables ---------------------------------------------------------------------------
@@ -193,12 +203,19 @@ class CropStore:
         if not rows:
             return
         data = pa.Table.from_pylist(rows, schema=table.schema)
+        upsert = table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
         try:
-            table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+            upsert.execute(data, timeout=self.write_timeout)
         except (OSError, RuntimeError) as error:
             # Lance reports a full disk as an IO error whose text carries the OS's message.
             if "No space left on device" in str(error) or getattr(error, "errno", None) == errno.ENOSPC:
                 raise disk_full(self.uri) from error
+            if "timeout" in str(error).lower() or "timed out" in str(error).lower():
+                raise StoreWriteTimeout(
+                    f"writing {len(rows)} rows to {table.name} at {self.uri} did not finish in "
+                    f"{self.write_timeout.total_seconds():.0f} s (concurrent writers retrying each other's "
+                    f"commits?); nothing of it was committed, run again"
+                ) from error
             raise
 
     def upsert_images(self, records: Sequence[ImageRecord]) -> None:
@@ -248,6 +265,28 @@ class CropStore:
     def _delete_ids(self, table: Any, column: str, ids: Sequence[str]) -> None:
         for chunk in _chunks(list(ids)):
             table.delete(f"{column} IN ({_id_list(chunk)})")
+
+    # -- upkeep ---------------------------------------------------------------------------
+
+    def fragment_counts(self) -> dict[str, int]:
+        """How many data fragments each table has: every chunk's upsert adds one or more."""
+        return {
+            name: table.stats()["fragment_stats"]["num_fragments"]
+            for name in (IMAGES, CROPS, EMBEDDINGS)
+            if (table := self._open(name)) is not None
+        }
+
+    def compact(self) -> dict[str, tuple[int, int]]:
+        """Merge each table's small fragments, fold new rows into its indexes, prune versions past a week.
+
+        Returns table -> (fragments before, fragments after). Readers of an older version keep it
+        for the week LanceDB keeps old versions by default.
+        """
+        before = self.fragment_counts()
+        for name in before:
+            self._open(name).optimize()
+        after = self.fragment_counts()
+        return {name: (before[name], after[name]) for name in before}
 
     # -- indexes --------------------------------------------------------------------------
 

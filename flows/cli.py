@@ -18,11 +18,26 @@ import click
 from pydantic import BaseModel, ValidationError
 
 from components.errors import CropsearchError
-from components.preflight import check_eval_can_start, check_index_can_start, check_query_can_start
+from components.preflight import (
+    check_eval_can_start,
+    check_index_can_start,
+    check_object_store,
+    check_query_can_start,
+)
 from components.render import hits_table, report_table
-from schemas.params import EvalParams, IndexParams, QueryInput, QueryParams, StackParams, fields_in_form_order
+from schemas.params import (
+    DEFAULT_DATA_DIR,
+    EvalParams,
+    IndexParams,
+    ObjectStoreSettings,
+    QueryInput,
+    QueryParams,
+    StackParams,
+    fields_in_form_order,
+)
 
 _FLAG_NAMES = {"db_uri": "--db", "k": "-k"}
+DEFAULT_DB_URI = str(DEFAULT_DATA_DIR / "lancedb")
 
 
 def _click_type(annotation: Any) -> tuple[Any, bool]:
@@ -140,6 +155,31 @@ def query(text: str | None, image: Path | None, **options: Any) -> None:
     _print_rows(hits_table(result.hits))
     if result.grid_path:
         click.echo(f"grid: {result.grid_path}")
+
+
+@main.command()
+@click.option("--db", "db_uri", default=DEFAULT_DB_URI, show_default=True, help="LanceDB folder or s3:// URI")
+@options_from(ObjectStoreSettings)
+def compact(db_uri: str, **options: Any) -> None:
+    """Merge the small data fragments index runs leave behind (every index run also does this at its end)."""
+    from components.locks import exclusive_writer
+    from components.store import CropStore
+
+    try:
+        settings = ObjectStoreSettings(**_given(options))
+        check_object_store(settings, db_uri)
+        with exclusive_writer(db_uri):
+            fragments = CropStore(db_uri, settings).compact()
+    except (CropsearchError, ValueError) as error:
+        _fail(error)
+    if not fragments:
+        click.echo(f"no tables at {db_uri}")
+    _print_rows(
+        [
+            {"table": table, "fragments before": str(before), "fragments after": str(after)}
+            for table, (before, after) in fragments.items()
+        ]
+    )
 
 
 @main.command("eval")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,13 +29,15 @@ from components.errors import SourceError
 from components.images import register_images
 from components.locks import exclusive_writer
 from components.models import portable_spec
+from components.objects import ObjectFiles
 from components.preflight import check_index_can_start, download_path
 from components.render import report_table
 from components.store import CropStore
 from flows import deployed
 from flows.parameters import takes_fields_of
+from flows.runners import chunk_runner, chunk_task_options, workers_report_here
 from schemas.files import ExtractedFolder, LocalFile
-from schemas.params import IndexParams, signature_of
+from schemas.params import IndexParams, is_object_store_uri, signature_of
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 from schemas.results import IndexReport
 
@@ -88,46 +91,54 @@ def register(paths: list[Path], source_name: str) -> tuple[list[ImageRecord], li
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def select_work(db_uri: str, images: list[ImageRecord], signature: str, source_name: str) -> list[ImageRecord]:
-    return stages.plan_stage(CropStore(db_uri), images, signature, source_name)
+def select_work(params: IndexParams, images: list[ImageRecord], signature: str) -> list[ImageRecord]:
+    store = CropStore(params.resolved_db_uri, params.object_store())
+    files = ObjectFiles(params.object_store())
+    return stages.plan_stage(store, images, signature, params.resolved_source_name, files)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def detect(images: list[ImageRecord], params: IndexParams, detector_id: str) -> stages.StageResult:
+def model_work(images: list[ImageRecord], params: IndexParams, detector_id: str, embedder_id: str) -> stages.ChunkWork:
+    """Detect, crop and embed one chunk, on whichever worker the task runner chose; models load once per worker."""
     detector = load_detector(params.detector, params.device, params.precision)
-    batch_size = params.detect_batch_size or default_detect_batch_size(pick_device(params.device))
-    return stages.detect_stage(images, detector, detector_id, params, batch_size)
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def crop(images: list[ImageRecord], crops: list[CropRecord], crops_dir: Path, padding: float) -> stages.StageResult:
-    return stages.crop_stage(images, crops, crops_dir, padding)
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def embed(
-    images: list[ImageRecord], crops: list[CropRecord], params: IndexParams, embedder_id: str
-) -> stages.StageResult:
     embedder = load_embedder(params.embedder, params.device, params.precision)
-    return stages.embed_stage(images, crops, embedder, embedder_id, params.embed_batch_size)
+    return stages.model_stage(
+        images,
+        detector,
+        detector_id,
+        embedder,
+        embedder_id,
+        params,
+        params.resolved_crops_uri,
+        params.detect_batch_size or default_detect_batch_size(pick_device(params.device)),
+        params.embed_batch_size,
+        ObjectFiles(params.object_store()),
+    )
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def write(
-    db_uri: str,
+    params: IndexParams,
     images: list[ImageRecord],
     crops: list[CropRecord],
     embeddings: list[EmbeddingRecord],
     signature: str,
     embedder_id: str,
-    embedder_spec: str,
 ) -> None:
-    stages.write_stage(CropStore(db_uri), images, crops, embeddings, signature, embedder_id, embedder_spec)
+    store = CropStore(params.resolved_db_uri, params.object_store())
+    embedder_spec = portable_spec(params.embedder)
+    files = ObjectFiles(params.object_store())
+    stages.write_stage(store, images, crops, embeddings, signature, embedder_id, embedder_spec, files)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def maintain_indexes(db_uri: str, min_rows: int) -> list[str]:
-    return CropStore(db_uri).maintain_indexes(min_rows)
+def compact_tables(params: IndexParams) -> dict[str, tuple[int, int]]:
+    return CropStore(params.resolved_db_uri, params.object_store()).compact()
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def maintain_indexes(params: IndexParams) -> list[str]:
+    return CropStore(params.resolved_db_uri, params.object_store()).maintain_indexes(params.vector_index_min_rows)
 
 
 def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *args: Any) -> R:
@@ -163,47 +174,61 @@ def _timed(report: IndexReport, stage: str) -> Iterator[None]:
     report.add_seconds(stage, time.perf_counter() - started)
 
 
-def _without(images: list[ImageRecord], skipped: list[SkippedFile]) -> list[ImageRecord]:
-    """The images a stage did not have to skip; later stages never see (or report) a bad file twice."""
-    bad = {item.path for item in skipped}
-    return [image for image in images if image.uri not in bad]
-
-
 def _chunks(items: list[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def index_chunk(
-    chunk: list[ImageRecord], params: IndexParams, detector_id: str, embedder_id: str, report: IndexReport
+def _for_workers(params: IndexParams) -> IndexParams:
+    """Parameters that mean the same in a worker's working directory: local paths made absolute."""
+    crops_uri = params.resolved_crops_uri
+    if not is_object_store_uri(crops_uri):
+        crops_uri = str(Path(crops_uri).expanduser().resolve())
+    return params.model_copy(
+        update={
+            "crops_uri": crops_uri,
+            "detector": portable_spec(params.detector),
+            "embedder": portable_spec(params.embedder),
+        }
+    )
+
+
+def submitted_in_order(
+    chunks: Iterator[list[ImageRecord]], submit: Callable[[list[ImageRecord]], Any], ahead: int
+) -> Iterator[tuple[list[ImageRecord], stages.ChunkWork, float]]:
+    """Each chunk with its finished model work and the seconds it took, in chunk order.
+
+    At most `ahead` chunks are in flight, which bounds memory and lets the flow write one chunk
+    while the workers compute the next ones.
+    """
+    pending: deque[tuple[list[ImageRecord], Any, float]] = deque()
+    for chunk in chunks:
+        pending.append((chunk, submit(chunk), time.perf_counter()))
+        if len(pending) >= ahead:
+            chunk_done, future, started = pending.popleft()
+            yield chunk_done, future.result(), started
+    while pending:
+        chunk_done, future, started = pending.popleft()
+        yield chunk_done, future.result(), started
+
+
+def write_chunk(
+    chunk: list[ImageRecord], work: stages.ChunkWork, params: IndexParams, embedder_id: str, report: IndexReport
 ) -> None:
-    """Detect, crop, embed and write one chunk; when this returns, the chunk is durable in LanceDB.
+    """Write one chunk's model work; when this returns, the chunk is durable in LanceDB.
 
     Record lists are passed `quote`d: otherwise Prefect walks every field of every record looking
     for futures (measured: 16 s for the 2,300 vectors of one 256-image chunk, against 0.01 s quoted).
     """
-    with _timed(report, "detect"):
-        detected = detect(quote(chunk), params, detector_id)
-    decodable = _without(chunk, detected.skipped)
-    with _timed(report, "crop"):
-        cropped = crop(quote(decodable), quote(detected.crops), params.data_dir / "crops", params.padding)
-    with _timed(report, "embed"):
-        embedded = embed(quote(_without(decodable, cropped.skipped)), quote(cropped.crops), params, embedder_id)
     with _timed(report, "write"):
-        write(
-            params.resolved_db_uri,
-            quote(chunk),
-            quote(cropped.crops),
-            quote(embedded.embeddings),
-            report.index_signature,
-            embedder_id,
-            portable_spec(params.embedder),
-        )
-    report.skipped.extend(item for result in (detected, cropped, embedded) for item in result.skipped)
-    report.model_batches += detected.model_batches + embedded.model_batches
-    report.images_new += sum(1 for e in embedded.embeddings if e.kind == "image")
-    report.crops += len(cropped.crops)
-    report.embeddings += len(embedded.embeddings)
+        write(params, quote(chunk), quote(work.crops), quote(work.embeddings), report.index_signature, embedder_id)
+    for stage, seconds in work.seconds.items():
+        report.add_seconds(stage, seconds)
+    report.skipped.extend(work.skipped)
+    report.model_batches += work.model_batches
+    report.images_new += sum(1 for e in work.embeddings if e.kind == "image")
+    report.crops += len(work.crops)
+    report.embeddings += len(work.embeddings)
 
 
 @contextmanager
@@ -256,7 +281,7 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
     # The server-wide limit serialises deployments; the file lock covers runs without a server too.
     with _one_writer_at_a_time(params.writer_limit), exclusive_writer(params.resolved_db_uri):
         with _timed(report, "plan"):
-            todo = select_work(params.resolved_db_uri, quote(images), signature, params.resolved_source_name)
+            todo = select_work(params, quote(images), signature)
         report.images_already_indexed = len(images) - len(todo)
         if not todo:
             logger.info(
@@ -270,22 +295,48 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
                 len(todo),
                 params.chunk_size,
             )
-        with tqdm(total=len(todo), unit="img", desc="indexing", disable=not (show_progress and todo)) as bar:
-            for number, chunk in enumerate(_chunks(todo, params.chunk_size), start=1):
-                started, crops_before = time.perf_counter(), report.crops
-                index_chunk(chunk, params, detector_id, embedder_id, report)
+        chunk_count = -(-len(todo) // params.chunk_size)
+        worker_params = _for_workers(params)
+
+        def submit(chunk: list[ImageRecord]) -> Any:
+            # Not `quote`d: Ray hands a quoted list to the task wrapped once more. Walking a chunk's
+            # image records for futures costs milliseconds; the vectors coming back are never walked.
+            parameters = {"images": chunk, "params": worker_params}
+            return runner.submit(
+                model_work, parameters={**parameters, "detector_id": detector_id, "embedder_id": embedder_id}
+            )
+
+        with (
+            tqdm(total=len(todo), unit="img", desc="indexing", disable=not (show_progress and todo)) as bar,
+            workers_report_here(params),
+            chunk_runner(params) as runner,
+            chunk_task_options(params),
+        ):
+            finished = submitted_in_order(_chunks(todo, params.chunk_size), submit, ahead=params.workers + 1)
+            for number, (chunk, work, submitted_at) in enumerate(finished, start=1):
+                crops_before = report.crops
+                write_chunk(chunk, work, params, embedder_id, report)
                 bar.update(len(chunk))
                 update_progress_artifact(progress_id, 100.0 * min(1.0, number * params.chunk_size / len(todo)))
                 logger.info(
                     "chunk %d of %d: %d images, %d crops in %.1f s",
                     number,
-                    -(-len(todo) // params.chunk_size),
+                    chunk_count,
                     len(chunk),
                     report.crops - crops_before,
-                    time.perf_counter() - started,
+                    time.perf_counter() - submitted_at,
                 )
+        if params.compact:
+            with _timed(report, "compact"):
+                report.fragments = compact_tables(params)
+            logger.info(
+                "compacted: %s",
+                ", ".join(
+                    f"{name} {before} -> {after} fragments" for name, (before, after) in report.fragments.items()
+                ),
+            )
         with _timed(report, "index"):
-            for change in maintain_indexes(params.resolved_db_uri, params.vector_index_min_rows):
+            for change in maintain_indexes(params):
                 logger.info("%s", change)
     update_progress_artifact(progress_id, 100.0)
     create_table_artifact(report_table(report), key="index-report", description=f"index of {params.source}")

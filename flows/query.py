@@ -15,8 +15,9 @@ from prefect.utilities.annotations import quote
 from components.access import check_inside
 from components.embedder import load_embedder
 from components.images import decode_rgb
+from components.objects import ObjectFiles
 from components.preflight import check_query_can_start
-from components.render import data_uri, grid_image, hits_markdown, hits_table, markdown_table, render_grid
+from components.render import data_uri, hits_markdown, hits_table, markdown_table, render_grid
 from components.search import find_hits
 from components.store import CropStore
 from flows import deployed
@@ -34,22 +35,22 @@ def embed_query(query_input: QueryInput, embedder: str, device: str, precision: 
 
 
 @task(cache_policy=NO_CACHE)
-def search(db_uri: str, vector: list[float], params: QueryParams) -> list[QueryHit]:
-    return find_hits(CropStore(db_uri), vector, params)
+def search(vector: list[float], params: QueryParams) -> list[QueryHit]:
+    return find_hits(CropStore(params.resolved_db_uri, params.object_store()), vector, params)
 
 
 @task(cache_policy=NO_CACHE)
-def publish(description: str, hits: list[QueryHit], grid_dir: Path | None) -> Path | None:
+def publish(description: str, hits: list[QueryHit], grid_dir: Path | None, params: QueryParams) -> Path | None:
     """The hits as artifacts a person can read in the UI: a table with thumbnails, and the grid picture."""
     grid_path = None
+    files = ObjectFiles(params.object_store())
     if grid_dir is not None and hits:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         digest = hashlib.sha256(description.encode()).hexdigest()[:8]
-        grid_path = render_grid(hits, grid_dir / f"{stamp}-{digest}.png")
-        create_image_artifact(
-            data_uri(grid_image(hits)), key="query-grid", description=f"{len(hits)} hits for {description}"
-        )
-        report = hits_markdown(f"Query: {description}", hits, grid_path=grid_path)
+        grid_path = grid_dir / f"{stamp}-{digest}.png"
+        grid = render_grid(hits, grid_path, files)
+        create_image_artifact(data_uri(grid), key="query-grid", description=f"{len(hits)} hits for {description}")
+        report = hits_markdown(f"Query: {description}", hits, grid_path=grid_path, files=files)
     else:
         report = f"# Query: {description}\n\n{markdown_table(hits_table(hits))}"
     create_markdown_artifact(report, key="query-hits", description=f"{len(hits)} hits for {description}")
@@ -74,9 +75,9 @@ def query(**fields: Any) -> QueryResult:
         raise ValueError(f"query image {str(query_input.image)!r} does not exist")
     embedder = check_query_can_start(params)
     vector = embed_query(query_input, embedder, params.device, params.precision)
-    hits = search(params.resolved_db_uri, vector, params)
+    hits = search(vector, params)
     grid_dir = params.data_dir.resolve() / "queries" if params.render else None
-    grid_path = publish(describe(query_input), quote(hits), grid_dir)
+    grid_path = publish(describe(query_input), quote(hits), grid_dir, params)
     logger = get_run_logger()
     logger.info("%d hits for %s", len(hits), describe(query_input))
     for row in hits_table(hits):

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 COCO_VAL2017_URL = "http://images.cocodataset.org/zips/val2017.zip"
 COCO_ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"
@@ -30,6 +30,7 @@ DEFAULT_WRITER_LIMIT = "cropsearch-index-writer"
 VECTOR_INDEX_MIN_ROWS = 20_000
 
 QueryKinds = Literal["image", "crop", "both"]
+TaskRunnerName = Literal["thread", "ray", "dask"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISION_HELP = "auto (fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32), fp32, bf16 or fp16"
 
@@ -55,6 +56,50 @@ Device = Annotated[str, AfterValidator(_check_device)]
 Checksum = Annotated[str | None, AfterValidator(_check_checksum)]
 
 
+def is_object_store_uri(uri: str) -> bool:
+    """True for s3://bucket/... (LanceDB folders and crop folders alike); everything else is a local path."""
+    return uri.startswith("s3://")
+
+
+class ObjectStoreSettings(BaseModel):
+    """How to reach an S3-compatible object store for `s3://` databases and crop folders.
+
+    Unset fields fall back to the standard AWS chain (AWS_* environment variables, ~/.aws, instance
+    roles), which is where deployments should keep credentials: Prefect stores run parameters.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    s3_endpoint: str | None = Field(
+        None, description="S3 endpoint URL for MinIO, Ceph, moto and the like (e.g. http://127.0.0.1:9000); none = AWS"
+    )
+    s3_region: str | None = Field(None, description="S3 region (e.g. us-east-1)")
+    s3_access_key_id: str | None = Field(None, description="S3 access key id; none = the AWS credential chain")
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret access key; none = the AWS credential chain"
+    )
+    s3_allow_http: bool = Field(False, description="allow a plain-http S3 endpoint (local MinIO or moto)")
+
+    def object_store(self) -> ObjectStoreSettings:
+        """Just these settings, to hand to the store and the file layer."""
+        return ObjectStoreSettings(**{name: getattr(self, name) for name in ObjectStoreSettings.model_fields})
+
+    def lance_storage_options(self) -> dict[str, str]:
+        """The settings as LanceDB's `storage_options` (object_store's names); unset ones are left out."""
+        options = {
+            "aws_endpoint": self.s3_endpoint,
+            "aws_region": self.s3_region,
+            "aws_access_key_id": self.s3_access_key_id,
+            "aws_secret_access_key": self.s3_secret_access_key.get_secret_value()
+            if self.s3_secret_access_key
+            else None,
+        }
+        given = {key: value for key, value in options.items() if value}
+        if self.s3_allow_http:
+            given["allow_http"] = "true"
+        return given
+
+
 class DetectionSettings(BaseModel):
     """How objects are found and cut out. Changing any of these re-indexes affected images."""
 
@@ -77,7 +122,7 @@ class DetectionSettings(BaseModel):
         return self.model_dump(include=set(DetectionSettings.model_fields))
 
 
-class IndexParams(DetectionSettings):
+class IndexParams(DetectionSettings, ObjectStoreSettings):
     """Everything one `index-coco` run needs: where images come from, where results go, which models."""
 
     source: str = Field(
@@ -91,7 +136,10 @@ class IndexParams(DetectionSettings):
     )
     limit: int | None = Field(None, ge=1, description="index only the first N images, in a stable order")
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="folder for downloads, extracted images and crop files")
-    db_uri: str | None = Field(None, description="LanceDB folder or URI; defaults to <data_dir>/lancedb")
+    db_uri: str | None = Field(None, description="LanceDB folder or s3:// URI; defaults to <data_dir>/lancedb")
+    crops_uri: str | None = Field(
+        None, description="folder or s3:// URI the crop files go to; defaults to <data_dir>/crops"
+    )
     detector: str = Field(DEFAULT_DETECTOR, description="YOLO weights: an ultralytics name or a local .pt path")
     embedder: str = Field(DEFAULT_EMBEDDER, description="CLIP model: a Hugging Face id or a local folder")
     device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
@@ -110,6 +158,24 @@ class IndexParams(DetectionSettings):
         description="build the approximate-nearest-neighbour index once the embeddings reach this many rows "
         "(below it exact search is fast enough and an index would only cost its build)",
     )
+    task_runner: TaskRunnerName = Field(
+        "thread",
+        description="where chunks' model work runs: thread (this process), ray (prefect-ray) or dask (prefect-dask)",
+    )
+    cluster_address: str | None = Field(
+        None,
+        description="an existing cluster to use: ray://host:10001 (or auto) for ray, tcp://host:8786 for dask; "
+        "none starts a local one with --workers workers",
+    )
+    workers: int = Field(
+        1, ge=1, le=1024, description="chunks whose model work runs at once (ray/dask; thread runs one at a time)"
+    )
+    gpus_per_worker: float | None = Field(
+        None, ge=0, le=16, description="ray: GPUs each chunk task requests; default 1 when the cluster has GPUs, else 0"
+    )
+    compact: bool = Field(
+        True, description="compact the tables' small fragments (one per chunk write) at the end of the run"
+    )
     writer_limit: str | None = Field(
         DEFAULT_WRITER_LIMIT,
         description="Prefect global concurrency limit held while planning and writing, so index runs on one "
@@ -123,9 +189,32 @@ class IndexParams(DetectionSettings):
             raise ValueError("must not be empty")
         return value.strip()
 
+    @model_validator(mode="after")
+    def _runner_fits_its_options(self) -> IndexParams:
+        if self.task_runner == "thread" and self.workers != 1:
+            raise ValueError(
+                "workers: the thread runner runs one chunk's model work at a time (its models are shared "
+                "in one process); use --task-runner ray or dask for more workers"
+            )
+        address = self.cluster_address
+        if address is not None:
+            if self.task_runner == "thread":
+                raise ValueError("cluster_address: needs --task-runner ray or dask")
+            if self.task_runner == "ray" and not (address == "auto" or address.startswith("ray://")):
+                raise ValueError(f"cluster_address: a Ray address is ray://host:port or auto, got {address!r}")
+            if self.task_runner == "dask" and "://" not in address:
+                raise ValueError(f"cluster_address: a Dask scheduler address is tcp://host:port, got {address!r}")
+        if self.gpus_per_worker is not None and self.task_runner != "ray":
+            raise ValueError("gpus_per_worker: only the ray runner requests GPUs per task")
+        return self
+
     @property
     def resolved_db_uri(self) -> str:
         return self.db_uri or str(self.data_dir / "lancedb")
+
+    @property
+    def resolved_crops_uri(self) -> str:
+        return self.crops_uri or str(self.data_dir / "crops")
 
     @property
     def resolved_checksum(self) -> str | None:
@@ -141,7 +230,7 @@ class IndexParams(DetectionSettings):
         return stem.removesuffix(".zip") or "images"
 
 
-class QueryParams(BaseModel):
+class QueryParams(ObjectStoreSettings):
     """How a query is answered. The query itself (text or image) is given beside these."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -156,7 +245,7 @@ class QueryParams(BaseModel):
     min_area_fraction: float = Field(0.0, ge=0.0, le=1.0, description="minimum share of the parent a crop covers")
     one_hit_per_image: bool = Field(True, description="return the best hit per parent; fold the rest under it")
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="folder for rendered result grids")
-    db_uri: str | None = Field(None, description="LanceDB folder or URI; defaults to <data_dir>/lancedb")
+    db_uri: str | None = Field(None, description="LanceDB folder or s3:// URI; defaults to <data_dir>/lancedb")
     embedder: str | None = Field(
         None, description="CLIP model to encode the query; defaults to the one the index was built with"
     )

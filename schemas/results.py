@@ -18,7 +18,12 @@ class IndexReport(BaseModel):
     crops: int = 0
     embeddings: int = 0
     model_batches: int = Field(0, description="detector and embedder forward passes run")
-    seconds_per_stage: dict[str, float] = Field(default_factory=dict)
+    seconds_per_stage: dict[str, float] = Field(
+        default_factory=dict, description="seconds per stage; detect/crop/embed add up every worker's time"
+    )
+    fragments: dict[str, tuple[int, int]] = Field(
+        default_factory=dict, description="table -> data fragments before and after the run's compaction"
+    )
 
     def add_seconds(self, stage: str, seconds: float) -> None:
         self.seconds_per_stage[stage] = self.seconds_per_stage.get(stage, 0.0) + seconds

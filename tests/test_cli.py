@@ -50,6 +50,14 @@ def test_index_and_query_print_tables(photo_folder: Path, tmp_path: Path, tiny_y
     assert all(str(photo_folder.resolve()) in line for line in lines[header + 1 : header + 4])
     assert any(line.startswith("grid: ") for line in lines)
 
+    assert re.search(r"^fragments: crops\s+\d+ -> 1 \(compacted\)$", first.output, re.MULTILINE), first.output
+    compacted = CliRunner().invoke(main, ["compact", "--db", str(tmp_path / "data" / "lancedb")])
+    assert compacted.exit_code == 0, compacted.output
+    rows = [line.split() for line in compacted.output.splitlines()[1:]]
+    assert sorted(rows) == [["crops", "1", "1"], ["embeddings", "1", "1"], ["images", "1", "1"]]
+    plain_http = CliRunner().invoke(main, ["compact", "--db", "s3://bucket/db", "--s3-endpoint", "http://127.0.0.1:9"])
+    assert plain_http.exit_code == 2 and "--s3-allow-http" in plain_http.output
+
 
 def test_bad_parameters_exit_2_naming_the_field() -> None:
     result = CliRunner().invoke(main, ["query", "x", "-k", "0"])

@@ -66,3 +66,39 @@ def test_signature_changes_with_anything_that_changes_the_crops() -> None:
     assert base != signature_of("det", "emb2", DetectionSettings())
     assert base != signature_of("det", "emb", DetectionSettings(padding=0.1))
     assert base != signature_of("det", "emb", DetectionSettings(classes=["cat"]))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"workers": 2}, "workers: the thread runner runs one chunk"),
+        ({"cluster_address": "ray://head:10001"}, "cluster_address: needs --task-runner ray or dask"),
+        ({"task_runner": "ray", "cluster_address": "tcp://head:8786"}, "a Ray address is ray://host:port or auto"),
+        ({"task_runner": "dask", "cluster_address": "head:8786"}, "a Dask scheduler address is tcp://host:port"),
+        ({"task_runner": "dask", "gpus_per_worker": 1}, "gpus_per_worker: only the ray runner"),
+        ({"task_runner": "ray", "workers": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_runner_options_that_do_not_fit_the_runner_are_refused(fields: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        IndexParams(**fields)
+
+
+def test_object_store_settings_become_lance_options_and_keep_the_secret_out_of_reprs() -> None:
+    params = IndexParams(
+        db_uri="s3://bucket/db",
+        s3_endpoint="http://127.0.0.1:9000",
+        s3_region="eu-west-1",
+        s3_access_key_id="key",
+        s3_secret_access_key="very-secret",
+        s3_allow_http=True,
+    )
+    assert params.object_store().lance_storage_options() == {
+        "aws_endpoint": "http://127.0.0.1:9000",
+        "aws_region": "eu-west-1",
+        "aws_access_key_id": "key",
+        "aws_secret_access_key": "very-secret",
+        "allow_http": "true",
+    }
+    assert "very-secret" not in repr(params) and "very-secret" not in params.model_dump_json()
+    assert IndexParams().object_store().lance_storage_options() == {}  # the AWS credential chain decides

@@ -180,3 +180,27 @@ def test_the_ann_index_is_built_only_past_the_threshold_and_keeps_up_with_new_ro
         "added 50 new rows to the indexes of images",
     ]
     assert store.counts()["embeddings"] == 650
+
+
+def test_compaction_merges_the_fragments_of_many_small_writes_and_keeps_every_row(store: CropStore) -> None:
+    for number in range(5):
+        parent = image(f"photo-{number}")
+        store.upsert_images([parent])
+        store.upsert_crops([crop(parent, "a"), crop(parent, "b")])
+    rows_before = store.counts()
+    assert store.fragment_counts() == {"images": 5, "crops": 5}
+
+    assert store.compact() == {"images": (5, 1), "crops": (5, 1)}
+    assert store.counts() == rows_before
+    assert store.compact() == {"images": (1, 1), "crops": (1, 1)}  # nothing left to merge
+
+
+def test_a_write_that_overruns_its_time_bound_fails_clearly_and_commits_nothing(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from components.errors import StoreWriteTimeout
+
+    store = CropStore(str(tmp_path / "db"), write_timeout=timedelta(microseconds=1))
+    with pytest.raises(StoreWriteTimeout, match=r"writing 2000 rows to images at .* did not finish"):
+        store.upsert_images([image(f"photo-{number}") for number in range(2000)])
+    assert store.counts()["images"] == 0

@@ -1,0 +1,87 @@
+"""Whole files at a local path or an `s3://bucket/key` URI: write, read, delete.
+
+Crop files are the only files cropsearch writes besides the database, and on a cluster they must
+land where every worker and every query can read them. Local paths keep the local behaviour
+(`components.crops.save_atomically`, `Path.unlink`); object-store URIs go through pyarrow's S3
+filesystem, where a PUT is atomic by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from functools import cached_property
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlparse
+
+from pyarrow import fs as arrow_fs
+
+from schemas.params import ObjectStoreSettings, is_object_store_uri
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """`base/part/...` for an s3:// URI; a resolved local path string otherwise."""
+    if is_object_store_uri(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return str(Path(base, *parts).resolve())
+
+
+class ObjectFiles:
+    """Reads and writes files by URI with one set of object-store settings."""
+
+    def __init__(self, settings: ObjectStoreSettings | None = None) -> None:
+        self.settings = settings or ObjectStoreSettings()
+
+    @cached_property
+    def _s3(self) -> arrow_fs.S3FileSystem:
+        settings = self.settings
+        endpoint = urlparse(settings.s3_endpoint) if settings.s3_endpoint else None
+        secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+        return arrow_fs.S3FileSystem(
+            access_key=settings.s3_access_key_id if secret else None,
+            secret_key=secret,
+            region=settings.s3_region,
+            endpoint_override=endpoint.netloc if endpoint else None,
+            scheme=(endpoint.scheme if endpoint else "https"),
+        )
+
+    def _s3_path(self, uri: str) -> str:
+        parsed = urlparse(uri)
+        return f"{parsed.netloc}{parsed.path}"
+
+    def _check_http(self) -> None:
+        endpoint = self.settings.s3_endpoint
+        if endpoint and endpoint.startswith("http://") and not self.settings.s3_allow_http:
+            raise ValueError(f"s3_endpoint {endpoint} is plain http: set s3_allow_http to use it")
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Put a whole object (a PUT is atomic: readers see all of it or nothing).
+
+        Local files are saved by their writers (`components.crops.save_atomically`).
+        """
+        if not is_object_store_uri(uri):
+            raise ValueError(f"not an object-store URI: {uri}")
+        self._check_http()
+        with self._s3.open_output_stream(self._s3_path(uri)) as stream:
+            stream.write(data)
+
+    def open(self, uri: str) -> BinaryIO | Path:
+        """Something `PIL.Image.open` reads: the local path itself, or the object's bytes in memory."""
+        if not is_object_store_uri(uri):
+            return Path(uri)
+        self._check_http()
+        try:
+            with self._s3.open_input_file(self._s3_path(uri)) as stream:
+                return io.BytesIO(stream.read())
+        except OSError as error:
+            raise FileNotFoundError(f"cannot read {uri}: {error}") from error
+
+    def delete(self, uri: str) -> None:
+        """Remove a file; one that is already gone is fine."""
+        if not is_object_store_uri(uri):
+            Path(uri).unlink(missing_ok=True)
+            return
+        self._check_http()
+        with contextlib.suppress(FileNotFoundError):
+            self._s3.delete_file(self._s3_path(uri))
