@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 
-.PHONY: install index query test lint browser stack-up stack-down tiny-models bench clean
+.PHONY: install index query test lint browser stack-up stack-down tiny-models bench bench-scale clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ lint: install
 ## Speed, memory and query latency against issue 5's targets (~35 min on 2 CPU cores); ARGS="--quick" checks it in ~2 min.
 bench: install
 	$(TEST_ENV) $(BIN)/python -m bench.perf $(ARGS)
+
+## Workers vs throughput: the index flow on the thread runner, local Ray and local Dask (~5 min); ARGS="--quick" ~2 min.
+bench-scale: install
+	$(TEST_ENV) $(BIN)/python -m bench.scale $(ARGS)
 
 ## Tiny random-weight models for trying the pipeline offline (see README).
 tiny-models: install

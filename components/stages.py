@@ -156,13 +156,9 @@ def embed_stage(
 
 
 @dataclass
-class ChunkWork:
+class ChunkWork(StageResult):
     """What the model work of one chunk produced, ready to write, and the seconds each stage took."""
 
-    crops: list[CropRecord] = field(default_factory=list)
-    embeddings: list[EmbeddingRecord] = field(default_factory=list)
-    skipped: list[SkippedFile] = field(default_factory=list)
-    model_batches: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
 

@@ -94,3 +94,27 @@ def test_plan_skips_indexed_images_and_follows_moves_and_edits(tmp_path: Path, s
     assert store.counts() == {"images": 1, "crops": 1, "embeddings": 2}  # the old b and its crop are gone
     index(store, todo, tmp_path / "crops")
     assert store.counts() == {"images": 2, "crops": 2, "embeddings": 4}
+
+
+def test_model_stage_runs_detect_crop_embed_and_reports_a_bad_file_once(tmp_path: Path) -> None:
+    paths = [picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", (50, 20, 90, 60))]
+    images, _ = register_images(paths, "t")
+    paths[1].write_bytes(b"not an image any more")
+    work = stages.model_stage(
+        images,
+        ColourBlobDetector(),
+        "blob",
+        MeanColourEmbedder(),
+        "mean",
+        DetectionSettings(),
+        tmp_path / "crops",
+        1,
+        8,
+    )
+    assert [item.path for item in work.skipped] == [images[1].uri]  # detect skipped it; crop and embed never saw it
+    assert [crop.image_id for crop in work.crops] == [images[0].image_id]
+    assert {(e.kind, e.image_id) for e in work.embeddings} == {
+        ("image", images[0].image_id),
+        ("crop", images[0].image_id),
+    }
+    assert set(work.seconds) == {"detect", "crop", "embed"} and work.model_batches == 2
