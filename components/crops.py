@@ -15,7 +15,7 @@ from PIL import Image
 
 from components.detector import Detection
 from components.errors import disk_full
-from components.objects import ObjectFiles, join_uri
+from components.objects import ObjectFiles
 from schemas.params import DetectionSettings, is_object_store_uri
 from schemas.records import CropRecord, ImageRecord
 
@@ -78,7 +78,7 @@ def crop_path(crops_dir: Path, crop_id: str) -> Path:
 def crop_uri(crops_uri: str, crop_id: str) -> str:
     """Where a crop's file lives: a resolved local path, or `s3://.../<id[:2]>/<id>.jpg`."""
     if is_object_store_uri(crops_uri):
-        return join_uri(crops_uri, crop_id[:2], f"{crop_id}{CROP_SUFFIX}")
+        return f"{crops_uri.rstrip('/')}/{crop_id[:2]}/{crop_id}{CROP_SUFFIX}"
     return str(crop_path(Path(crops_uri), crop_id).resolve())
 
 

@@ -20,13 +20,6 @@ from pyarrow import fs as arrow_fs
 from schemas.params import ObjectStoreSettings, is_object_store_uri
 
 
-def join_uri(base: str, *parts: str) -> str:
-    """`base/part/...` for an s3:// URI; a resolved local path string otherwise."""
-    if is_object_store_uri(base):
-        return "/".join([base.rstrip("/"), *parts])
-    return str(Path(base, *parts).resolve())
-
-
 class ObjectFiles:
     """Reads and writes files by URI with one set of object-store settings."""
 
@@ -50,11 +43,6 @@ class ObjectFiles:
         parsed = urlparse(uri)
         return f"{parsed.netloc}{parsed.path}"
 
-    def _check_http(self) -> None:
-        endpoint = self.settings.s3_endpoint
-        if endpoint and endpoint.startswith("http://") and not self.settings.s3_allow_http:
-            raise ValueError(f"s3_endpoint {endpoint} is plain http: set s3_allow_http to use it")
-
     def write_bytes(self, uri: str, data: bytes) -> None:
         """Put a whole object (a PUT is atomic: readers see all of it or nothing).
 
@@ -62,7 +50,7 @@ class ObjectFiles:
         """
         if not is_object_store_uri(uri):
             raise ValueError(f"not an object-store URI: {uri}")
-        self._check_http()
+        self.settings.check_endpoint()
         with self._s3.open_output_stream(self._s3_path(uri)) as stream:
             stream.write(data)
 
@@ -70,7 +58,7 @@ class ObjectFiles:
         """Something `PIL.Image.open` reads: the local path itself, or the object's bytes in memory."""
         if not is_object_store_uri(uri):
             return Path(uri)
-        self._check_http()
+        self.settings.check_endpoint()
         try:
             with self._s3.open_input_file(self._s3_path(uri)) as stream:
                 return io.BytesIO(stream.read())
@@ -82,6 +70,6 @@ class ObjectFiles:
         if not is_object_store_uri(uri):
             Path(uri).unlink(missing_ok=True)
             return
-        self._check_http()
+        self.settings.check_endpoint()
         with contextlib.suppress(FileNotFoundError):
             self._s3.delete_file(self._s3_path(uri))

@@ -96,9 +96,8 @@ def check_object_store(settings: ObjectStoreSettings, *uris: str) -> None:
             raise ValueError(f"{uri!r}: cropsearch stores on local folders and s3:// URIs only")
         if not uri.removeprefix("s3://").split("/")[0]:
             raise ValueError(f"{uri!r} names no bucket: give s3://<bucket>/<prefix>")
-    endpoint = settings.s3_endpoint
-    if remote and endpoint and endpoint.startswith("http://") and not settings.s3_allow_http:
-        raise ValueError(f"s3_endpoint {endpoint!r} is plain http: set s3_allow_http (--s3-allow-http) to use it")
+    if remote:
+        settings.check_endpoint()
 
 
 def check_query_can_start(params: QueryParams) -> str:

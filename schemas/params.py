@@ -80,6 +80,12 @@ class ObjectStoreSettings(BaseModel):
     )
     s3_allow_http: bool = Field(False, description="allow a plain-http S3 endpoint (local MinIO or moto)")
 
+    def check_endpoint(self) -> None:
+        """LanceDB refuses a plain-http endpoint unless allowed: say so up front, naming the flag."""
+        endpoint = self.s3_endpoint
+        if endpoint and endpoint.startswith("http://") and not self.s3_allow_http:
+            raise ValueError(f"s3_endpoint {endpoint!r} is plain http: set s3_allow_http (--s3-allow-http) to use it")
+
     def object_store(self) -> ObjectStoreSettings:
         """Just these settings, to hand to the store and the file layer."""
         return ObjectStoreSettings(**{name: getattr(self, name) for name in ObjectStoreSettings.model_fields})
