@@ -115,12 +115,13 @@ def materialize_crops(
     worker and every query reads them.
     """
     saved = []
+    files = files or ObjectFiles()
     for crop, pixels in zip(crops, cut_crops(parent, crops, padding), strict=True):
         uri = crop_uri(str(crops_dir), crop.crop_id)
         if is_object_store_uri(uri):
             encoded = io.BytesIO()
             pixels.save(encoded, format="JPEG", quality=_JPEG_QUALITY)
-            (files or ObjectFiles()).write_bytes(uri, encoded.getvalue())
+            files.write_bytes(uri, encoded.getvalue())
         else:
             save_atomically(pixels, Path(uri))
         saved.append(crop.model_copy(update={"uri": uri}))

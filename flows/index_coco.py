@@ -50,6 +50,15 @@ def _cache_key(*parts: object) -> str:
     return hashlib.sha256("|".join([CACHE_VERSION, *map(str, parts)]).encode()).hexdigest()
 
 
+def _store(params: IndexParams) -> CropStore:
+    return CropStore(params.resolved_db_uri, params.object_store())
+
+
+def _files(params: IndexParams) -> ObjectFiles:
+    """Crop files by URI, local or on the object store the parameters name."""
+    return ObjectFiles(params.object_store())
+
+
 def _is_interrupted_download(task: Any, task_run: Any, state: Any) -> bool:
     """Retry transfers that broke off (they resume); not 404s or checksum mismatches."""
     error = state.result(raise_on_failure=False)
@@ -92,9 +101,7 @@ def register(paths: list[Path], source_name: str) -> tuple[list[ImageRecord], li
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def select_work(params: IndexParams, images: list[ImageRecord], signature: str) -> list[ImageRecord]:
-    store = CropStore(params.resolved_db_uri, params.object_store())
-    files = ObjectFiles(params.object_store())
-    return stages.plan_stage(store, images, signature, params.resolved_source_name, files)
+    return stages.plan_stage(_store(params), images, signature, params.resolved_source_name, _files(params))
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -112,7 +119,7 @@ def model_work(images: list[ImageRecord], params: IndexParams, detector_id: str,
         params.resolved_crops_uri,
         params.detect_batch_size or default_detect_batch_size(pick_device(params.device)),
         params.embed_batch_size,
-        ObjectFiles(params.object_store()),
+        _files(params),
     )
 
 
@@ -125,20 +132,18 @@ def write(
     signature: str,
     embedder_id: str,
 ) -> None:
-    store = CropStore(params.resolved_db_uri, params.object_store())
     embedder_spec = portable_spec(params.embedder)
-    files = ObjectFiles(params.object_store())
-    stages.write_stage(store, images, crops, embeddings, signature, embedder_id, embedder_spec, files)
+    stages.write_stage(_store(params), images, crops, embeddings, signature, embedder_id, embedder_spec, _files(params))
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def compact_tables(params: IndexParams) -> dict[str, tuple[int, int]]:
-    return CropStore(params.resolved_db_uri, params.object_store()).compact()
+    return _store(params).compact()
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def maintain_indexes(params: IndexParams) -> list[str]:
-    return CropStore(params.resolved_db_uri, params.object_store()).maintain_indexes(params.vector_index_min_rows)
+    return _store(params).maintain_indexes(params.vector_index_min_rows)
 
 
 def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *args: Any) -> R:
