@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
+from prefect.settings import PREFECT_API_URL
 from prefect.utilities.annotations import quote
 from tqdm import tqdm
 
@@ -241,9 +242,12 @@ def _one_writer_at_a_time(limit_name: str | None) -> Iterator[None]:
     """Hold a slot of the server's global concurrency limit while planning and writing.
 
     Planning inside the slot matters: a run that waited plans after the other run's writes, so it
-    finds those images done instead of indexing them a second time.
+    finds those images done instead of indexing them a second time. Without a server (no
+    PREFECT_API_URL) the run's API is a temporary one of this process alone: a limit there could
+    order nothing (the database's file lock does that on one machine), and asking for it took up to
+    2 s of every run.
     """
-    if limit_name is None:
+    if limit_name is None or not PREFECT_API_URL.value():
         yield
         return
     logger = get_run_logger()

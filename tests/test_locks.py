@@ -83,3 +83,17 @@ def test_two_index_runs_at_once_without_a_server_make_one_result(
         ids = db.open_table(table).to_arrow().column(key).to_pylist()
         assert len(ids) == len(set(ids)), f"duplicates in {table}"
     assert db.open_table(IMAGES).count_rows() == 10
+
+
+def test_without_a_server_the_writer_limit_is_not_asked_for() -> None:
+    """A temporary API belongs to one process: its limits order nothing, so the run does not wait on them."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.index_coco import _one_writer_at_a_time
+
+    # Outside a flow run, asking for the limit would fail (it logs through the run's logger).
+    with temporary_settings(updates={PREFECT_API_URL: ""}), _one_writer_at_a_time("cropsearch-index-writer"):
+        pass
+    server = temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"})
+    with server, pytest.raises(Exception, match="context"), _one_writer_at_a_time("cropsearch-index-writer"):
+        pass
