@@ -46,6 +46,10 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
     assert pipeline["images"] == 6 and pipeline["crops"] == 6 * 8  # the fixed crop count
     assert pipeline["rerun_images_new"] == 0
     assert figures["loop"]["images"] == 2 and figures["floor"]["seconds"] > 0
+    # Interleaved rounds: each times a slice of the pipeline, the floor and the loop, and the totals add them up.
+    assert [one["pipeline"]["images"] for one in figures["rounds"]] == [3, 3]
+    assert sum(one["floor"]["seconds"] for one in figures["rounds"]) == pytest.approx(figures["floor"]["seconds"])
+    assert "median of 2 rounds" in table
     assert {"8", "24"} == set(figures["memory"]["runs"])
     sizes = figures["queries"]["sizes"]
     assert all(size["ann_recall_at_10"] >= 0.9 for size in sizes.values())
