@@ -66,7 +66,7 @@ class YoloDetector:
 
         Box decoding stays in fp32 (see `_decode_boxes_in_fp32`). In bf16, the weights are also
         stored in bf16 instead of autocast converting them on every call (its cache lasts one
-        autocast block): ~29M weights for yolov10x, ~8% of a 640x480 image's pass here.
+        autocast block): ~29M weights for yolov10x, 5-8% of a 640x480 image's pass here.
         """
         import torch
 

@@ -32,6 +32,7 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
     for measure in (
         "speed-up over the original loop",
         "pipeline time / compute floor",
+        "ceiling: the compute floor's own speed-up over the loop",
         "share of time per stage",
         "peak RSS while indexing 8 / 24 images",
         "query p50/p95 at 6,000 rows, ANN index",
