@@ -110,10 +110,10 @@ def index_params(plan: Plan, source: Path, data_dir: Path, detector: str, embedd
 
 # -- 1. throughput, 4. re-index ----------------------------------------------------------------
 #
-# This host's speed drifts by up to +-30% within a minute (the same 24 detector passes took 12.7 s,
+# This host's speed drifts by up to 2x within a minute (the same 24 detector passes took 12.7 s,
 # then 20.6 s, 40 s apart). Timed one after another, the pipeline, the floor and the loop would
 # partly measure the drift, so they run in rounds: each round times a slice of all three back to
-# back, and each ratio is taken from the sums over the rounds.
+# back, and each ratio is the median of the rounds' own ratios (`table_rows`).
 
 
 def run_flow(params: IndexParams) -> tuple[float, Any]:
