@@ -330,10 +330,10 @@ def _summed(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def round_ratios(figures: dict[str, Any]) -> dict[str, list[float]]:
-    """Each round's own speed-up and pipeline/floor ratio: their spread shows how much the host drifted."""
+def round_ratios(rounds: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each round's own speed-up, pipeline/floor ratio and ceiling: their spread shows how much the host drifted."""
     speedups, over_floor, ceiling = [], [], []
-    for one in figures["rounds"]:
+    for one in rounds:
         pipeline, loop, floor = one["pipeline"], one["loop"], one["floor"]
         loop_per_image = loop["seconds"] / loop["images"]
         speedups.append(loop_per_image / (pipeline["seconds"] / pipeline["images"]))
@@ -678,7 +678,7 @@ def table_rows(figures: Figures) -> list[Row]:
     loop_per_second = loop["images"] / loop["seconds"]
     # The host's bursts of slowness hit one round's pipeline, floor or loop at a time: each ratio is
     # the median of the rounds' own ratios (the ratio of the totals is shown beside it).
-    spread = round_ratios({"rounds": figures.rounds})
+    spread = round_ratios(figures.rounds)
     speedup, over_floor = float(np.median(spread["speedup"])), float(np.median(spread["over_floor"]))
     of_rounds = f"median of {len(figures.rounds)} rounds"
     rows = [

@@ -18,7 +18,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
-from prefect.settings import PREFECT_API_URL
 from prefect.utilities.annotations import quote
 from tqdm import tqdm
 
@@ -36,7 +35,7 @@ from components.render import report_table
 from components.store import CropStore
 from flows import deployed
 from flows.parameters import takes_fields_of
-from flows.runners import chunk_runner, chunk_task_options, workers_report_here
+from flows.runners import chunk_runner, chunk_task_options, runs_on_a_temporary_api, workers_report_here
 from schemas.files import ExtractedFolder, LocalFile
 from schemas.params import IndexParams, is_object_store_uri, signature_of
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
@@ -247,7 +246,7 @@ def _one_writer_at_a_time(limit_name: str | None) -> Iterator[None]:
     order nothing (the database's file lock does that on one machine), and asking for it took up to
     2 s of every run.
     """
-    if limit_name is None or not PREFECT_API_URL.value():
+    if limit_name is None or runs_on_a_temporary_api():
         yield
         return
     logger = get_run_logger()

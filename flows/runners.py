@@ -19,6 +19,11 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from schemas.params import IndexParams
 
 
+def runs_on_a_temporary_api() -> bool:
+    """Whether this process talks to a temporary Prefect API of its own (no server named by PREFECT_API_URL)."""
+    return not PREFECT_API_URL.value()
+
+
 @contextmanager
 def workers_report_here(params: IndexParams) -> Iterator[None]:
     """Make tasks submitted inside this block to a local cluster report to this run's Prefect API.
@@ -29,7 +34,7 @@ def workers_report_here(params: IndexParams) -> Iterator[None]:
     A remote cluster's workers could not reach this machine's 127.0.0.1: give them a server instead
     (PREFECT_API_URL, see the README's "Scaling out").
     """
-    if PREFECT_API_URL.value() or params.cluster_address:
+    if not runs_on_a_temporary_api() or params.cluster_address:
         yield
         return
     api_url = str(get_client(sync_client=True).api_url).rstrip("/")
