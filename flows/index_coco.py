@@ -234,6 +234,12 @@ def write_chunk(
     report.images_new += sum(1 for e in work.embeddings if e.kind == "image")
     report.crops += len(work.crops)
     report.embeddings += len(work.embeddings)
+    # Prefect keeps a finished task's result in a reference cycle (its future and the done-callback
+    # the future registered), so dropping our reference frees nothing until a full garbage
+    # collection, and with the models' millions of objects those come rarely: peak memory grew by
+    # ~20 MB per 100 images until one did. Emptying the lists frees the chunk's records now.
+    work.crops.clear()
+    work.embeddings.clear()
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import json
 import re
@@ -18,6 +19,7 @@ from components.store import CROPS, EMBEDDINGS, IMAGES, CropStore
 from flows.index_coco import index_coco
 from flows.query import query
 from schemas.params import IndexParams, QueryParams
+from schemas.records import EmbeddingRecord
 from tests.conftest import write_scene
 from tests.http_server import LocalHttpServer
 
@@ -257,3 +259,25 @@ def result_vector(tiny_clip: Path, text: str) -> list[float]:
     from components.embedder import load_embedder
 
     return load_embedder(str(tiny_clip), "cpu", "fp32").embed_texts([text])[0].tolist()
+
+
+def live_embedding_records() -> int:
+    return sum(1 for item in gc.get_objects() if isinstance(item, EmbeddingRecord))
+
+
+def test_written_chunks_free_their_records_without_a_garbage_collection(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    # Prefect keeps each finished chunk task's result in a reference cycle; with the cyclic
+    # collector off, whatever that result still holds stays alive (the bench's memory growth).
+    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, chunk_size=3)
+    gc.collect()
+    before = live_embedding_records()
+    gc.disable()
+    try:
+        report = index_coco(**params.model_dump())
+        after = live_embedding_records()
+    finally:
+        gc.enable()
+    assert report.embeddings > 0
+    assert after == before
