@@ -220,7 +220,7 @@ def submitted_in_order(
 def write_chunk(
     chunk: list[ImageRecord], work: stages.ChunkWork, params: IndexParams, embedder_id: str, report: IndexReport
 ) -> None:
-    """Write one chunk's model work; when this returns, the chunk is durable in LanceDB.
+    """Write one chunk's model work and empty its record lists; when this returns, the chunk is durable in LanceDB.
 
     Record lists are passed `quote`d: otherwise Prefect walks every field of every record looking
     for futures (measured: 16 s for the 2,300 vectors of one 256-image chunk, against 0.01 s quoted).
