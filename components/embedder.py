@@ -86,8 +86,9 @@ class ClipEmbedder:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         # CLIP reads at most max_position_embeddings tokens (77): cut longer texts instead of failing.
-        inputs = self._processor(
-            text=list(texts), return_tensors="pt", padding=True, truncation=True, max_length=self._max_tokens
+        # The tokenizer is called directly: through the processor a query's tokens took 0.6 ms, not 0.13.
+        inputs = self._processor.tokenizer(
+            list(texts), return_tensors="pt", padding=True, truncation=True, max_length=self._max_tokens
         )
         inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
         with self._torch.inference_mode(), autocast_to(self.device, self._autocast_precision):

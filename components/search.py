@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -46,11 +45,9 @@ def find_hits(store: CropStore, query_vector: np.ndarray, params: QueryParams) -
 
 def join_records(store: CropStore, groups: list[list[dict[str, Any]]]) -> list[QueryHit]:
     rows = [row for group in groups for row in group]
-    # The two lookups are independent round trips: run them side by side (a query's biggest cost after search).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending_images = pool.submit(store.images_by_id, sorted({row["image_id"] for row in rows}))
-        crops = store.crops_by_id(sorted({row["crop_id"] for row in rows if row["crop_id"]}))
-        images = pending_images.result()
+    images, crops = store.records_of_hits(
+        sorted({row["image_id"] for row in rows}), sorted({row["crop_id"] for row in rows if row["crop_id"]})
+    )
     hits: list[QueryHit] = []
     for group in groups:
         best, *rest = group

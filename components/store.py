@@ -7,15 +7,17 @@ duplicating rows), so writing the same records twice leaves the same rows.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import lancedb
 import numpy as np
 import pyarrow as pa
+from lancedb.background_loop import LOOP
 
 from components.errors import StoreMismatchError, StoreWriteTimeout, disk_full
 from schemas.params import ObjectStoreSettings, QueryKinds
@@ -44,6 +46,7 @@ ANN_NPROBES = 20
 ANN_REFINE_FACTOR = 10
 # Join keys looked up by id after every search, indexed once the vector index exists.
 _JOIN_KEYS = {IMAGES: "image_id", CROPS: "crop_id"}
+Result = TypeVar("Result")
 
 
 def _key(name: str) -> pa.Field:
@@ -148,8 +151,15 @@ class CropStore:
         self.write_timeout = write_timeout
         options = (object_store or ObjectStoreSettings()).lance_storage_options() if "://" in uri else {}
         # Zero interval: every read sees the latest commit, also commits of other processes.
-        self._db = lancedb.connect(uri, read_consistency_interval=timedelta(0), storage_options=options or None)
+        self._connection_options: dict[str, Any] = {
+            "read_consistency_interval": timedelta(0),
+            "storage_options": options or None,
+        }
+        self._db = lancedb.connect(uri, **self._connection_options)
         self._tables: dict[str, Any] = {}
+        # Reads by id and vector searches use LanceDB's async API (see `_read`); writes use the sync one.
+        self._reader: Any | None = None
+        self._reader_tables: dict[str, Any] = {}
 
     # -- tables ---------------------------------------------------------------------------
 
@@ -246,9 +256,8 @@ class CropStore:
         if crops is None or not image_ids:
             return []
         keep = set(keep_crop_ids)
-        stale = [
-            row for row in self._rows(crops, "image_id", image_ids, ["crop_id", "uri"]) if row["crop_id"] not in keep
-        ]
+        rows = self._read(self._rows(CROPS, "image_id", image_ids, ["crop_id", "uri"]))
+        stale = [row for row in rows if row["crop_id"] not in keep]
         self._delete_ids(crops, "crop_id", [row["crop_id"] for row in stale])
         if (embeddings := self._open(EMBEDDINGS)) is not None:
             self._delete_ids(embeddings, "id", [row["crop_id"] for row in stale])
@@ -326,13 +335,43 @@ class CropStore:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _rows(self, table: Any, column: str, values: Sequence[str], columns: list[str]) -> list[dict[str, Any]]:
-        """Rows whose `column` is one of `values` (ids), fetched in a few batched scans."""
-        rows: list[dict[str, Any]] = []
-        for chunk in _chunks(list(values)):
-            where = f"{column} IN ({_id_list(chunk)})"
-            rows.extend(table.search().where(where).select(columns).limit(None).to_arrow().to_pylist())
-        return rows
+    @staticmethod
+    def _read(reads: Coroutine[Any, Any, Result]) -> Result:
+        """Run async reads on LanceDB's own event-loop thread, as its sync API does (lancedb is pinned to 0.40).
+
+        The sync API costs three schema round trips per query, and two lookups side by side need two
+        threads. At 1M rows, with text queries alternating between the two ways, search, fold and
+        join took 27.8 ms instead of 33.6 (p50) and 33.5 instead of 39.8 (p95).
+        """
+        return LOOP.run(reads)
+
+    async def _reader_table(self, name: str) -> Any | None:
+        if self._reader is None:
+            self._reader = await lancedb.connect_async(self.uri, **self._connection_options)
+        if name not in self._reader_tables:
+            if name not in (await self._reader.list_tables()).tables:
+                return None
+            self._reader_tables[name] = await self._reader.open_table(name)
+        return self._reader_tables[name]
+
+    async def _rows(self, name: str, column: str, values: Sequence[str], columns: list[str]) -> list[dict[str, Any]]:
+        """Rows of table `name` whose `column` is one of `values` (ids), fetched in a few batched scans."""
+        table = await self._reader_table(name)
+        if table is None or not values:
+            return []
+        scans = [
+            table.query().where(f"{column} IN ({_id_list(chunk)})").select(columns).to_arrow()
+            for chunk in _chunks(list(values))
+        ]
+        return [row for batch in await asyncio.gather(*scans) for row in batch.to_pylist()]
+
+    async def _images(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
+        rows = await self._rows(IMAGES, "image_id", image_ids, list(IMAGES_SCHEMA.names))
+        return {row["image_id"]: ImageRecord.model_validate(row) for row in rows}
+
+    async def _crops(self, crop_ids: Sequence[str]) -> dict[str, CropRecord]:
+        rows = await self._rows(CROPS, "crop_id", crop_ids, list(CROPS_SCHEMA.names))
+        return {row["crop_id"]: CropRecord.model_validate(row) for row in rows}
 
     def image_ids_by_uri(self, source: str) -> dict[str, list[str]]:
         """uri -> ids of the images stored for one source (a changed file leaves its old id under its uri)."""
@@ -346,11 +385,7 @@ class CropStore:
         return found
 
     def images_by_id(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
-        table = self._open(IMAGES)
-        if table is None or not image_ids:
-            return {}
-        rows = self._rows(table, "image_id", image_ids, list(IMAGES_SCHEMA.names))
-        return {row["image_id"]: ImageRecord.model_validate(row) for row in rows}
+        return self._read(self._images(image_ids))
 
     def class_names(self) -> set[str]:
         """Every detector class that has at least one crop in the index."""
@@ -360,22 +395,40 @@ class CropStore:
         return set(table.search().select(["class_name"]).limit(None).to_arrow().column("class_name").to_pylist())
 
     def crops_by_id(self, crop_ids: Sequence[str]) -> dict[str, CropRecord]:
-        table = self._open(CROPS)
-        if table is None or not crop_ids:
-            return {}
-        rows = self._rows(table, "crop_id", crop_ids, list(CROPS_SCHEMA.names))
-        return {row["crop_id"]: CropRecord.model_validate(row) for row in rows}
+        return self._read(self._crops(crop_ids))
+
+    def records_of_hits(
+        self, image_ids: Sequence[str], crop_ids: Sequence[str]
+    ) -> tuple[dict[str, ImageRecord], dict[str, CropRecord]]:
+        """The image and the crop records a hit list joins to, looked up side by side."""
+
+        async def both() -> tuple[dict[str, ImageRecord], dict[str, CropRecord]]:
+            images, crops = await asyncio.gather(self._images(image_ids), self._crops(crop_ids))
+            return images, crops
+
+        return self._read(both())
 
     def search(self, vector: np.ndarray, where: str, limit: int) -> list[dict[str, Any]]:
         """Nearest embeddings by cosine similarity among rows passing `where` (a prefilter, applied in LanceDB).
 
         Rows come back as `id`, `kind`, `image_id`, `crop_id` and `score`.
         """
-        table = self._open(EMBEDDINGS)
+        rows = self._read(self._nearest(np.asarray(vector, dtype=np.float32), where, limit))
+        for row in rows:
+            row["score"] = 1.0 - row.pop("_distance")
+            # An image's own vector has the image's id; a crop's has the crop's id.
+            is_image = row["id"] == row["image_id"]
+            row["kind"] = "image" if is_image else "crop"
+            row["crop_id"] = None if is_image else row["id"]
+        return rows
+
+    async def _nearest(self, vector: np.ndarray, where: str, limit: int) -> list[dict[str, Any]]:
+        table = await self._reader_table(EMBEDDINGS)
         if table is None:
             raise StoreMismatchError(f"no index at {self.uri}: run `cropsearch index` first")
         query = (
-            table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
+            table.vector_search(vector)
+            .column("vector")
             .distance_type("cosine")
             # Each selected column is one more random read per hit: at 1M rows, 2 ms for 20 hits.
             # `kind` and `crop_id` follow from these two, so they are not read.
@@ -386,12 +439,5 @@ class CropStore:
             .refine_factor(ANN_REFINE_FACTOR)
         )
         if where:
-            query = query.where(where, prefilter=True)
-        rows = query.to_arrow().to_pylist()
-        for row in rows:
-            row["score"] = 1.0 - row.pop("_distance")
-            # An image's own vector has the image's id; a crop's has the crop's id.
-            is_image = row["id"] == row["image_id"]
-            row["kind"] = "image" if is_image else "crop"
-            row["crop_id"] = None if is_image else row["id"]
-        return rows
+            query = query.where(where)  # the async API prefilters by default
+        return (await query.to_arrow()).to_pylist()

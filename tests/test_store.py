@@ -129,6 +129,31 @@ def test_remove_images_drops_everything_derived(store: CropStore) -> None:
     assert store.counts() == {"images": 1, "crops": 0, "embeddings": 1}
 
 
+def test_reads_see_tables_and_rows_written_after_the_first_read(store: CropStore) -> None:
+    first, later = image("a"), image("b")
+    child = crop(later, "c")
+    assert store.records_of_hits([first.image_id], [child.crop_id]) == ({}, {})  # no tables yet
+    store.upsert_embeddings([embedding(first, [1, 0, 0])], "m1")
+    store.upsert_images([first])
+    assert [row["id"] for row in store.search(np.array([0, 1, 0]), "", 5)] == [first.image_id]
+
+    another_process = CropStore(store.uri)
+    another_process.upsert_crops([child])
+    another_process.upsert_images([later])
+    another_process.upsert_embeddings([embedding(child, [0, 1, 0])], "m1")
+    images, crops = store.records_of_hits([first.image_id, later.image_id], [child.crop_id])
+    assert images == {first.image_id: first, later.image_id: later}
+    assert crops == {child.crop_id: child}
+    assert store.search(np.array([0, 1, 0]), "", 5)[0]["id"] == child.crop_id
+
+
+def test_a_lookup_of_more_ids_than_one_filter_holds_returns_every_row(store: CropStore) -> None:
+    images = [image(f"p{n}") for n in range(1234)]  # three IN lists of at most 500
+    store.upsert_images(images)
+    found = store.images_by_id([record.image_id for record in images])
+    assert found == {record.image_id: record for record in images}
+
+
 def test_ids_are_checked_before_reaching_a_filter(store: CropStore) -> None:
     store.upsert_images([image("a")])
     with pytest.raises(ValueError, match="not a cropsearch id"):
