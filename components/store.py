@@ -154,6 +154,8 @@ class CropStore:
         self._connection_options: dict[str, Any] = {
             "read_consistency_interval": timedelta(0),
             "storage_options": options or None,
+            # One cache of manifests and indexes for both connections (see `_reader_table`).
+            "session": lancedb.Session(),
         }
         self._db = lancedb.connect(uri, **self._connection_options)
         self._tables: dict[str, Any] = {}
