@@ -119,9 +119,19 @@ def _id_list(ids: Iterable[str]) -> str:
     return ", ".join(checked)
 
 
-def _chunks(values: Sequence[str], size: int = _IN_LIST_CHUNK) -> Iterable[Sequence[str]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
+def _id_filters(column: str, ids: Sequence[str]) -> list[str]:
+    """`column IN (...)` filters over checked ids, a few hundred ids each."""
+    ids = list(ids)
+    chunks = (ids[start : start + _IN_LIST_CHUNK] for start in range(0, len(ids), _IN_LIST_CHUNK))
+    return [f"{column} IN ({_id_list(chunk)})" for chunk in chunks]
+
+
+def _image_records(rows: Iterable[dict[str, Any]]) -> dict[str, ImageRecord]:
+    return {row["image_id"]: ImageRecord.model_validate(row) for row in rows}
+
+
+def _crop_records(rows: Iterable[dict[str, Any]]) -> dict[str, CropRecord]:
+    return {row["crop_id"]: CropRecord.model_validate(row) for row in rows}
 
 
 def search_filter(kinds: QueryKinds, classes: Sequence[str], min_confidence: float, min_area_fraction: float) -> str:
@@ -151,15 +161,10 @@ class CropStore:
         self.write_timeout = write_timeout
         options = (object_store or ObjectStoreSettings()).lance_storage_options() if "://" in uri else {}
         # Zero interval: every read sees the latest commit, also commits of other processes.
-        self._connection_options: dict[str, Any] = {
-            "read_consistency_interval": timedelta(0),
-            "storage_options": options or None,
-            # One cache of manifests and indexes for both connections (see `_reader_table`).
-            "session": lancedb.Session(),
-        }
-        self._db = lancedb.connect(uri, **self._connection_options)
+        self._storage_options = options or None
+        self._db = lancedb.connect(uri, read_consistency_interval=timedelta(0), storage_options=self._storage_options)
         self._tables: dict[str, Any] = {}
-        # Reads by id and vector searches use LanceDB's async API (see `_read`); writes use the sync one.
+        # A query's reads go through LanceDB's async API (see `_query_reads`), opened on the first query.
         self._reader: Any | None = None
         self._reader_tables: dict[str, Any] = {}
 
@@ -258,8 +263,9 @@ class CropStore:
         if crops is None or not image_ids:
             return []
         keep = set(keep_crop_ids)
-        rows = self._read(self._rows(CROPS, "image_id", image_ids, ["crop_id", "uri"]))
-        stale = [row for row in rows if row["crop_id"] not in keep]
+        stale = [
+            row for row in self._rows(crops, "image_id", image_ids, ["crop_id", "uri"]) if row["crop_id"] not in keep
+        ]
         self._delete_ids(crops, "crop_id", [row["crop_id"] for row in stale])
         if (embeddings := self._open(EMBEDDINGS)) is not None:
             self._delete_ids(embeddings, "id", [row["crop_id"] for row in stale])
@@ -274,8 +280,8 @@ class CropStore:
         return removed_uris
 
     def _delete_ids(self, table: Any, column: str, ids: Sequence[str]) -> None:
-        for chunk in _chunks(list(ids)):
-            table.delete(f"{column} IN ({_id_list(chunk)})")
+        for where in _id_filters(column, ids):
+            table.delete(where)
 
     # -- upkeep ---------------------------------------------------------------------------
 
@@ -337,43 +343,12 @@ class CropStore:
 
     # -- reads ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _read(reads: Coroutine[Any, Any, Result]) -> Result:
-        """Run async reads on LanceDB's own event-loop thread, as its sync API does (lancedb is pinned to 0.40).
-
-        The sync API costs three schema round trips per query, and two lookups side by side need two
-        threads. At 1M rows, with text queries alternating between the two ways, search, fold and
-        join took 27.8 ms instead of 33.6 (p50) and 33.5 instead of 39.8 (p95).
-        """
-        return LOOP.run(reads)
-
-    async def _reader_table(self, name: str) -> Any | None:
-        if self._reader is None:
-            self._reader = await lancedb.connect_async(self.uri, **self._connection_options)
-        if name not in self._reader_tables:
-            if name not in (await self._reader.list_tables()).tables:
-                return None
-            self._reader_tables[name] = await self._reader.open_table(name)
-        return self._reader_tables[name]
-
-    async def _rows(self, name: str, column: str, values: Sequence[str], columns: list[str]) -> list[dict[str, Any]]:
-        """Rows of table `name` whose `column` is one of `values` (ids), fetched in a few batched scans."""
-        table = await self._reader_table(name)
-        if table is None or not values:
-            return []
-        scans = [
-            table.query().where(f"{column} IN ({_id_list(chunk)})").select(columns).to_arrow()
-            for chunk in _chunks(list(values))
-        ]
-        return [row for batch in await asyncio.gather(*scans) for row in batch.to_pylist()]
-
-    async def _images(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
-        rows = await self._rows(IMAGES, "image_id", image_ids, list(IMAGES_SCHEMA.names))
-        return {row["image_id"]: ImageRecord.model_validate(row) for row in rows}
-
-    async def _crops(self, crop_ids: Sequence[str]) -> dict[str, CropRecord]:
-        rows = await self._rows(CROPS, "crop_id", crop_ids, list(CROPS_SCHEMA.names))
-        return {row["crop_id"]: CropRecord.model_validate(row) for row in rows}
+    def _rows(self, table: Any, column: str, values: Sequence[str], columns: list[str]) -> list[dict[str, Any]]:
+        """Rows whose `column` is one of `values` (ids), fetched in a few batched scans."""
+        rows: list[dict[str, Any]] = []
+        for where in _id_filters(column, values):
+            rows.extend(table.search().where(where).select(columns).limit(None).to_arrow().to_pylist())
+        return rows
 
     def image_ids_by_uri(self, source: str) -> dict[str, list[str]]:
         """uri -> ids of the images stored for one source (a changed file leaves its old id under its uri)."""
@@ -387,7 +362,10 @@ class CropStore:
         return found
 
     def images_by_id(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
-        return self._read(self._images(image_ids))
+        table = self._open(IMAGES)
+        if table is None or not image_ids:
+            return {}
+        return _image_records(self._rows(table, "image_id", image_ids, list(IMAGES_SCHEMA.names)))
 
     def class_names(self) -> set[str]:
         """Every detector class that has at least one crop in the index."""
@@ -397,25 +375,63 @@ class CropStore:
         return set(table.search().select(["class_name"]).limit(None).to_arrow().column("class_name").to_pylist())
 
     def crops_by_id(self, crop_ids: Sequence[str]) -> dict[str, CropRecord]:
-        return self._read(self._crops(crop_ids))
+        table = self._open(CROPS)
+        if table is None or not crop_ids:
+            return {}
+        return _crop_records(self._rows(table, "crop_id", crop_ids, list(CROPS_SCHEMA.names)))
+
+    # -- a query's reads ------------------------------------------------------------------
+
+    @staticmethod
+    def _query_reads(reads: Coroutine[Any, Any, Result]) -> Result:
+        """Run a query's reads with LanceDB's async API, on its own event-loop thread as its sync API does.
+
+        The sync API costs three schema round trips per call, and two lookups side by side need two
+        threads. At 1M rows, with text queries alternating between the two ways, search, fold and
+        join took 27.8 ms instead of 33.6 (p50) and 33.5 instead of 39.8 (p95). Indexing keeps the
+        sync API: with this reader in its chunks too, peak RSS at 1,000 images was ~100 MB higher.
+        """
+        return LOOP.run(reads)  # lancedb is pinned to 0.40, whose sync API runs on this loop
+
+    async def _reader_table(self, name: str) -> Any | None:
+        if self._reader is None:
+            self._reader = await lancedb.connect_async(
+                self.uri, read_consistency_interval=timedelta(0), storage_options=self._storage_options
+            )
+        if name not in self._reader_tables:
+            if name not in (await self._reader.list_tables()).tables:
+                return None
+            self._reader_tables[name] = await self._reader.open_table(name)
+        return self._reader_tables[name]
+
+    async def _query_rows(self, name: str, column: str, ids: Sequence[str], columns: list[str]) -> list[dict[str, Any]]:
+        table = await self._reader_table(name)
+        if table is None or not ids:
+            return []
+        scans = [table.query().where(where).select(columns).to_arrow() for where in _id_filters(column, ids)]
+        return [row for batch in await asyncio.gather(*scans) for row in batch.to_pylist()]
 
     def records_of_hits(
         self, image_ids: Sequence[str], crop_ids: Sequence[str]
     ) -> tuple[dict[str, ImageRecord], dict[str, CropRecord]]:
         """The image and the crop records a hit list joins to, looked up side by side."""
 
-        async def both() -> tuple[dict[str, ImageRecord], dict[str, CropRecord]]:
-            images, crops = await asyncio.gather(self._images(image_ids), self._crops(crop_ids))
+        async def both() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            images, crops = await asyncio.gather(
+                self._query_rows(IMAGES, "image_id", image_ids, list(IMAGES_SCHEMA.names)),
+                self._query_rows(CROPS, "crop_id", crop_ids, list(CROPS_SCHEMA.names)),
+            )
             return images, crops
 
-        return self._read(both())
+        image_rows, crop_rows = self._query_reads(both())
+        return _image_records(image_rows), _crop_records(crop_rows)
 
     def search(self, vector: np.ndarray, where: str, limit: int) -> list[dict[str, Any]]:
         """Nearest embeddings by cosine similarity among rows passing `where` (a prefilter, applied in LanceDB).
 
         Rows come back as `id`, `kind`, `image_id`, `crop_id` and `score`.
         """
-        rows = self._read(self._nearest(np.asarray(vector, dtype=np.float32), where, limit))
+        rows = self._query_reads(self._nearest(np.asarray(vector, dtype=np.float32), where, limit))
         for row in rows:
             row["score"] = 1.0 - row.pop("_distance")
             # An image's own vector has the image's id; a crop's has the crop's id.

@@ -150,8 +150,9 @@ def test_reads_see_tables_and_rows_written_after_the_first_read(store: CropStore
 def test_a_lookup_of_more_ids_than_one_filter_holds_returns_every_row(store: CropStore) -> None:
     images = [image(f"p{n}") for n in range(1234)]  # three IN lists of at most 500
     store.upsert_images(images)
-    found = store.images_by_id([record.image_id for record in images])
-    assert found == {record.image_id: record for record in images}
+    ids = [record.image_id for record in images]
+    assert store.images_by_id(ids) == {record.image_id: record for record in images}
+    assert store.records_of_hits(ids, []) == ({record.image_id: record for record in images}, {})
 
 
 def test_ids_are_checked_before_reaching_a_filter(store: CropStore) -> None:
