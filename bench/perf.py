@@ -528,7 +528,7 @@ def write_synthetic_index(db_dir: Path, rows: int, mixture: VectorMixture, embed
 
 
 def query_latencies(encoder: Any, store: Any, probes: np.ndarray, params: Any) -> tuple[list[float], list[float]]:
-    """Seconds per query (encode a text, search, fold per parent, join to records), and the encoding's share of it."""
+    """Seconds per query (encode a text, search, fold per parent, join to records), and the encoding's part of each."""
     from components.search import find_hits
 
     seconds, encoding = [], []
