@@ -421,6 +421,7 @@ def _status_mb(field_name: str) -> float:
 # -- 3. query latency -------------------------------------------------------------------------
 
 
+_WRITE_BATCH = 100_000  # rows per write of the synthetic index
 COCO_CLASSES = "person bicycle car motorcycle bus truck boat bench bird cat dog horse sheep cow bottle cup chair couch"
 QUERY_TEXTS = [
     "a potted plant behind a sofa",
@@ -459,7 +460,8 @@ def write_synthetic_index(db_dir: Path, rows: int, mixture: VectorMixture, embed
     import lancedb
     import pyarrow as pa
 
-    from components.store import CROPS, CROPS_SCHEMA, EMBEDDINGS, IMAGES, IMAGES_SCHEMA, embeddings_schema
+    from components.store import CROPS, CROPS_SCHEMA, EMBEDDINGS, IMAGES, IMAGES_SCHEMA, embeddings_schema, record_rows
+    from schemas.records import CropRecord, ImageRecord
 
     shutil.rmtree(db_dir, ignore_errors=True)
     database = lancedb.connect(str(db_dir))
@@ -471,38 +473,39 @@ def write_synthetic_index(db_dir: Path, rows: int, mixture: VectorMixture, embed
     parent_of_crop = rng.integers(0, photos, crops)
     crop_class = [classes[c] for c in rng.integers(0, len(classes), crops)]
     now = datetime.now(UTC)
-    images_table = pa.Table.from_pydict(
-        {
-            "image_id": image_ids,
-            "uri": [f"/data/coco/{n:012d}.jpg" for n in range(photos)],
-            "source": ["coco-val2017"] * photos,
-            "width": [640] * photos,
-            "height": [480] * photos,
-            "num_bytes": [160_000] * photos,
-            "caption": ["this image contains 2 person, 1 chair"] * photos,
-            "index_signature": ["bench"] * photos,
-            "indexed_at": [now] * photos,
-        },
-        schema=IMAGES_SCHEMA,
-    )
+    image_records = [
+        ImageRecord(
+            image_id=image_id,
+            uri=f"/data/coco/{n:012d}.jpg",
+            source="coco-val2017",
+            width=640,
+            height=480,
+            num_bytes=160_000,
+            caption="this image contains 2 person, 1 chair",
+            index_signature="bench",
+            indexed_at=now,
+        )
+        for n, image_id in enumerate(image_ids)
+    ]
     corners = rng.uniform(0, 300, (crops, 2))
-    crops_table = pa.Table.from_pydict(
-        {
-            "crop_id": crop_ids,
-            "image_id": [image_ids[p] for p in parent_of_crop],
-            "detector": ["yolov10x.pt"] * crops,
-            "class_id": [classes.index(c) for c in crop_class],
-            "class_name": crop_class,
-            "confidence": rng.uniform(0.25, 1.0, crops),
-            "x1": corners[:, 0],
-            "y1": corners[:, 1],
-            "x2": corners[:, 0] + 100,
-            "y2": corners[:, 1] + 80,
-            "area_fraction": rng.uniform(0.001, 0.5, crops),
-            "uri": [f"/data/crops/{c[:2]}/{c}.jpg" for c in crop_ids],
-        },
-        schema=CROPS_SCHEMA,
-    )
+    confidences, area_fractions = rng.uniform(0.25, 1.0, crops), rng.uniform(0.001, 0.5, crops)
+    crop_records = [
+        CropRecord(
+            crop_id=crop_id,
+            image_id=image_ids[parent_of_crop[n]],
+            detector="yolov10x.pt",
+            class_id=classes.index(crop_class[n]),
+            class_name=crop_class[n],
+            confidence=confidences[n],
+            x1=corners[n, 0],
+            y1=corners[n, 1],
+            x2=corners[n, 0] + 100,
+            y2=corners[n, 1] + 80,
+            area_fraction=area_fractions[n],
+            uri=f"/data/crops/{crop_id[:2]}/{crop_id}.jpg",
+        )
+        for n, crop_id in enumerate(crop_ids)
+    ]
     vectors = mixture.draw(rows)
     schema = embeddings_schema(vectors.shape[1], embedder_id, embedder_id)
     embeddings_table = pa.Table.from_pydict(
@@ -515,15 +518,20 @@ def write_synthetic_index(db_dir: Path, rows: int, mixture: VectorMixture, embed
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
             "class_name": [None] * photos + crop_class,
             "class_names": [["person", "chair"]] * photos + [[c] for c in crop_class],
-            "confidence": np.concatenate([np.ones(photos), crops_table.column("confidence").to_numpy()]),
-            "area_fraction": np.concatenate([np.ones(photos), crops_table.column("area_fraction").to_numpy()]),
+            "confidence": np.concatenate([np.ones(photos), confidences]),
+            "area_fraction": np.concatenate([np.ones(photos), area_fractions]),
         },
         schema=schema,
     )
-    for name, table in ((IMAGES, images_table), (CROPS, crops_table), (EMBEDDINGS, embeddings_table)):
-        created = database.create_table(name, schema=table.schema)
-        for batch in table.to_batches(max_chunksize=100_000):
-            created.add(pa.Table.from_batches([batch]))
+    # Images and crops get their rows as the store writes them (with the `record` column).
+    for name, table_schema, records in ((IMAGES, IMAGES_SCHEMA, image_records), (CROPS, CROPS_SCHEMA, crop_records)):
+        created = database.create_table(name, schema=table_schema)
+        for start in range(0, len(records), _WRITE_BATCH):
+            rows_of_batch = record_rows(records[start : start + _WRITE_BATCH])
+            created.add(pa.Table.from_pylist(rows_of_batch, schema=table_schema))
+    created = database.create_table(EMBEDDINGS, schema=embeddings_table.schema)
+    for batch in embeddings_table.to_batches(max_chunksize=_WRITE_BATCH):
+        created.add(pa.Table.from_batches([batch]))
     return vectors
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 
+import lancedb
 import numpy as np
 import pytest
 
 from components.errors import StoreMismatchError
-from components.store import CropStore, search_filter, sql_string
+from components.store import CROPS, CROPS_SCHEMA, IMAGES, IMAGES_SCHEMA, RECORD, CropStore, search_filter, sql_string
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
 
 
@@ -153,6 +155,40 @@ def test_a_lookup_of_more_ids_than_one_filter_holds_returns_every_row(store: Cro
     ids = [record.image_id for record in images]
     assert store.images_by_id(ids) == {record.image_id: record for record in images}
     assert store.records_of_hits(ids, []) == ({record.image_id: record for record in images}, {})
+
+
+def test_lookups_give_back_exactly_the_records_written(store: CropStore) -> None:
+    parent = image("a").model_copy(update={"indexed_at": datetime(2026, 11, 27, 15, 4, 5, 123456, tzinfo=UTC)})
+    child = crop(parent, "c", confidence=0.1 + 0.2).model_copy(update={"x1": 1 / 3})
+    store.upsert_images([parent])
+    store.upsert_crops([child])
+    assert store.images_by_id([parent.image_id]) == {parent.image_id: parent}
+    assert store.crops_by_id([child.crop_id]) == {child.crop_id: child}
+    assert store.records_of_hits([parent.image_id], [child.crop_id]) == (
+        {parent.image_id: parent},
+        {child.crop_id: child},
+    )
+    # The typed columns hold the same values as the record column, for filters and SQL readers.
+    (row,) = lancedb.connect(store.uri).open_table(CROPS).to_arrow().to_pylist()
+    assert CropRecord.model_validate_json(row.pop(RECORD)) == CropRecord.model_validate(row) == child
+
+
+def test_tables_made_before_the_record_column_are_read_and_written_column_by_column(tmp_path: Path) -> None:
+    database = lancedb.connect(str(tmp_path / "db"))
+    for name, schema in ((IMAGES, IMAGES_SCHEMA), (CROPS, CROPS_SCHEMA)):
+        database.create_table(name, schema=schema.remove(schema.get_field_index(RECORD)))
+    store = CropStore(str(tmp_path / "db"))
+    parent, child = image("a"), crop(image("a"), "c")
+    for _ in range(2):
+        store.upsert_images([parent])
+        store.upsert_crops([child])
+    assert store.counts()["images"] == store.counts()["crops"] == 1
+    assert store.images_by_id([parent.image_id]) == {parent.image_id: parent}
+    assert store.crops_by_id([child.crop_id]) == {child.crop_id: child}
+    assert store.records_of_hits([parent.image_id], [child.crop_id]) == (
+        {parent.image_id: parent},
+        {child.crop_id: child},
+    )
 
 
 def test_ids_are_checked_before_reaching_a_filter(store: CropStore) -> None:
