@@ -117,10 +117,13 @@ def index_params(plan: Plan, source: Path, data_dir: Path, detector: str, embedd
 
 
 def run_flow(params: IndexParams) -> tuple[float, Any]:
+    """Seconds of one index run as `cropsearch index` runs it, and its report."""
     from flows.index_coco import index_coco
+    from flows.runners import no_heartbeats_without_a_server
 
     started = time.perf_counter()
-    report = index_coco(**params.model_dump())
+    with no_heartbeats_without_a_server():
+        report = index_coco(**params.model_dump())
     return time.perf_counter() - started, report
 
 

@@ -12,7 +12,7 @@ import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from pydantic import BaseModel, ValidationError
@@ -38,6 +38,7 @@ from schemas.params import (
 
 _FLAG_NAMES = {"db_uri": "--db", "k": "-k"}
 DEFAULT_DB_URI = str(DEFAULT_DATA_DIR / "lancedb")
+Result = TypeVar("Result")
 
 
 def _click_type(annotation: Any) -> tuple[Any, bool]:
@@ -102,6 +103,14 @@ def _fail(error: Exception) -> typing.NoReturn:
     sys.exit(2)
 
 
+def _run_flow(flow: Callable[..., Result], **parameters: Any) -> Result:
+    """Run a flow as the command's one run (without a server, Prefect's heartbeats would only slow it)."""
+    from flows.runners import no_heartbeats_without_a_server
+
+    with no_heartbeats_without_a_server():
+        return flow(**parameters)
+
+
 def _print_rows(rows: list[dict[str, str]]) -> None:
     if not rows:
         return
@@ -127,7 +136,7 @@ def index(**options: Any) -> None:
         check_index_can_start(params)
         from flows.index_coco import index_coco  # Prefect is imported only once the inputs are known good
 
-        report = index_coco(**params.model_dump(), show_progress=True)
+        report = _run_flow(index_coco, **params.model_dump(), show_progress=True)
     except (CropsearchError, ValueError) as error:
         _fail(error)
     _print_rows(report_table(report))
@@ -147,7 +156,7 @@ def query(text: str | None, image: Path | None, **options: Any) -> None:
         check_query_can_start(params)
         from flows.query import query as query_flow
 
-        result = query_flow(text=text, image=image, **params.model_dump())
+        result = _run_flow(query_flow, text=text, image=image, **params.model_dump())
     except (CropsearchError, ValueError) as error:
         _fail(error)
     if not result.hits:
@@ -191,7 +200,7 @@ def evaluate_command(**options: Any) -> None:
         check_eval_can_start(params)
         from flows.evaluate import evaluate
 
-        summary = evaluate(**params.model_dump())
+        summary = _run_flow(evaluate, **params.model_dump())
     except (CropsearchError, ValueError) as error:
         _fail(error)
     click.echo(Path(summary.report_path).read_text())
@@ -209,7 +218,7 @@ def demo(text: str, scenes: int, k: int, data_dir: Path, device: str) -> None:
     from flows.demo import demo as demo_flow
 
     try:
-        answers = demo_flow(text=text, scenes=scenes, k=k, data_dir=data_dir, device=device)
+        answers = _run_flow(demo_flow, text=text, scenes=scenes, k=k, data_dir=data_dir, device=device)
     except (CropsearchError, ValueError) as error:
         _fail(error)
     for label, hits in answers.items():

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from schemas.params import IndexParams
@@ -25,6 +25,23 @@ def runs_on_a_temporary_api() -> bool:
 
 
 @contextmanager
+def no_heartbeats_without_a_server() -> Iterator[None]:
+    """Flow runs started inside this block send no heartbeats when they run on a temporary API.
+
+    Prefect sends a flow run's heartbeat every 180 s so a server can mark runs that died as crashed.
+    A temporary API lives and dies with this process, so nothing reads them there, and each run
+    still ends by waiting for its heartbeat thread's 1 s sleep to run out: a run over an unchanged
+    source took 1.12 s with heartbeats, 0.37 s without (median of 8 each, interleaved). With a
+    server, heartbeats stay on.
+    """
+    if not runs_on_a_temporary_api():
+        yield
+        return
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+@contextmanager
 def workers_report_here(params: IndexParams) -> Iterator[None]:
     """Make tasks submitted inside this block to a local cluster report to this run's Prefect API.
 
@@ -32,9 +49,9 @@ def workers_report_here(params: IndexParams) -> Iterator[None]:
     task carries the flow's settings to its worker, which would then start a temporary API of its
     own (~5 s and ~200 MB per worker) and record its task runs there instead of beside the flow run.
     A remote cluster's workers could not reach this machine's 127.0.0.1: give them a server instead
-    (PREFECT_API_URL, see the README's "Scaling out").
+    (PREFECT_API_URL, see the README's "Scaling out"). Threads of this process need nothing.
     """
-    if not runs_on_a_temporary_api() or params.cluster_address:
+    if params.task_runner == "thread" or not runs_on_a_temporary_api() or params.cluster_address:
         yield
         return
     api_url = str(get_client(sync_client=True).api_url).rstrip("/")
