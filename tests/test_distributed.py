@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from components.store import CROPS, EMBEDDINGS, IMAGES, CropStore
+from components.store import CROPS, EMBEDDINGS, IMAGES, RECORD, CropStore
 from flows.index_coco import index_coco
 from flows.query import query
 from schemas.params import IndexParams, ObjectStoreSettings
+from schemas.records import CropRecord, ImageRecord
 from schemas.results import IndexReport
 from tests.s3_server import LocalS3Server
 from tests.test_flows import tiny_params
@@ -29,11 +30,21 @@ _IGNORED = {"indexed_at", "vector", "uri"}  # times differ; vectors compared by 
 
 
 def table_rows(db_uri: str, settings: ObjectStoreSettings | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-    """table -> id -> row, read straight from LanceDB."""
+    """table -> id -> row, read straight from LanceDB; each image and crop row's `record` is checked and left out.
+
+    The `record` column repeats the row's typed columns (times and uris included), so it must hold
+    the same record as they do; the typed columns are then what the runs are compared on.
+    """
     import lancedb
 
     db = lancedb.connect(db_uri, storage_options=(settings or ObjectStoreSettings()).lance_storage_options() or None)
-    return {name: {row[key]: row for row in db.open_table(name).to_arrow().to_pylist()} for name, key in _KEYS.items()}
+    tables = {
+        name: {row[key]: row for row in db.open_table(name).to_arrow().to_pylist()} for name, key in _KEYS.items()
+    }
+    for name, model in ((IMAGES, ImageRecord), (CROPS, CropRecord)):
+        for row_id, row in tables[name].items():
+            assert model.model_validate_json(row.pop(RECORD)) == model.model_validate(row), (name, row_id)
+    return tables
 
 
 def assert_same_tables(got: dict[str, dict[str, dict[str, Any]]], want: dict[str, dict[str, dict[str, Any]]]) -> None:
