@@ -183,8 +183,12 @@ class CropStore:
         self.write_timeout = write_timeout
         options = (object_store or ObjectStoreSettings()).lance_storage_options() if "://" in uri else {}
         # Zero interval: every read sees the latest commit, also commits of other processes.
-        self._storage_options = options or None
-        self._db = lancedb.connect(uri, read_consistency_interval=timedelta(0), storage_options=self._storage_options)
+        # Both connections (this one, and the query reader's below) open with the same options.
+        self._connection_options: dict[str, Any] = {
+            "read_consistency_interval": timedelta(0),
+            "storage_options": options or None,
+        }
+        self._db = lancedb.connect(uri, **self._connection_options)
         self._tables: dict[str, Any] = {}
         # A query's reads go through LanceDB's async API (see `_query_reads`), opened on the first query.
         self._reader: Any | None = None
@@ -420,9 +424,7 @@ class CropStore:
 
     async def _reader_table(self, name: str) -> Any | None:
         if self._reader is None:
-            self._reader = await lancedb.connect_async(
-                self.uri, read_consistency_interval=timedelta(0), storage_options=self._storage_options
-            )
+            self._reader = await lancedb.connect_async(self.uri, **self._connection_options)
         if name not in self._reader_tables:
             if name not in (await self._reader.list_tables()).tables:
                 return None
