@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,8 +23,14 @@ class ImageDecodeError(Exception):
     """A file that cannot be decoded as an image; the message says why."""
 
 
+# `warnings.catch_warnings` swaps the process's warning filters, so two threads opening files at once
+# could each restore the other's: files open one at a time (reading the header only, ~0.1 ms),
+# while the decoding itself runs on many threads (`components.stages`).
+_FILTERS_SWAP = threading.Lock()
+
+
 def _open(path: Path | BinaryIO) -> Image.Image:
-    with warnings.catch_warnings():
+    with _FILTERS_SWAP, warnings.catch_warnings():
         # Pillow only warns between its two pixel limits; a bomb is a bad file, not a warning.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:

@@ -1,17 +1,20 @@
-"""Running the CPU side of a pipeline (decoding, cutting, resizing) on a thread beside the model.
+"""Running the CPU side of a pipeline (decoding, cutting, resizing) on threads beside the model.
 
 PIL and torch release the GIL in their heavy loops, so a producer thread decoding the next batch
-overlaps with the forward pass of the current one instead of adding to it.
+overlaps with the forward pass of the current one instead of adding to it; several threads keep up
+with a GPU, which needs more pictures per second than one thread decodes.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _DONE = object()
 
@@ -21,7 +24,7 @@ class _Failure:
         self.error = error
 
 
-def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+def prefetched(items: Iterable[T], depth: int = 2) -> Generator[T, None, None]:
     """Iterate `items` on a background thread, at most `depth` items ahead of the consumer.
 
     An exception raised while producing is raised in the consumer at that point of the sequence; a
@@ -62,3 +65,25 @@ def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         producer.join()
+
+
+def mapped_ahead(function: Callable[[T], R], items: Iterable[T], threads: int, depth: int = 2) -> Iterator[R]:
+    """`map(function, items)` computed on `threads` background threads, results in the order of `items`.
+
+    At most `threads * depth` items are in work or done and waiting, which bounds memory. An
+    exception raised by `function` is raised in the consumer at that item; a consumer that stops
+    early cancels what has not started and waits for what has.
+    """
+    if threads <= 1:
+        yield from prefetched(map(function, items), depth)
+        return
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="prefetch")
+    futures: Generator[Future[R], None, None] = prefetched(
+        (pool.submit(function, item) for item in items), threads * depth
+    )
+    try:
+        for future in futures:
+            yield future.result()
+    finally:
+        futures.close()  # stops the thread that submits
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,8 +1,9 @@
 """The per-chunk stages of indexing, each a plain function of records: detect, crop, embed, write.
 
 Models and the store come in as arguments; records go in and out. A file that fails to decode
-becomes a `SkippedFile` with its reason, and the chunk goes on without it. Decoding (and, for
-embedding, resizing) runs on a prefetch thread, overlapping the model's forward passes.
+becomes a `SkippedFile` with its reason, and the chunk goes on without it. Decoding, cutting and
+(for embedding) resizing run on `decode_threads` background threads, overlapping the model's
+forward passes.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from components.detector import Detector
 from components.embedder import Embedder, image_embedding_steps
 from components.images import ImageDecodeError, decode_rgb
 from components.objects import ObjectFiles
-from components.prefetch import prefetched
+from components.prefetch import mapped_ahead, prefetched
 from components.store import CropStore
 from schemas.params import DetectionSettings
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 
 T = TypeVar("T")
+_Picture = tuple[ImageRecord | CropRecord, Image.Image]  # a whole image or a crop, decoded
 
 
 @dataclass
@@ -42,12 +44,22 @@ class StageResult:
     model_batches: int = 0
 
 
-def _decoded(records: Sequence[ImageRecord], skipped: list[SkippedFile]) -> Iterator[tuple[ImageRecord, Image.Image]]:
-    for record in records:
-        try:
-            yield record, decode_rgb(Path(record.uri))
-        except (ImageDecodeError, OSError) as error:
-            skipped.append(SkippedFile(path=record.uri, reason=str(error)))
+def _decode_or_skip(record: ImageRecord) -> Image.Image | SkippedFile:
+    try:
+        return decode_rgb(Path(record.uri))
+    except (ImageDecodeError, OSError) as error:
+        return SkippedFile(path=record.uri, reason=str(error))
+
+
+def _decoded(
+    records: Sequence[ImageRecord], skipped: list[SkippedFile], threads: int
+) -> Iterator[tuple[ImageRecord, Image.Image]]:
+    """Each record with its decoded pixels, in order, decoded on `threads` threads; failures go to `skipped`."""
+    for record, pixels in zip(records, mapped_ahead(_decode_or_skip, records, threads), strict=True):
+        if isinstance(pixels, SkippedFile):
+            skipped.append(pixels)
+        else:
+            yield record, pixels
 
 
 def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
@@ -85,13 +97,18 @@ def plan_stage(
 
 
 def detect_stage(
-    images: Sequence[ImageRecord], detector: Detector, detector_id: str, settings: DetectionSettings, batch_size: int
+    images: Sequence[ImageRecord],
+    detector: Detector,
+    detector_id: str,
+    settings: DetectionSettings,
+    batch_size: int,
+    decode_threads: int = 1,
 ) -> StageResult:
     """Boxes for every image as CropRecords (no files yet), `batch_size` images per forward pass."""
     result = StageResult()
     if settings.max_detections == 0:
         return result
-    for batch in prefetched(_batches(_decoded(images, result.skipped), batch_size)):
+    for batch in prefetched(_batches(_decoded(images, result.skipped, decode_threads), batch_size)):
         found = detector.detect([pixels for _, pixels in batch], settings)
         result.model_batches += 1
         for (record, _), detections in zip(batch, found, strict=True):
@@ -105,13 +122,27 @@ def crop_stage(
     crops_dir: Path | str,
     padding: float,
     files: ObjectFiles | None = None,
+    decode_threads: int = 1,
 ) -> StageResult:
-    """Write every crop file (a local folder or an s3:// URI), decoding each parent once for all of its crops."""
+    """Write every crop file (a local folder or an s3:// URI), decoding each parent once for all of its crops.
+
+    Parents are cut and their crops saved on `decode_threads` threads; records come back in order.
+    """
     crops_of = _crops_by_image(crops)
     result = StageResult()
     parents = [record for record in images if record.image_id in crops_of]
-    for record, pixels in prefetched(_decoded(parents, result.skipped)):
-        result.crops.extend(materialize_crops(pixels, crops_of[record.image_id], crops_dir, padding, files))
+
+    def cut_and_save(record: ImageRecord) -> list[CropRecord] | SkippedFile:
+        pixels = _decode_or_skip(record)
+        if isinstance(pixels, SkippedFile):
+            return pixels
+        return materialize_crops(pixels, crops_of[record.image_id], crops_dir, padding, files)
+
+    for saved in mapped_ahead(cut_and_save, parents, decode_threads):
+        if isinstance(saved, SkippedFile):
+            result.skipped.append(saved)
+        else:
+            result.crops.extend(saved)
     return result
 
 
@@ -122,25 +153,34 @@ def embed_stage(
     embedder_id: str,
     batch_size: int,
     files: ObjectFiles | None = None,
+    decode_threads: int = 1,
 ) -> StageResult:
     """One vector per whole image and per crop, `batch_size` pictures per forward pass.
 
     A crop's vector is computed from its file, the picture a hit shows: cut from the decoded parent
     instead, scores moved (the world CLIP scored one red triangle 0.69 uncompressed, 0.74 as the
     JPEG) and indexes built before would mix two kinds of crop vectors. The small files decode on
-    the prefetch thread, beside the model, so this costs no time.
+    the decode threads, beside the model, so this costs no time.
     """
     result = StageResult()
     files = files or ObjectFiles()
     crops_of = _crops_by_image(crops)
     classes_of = {image_id: sorted({c.class_name for c in group}) for image_id, group in crops_of.items()}
 
-    def pictures() -> Iterator[tuple[ImageRecord | CropRecord, Image.Image]]:
-        for record, pixels in _decoded(images, result.skipped):
-            own_crops = crops_of.get(record.image_id, [])
-            yield record, pixels
-            for crop in own_crops:
-                yield crop, decode_rgb(files.open(crop.uri))
+    def with_crops(record: ImageRecord) -> list[_Picture] | SkippedFile:
+        """An image and its crops, decoded: a crop file that fails to decode fails the chunk (it was just written)."""
+        pixels = _decode_or_skip(record)
+        if isinstance(pixels, SkippedFile):
+            return pixels
+        own_crops = crops_of.get(record.image_id, [])
+        return [(record, pixels), *((crop, decode_rgb(files.open(crop.uri))) for crop in own_crops)]
+
+    def pictures() -> Iterator[_Picture]:
+        for decoded in mapped_ahead(with_crops, images, decode_threads):
+            if isinstance(decoded, SkippedFile):
+                result.skipped.append(decoded)
+            else:
+                yield from decoded
 
     prepare, forward = image_embedding_steps(embedder)
     prepared_batches = prefetched(
@@ -173,6 +213,7 @@ def model_stage(
     detect_batch_size: int,
     embed_batch_size: int,
     files: ObjectFiles | None = None,
+    decode_threads: int = 1,
 ) -> ChunkWork:
     """Detect, crop and embed one chunk: the part of indexing that needs the models, and no database.
 
@@ -181,13 +222,19 @@ def model_stage(
     """
     work = ChunkWork()
     started = time.perf_counter()
-    detected = detect_stage(images, detector, detector_id, settings, detect_batch_size)
+    detected = detect_stage(images, detector, detector_id, settings, detect_batch_size, decode_threads)
     decodable = _without(images, detected.skipped)
     work.seconds["detect"], started = time.perf_counter() - started, time.perf_counter()
-    cropped = crop_stage(decodable, detected.crops, crops_dir, settings.padding, files)
+    cropped = crop_stage(decodable, detected.crops, crops_dir, settings.padding, files, decode_threads)
     work.seconds["crop"], started = time.perf_counter() - started, time.perf_counter()
     embedded = embed_stage(
-        _without(decodable, cropped.skipped), cropped.crops, embedder, embedder_id, embed_batch_size, files
+        _without(decodable, cropped.skipped),
+        cropped.crops,
+        embedder,
+        embedder_id,
+        embed_batch_size,
+        files,
+        decode_threads,
     )
     work.seconds["embed"] = time.perf_counter() - started
     work.crops, work.embeddings = cropped.crops, embedded.embeddings

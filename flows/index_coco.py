@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from components import sources, stages
 from components.detector import load_detector
-from components.devices import default_detect_batch_size, pick_device
+from components.devices import default_decode_threads, default_detect_batch_size, pick_device
 from components.embedder import load_embedder
 from components.errors import SourceError
 from components.images import register_images
@@ -120,6 +120,7 @@ def model_work(images: list[ImageRecord], params: IndexParams, detector_id: str,
         params.detect_batch_size or default_detect_batch_size(pick_device(params.device)),
         params.embed_batch_size,
         _files(params),
+        params.decode_threads or default_decode_threads(),
     )
 
 

@@ -158,6 +158,13 @@ class IndexParams(DetectionSettings, ObjectStoreSettings):
         description="images per detector forward pass; default 16 on CUDA, 1 on CPU (faster there, measured)",
     )
     embed_batch_size: int = Field(64, ge=1, le=4096, description="images or crops per embedder forward pass")
+    decode_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="threads that decode, cut and read pictures beside the models; default: this machine's "
+        "cores, at most 8 (a GPU needs several to keep busy)",
+    )
     vector_index_min_rows: int = Field(
         VECTOR_INDEX_MIN_ROWS,
         ge=0,

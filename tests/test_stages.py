@@ -118,3 +118,36 @@ def test_model_stage_runs_detect_crop_embed_and_reports_a_bad_file_once(tmp_path
         ("crop", images[0].image_id),
     }
     assert set(work.seconds) == {"detect", "crop", "embed"} and work.model_batches == 2
+
+
+def test_several_decode_threads_give_the_same_records_in_the_same_order(tmp_path: Path) -> None:
+    colours = [(230, 20, 20), (20, 230, 20), (20, 20, 230)]
+    paths = [
+        picture(tmp_path / f"photos/{n:02d}.png", (5 + n, 5, 40 + n, 30 + n % 7), colour=colours[n % 3])
+        for n in range(23)
+    ]
+    paths[7].write_bytes(b"broken")
+    images = register_images(paths[:7] + paths[8:], "t")[0]
+    images.insert(7, images[0].model_copy(update={"uri": str(paths[7].resolve()), "image_id": "7" * 64}))
+
+    def model_work(threads: int) -> stages.ChunkWork:
+        crops_dir = tmp_path / f"crops-{threads}"
+        return stages.model_stage(
+            images,
+            ColourBlobDetector(),
+            "blob",
+            MeanColourEmbedder(),
+            "mean",
+            DetectionSettings(),
+            crops_dir,
+            4,
+            5,
+            decode_threads=threads,
+        )
+
+    one, four = model_work(1), model_work(4)
+    assert [item.path for item in four.skipped] == [item.path for item in one.skipped] == [str(paths[7].resolve())]
+    assert [(c.crop_id, Path(c.uri).name) for c in four.crops] == [(c.crop_id, Path(c.uri).name) for c in one.crops]
+    assert len(one.crops) == 22
+    assert [(e.id, e.vector) for e in four.embeddings] == [(e.id, e.vector) for e in one.embeddings]
+    assert four.model_batches == one.model_batches
