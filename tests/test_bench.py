@@ -54,3 +54,21 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
     assert {"8", "24"} == set(figures["memory"]["runs"])
     sizes = figures["queries"]["sizes"]
     assert all(size["ann_recall_at_10"] >= 0.9 for size in sizes.values())
+
+
+def test_one_step_runs_alone_and_the_table_has_only_its_rows(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.perf", "--quick", "--work", str(tmp_path), "--only", "queries", "--rows", "3000"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = run.stdout[run.stdout.index("measure") :]
+    assert "query p50/p95 at 3,000 rows, ANN index" in table
+    assert "speed-up" not in table and "peak RSS" not in table and "re-index" not in table
+    (report,) = tmp_path.glob("perf-*.json")
+    assert list(json.loads(report.read_text())["queries"]["sizes"]) == ["3000"]
