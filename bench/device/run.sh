@@ -3,8 +3,8 @@
 #
 #   bash bench/device/run.sh [bench.perf options]     # from the repository root, .bundle/ beside it
 #
-# Each step runs on its own with a time limit, so a slow step costs only its own figures; the
-# tables go to stdout and, with the JSON files, to $OUT.
+# Each step runs on its own with a time limit (LIMIT_INDEXING=300 ...), so a slow step costs only
+# its own figures; the tables go to stdout and $OUT/<TAG><step>.log, the JSON to $OUT/<TAG>figures.tgz.
 set -uo pipefail
 out=${OUT:-/tmp/bench-out}
 site=/tmp/cropsearch-site
@@ -19,7 +19,8 @@ print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_
 for step in ${STEPS:-indexing memory queries}; do
     limit_var="LIMIT_${step^^}"
     timeout "${!limit_var:-300}" python3 -m bench.perf --work /tmp/bench --only "$step" "$@" 2>&1 \
-        | grep -v " | INFO " | tee "$out/$step.log"
+        | grep -v " | INFO " | tee "$out/${TAG:-}$step.log"
+    # Every step's JSON so far, in one file (a call brings back at most 8).
+    (cd /tmp/bench && tar -czf "$out/${TAG:-}figures.tgz" perf-*.json 2>/dev/null)
 done
-cp /tmp/bench/perf-*.json "$out/" 2>/dev/null
 true
