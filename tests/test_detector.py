@@ -42,3 +42,21 @@ def test_class_filter_keeps_only_named_classes(tiny_yolo: Path) -> None:
 def test_unknown_class_names_fail_listing_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown classes \['plant'\]; this detector knows: cat, dog"):
         class_ids_for(["cat", "plant"], {0: "cat", 1: "dog"})
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_building_the_predictor_leaves_torchs_thread_count_as_it_was(tiny_yolo: Path, precision: str) -> None:
+    import torch
+    from ultralytics.utils import NUM_THREADS
+
+    from components.detector import YoloDetector
+
+    before = torch.get_num_threads()
+    wanted = NUM_THREADS + 1  # ultralytics would set NUM_THREADS for the whole process
+    torch.set_num_threads(wanted)
+    try:
+        detector = YoloDetector(str(tiny_yolo), "cpu", precision)  # type: ignore[arg-type]
+        detector.detect([Image.open(ultralytics_assets()[0]).convert("RGB")], DetectionSettings())
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
