@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image
@@ -103,17 +103,37 @@ class ClipEmbedder:
 
 
 PrepareImages = Callable[[Sequence[Image.Image]], Any]
+JoinPrepared = Callable[[Sequence[Any]], Any]
 ForwardPass = Callable[[Any], np.ndarray]
 
 
-def image_embedding_steps(embedder: Embedder) -> tuple[PrepareImages, ForwardPass]:
-    """Embedding split in two: CPU preparation (may run on a prefetch thread), then the forward pass.
+class EmbeddingSteps(NamedTuple):
+    """Embedding split so the preparation can run on the decode threads, beside the model.
 
-    Plug-in embedders that only offer `embed_images` do all their work in the second step.
+    `prepare` turns some pictures into model input (thread-safe); `join` makes one batch of several
+    prepared groups (any batch can then be sliced: `batch[:n]`); `forward` embeds a batch.
     """
+
+    prepare: PrepareImages
+    join: JoinPrepared
+    forward: ForwardPass
+
+
+def _join_tensors(groups: Sequence[Any]) -> Any:
+    import torch
+
+    return groups[0] if len(groups) == 1 else torch.cat(list(groups))
+
+
+def _join_lists(groups: Sequence[Any]) -> list[Image.Image]:
+    return [picture for group in groups for picture in group]
+
+
+def image_embedding_steps(embedder: Embedder) -> EmbeddingSteps:
+    """CLIP prepares tensors; plug-in embedders that only offer `embed_images` do all their work in `forward`."""
     if isinstance(embedder, ClipEmbedder):
-        return embedder.prepare_images, embedder.embed_prepared
-    return list, embedder.embed_images
+        return EmbeddingSteps(embedder.prepare_images, _join_tensors, embedder.embed_prepared)
+    return EmbeddingSteps(list, _join_lists, embedder.embed_images)
 
 
 def load_embedder(spec: str, device: str = "auto", precision: str = "fp32") -> Embedder:
