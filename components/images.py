@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from components.prefetch import mapped_ahead
 from components.sources import hash_file
 from schemas.records import ImageRecord, SkippedFile
 
@@ -98,21 +99,34 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
 
 
-def register_images(paths: Iterable[Path], source: str) -> tuple[list[ImageRecord], list[SkippedFile]]:
-    """Hash and size every file; files that do not decode, or repeat earlier bytes, are skipped with a reason."""
+def _inspect(path: Path) -> tuple[int, int, str, int] | SkippedFile:
+    """Width, height, sha256 and size of one file, or why it cannot be indexed."""
+    try:
+        width, height = check_decodes(path)
+        return width, height, hash_file(path)["sha256"], path.stat().st_size
+    except ImageDecodeError as error:
+        return SkippedFile(path=str(path), reason=str(error))
+    except OSError as error:
+        return SkippedFile(path=str(path), reason=f"cannot read: {error}")
+
+
+def register_images(
+    paths: Iterable[Path], source: str, threads: int = 1
+) -> tuple[list[ImageRecord], list[SkippedFile]]:
+    """Hash and size every file; files that do not decode, or repeat earlier bytes, are skipped with a reason.
+
+    Files are read on `threads` threads (hashing and JPEG decoding release the GIL); the records
+    come back in the order of `paths`, so "earlier" means the same as with one thread.
+    """
+    ordered = list(paths)
     records: list[ImageRecord] = []
     skipped: list[SkippedFile] = []
     first_path_of: dict[str, Path] = {}
-    for path in paths:
-        try:
-            width, height = check_decodes(path)
-            image_id = hash_file(path)["sha256"]
-        except ImageDecodeError as error:
-            skipped.append(SkippedFile(path=str(path), reason=str(error)))
+    for path, inspected in zip(ordered, mapped_ahead(_inspect, ordered, threads), strict=True):
+        if isinstance(inspected, SkippedFile):
+            skipped.append(inspected)
             continue
-        except OSError as error:
-            skipped.append(SkippedFile(path=str(path), reason=f"cannot read: {error}"))
-            continue
+        width, height, image_id, num_bytes = inspected
         if image_id in first_path_of:
             skipped.append(SkippedFile(path=str(path), reason=f"same bytes as {first_path_of[image_id]}"))
             continue
@@ -124,7 +138,7 @@ def register_images(paths: Iterable[Path], source: str) -> tuple[list[ImageRecor
                 source=source,
                 width=width,
                 height=height,
-                num_bytes=path.stat().st_size,
+                num_bytes=num_bytes,
             )
         )
     return records, skipped

@@ -95,8 +95,8 @@ def list_source_images(folder: Path, limit: int | None) -> list[Path]:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def register(paths: list[Path], source_name: str) -> tuple[list[ImageRecord], list[SkippedFile]]:
-    return register_images(paths, source_name)
+def register(paths: list[Path], source_name: str, threads: int) -> tuple[list[ImageRecord], list[SkippedFile]]:
+    return register_images(paths, source_name, threads)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -287,7 +287,9 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
     if not paths:
         raise SourceError(f"no image files found in {folder} (looked for {', '.join(sorted(sources.IMAGE_SUFFIXES))})")
     with _timed(report, "register"):
-        images, skipped = register(quote(paths), params.resolved_source_name)
+        images, skipped = register(
+            quote(paths), params.resolved_source_name, params.decode_threads or default_decode_threads()
+        )
         report.skipped.extend(skipped)
     if not images:
         reasons = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:3])

@@ -151,3 +151,24 @@ def test_unusual_but_valid_images_register_and_decode_to_rgb(
         assert r > 200 and g < 60 and b < 60, (r, g, b)
     else:
         assert abs(r - 200) < 8 and r == g == b
+
+
+def test_registering_on_several_threads_gives_the_same_records_and_skips_in_order(tmp_path: Path) -> None:
+    """Duplicates keep the first path in list order, bad files and bombs are skipped, whichever thread reads them."""
+    paths = [write_scene(tmp_path / f"{n:02d}.jpg", seed=n % 7, size=(96, 64)) for n in range(20)]
+    (tmp_path / "bad.jpg").write_text("not an image")
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (1, 1)).save(bomb)
+    data = bytearray(bomb.read_bytes())
+    data[16:24] = struct.pack(">II", 50_000, 50_000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    bomb.write_bytes(bytes(data))
+    paths[5:5] = [tmp_path / "bad.jpg", bomb]
+    one = register_images(paths, source="test")
+    several = register_images(paths, source="test", threads=4)
+    assert several == one
+    records, skipped = several
+    assert len(records) == 7  # seeds 0-6 repeat: the first file of each seed is kept
+    assert [record.uri for record in records] == [str(path.resolve()) for path in paths[:5] + paths[7:9]]
+    assert {Path(item.path).name for item in skipped[:2]} == {"bad.jpg", "bomb.png"}
+    assert all("same bytes as" in item.reason for item in skipped[2:])
