@@ -151,3 +151,21 @@ def test_several_decode_threads_give_the_same_records_in_the_same_order(tmp_path
     assert len(one.crops) == 22
     assert [(e.id, e.vector) for e in four.embeddings] == [(e.id, e.vector) for e in one.embeddings]
     assert four.model_batches == one.model_batches
+
+
+def test_clip_vectors_from_joined_batches_match_each_picture_embedded_alone(tmp_path: Path, tiny_clip: Path) -> None:
+    from components.embedder import load_embedder
+
+    embedder = load_embedder(str(tiny_clip), "cpu", "fp32")
+    paths = [picture(tmp_path / f"{n}.png", (5 + 3 * n, 5, 50, 40 + n), colour=(30 * n, 200, 20)) for n in range(5)]
+    images = register_images(paths, "t")[0]
+    detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=2)
+    cropped = stages.crop_stage(images, detected.crops, tmp_path / "crops", padding=0.0)
+    # Batches of 4 cut across the groups of an image and its crop, leaving remainders to carry over.
+    embedded = stages.embed_stage(images, cropped.crops, embedder, "clip", batch_size=4, decode_threads=3)
+    uri_of = {image.image_id: image.uri for image in images} | {crop.crop_id: crop.uri for crop in cropped.crops}
+    assert len(embedded.embeddings) == len(uri_of) == 10 and embedded.model_batches == 3
+    for record in embedded.embeddings:
+        key = record.crop_id or record.image_id
+        (alone,) = embedder.embed_images([Image.open(uri_of[key]).convert("RGB")])
+        assert np.allclose(record.vector, alone, atol=1e-5), key
