@@ -38,6 +38,7 @@ CROPS_PER_IMAGE = 8
 STEPS = ("indexing", "memory", "queries")
 TARGETS = {
     "speedup": 4.0,
+    "speedup_on_gpu": 10.0,
     "over_floor": 1.25,
     "memory_growth": 0.10,
     "query_p95_ms": 50.0,
@@ -260,6 +261,12 @@ class ComputeFloor:
         sizes = [min(batch_size, items - start) for start in range(0, items, batch_size)]
         batches = {size: torch.rand(size, *shape, device=self.device) for size in set(sizes)}
         with torch.inference_mode():
+            if self.device.startswith("cuda"):
+                # A GPU's first pass at a new shape loads and tunes kernels (3 s in the H200's first
+                # round); the pipeline paid that in its warm-up and earlier rounds.
+                for batch in batches.values():
+                    run(batch)
+                torch.cuda.synchronize()
             started = time.perf_counter()
             for size in sizes:
                 run(batches[size])
@@ -303,13 +310,15 @@ class OriginalLoop:
         with torch.no_grad():
             return self.clip.get_image_features(**inputs).pooler_output
 
-    def run(self, paths: list[Path]) -> dict[str, Any]:
+    def run(self, paths: list[Path], torch_threads: int | None = None) -> dict[str, Any]:
+        """The loop over `paths`, at ultralytics' thread count unless `torch_threads` says otherwise."""
         import torch
 
         process_threads = torch.get_num_threads()
-        torch.set_num_threads(self.torch_threads)
+        threads = torch_threads or self.torch_threads
+        torch.set_num_threads(threads)
         try:
-            return {**self._run(paths), "torch_threads": self.torch_threads}
+            return {**self._run(paths), "torch_threads": threads}
         finally:
             torch.set_num_threads(process_threads)
 
@@ -352,6 +361,10 @@ def measure_indexing(plan: Plan, models: Models) -> dict[str, Any]:
         compute = floor.seconds(ran["images"], ran["crops"], ran["detect_batch_size"], ran["embed_batch_size"])
         looped = loop.run(photos[: plan.baseline_images // plan.rounds])
         rounds.append({"pipeline": ran, "floor": compute, "loop": looped})
+        if ran["torch_threads"] != looped["torch_threads"] and not plan.quick:
+            # The loop again on the pipeline's thread count: how much of the speed-up that is.
+            same = loop.run(photos[: plan.baseline_images // plan.rounds], torch_threads=ran["torch_threads"])
+            rounds[-1]["loop_at_pipeline_threads"] = same
         print(
             f"  round {number + 1}/{plan.rounds}: pipeline {ran['seconds']:.1f} s, floor {compute['seconds']:.1f} s, "
             f"loop {looped['seconds']:.1f} s ({looped['images']} images)",
@@ -756,6 +769,8 @@ def indexing_rows(figures: Figures) -> list[Row]:
     # the median of the rounds' own ratios (the ratio of the totals is shown beside it).
     spread = round_ratios(figures.rounds)
     speedup, over_floor = float(np.median(spread["speedup"])), float(np.median(spread["over_floor"]))
+    on_gpu = str(figures.plan.get("resolved_device", "cpu")).startswith("cuda")
+    speedup_target = TARGETS["speedup_on_gpu" if on_gpu else "speedup"]
     of_rounds = f"median of {len(figures.rounds)} rounds"
     batches = (
         f"batches of {pipeline['detect_batch_size']} / {pipeline['embed_batch_size']}, "
@@ -773,9 +788,10 @@ def indexing_rows(figures: Figures) -> list[Row]:
         Row(
             "speed-up over the original loop",
             f"{speedup:.2f}x ({of_rounds}, {_span(spread['speedup'])}; totals {per_second / loop_per_second:.2f}x)",
-            f">= {TARGETS['speedup']}x",
-            speedup >= TARGETS["speedup"],
+            f">= {speedup_target}x",
+            speedup >= speedup_target,
         ),
+        *_same_threads_rows(figures.rounds),
         Row(
             "ceiling: the compute floor's own speed-up over the loop",
             f"{float(np.median(spread['ceiling'])):.2f}x ({of_rounds}, {_span(spread['ceiling'])})",
@@ -866,6 +882,21 @@ def reindex_rows(figures: Figures) -> list[Row]:
     ]
 
 
+def _same_threads_rows(rounds: list[dict[str, Any]]) -> list[Row]:
+    """The speed-up over the loop run on the pipeline's thread count, where the two differ (a CPU)."""
+    if not all("loop_at_pipeline_threads" in one for one in rounds):
+        return []
+    same = [{**one, "loop": one["loop_at_pipeline_threads"]} for one in rounds]
+    speedups = round_ratios(same)["speedup"]
+    threads = rounds[0]["loop_at_pipeline_threads"]["torch_threads"]
+    return [
+        Row(
+            f"speed-up over the loop run on {threads} torch threads too",
+            f"{float(np.median(speedups)):.2f}x (median of {len(rounds)} rounds, {_span(speedups)})",
+        )
+    ]
+
+
 def _span(ratios: list[float]) -> str:
     return f"rounds {min(ratios):.2f}-{max(ratios):.2f}x"
 
@@ -902,8 +933,12 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = plan_from(args)
     plan.work.mkdir(parents=True, exist_ok=True)
+    from components.devices import pick_device
+
     figures = Figures(
-        machine=machine(), plan={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(plan).items()}
+        machine=machine(),
+        plan={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(plan).items()}
+        | {"resolved_device": pick_device(plan.device)},
     )
     print(f"machine: {figures.machine}", flush=True)
     models = prepare_models(plan)
