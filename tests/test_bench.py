@@ -16,11 +16,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> None:
+def quick_benchmark(work: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run `bench.perf --quick` into `work`; return the finished process and its table."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     run = subprocess.run(
-        [sys.executable, "-m", "bench.perf", "--quick", "--work", str(tmp_path)],
+        [sys.executable, "-m", "bench.perf", "--quick", "--work", str(work), *options],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -28,7 +28,12 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
         timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    table = run.stdout[run.stdout.index("measure") :]
+    return run, run.stdout[run.stdout.index("measure") :]
+
+
+@pytest.mark.slow
+def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> None:
+    run, table = quick_benchmark(tmp_path)
     for measure in (
         "speed-up over the original loop",
         "pipeline time / compute floor",
@@ -57,17 +62,7 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
 
 
 def test_one_step_runs_alone_and_the_table_has_only_its_rows(tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.perf", "--quick", "--work", str(tmp_path), "--only", "queries", "--rows", "3000"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    table = run.stdout[run.stdout.index("measure") :]
+    _, table = quick_benchmark(tmp_path, "--only", "queries", "--rows", "3000")
     assert "query p50/p95 at 3,000 rows, ANN index" in table
     assert "speed-up" not in table and "peak RSS" not in table and "re-index" not in table
     (report,) = tmp_path.glob("perf-*.json")
