@@ -90,14 +90,18 @@ def test_decode_of_a_missing_or_broken_file_raises_a_named_error(tmp_path: Path)
         decode_rgb(broken)
 
 
-def test_a_decompression_bomb_is_skipped_not_decoded(tmp_path: Path) -> None:
+def write_bomb(path: Path) -> Path:
     """A tiny PNG whose header declares 50,000 x 50,000 pixels (2.5 gigapixels)."""
-    path = tmp_path / "bomb.png"
     Image.new("L", (1, 1)).save(path)
     data = bytearray(path.read_bytes())
     data[16:24] = struct.pack(">II", 50_000, 50_000)  # IHDR width, height
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # IHDR checksum
     path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_decompression_bomb_is_skipped_not_decoded(tmp_path: Path) -> None:
+    path = write_bomb(tmp_path / "bomb.png")
     records, skipped = register_images([path], source="test")
     assert records == [] and "not a decodable image" in skipped[0].reason
     assert "decompression bomb" in skipped[0].reason
@@ -157,12 +161,7 @@ def test_registering_on_several_threads_gives_the_same_records_and_skips_in_orde
     """Duplicates keep the first path in list order, bad files and bombs are skipped, whichever thread reads them."""
     paths = [write_scene(tmp_path / f"{n:02d}.jpg", seed=n % 7, size=(96, 64)) for n in range(20)]
     (tmp_path / "bad.jpg").write_text("not an image")
-    bomb = tmp_path / "bomb.png"
-    Image.new("L", (1, 1)).save(bomb)
-    data = bytearray(bomb.read_bytes())
-    data[16:24] = struct.pack(">II", 50_000, 50_000)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    bomb.write_bytes(bytes(data))
+    bomb = write_bomb(tmp_path / "bomb.png")
     paths[5:5] = [tmp_path / "bad.jpg", bomb]
     one = register_images(paths, source="test")
     several = register_images(paths, source="test", threads=4)
