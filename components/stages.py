@@ -31,6 +31,7 @@ from schemas.params import DetectionSettings
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -50,15 +51,23 @@ def _decode_or_skip(record: ImageRecord) -> Image.Image | SkippedFile:
         return SkippedFile(path=record.uri, reason=str(error))
 
 
-def _decoded(
-    records: Sequence[ImageRecord], skipped: list[SkippedFile], threads: int
-) -> Iterator[tuple[ImageRecord, Image.Image]]:
-    """Each record with its decoded pixels, in order, decoded on `threads` threads; failures go to `skipped`."""
-    for record, pixels in zip(records, mapped_ahead(_decode_or_skip, records, threads), strict=True):
-        if isinstance(pixels, SkippedFile):
-            skipped.append(pixels)
+def _done_or_skipped(
+    work: Callable[[ImageRecord], R | SkippedFile],
+    records: Sequence[ImageRecord],
+    threads: int,
+    skipped: list[SkippedFile],
+) -> Iterator[R]:
+    """`work` on each record, on `threads` threads, results in order; the files it skips go to `skipped`."""
+    for outcome in mapped_ahead(work, records, threads):
+        if isinstance(outcome, SkippedFile):
+            skipped.append(outcome)
         else:
-            yield record, pixels
+            yield outcome
+
+
+def _with_pixels(record: ImageRecord) -> tuple[ImageRecord, Image.Image] | SkippedFile:
+    pixels = _decode_or_skip(record)
+    return pixels if isinstance(pixels, SkippedFile) else (record, pixels)
 
 
 def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
@@ -107,7 +116,8 @@ def detect_stage(
     result = StageResult()
     if settings.max_detections == 0:
         return result
-    for batch in prefetched(_batches(_decoded(images, result.skipped, decode_threads), batch_size)):
+    decoded = _done_or_skipped(_with_pixels, images, decode_threads, result.skipped)
+    for batch in prefetched(_batches(decoded, batch_size)):
         found = detector.detect([pixels for _, pixels in batch], settings)
         result.model_batches += 1
         for (record, _), detections in zip(batch, found, strict=True):
@@ -137,11 +147,8 @@ def crop_stage(
             return pixels
         return materialize_crops(pixels, crops_of[record.image_id], crops_dir, padding, files)
 
-    for saved in mapped_ahead(cut_and_save, parents, decode_threads):
-        if isinstance(saved, SkippedFile):
-            result.skipped.append(saved)
-        else:
-            result.crops.extend(saved)
+    for saved in _done_or_skipped(cut_and_save, parents, decode_threads, result.skipped):
+        result.crops.extend(saved)
     return result
 
 
@@ -182,15 +189,9 @@ def embed_stage(
         pictures = [pixels, *(decode_rgb(files.open(crop.uri)) for crop in own_crops)]
         return [record, *own_crops], steps.prepare(pictures)
 
-    def groups() -> Iterator[tuple[list[ImageRecord | CropRecord], Any]]:
-        for prepared in mapped_ahead(prepared_with_crops, images, decode_threads):
-            if isinstance(prepared, SkippedFile):
-                result.skipped.append(prepared)
-            else:
-                yield prepared
-
+    groups = _done_or_skipped(prepared_with_crops, images, decode_threads, result.skipped)
     # Batches are joined on a thread of their own too, while the model embeds the one before.
-    for items, batch in prefetched(_rebatched(groups(), batch_size, steps.join)):
+    for items, batch in prefetched(_rebatched(groups, batch_size, steps.join)):
         vectors = steps.forward(batch)
         result.model_batches += 1
         for item, vector in zip(items, vectors, strict=True):
