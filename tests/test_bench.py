@@ -67,3 +67,32 @@ def test_one_step_runs_alone_and_the_table_has_only_its_rows(tmp_path: Path) -> 
     assert "speed-up" not in table and "peak RSS" not in table and "re-index" not in table
     (report,) = tmp_path.glob("perf-*.json")
     assert list(json.loads(report.read_text())["queries"]["sizes"]) == ["3000"]
+
+
+def test_the_loop_on_the_pipelines_threads_gets_its_own_speed_up_and_ceiling_rows() -> None:
+    from bench.perf import TARGETS, Figures, table_rows
+
+    def one_round(loop_seconds: float, same_threads_seconds: float) -> dict[str, dict[str, float]]:
+        return {
+            "pipeline": {"images": 10, "seconds": 6.0},
+            "floor": {"seconds": 5.0},
+            "loop": {"images": 2, "seconds": loop_seconds, "torch_threads": 1},
+            "loop_at_pipeline_threads": {"images": 2, "seconds": same_threads_seconds, "torch_threads": 2},
+        }
+
+    # Per image: pipeline 0.6 s, floor 0.5 s; loop 2.5 s on 1 thread, 1.5 s on 2.
+    rounds = [one_round(5.0, 3.0), one_round(5.0, 3.0)]
+    figures = Figures(machine={}, plan={"steps": ["indexing"]}, rounds=rounds)
+    figures.pipeline = {
+        "images": 20, "crops": 160, "seconds": 12.0, "detect_batch_size": 1, "embed_batch_size": 64,
+        "decode_threads": 2, "torch_threads": 2, "seconds_per_stage": {"detect": 8.0, "embed": 4.0},
+        "rerun_seconds": 0.1, "rerun_images_new": 0,
+    }  # fmt: skip
+    figures.loop = {"images": 4, "crops": 32, "seconds": 10.0, "torch_threads": 1}
+    figures.floor = {"seconds": 10.0, "precision": "bf16"}
+    rows = {row.measure: row for row in table_rows(figures)}
+    same = rows["speed-up over the loop run on 2 torch threads too"]
+    assert same.value.startswith("2.50x") and same.target == f">= {TARGETS['speedup']}x" and same.met is False
+    ceiling = rows["ceiling: the compute floor's own speed-up over the loop on 2 torch threads"]
+    assert ceiling.value.startswith("3.00x") and "out of reach" in ceiling.value
+    assert rows["speed-up over the original loop"].value.startswith("4.17x")
