@@ -39,7 +39,12 @@ def _first_output(network: Any) -> Any:
 
 
 def main(pairs: int, work: Path) -> None:
-    import openvino
+    try:
+        import openvino
+    except ImportError:
+        raise SystemExit(
+            "bench.openvino_probe needs OpenVINO, which cropsearch does not install: pip install openvino"
+        ) from None
     import torch
     from PIL import Image
     from ultralytics import YOLO
