@@ -44,30 +44,33 @@ class StageResult:
     model_batches: int = 0
 
 
-def _decode_or_skip(record: ImageRecord) -> Image.Image | SkippedFile:
-    try:
-        return decode_rgb(Path(record.uri))
-    except (ImageDecodeError, OSError) as error:
-        return SkippedFile(path=record.uri, reason=str(error))
-
-
-def _done_or_skipped(
-    work: Callable[[ImageRecord], R | SkippedFile],
+def _decoded_and_done(
+    work: Callable[[ImageRecord, Image.Image], R],
     records: Sequence[ImageRecord],
     threads: int,
     skipped: list[SkippedFile],
 ) -> Iterator[R]:
-    """`work` on each record, on `threads` threads, results in order; the files it skips go to `skipped`."""
-    for outcome in mapped_ahead(work, records, threads):
+    """Each record's photo decoded and `work` run on it, on `threads` threads, results in order.
+
+    A photo that does not decode goes to `skipped` instead.
+    """
+
+    def decode_then_work(record: ImageRecord) -> R | SkippedFile:
+        try:
+            pixels = decode_rgb(Path(record.uri))
+        except (ImageDecodeError, OSError) as error:
+            return SkippedFile(path=record.uri, reason=str(error))
+        return work(record, pixels)  # outside the `try`: its own errors are not a bad photo
+
+    for outcome in mapped_ahead(decode_then_work, records, threads):
         if isinstance(outcome, SkippedFile):
             skipped.append(outcome)
         else:
             yield outcome
 
 
-def _with_pixels(record: ImageRecord) -> tuple[ImageRecord, Image.Image] | SkippedFile:
-    pixels = _decode_or_skip(record)
-    return pixels if isinstance(pixels, SkippedFile) else (record, pixels)
+def _with_pixels(record: ImageRecord, pixels: Image.Image) -> tuple[ImageRecord, Image.Image]:
+    return record, pixels
 
 
 def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
@@ -116,7 +119,7 @@ def detect_stage(
     result = StageResult()
     if settings.max_detections == 0:
         return result
-    decoded = _done_or_skipped(_with_pixels, images, decode_threads, result.skipped)
+    decoded = _decoded_and_done(_with_pixels, images, decode_threads, result.skipped)
     for batch in prefetched(_batches(decoded, batch_size)):
         found = detector.detect([pixels for _, pixels in batch], settings)
         result.model_batches += 1
@@ -141,13 +144,10 @@ def crop_stage(
     result = StageResult()
     parents = [record for record in images if record.image_id in crops_of]
 
-    def cut_and_save(record: ImageRecord) -> list[CropRecord] | SkippedFile:
-        pixels = _decode_or_skip(record)
-        if isinstance(pixels, SkippedFile):
-            return pixels
+    def cut_and_save(record: ImageRecord, pixels: Image.Image) -> list[CropRecord]:
         return materialize_crops(pixels, crops_of[record.image_id], crops_dir, padding, files)
 
-    for saved in _done_or_skipped(cut_and_save, parents, decode_threads, result.skipped):
+    for saved in _decoded_and_done(cut_and_save, parents, decode_threads, result.skipped):
         result.crops.extend(saved)
     return result
 
@@ -177,19 +177,16 @@ def embed_stage(
 
     steps = image_embedding_steps(embedder)
 
-    def prepared_with_crops(record: ImageRecord) -> tuple[list[ImageRecord | CropRecord], Any] | SkippedFile:
+    def prepared_with_crops(record: ImageRecord, pixels: Image.Image) -> tuple[list[ImageRecord | CropRecord], Any]:
         """An image and its crops, decoded and prepared for the model (on a decode thread).
 
         A crop file that fails to decode fails the chunk: it was just written.
         """
-        pixels = _decode_or_skip(record)
-        if isinstance(pixels, SkippedFile):
-            return pixels
         own_crops = crops_of.get(record.image_id, [])
         pictures = [pixels, *(decode_rgb(files.open(crop.uri)) for crop in own_crops)]
         return [record, *own_crops], steps.prepare(pictures)
 
-    groups = _done_or_skipped(prepared_with_crops, images, decode_threads, result.skipped)
+    groups = _decoded_and_done(prepared_with_crops, images, decode_threads, result.skipped)
     # Batches are joined on a thread of their own too, while the model embeds the one before.
     for items, batch in prefetched(_rebatched(groups, batch_size, steps.join)):
         vectors = steps.forward(batch)
