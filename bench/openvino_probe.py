@@ -49,19 +49,17 @@ def main(pairs: int, work: Path) -> None:
     from PIL import Image
     from ultralytics import YOLO
 
-    from bench.perf import CROPS_PER_IMAGE
+    from bench.perf import FIXED_CROPS
     from components.detector import load_detector
     from components.devices import autocast_to
-    from schemas.params import DetectionSettings
 
     work.mkdir(parents=True, exist_ok=True)
     weights = work / "yolov10x-random.pt"
     if not weights.is_file():
         YOLO("yolov10x.yaml").save(str(weights))
     threads = torch.get_num_threads()
-    settings = DetectionSettings(confidence=0.0001, max_detections=CROPS_PER_IMAGE, min_box_pixels=1)
     detector = load_detector(str(weights), "cpu", "bf16")
-    detector.detect([Image.new("RGB", (640, 480))], settings)  # builds the network the pipeline runs
+    detector.detect([Image.new("RGB", (640, 480))], FIXED_CROPS)  # builds the network the pipeline runs
     pipeline_network = detector._model.predictor.model  # type: ignore[attr-defined]
 
     fp32 = YOLO(str(weights))

@@ -32,9 +32,12 @@ import numpy as np
 
 from bench.models import DETECTOR_ARCHITECTURE, SMALL_DETECTOR_ARCHITECTURE, build_clip_vit_b32
 from bench.photos import write_photos
-from schemas.params import WORLD_EMBEDDER, IndexParams
+from schemas.params import WORLD_EMBEDDER, DetectionSettings, IndexParams
 
 CROPS_PER_IMAGE = 8
+# Random detectors find nothing at normal thresholds: these settings make every image give exactly
+# CROPS_PER_IMAGE crops, for the pipeline, the loop and the probes alike.
+FIXED_CROPS = DetectionSettings(confidence=0.0001, max_detections=CROPS_PER_IMAGE, min_box_pixels=1)
 STEPS = ("indexing", "memory", "queries")
 TARGETS = {
     "speedup": 4.0,
@@ -124,9 +127,7 @@ def index_params(plan: Plan, source: Path, data_dir: Path, detector: str, embedd
         embedder=embedder,
         device=plan.device,
         precision=plan.precision,  # type: ignore[arg-type]
-        confidence=0.0001,
-        max_detections=CROPS_PER_IMAGE,
-        min_box_pixels=1,
+        **FIXED_CROPS.model_dump(exclude_unset=True),
         **chosen,
     )
 
@@ -299,7 +300,13 @@ class OriginalLoop:
         torch.set_num_threads(process_threads)
 
     def detect(self, path: Path) -> list[list[float]]:
-        found = self.yolo.predict(str(path), conf=0.0001, max_det=CROPS_PER_IMAGE, device=self.device, verbose=False)
+        found = self.yolo.predict(
+            str(path),
+            conf=FIXED_CROPS.confidence,
+            max_det=FIXED_CROPS.max_detections,
+            device=self.device,
+            verbose=False,
+        )
         return found[0].boxes.xyxy.tolist()
 
     def embed(self, path: Path) -> Any:

@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 
 from bench.models import build_clip_vit_b32
+from bench.perf import FIXED_CROPS
 from bench.photos import write_photos
 from components import stages
 from components.detector import load_detector
 from components.embedder import load_embedder
 from components.images import decode_rgb, register_images
 from components.prefetch import mapped_ahead
-from schemas.params import DetectionSettings
 
 
 def main(
@@ -35,7 +35,7 @@ def main(
 ) -> None:
     photos = sorted(write_photos(work / "probe-photos", count, seed=5).glob("*.jpg"))
     records, _ = register_images(photos, "probe")
-    settings = DetectionSettings(confidence=0.0001, max_detections=8, min_box_pixels=1)
+    settings = FIXED_CROPS
     detector = load_detector(detector_spec, device, precision)
     if embedder_spec == "b32":
         embedder_spec = str(build_clip_vit_b32(work / "probe-clip"))
