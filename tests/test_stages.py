@@ -96,21 +96,29 @@ def test_plan_skips_indexed_images_and_follows_moves_and_edits(tmp_path: Path, s
     assert store.counts() == {"images": 2, "crops": 2, "embeddings": 4}
 
 
-def test_model_stage_runs_detect_crop_embed_and_reports_a_bad_file_once(tmp_path: Path) -> None:
-    paths = [picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", (50, 20, 90, 60))]
-    images, _ = register_images(paths, "t")
-    paths[1].write_bytes(b"not an image any more")
-    work = stages.model_stage(
+def blob_model_stage(
+    images: list[ImageRecord], crops_dir: Path, detect_batch_size: int, embed_batch_size: int, decode_threads: int = 1
+) -> stages.ChunkWork:
+    """`model_stage` with the colour-blob detector, the mean-colour embedder and default detection settings."""
+    return stages.model_stage(
         images,
         ColourBlobDetector(),
         "blob",
         MeanColourEmbedder(),
         "mean",
         DetectionSettings(),
-        tmp_path / "crops",
-        1,
-        8,
+        crops_dir,
+        detect_batch_size,
+        embed_batch_size,
+        decode_threads=decode_threads,
     )
+
+
+def test_model_stage_runs_detect_crop_embed_and_reports_a_bad_file_once(tmp_path: Path) -> None:
+    paths = [picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", (50, 20, 90, 60))]
+    images, _ = register_images(paths, "t")
+    paths[1].write_bytes(b"not an image any more")
+    work = blob_model_stage(images, tmp_path / "crops", detect_batch_size=1, embed_batch_size=8)
     assert [item.path for item in work.skipped] == [images[1].uri]  # detect skipped it; crop and embed never saw it
     assert [crop.image_id for crop in work.crops] == [images[0].image_id]
     assert {(e.kind, e.image_id) for e in work.embeddings} == {
@@ -131,19 +139,7 @@ def test_several_decode_threads_give_the_same_records_in_the_same_order(tmp_path
     images.insert(7, images[0].model_copy(update={"uri": str(paths[7].resolve()), "image_id": "7" * 64}))
 
     def model_work(threads: int) -> stages.ChunkWork:
-        crops_dir = tmp_path / f"crops-{threads}"
-        return stages.model_stage(
-            images,
-            ColourBlobDetector(),
-            "blob",
-            MeanColourEmbedder(),
-            "mean",
-            DetectionSettings(),
-            crops_dir,
-            4,
-            5,
-            decode_threads=threads,
-        )
+        return blob_model_stage(images, tmp_path / f"crops-{threads}", 4, 5, decode_threads=threads)
 
     one, four = model_work(1), model_work(4)
     assert [item.path for item in four.skipped] == [item.path for item in one.skipped] == [str(paths[7].resolve())]
