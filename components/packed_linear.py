@@ -23,7 +23,15 @@ def _ops() -> Any | None:
     ops = torch.ops.mkldnn
     if not (hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):
         return None
+    # oneDNN's bf16 kernels need AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT; a CPU with AVX2 alone has neither.
+    if hasattr(ops, "_is_mkldnn_bf16_supported") and not ops._is_mkldnn_bf16_supported():
+        return None
     return ops
+
+
+def packing_available() -> bool:
+    """Whether this CPU and PyTorch build can pack bf16 linear layers (oneDNN with bf16 kernels)."""
+    return _ops() is not None
 
 
 class PackedLinear(nn.Module):
