@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -32,6 +30,7 @@ import numpy as np
 
 from bench.models import DETECTOR_ARCHITECTURE, SMALL_DETECTOR_ARCHITECTURE, build_clip_vit_b32
 from bench.photos import write_photos
+from bench.report import Row, machine, machine_header, render
 from schemas.params import WORLD_EMBEDDER, DetectionSettings, IndexParams
 
 CROPS_PER_IMAGE = 8
@@ -706,39 +705,6 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 # -- report -----------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    import torch
-
-    from components.devices import cpu_computes_bf16
-
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(memory_gib, 1),
-        "cpu_bf16": cpu_computes_bf16(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-
-
-@dataclass
-class Row:
-    measure: str
-    value: str
-    target: str = ""
-    met: bool | None = None
-
-
 @dataclass
 class Figures:
     machine: dict[str, Any]
@@ -919,15 +885,6 @@ def _span(ratios: list[float]) -> str:
     return f"rounds {min(ratios):.2f}-{max(ratios):.2f}x"
 
 
-def render(rows: list[Row]) -> str:
-    marks = {True: "yes", False: "NO", None: ""}
-    cells = [("measure", "value", "target", "met")] + [(r.measure, r.value, r.target, marks[r.met]) for r in rows]
-    widths = [max(len(line[column]) for line in cells) for column in range(4)]
-    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)) for line in cells]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small models and sizes (checks the benchmark itself)")
@@ -958,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
         plan={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(plan).items()}
         | {"resolved_device": pick_device(plan.device)},
     )
-    print(f"machine: {figures.machine}", flush=True)
+    print(machine_header(figures.machine), flush=True)
     models = prepare_models(plan)
     steps: list[tuple[str, Callable[[], None]]] = [
         ("indexing", lambda: record_indexing(figures, plan, models)),
@@ -976,11 +933,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     out = plan.work / f"perf-{stamp}.json"
     out.write_text(json.dumps({**vars(figures), "table": [vars(row) for row in rows]}, indent=2, default=str))
-    print(
-        f"\nmachine: {figures.machine['cpu']}, {figures.machine['cores']} cores, "
-        f"{figures.machine['memory_gib']} GiB, bf16 instructions: {figures.machine['cpu_bf16']}, "
-        f"GPU: {figures.machine['gpu'] or 'none'}"
-    )
+    print("\n" + machine_header(figures.machine))
     print(render(rows))
     print(f"\nfigures: {out}")
     return 0

@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.perf import Plan, Row, index_params, machine, prepare_models, render
+from bench.perf import Plan, index_params, prepare_models
 from bench.photos import write_photos
+from bench.report import Row, machine, machine_header, render
 from schemas.params import IndexParams
 
 CONFIGURATIONS = [("thread", 1), ("ray", 1), ("ray", 2), ("dask", 2)]
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     facts = machine()
-    print(f"\nmachine: {facts['cpu']}, {facts['cores']} cores, {facts['memory_gib']} GiB, GPU: none")
+    print("\n" + machine_header(facts))
     print(f"{images} photos 640x480, chunks of {chunk_size}, models: {Path(models.detector).name} + CLIP")
     print(render(rows))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

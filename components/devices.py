@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 ComputePrecision = Literal["fp32", "bf16", "fp16"]
@@ -41,26 +44,68 @@ def default_decode_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def cpu_computes_bf16() -> bool:
-    """True when this CPU has bf16 instructions (AVX-512-BF16 or AMX), where bf16 runs 3-4x faster than fp32.
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The CPU's name and the instruction sets that decide whether bf16 beats fp32 on it."""
 
-    Without them PyTorch emulates bf16, which is slower than fp32: `auto` must not pick it there.
-    """
+    model: str
+    amx: bool  # Intel's matrix tiles (Sapphire Rapids and later): bf16 matrix multiplies in hardware
+    avx512_bf16: bool  # bf16 dot products in AVX-512 (Intel Cooper Lake and later, AMD Zen 4 and later)
+    avx512: bool
+    avx2: bool
+
+    @property
+    def computes_bf16(self) -> bool:
+        """Whether bf16 runs on hardware instructions here; elsewhere PyTorch emulates it, slower than fp32."""
+        return self.amx or self.avx512_bf16
+
+    def describe(self) -> str:
+        """e.g. 'AMD EPYC (AMX no, AVX-512 BF16 no, AVX-512 no, AVX2 yes)': what a benchmark table names."""
+        flags = {"AMX": self.amx, "AVX-512 BF16": self.avx512_bf16, "AVX-512": self.avx512, "AVX2": self.avx2}
+        listed = ", ".join(f"{name} {'yes' if has else 'no'}" for name, has in flags.items())
+        return f"{self.model} ({listed})"
+
+
+def cpu_features() -> CpuFeatures:
+    """This machine's CPU, as PyTorch's own CPU probes see it (the ones its kernels dispatch on)."""
     import torch
 
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+    def probe(name: str) -> bool:
+        return bool(getattr(torch.cpu, name, lambda: False)())
+
+    return CpuFeatures(
+        model=_cpu_model_name(),
+        amx=probe("_is_amx_tile_supported"),
+        avx512_bf16=probe("_is_avx512_bf16_supported"),
+        avx512=probe("_is_avx512_supported"),
+        avx2=probe("_is_avx2_supported"),
+    )
 
 
-def pick_precision(requested: str, device: str) -> ComputePrecision:
-    """`auto`: fp16 on CUDA, bf16 on CPUs with bf16 instructions, fp32 otherwise (MPS included)."""
+def _cpu_model_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def pick_precision(requested: str, device: str, cpu: CpuFeatures | None = None) -> ComputePrecision:
+    """`auto`: fp16 on CUDA, bf16 on CPUs with bf16 instructions, fp32 otherwise (MPS included).
+
+    On a CPU the choice follows what was measured on each kind of machine (yolov10x at 640x480 and
+    CLIP ViT-B/32 on 32 pictures, 2 threads): with AMX or AVX-512 BF16, bf16 beat fp32 for both
+    models; with AVX2 alone PyTorch emulates bf16 and fp32 won (`python -m bench.precision` measures
+    it on the machine at hand). `cpu` defaults to this machine's; tests pass others.
+    """
     if requested in ("fp32", "bf16", "fp16"):
         return requested  # type: ignore[return-value]
     if requested != "auto":
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {requested!r}")
     if device.startswith("cuda"):
         return "fp16"
-    if device == "cpu" and cpu_computes_bf16():
+    if device == "cpu" and (cpu or cpu_features()).computes_bf16:
         return "bf16"
     return "fp32"
 

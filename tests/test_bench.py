@@ -45,7 +45,11 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
         "re-index of the unchanged source / first run",
     ):
         assert measure in table
-    assert "machine: " in run.stdout and "cores" in run.stdout
+    # The CPU is named with the instruction sets that decide bf16's speed, above the table too.
+    from components.devices import cpu_features
+
+    header = f"machine: {cpu_features().describe()}"
+    assert run.stdout.count(header) == 2 and "cores" in run.stdout
     (report,) = tmp_path.glob("perf-*.json")
     figures = json.loads(report.read_text())
     pipeline = figures["pipeline"]

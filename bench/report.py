@@ -1,0 +1,62 @@
+"""What every benchmark prints: the machine it ran on (CPU named, with its instruction sets) and a table.
+
+Figures from two machines are never comparable blind: bf16 speeds, and which precision `auto`
+picks, differ between CPUs with AMX, with AVX-512 BF16 and with AVX2 alone.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    from components.devices import cpu_features, pick_precision
+
+    cpu = cpu_features()
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": cpu.model,
+        "cpu_features": cpu.describe(),
+        "cpu_amx": cpu.amx,
+        "cpu_avx512_bf16": cpu.avx512_bf16,
+        "cpu_avx512": cpu.avx512,
+        "cpu_avx2": cpu.avx2,
+        "cpu_bf16": cpu.computes_bf16,
+        "auto_precision_on_cpu": pick_precision("auto", "cpu", cpu),
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_gib, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def machine_header(facts: dict[str, Any]) -> str:
+    """One line naming the machine: CPU and instruction sets, cores, memory, auto's CPU precision, GPU."""
+    return (
+        f"machine: {facts['cpu_features']}; {facts['cores']} cores, {facts['memory_gib']} GiB; "
+        f"precision auto on this CPU: {facts['auto_precision_on_cpu']}; GPU: {facts['gpu'] or 'none'}; "
+        f"torch {facts['torch']}"
+    )
+
+
+@dataclass
+class Row:
+    measure: str
+    value: str
+    target: str = ""
+    met: bool | None = None
+
+
+def render(rows: list[Row]) -> str:
+    marks = {True: "yes", False: "NO", None: ""}
+    cells = [("measure", "value", "target", "met")] + [(r.measure, r.value, r.target, marks[r.met]) for r in rows]
+    widths = [max(len(line[column]) for line in cells) for column in range(4)]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)) for line in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
