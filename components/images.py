@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from components.formats import register_decoders
 from components.prefetch import mapped_ahead
 from components.sources import hash_file
 from schemas.records import ImageRecord, SkippedFile
@@ -31,6 +32,7 @@ _FILTERS_SWAP = threading.Lock()
 
 
 def _open(path: Path | BinaryIO) -> Image.Image:
+    register_decoders()
     with _FILTERS_SWAP, warnings.catch_warnings():
         # Pillow only warns between its two pixel limits; a bomb is a bad file, not a warning.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -52,7 +54,12 @@ def _as_decode_error() -> Iterator[None]:
 
 
 def viewer_size(image: Image.Image) -> tuple[int, int]:
-    """Width and height as a viewer shows them, read from the header (EXIF rotation applied)."""
+    """Width and height as a viewer shows them: the image's size with its EXIF rotation still to apply.
+
+    Pillow turns some formats itself (TIFF on load, HEIF and AVIF as their decoders read them) and
+    then drops the orientation tag, so this is right before or after loading as long as it is
+    asked where `ImageOps.exif_transpose` would be.
+    """
     width, height = image.size
     orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
     return (height, width) if orientation in _QUARTER_TURNS else (width, height)
@@ -61,19 +68,21 @@ def viewer_size(image: Image.Image) -> tuple[int, int]:
 def check_decodes(path: Path) -> tuple[int, int]:
     """Prove the file decodes and return its viewer size, without paying for a full decode.
 
-    JPEGs are decoded in draft mode (DCT scaling, 1/8 size) and PNGs have their chunk checksums
-    verified; both read every byte, so a truncated file fails here instead of in a model batch.
-    Other formats are decoded in full.
+    JPEGs are decoded in draft mode (DCT scaling, 1/8 size; their size is read from the header
+    first) and PNGs have their chunk checksums verified; both read every byte, so a truncated file
+    fails here instead of in a model batch. Other formats are decoded in full, and sized after
+    loading, since some (TIFF) apply their orientation only then.
     """
     with _open(path) as image, _as_decode_error():
-        size = viewer_size(image)
+        is_png, is_jpeg = image.format == "PNG", image.format == "JPEG"
+        header_size = viewer_size(image) if is_png or is_jpeg else None
+        if is_jpeg:
+            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+        if not is_png:
+            image.load()
+        size = header_size or viewer_size(image)
         if size[0] < 1 or size[1] < 1:
             raise ImageDecodeError("image has no pixels")
-        is_png = image.format == "PNG"
-        if not is_png:
-            if image.format == "JPEG":
-                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-            image.load()
     if is_png:
         with _open(path) as image, _as_decode_error():  # verify() must come first after open
             image.verify()

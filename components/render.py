@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
+from components.formats import describe_ignored
 from components.images import ImageDecodeError, decode_rgb
 from components.objects import ObjectFiles
 from schemas.results import IndexReport, QueryHit
@@ -158,6 +159,7 @@ def report_table(report: IndexReport) -> list[dict[str, str]]:
         {"measure": "images indexed now", "value": str(report.images_new)},
         {"measure": "images already indexed", "value": str(report.images_already_indexed)},
         {"measure": "files skipped", "value": str(len(report.skipped))},
+        {"measure": "files ignored", "value": describe_ignored(report.ignored) or "0"},
         {"measure": "crops", "value": str(report.crops)},
         {"measure": "embeddings", "value": str(report.embeddings)},
         {"measure": "model batches", "value": str(report.model_batches)},

@@ -10,6 +10,7 @@ import stat
 import uuid
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Literal
 from urllib.parse import urlparse
@@ -18,11 +19,11 @@ import requests
 from tqdm import tqdm
 
 from components.errors import SourceError, UnsafeArchiveError
-from schemas.files import ExtractedFolder, LocalFile
+from components.formats import decodable_suffixes
+from schemas.files import ExtractedFolder, ListedFiles, LocalFile
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 SourceKind = Literal["url", "zip", "folder"]
 _READ_CHUNK = 1 << 20
 # Small network reads: an interrupted transfer loses at most the block it was reading.
@@ -252,14 +253,29 @@ def describe_folder(folder: Path) -> ExtractedFolder:
     return ExtractedFolder(path=folder.resolve(), num_files=len(files), num_bytes=sum(p.stat().st_size for p in files))
 
 
-def list_images(folder: Path, limit: int | None = None) -> list[Path]:
-    """Image files under `folder` (recursively) in a stable order; hidden files and folders are ignored."""
-    found = [
-        path
-        for path in folder.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and path.is_file()
-        and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(folder).parts)
-    ]
+def list_images(folder: Path, limit: int | None = None, suffixes: frozenset[str] | None = None) -> ListedFiles:
+    """Photo files under `folder` in a stable order, and the other files counted by suffix.
+
+    The walk is iterative (a folder thousands of levels deep is listed, not a RecursionError), does
+    not enter linked folders, and leaves hidden files and folders (and macOS's `__MACOSX`) out
+    without counting them. `suffixes` defaults to every photo format this install decodes.
+    """
+    wanted = decodable_suffixes() if suffixes is None else suffixes
+    found: list[Path] = []
+    ignored: Counter[str] = Counter()
+    pending = [folder]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or entry.name == "__MACOSX":
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif entry.is_file():
+                    suffix = Path(entry.name).suffix.lower()
+                    if suffix in wanted:
+                        found.append(Path(entry.path))
+                    else:
+                        ignored[suffix] += 1
     found.sort(key=lambda path: path.relative_to(folder).as_posix())
-    return found[:limit] if limit is not None else found
+    return ListedFiles(images=found[:limit] if limit is not None else found, ignored=dict(ignored))

@@ -26,6 +26,7 @@ from components.detector import load_detector
 from components.devices import default_decode_threads, default_detect_batch_size, pick_device
 from components.embedder import load_embedder
 from components.errors import SourceError
+from components.formats import PHOTO_FORMATS, describe_ignored
 from components.images import register_images
 from components.locks import exclusive_writer
 from components.models import portable_spec
@@ -36,7 +37,7 @@ from components.store import CropStore
 from flows import deployed
 from flows.parameters import takes_fields_of
 from flows.runners import chunk_runner, chunk_task_options, runs_on_a_temporary_api, workers_report_here
-from schemas.files import ExtractedFolder, LocalFile
+from schemas.files import ExtractedFolder, ListedFiles, LocalFile
 from schemas.params import IndexParams, is_object_store_uri, signature_of
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 from schemas.results import IndexReport
@@ -90,7 +91,7 @@ def hash_local_archive(path: Path) -> LocalFile:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def list_source_images(folder: Path, limit: int | None) -> list[Path]:
+def list_source_images(folder: Path, limit: int | None) -> ListedFiles:
     return sources.list_images(folder, limit)
 
 
@@ -283,9 +284,13 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
 
     with _timed(report, "acquire"):
         folder = acquire_folder(params.source, params.data_dir, params.resolved_checksum, show_progress)
-        paths = list_source_images(folder, params.limit)
+        listed = list_source_images(folder, params.limit)
+    paths, report.ignored = listed.images, listed.ignored
+    if report.ignored:
+        logger.info("ignored %s", describe_ignored(report.ignored))
     if not paths:
-        raise SourceError(f"no image files found in {folder} (looked for {', '.join(sorted(sources.IMAGE_SUFFIXES))})")
+        passed_over = f"; ignored {describe_ignored(report.ignored)}" if report.ignored else ""
+        raise SourceError(f"no photos found in {folder} (looked for {', '.join(PHOTO_FORMATS)} files{passed_over})")
     with _timed(report, "register"):
         images, skipped = register(
             quote(paths), params.resolved_source_name, params.decode_threads or default_decode_threads()

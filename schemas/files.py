@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class LocalFile(BaseModel):
@@ -28,3 +28,14 @@ class ExtractedFolder(BaseModel):
     path: Path
     num_files: int
     num_bytes: int
+
+
+class ListedFiles(BaseModel):
+    """The photos found under a folder, in a stable order, and how many other files were passed over."""
+
+    model_config = ConfigDict(frozen=True)
+
+    images: list[Path]
+    ignored: dict[str, int] = Field(
+        default_factory=dict, description="suffix ('' for none) -> files with it that are not photos"
+    )

@@ -15,6 +15,9 @@ class IndexReport(BaseModel):
     images_new: int = Field(0, description="indexed in this run")
     images_already_indexed: int = Field(0, description="skipped: indexed before with the same models and settings")
     skipped: list[SkippedFile] = Field(default_factory=list, description="files not indexed, with the reason")
+    ignored: dict[str, int] = Field(
+        default_factory=dict, description="files passed over as not photos: suffix ('' for none) -> count"
+    )
     crops: int = 0
     embeddings: int = 0
     model_batches: int = Field(0, description="detector and embedder forward passes run")

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from components.errors import SourceError
+from components.render import report_table
 from components.store import CROPS, EMBEDDINGS, IMAGES, CropStore
 from flows.index_coco import index_coco
 from flows.query import query
@@ -281,3 +282,34 @@ def test_written_chunks_free_their_records_without_a_garbage_collection(
         gc.enable()
     assert report.embeddings > 0
     assert after == before
+
+
+def test_a_folder_of_every_photo_format_indexes_each_turned_as_a_viewer_shows_it(tmp_path: Path) -> None:
+    """Phones' HEIC, animated GIFs, TIFF scans, AVIF, ...: all indexed; other files named in the report."""
+    from tests.photo_formats import NOT_PHOTOS, STORED_BLOCK, TURNED_BLOCK, write_every_format
+
+    folder = tmp_path / "phone"
+    turned = write_every_format(folder)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    report = index_coco(
+        source=str(folder),
+        data_dir=tmp_path / "data",
+        detector="plugin:tests.plugins:colour_blob_detector",
+        embedder="plugin:tests.plugins:mean_colour_embedder",
+    )
+    assert report.images_new == len(turned) and report.crops == len(turned)
+    assert [Path(item.path).name for item in report.skipped] == ["broken.jpg"]
+    assert report.ignored == {".json": 2, ".txt": 1, ".mov": 1} and sum(report.ignored.values()) == len(NOT_PHOTOS)
+    shown = {row["measure"]: row["value"] for row in report_table(report)}
+    assert shown["files ignored"] == "4 files that are not photos (.json x2, .mov, .txt)"
+
+    import lancedb
+
+    db = lancedb.connect(str(tmp_path / "data" / "lancedb"))
+    name_of = {row["image_id"]: Path(row["uri"]).name for row in db.open_table(IMAGES).to_arrow().to_pylist()}
+    for crop in db.open_table(CROPS).to_arrow().to_pylist():
+        name = name_of[crop["image_id"]]
+        expected = TURNED_BLOCK if turned[name] else STORED_BLOCK
+        box = (crop["x1"], crop["y1"], crop["x2"], crop["y2"])
+        # Lossy formats (JPEG, HEIC, AVIF) blur the block's edge by a pixel or two.
+        assert all(abs(got - want) <= 3 for got, want in zip(box, expected, strict=True)), (name, box)

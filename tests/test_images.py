@@ -13,6 +13,7 @@ from PIL import Image
 
 from components.images import ImageDecodeError, check_decodes, decode_rgb, register_images
 from tests.conftest import write_scene
+from tests.photo_formats import PHOTO_WRITERS, STORED_BLOCK, STORED_SIZE, TURNED_BLOCK, TURNED_SIZE
 
 
 def test_register_hashes_bytes_and_reads_size(tmp_path: Path) -> None:
@@ -171,3 +172,18 @@ def test_registering_on_several_threads_gives_the_same_records_and_skips_in_orde
     assert [record.uri for record in records] == [str(path.resolve()) for path in paths[:5] + paths[7:9]]
     assert {Path(item.path).name for item in skipped[:2]} == {"bad.jpg", "bomb.png"}
     assert all("same bytes as" in item.reason for item in skipped[2:])
+
+
+@pytest.mark.parametrize("name", sorted(PHOTO_WRITERS))
+def test_every_photo_format_registers_and_decodes_as_a_viewer_shows_it(tmp_path: Path, name: str) -> None:
+    write, turned = PHOTO_WRITERS[name]
+    path = tmp_path / name
+    write(path, 128)
+    images, skipped = register_images([path], "test")
+    size = TURNED_SIZE if turned else STORED_SIZE
+    assert skipped == [] and (images[0].width, images[0].height) == size
+    decoded = decode_rgb(path)
+    assert decoded.mode == "RGB" and decoded.size == size
+    x1, y1, x2, y2 = TURNED_BLOCK if turned else STORED_BLOCK
+    r, g, b = decoded.getpixel(((x1 + x2) // 2, (y1 + y2) // 2))  # the block's centre, where a viewer shows it
+    assert r > 180 and g < 70 and b < 70, (r, g, b)

@@ -135,9 +135,44 @@ def test_list_images_keeps_images_in_a_stable_order_and_applies_the_limit(tmp_pa
     for name in ["b.JPG", "a.png", "sub/c.webp", "d.txt", ".hidden.jpg", "__MACOSX/x.jpg", "e.tif", "f.bmp"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    names = [p.relative_to(tmp_path).as_posix() for p in sources.list_images(tmp_path)]
-    assert names == ["a.png", "b.JPG", "e.tif", "f.bmp", "sub/c.webp"]
-    assert [p.name for p in sources.list_images(tmp_path, limit=2)] == ["a.png", "b.JPG"]
+    listed = sources.list_images(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in listed.images] == [
+        "a.png",
+        "b.JPG",
+        "e.tif",
+        "f.bmp",
+        "sub/c.webp",
+    ]
+    assert listed.ignored == {".txt": 1}  # hidden files and __MACOSX are left out without a count
+    assert [p.name for p in sources.list_images(tmp_path, limit=2).images] == ["a.png", "b.JPG"]
+
+
+def test_every_photo_suffix_of_cameras_and_phones_is_listed_in_any_case_and_the_rest_counted(tmp_path: Path) -> None:
+    photos = ["a.HEIC", "b.heif", "c.gif", "d.tiff", "e.avif", "f.jfif", "g.JPEG", "h.Png", "i.WEBP", "j.mpo"]
+    others = ["notes.txt", "meta.json", "more.json", "clip.MOV", "raw.cr2", "README"]
+    for name in photos + others:
+        (tmp_path / name).write_bytes(b"x")
+    listed = sources.list_images(tmp_path)
+    assert sorted(p.name for p in listed.images) == sorted(photos)
+    assert listed.ignored == {".txt": 1, ".json": 2, ".mov": 1, ".cr2": 1, "": 1}
+
+
+def test_a_folder_thousands_of_levels_deep_is_listed_and_linked_folders_are_not_entered(tmp_path: Path) -> None:
+    chain = [tmp_path / "source"]
+    for _ in range(1500):  # past Python's recursion limit: a recursive walk fails here
+        chain.append(chain[-1] / "d")
+    for folder in chain:
+        folder.mkdir()
+    try:
+        (chain[-1] / "bottom.jpg").write_bytes(b"x")
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "outside.jpg").write_bytes(b"x")
+        (chain[0] / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+        assert [p.name for p in sources.list_images(chain[0]).images] == ["bottom.jpg"]
+    finally:  # deepest first: pytest's own clean-up of old temporary folders recurses, and would fail on it
+        (chain[-1] / "bottom.jpg").unlink(missing_ok=True)
+        for folder in reversed(chain[1:]):
+            folder.rmdir()
 
 
 def test_is_unchanged_notices_a_vanished_or_edited_file(tmp_path: Path) -> None:
