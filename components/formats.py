@@ -53,7 +53,7 @@ def decodable_suffixes() -> frozenset[str]:
 
 
 def describe_ignored(counts: dict[str, int]) -> str:
-    """'3 files that are not photos (.txt x2, .json)'; '' when there are none."""
+    """'3 files that are not photos (.txt x2, .json)', '1 file that is not a photo (.txt)'; '' for none."""
     total = sum(counts.values())
     if not total:
         return ""
@@ -61,7 +61,7 @@ def describe_ignored(counts: dict[str, int]) -> str:
         f"{suffix or 'no suffix'} x{count}" if count > 1 else suffix or "no suffix"
         for suffix, count in _by_count(counts.items())
     )
-    return f"{total} file{'s' if total > 1 else ''} that {'are' if total > 1 else 'is'} not photos ({kinds})"
+    return f"{total} files that are not photos ({kinds})" if total > 1 else f"1 file that is not a photo ({kinds})"
 
 
 def _by_count(items: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:

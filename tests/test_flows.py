@@ -211,7 +211,8 @@ def test_a_zip_without_images_fails_naming_what_it_looked_for(tmp_path: Path, ti
     archive = tmp_path / "docs.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("README.txt", "no pictures here")
-    with pytest.raises(SourceError, match=r"no image files found in .* \(looked for .*\.jpg"):
+    looked_for = r"no photos found in .* \(looked for JPEG, .*HEIF.* files; ignored 1 file that is not a photo \(\.txt\)\)"
+    with pytest.raises(SourceError, match=looked_for):
         index_coco(**tiny_params(archive, tmp_path / "data", tiny_yolo, tiny_clip).model_dump())
 
 
