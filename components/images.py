@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -11,9 +13,9 @@ from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from components.errors import CropsearchError
 from components.formats import register_decoders
 from components.prefetch import mapped_ahead
-from components.sources import hash_file
 from schemas.records import ImageRecord, SkippedFile
 
 # EXIF orientations 5-8 turn the picture a quarter: a viewer shows width and height swapped.
@@ -21,8 +23,12 @@ _QUARTER_TURNS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
 
 
-class ImageDecodeError(Exception):
+class ImageDecodeError(CropsearchError):
     """A file that cannot be decoded as an image; the message says why."""
+
+
+class ImageChangedError(ImageDecodeError):
+    """A photo's bytes are no longer those registered (and hashed) earlier in the run."""
 
 
 # `warnings.catch_warnings` swaps the process's warning filters, so two threads opening files at once
@@ -38,7 +44,9 @@ def _open(path: Path | BinaryIO) -> Image.Image:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             return Image.open(path)
-        except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        except UnidentifiedImageError as error:  # its text names the file object, not the file
+            raise ImageDecodeError("not a decodable image: no installed decoder knows its format") from error
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
             raise ImageDecodeError(f"not a decodable image: {error}") from error
         except OSError as error:
             raise ImageDecodeError(f"cannot read: {error}") from error
@@ -65,7 +73,7 @@ def viewer_size(image: Image.Image) -> tuple[int, int]:
     return (height, width) if orientation in _QUARTER_TURNS else (width, height)
 
 
-def check_decodes(path: Path) -> tuple[int, int]:
+def check_decodes(path: Path | bytes) -> tuple[int, int]:
     """Prove the file decodes and return its viewer size, without paying for a full decode.
 
     JPEGs are decoded in draft mode (DCT scaling, 1/8 size; their size is read from the header
@@ -73,7 +81,7 @@ def check_decodes(path: Path) -> tuple[int, int]:
     fails here instead of in a model batch. Other formats are decoded in full, and sized after
     loading, since some (TIFF) apply their orientation only then.
     """
-    with _open(path) as image, _as_decode_error():
+    with _open(_readable(path)) as image, _as_decode_error():
         is_png, is_jpeg = image.format == "PNG", image.format == "JPEG"
         header_size = viewer_size(image) if is_png or is_jpeg else None
         if is_jpeg:
@@ -84,9 +92,25 @@ def check_decodes(path: Path) -> tuple[int, int]:
         if size[0] < 1 or size[1] < 1:
             raise ImageDecodeError("image has no pixels")
     if is_png:
-        with _open(path) as image, _as_decode_error():  # verify() must come first after open
+        with _open(_readable(path)) as image, _as_decode_error():  # verify() must come first after open
             image.verify()
     return size
+
+
+def _readable(source: Path | bytes) -> Path | BinaryIO:
+    return io.BytesIO(source) if isinstance(source, bytes) else source
+
+
+def read_as_registered(record: ImageRecord) -> bytes:
+    """The photo's bytes, read once, if they are still the ones its id was hashed from.
+
+    Every stage decodes from bytes checked this way, so a file overwritten during a run is skipped
+    (the next run indexes its new content) instead of storing new pixels under the old bytes' id.
+    """
+    data = Path(record.uri).read_bytes()
+    if hashlib.sha256(data).hexdigest() != record.image_id:
+        raise ImageChangedError(f"{record.uri} changed since it was registered in this run; the next run indexes it")
+    return data
 
 
 def decode_rgb(path: Path | BinaryIO) -> Image.Image:
@@ -109,10 +133,11 @@ def _has_alpha(image: Image.Image) -> bool:
 
 
 def _inspect(path: Path) -> tuple[int, int, str, int] | SkippedFile:
-    """Width, height, sha256 and size of one file, or why it cannot be indexed."""
+    """Width, height, sha256 and size of one file, or why it cannot be indexed: all from one read of its bytes."""
     try:
-        width, height = check_decodes(path)
-        return width, height, hash_file(path)["sha256"], path.stat().st_size
+        data = path.read_bytes()
+        width, height = check_decodes(data)
+        return width, height, hashlib.sha256(data).hexdigest(), len(data)
     except ImageDecodeError as error:
         return SkippedFile(path=str(path), reason=str(error))
     except OSError as error:

@@ -8,6 +8,7 @@ forward passes.
 
 from __future__ import annotations
 
+import io
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +24,7 @@ from PIL import Image
 from components.crops import caption_for, materialize_crops, to_crop_records
 from components.detector import Detector
 from components.embedder import Embedder, image_embedding_steps
-from components.images import ImageDecodeError, decode_rgb
+from components.images import ImageDecodeError, decode_rgb, read_as_registered
 from components.objects import ObjectFiles
 from components.prefetch import mapped_ahead, prefetched
 from components.store import CropStore
@@ -57,7 +58,7 @@ def _decoded_and_done(
 
     def decode_then_work(record: ImageRecord) -> R | SkippedFile:
         try:
-            pixels = decode_rgb(Path(record.uri))
+            pixels = decode_rgb(io.BytesIO(read_as_registered(record)))
         except (ImageDecodeError, OSError) as error:
             return SkippedFile(path=record.uri, reason=str(error))
         return work(record, pixels)  # outside the `try`: its own errors are not a bad photo

@@ -72,6 +72,23 @@ def test_a_file_that_stops_decoding_is_skipped_by_the_stage(tmp_path: Path) -> N
     assert result.crops == [] and [item.path for item in result.skipped] == [images[0].uri]
 
 
+def test_a_photo_overwritten_after_registering_is_skipped_not_stored_under_its_old_id(tmp_path: Path) -> None:
+    """Issue 25, item 7: the new bytes' crops and vectors were stored under the old bytes' id, for good."""
+    paths = [picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", (50, 20, 90, 60))]
+    images, _ = register_images(paths, "t")
+    picture(paths[1], (5, 5, 25, 25), colour=(20, 20, 230))  # another valid photo at the same path
+    work = blob_model_stage(images, tmp_path / "crops", detect_batch_size=1, embed_batch_size=8)
+    assert [(item.path, "changed since it was registered" in item.reason) for item in work.skipped] == [
+        (images[1].uri, True)
+    ]
+    assert {e.image_id for e in work.embeddings} == {images[0].image_id}
+    again, _ = register_images(paths, "t")  # the next run registers the new bytes under their own id
+    assert again[1].image_id != images[1].image_id
+    assert {e.image_id for e in blob_model_stage(again, tmp_path / "crops", 1, 8).embeddings} == {
+        record.image_id for record in again
+    }
+
+
 def test_plan_skips_indexed_images_and_follows_moves_and_edits(tmp_path: Path, store: CropStore) -> None:
     a = picture(tmp_path / "photos/a.png", (10, 10, 40, 30))
     b = picture(tmp_path / "photos/b.png", (50, 20, 90, 60), colour=(20, 20, 230))
