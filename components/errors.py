@@ -9,6 +9,10 @@ class SourceError(CropsearchError):
     """The image source is missing, unreachable, corrupt or fails its checksum."""
 
 
+class InterruptedDownload(SourceError):
+    """A transfer broke off; its `.part` file is kept and the next attempt resumes it."""
+
+
 class UnsafeArchiveError(SourceError):
     """A zip holds an entry that would land outside its target folder."""
 
@@ -19,6 +23,19 @@ class ModelUnavailableError(CropsearchError):
 
 class StoreMismatchError(CropsearchError):
     """The database holds data that does not fit this request (another embedder, a missing table)."""
+
+
+class StoreCorruptError(CropsearchError):
+    """A table's data files are damaged or missing; its earlier versions may still read."""
+
+
+def damaged_table(table: str, uri: str, error: object) -> StoreCorruptError:
+    first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    return StoreCorruptError(
+        f"table {table!r} of the index at {uri} cannot be read ({first_line}); LanceDB keeps its earlier "
+        f"versions: `cropsearch restore --db {uri}` goes back to the newest ones that read, and the next "
+        "`cropsearch index` redoes what was lost"
+    )
 
 
 class DiskFullError(CropsearchError):

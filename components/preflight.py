@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from components.errors import CropsearchError, SourceError, StoreMismatchError
+from components.images import ImageDecodeError, check_decodes
 from components.models import check_detector_available, check_embedder_available, model_id
 from components.sources import check_url_reachable, classify_source
 from components.store import CropStore
@@ -17,14 +19,33 @@ _LOCAL_HINT = "use --source with a local folder or .zip of images"
 
 
 def download_path(source: str, data_dir: Path) -> Path:
-    """Where a URL source is downloaded to."""
+    """Where a URL source is downloaded to: a folder per URL, so two sources named `photos.zip` never mix."""
     name = Path(urlparse(source).path).name or "download.zip"
-    return data_dir / "downloads" / name
+    return data_dir / "downloads" / hashlib.sha256(source.encode()).hexdigest()[:16] / name
 
 
 def _check_db_location(db_uri: str) -> None:
     if "://" not in db_uri and Path(db_uri).is_file():
         raise ValueError(f"--db {db_uri!r} is a file; it must be a folder (created if missing) or a URI")
+
+
+def check_db_exists(db_uri: str) -> None:
+    """Commands that only read (query, compact) never create a database: a mistyped --db is an error."""
+    _check_db_location(db_uri)
+    if "://" not in db_uri and not Path(db_uri).is_dir():
+        raise StoreMismatchError(f"no index at {db_uri}: run `cropsearch index` first, or check --db")
+
+
+def check_query_image(path: Path) -> None:
+    """A query image must be an image file: not a folder, not missing, and one that decodes."""
+    if path.is_dir():
+        raise ValueError(f"query image {str(path)!r} is a folder; give an image file")
+    if not path.is_file():
+        raise ValueError(f"query image {str(path)!r} does not exist")
+    try:
+        check_decodes(path)
+    except ImageDecodeError as error:
+        raise ValueError(f"query image {str(path)!r}: {error}") from error
 
 
 def _check_reachable(source: str, data_dir: Path, hint: str = _LOCAL_HINT) -> None:
@@ -102,7 +123,7 @@ def check_object_store(settings: ObjectStoreSettings, *uris: str) -> None:
 
 def check_query_can_start(params: QueryParams) -> str:
     """Validate the embedder against the index; return the embedder spec to load (by default the index's own)."""
-    _check_db_location(params.resolved_db_uri)
+    check_db_exists(params.resolved_db_uri)
     check_object_store(params, params.resolved_db_uri)
     store = CropStore(params.resolved_db_uri, params.object_store())
     embedder = params.embedder or store.embedder_spec_of_index()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -11,14 +12,15 @@ import uuid
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Literal
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import requests
 from tqdm import tqdm
 
-from components.errors import SourceError, UnsafeArchiveError
+from components.errors import InterruptedDownload, SourceError, UnsafeArchiveError
 from components.formats import decodable_suffixes
 from schemas.files import ExtractedFolder, ListedFiles, LocalFile
 
@@ -87,7 +89,8 @@ def _network_failure(error: requests.RequestException, timeout_seconds: float) -
 def check_url_reachable(url: str, timeout_seconds: float = 5.0) -> None:
     """Fail fast, naming the URL, when the host cannot be reached (e.g. offline)."""
     try:
-        response = requests.head(url, timeout=timeout_seconds, allow_redirects=True)
+        # Redirects are not followed here: the download vets each hop's host before asking it.
+        response = requests.head(url, timeout=timeout_seconds, allow_redirects=False)
     except requests.RequestException as error:
         raise SourceError(f"cannot reach {url}: {_network_failure(error, timeout_seconds)}") from error
     if response.status_code >= 400:
@@ -100,24 +103,28 @@ def download(
     checksum: str | None = None,
     timeout_seconds: float = 30.0,
     show_progress: bool = False,
+    check_url: Callable[[str], None] | None = None,
 ) -> LocalFile:
     """Stream `url` to `destination`, resuming a previous `.part` with an HTTP Range request.
 
     The file appears at `destination` only once complete and verified (size, and `checksum`
-    given as 'md5:<hex>' or 'sha256:<hex>'). An interrupted transfer raises and keeps the
-    `.part`, so the next call resumes where it stopped.
+    given as 'md5:<hex>' or 'sha256:<hex>'), beside a note of where it came from. An existing file
+    is reused only with that note (cropsearch wrote it, from this URL, and it is unchanged), and is
+    never deleted otherwise. An interrupted transfer raises `InterruptedDownload` and keeps the
+    `.part`, so the next call resumes where it stopped. `check_url` vets the URL and every redirect
+    (deployed runs: allowed hosts only).
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".part")
     if destination.is_file():
-        return _verified(destination, url, checksum)
+        return _verified(_written_by_us(destination, url), url, checksum)
 
     already = partial.stat().st_size if partial.exists() else 0
     headers = {"Range": f"bytes={already}-"} if already else {}
     if already:
         logger.info("resuming download of %s at byte %d", url, already)
     try:
-        with requests.get(url, headers=headers, stream=True, timeout=timeout_seconds) as response:
+        with _get(url, headers, timeout_seconds, check_url) as response:
             if response.status_code == 416:  # the .part already holds every byte
                 expected_total = already
             else:
@@ -129,18 +136,56 @@ def download(
                 _write_body(response, partial, already, expected_total, url, show_progress)
     except requests.RequestException as error:
         got = partial.stat().st_size if partial.exists() else 0
-        raise SourceError(
+        raise InterruptedDownload(
             f"download of {url} interrupted after {got} bytes ({type(error).__name__}); run again to resume"
         ) from error
 
     actual_size = partial.stat().st_size
     if expected_total is not None and actual_size != expected_total:
-        raise SourceError(
+        raise InterruptedDownload(
             f"download of {url} is incomplete: {actual_size} of {expected_total} bytes; run again to resume"
         )
     record = _verified(partial, url, checksum)
+    _provenance(destination).write_text(json.dumps({"url": url, "sha256": record.sha256}))
     os.replace(partial, destination)
-    return record.model_copy(update={"path": destination.resolve()})
+    return describe_file(destination, sha256=record.sha256)
+
+
+_MAX_REDIRECTS = 5
+
+
+def _get(
+    url: str, headers: dict[str, str], timeout_seconds: float, check_url: Callable[[str], None] | None
+) -> requests.Response:
+    """GET following redirects by hand, so that each hop's host is vetted before it is asked."""
+    for _ in range(_MAX_REDIRECTS + 1):
+        if check_url is not None:
+            check_url(url)
+        response = requests.get(url, headers=headers, stream=True, timeout=timeout_seconds, allow_redirects=False)
+        if not response.is_redirect:
+            return response
+        response.close()
+        url = urljoin(url, response.headers["Location"])
+    raise SourceError(f"download of {url} redirected more than {_MAX_REDIRECTS} times")
+
+
+def _provenance(destination: Path) -> Path:
+    """The note cropsearch writes beside each finished download: the URL it came from and its sha256."""
+    return destination.with_name(destination.name + ".cropsearch.json")
+
+
+def _written_by_us(destination: Path, url: str) -> Path:
+    """`destination`, if cropsearch downloaded it from `url` and it is unchanged; else a SourceError."""
+    try:
+        note = json.loads(_provenance(destination).read_text())
+    except (OSError, ValueError):
+        note = {}
+    if note.get("url") != url or hash_file(destination)["sha256"] != note.get("sha256"):
+        raise SourceError(
+            f"{destination} exists but is not the file cropsearch downloaded from {url} (or it changed since); "
+            "it is left as it is: move it away to download again"
+        )
+    return destination
 
 
 def _expected_total(response: requests.Response, already: int) -> int | None:
@@ -175,7 +220,8 @@ def _verified(path: Path, url: str, checksum: str | None) -> LocalFile:
     algorithm, _, expected = (checksum or "").partition(":")
     digests = hash_file(path, tuple({"sha256", algorithm} - {""}))
     if checksum and digests[algorithm] != expected:
-        path.unlink()
+        path.unlink()  # only ever a file cropsearch downloaded (see `download`)
+        _provenance(path).unlink(missing_ok=True)
         raise SourceError(
             f"checksum mismatch for {url}: expected {algorithm} {expected}, got {digests[algorithm]}; "
             f"the corrupt file was removed"
@@ -195,7 +241,10 @@ def _check_entry_is_safe(info: zipfile.ZipInfo, archive: Path) -> None:
 # COCO val2017 unzips to 0.8 GB, train2017 to 18 GB; photos barely compress (ratio ~1).
 MAX_UNZIPPED_BYTES = 64 * 1024**3
 MAX_COMPRESSION_RATIO = 100
-_RATIO_CHECKED_ABOVE = 1024**2  # tiny entries (text, thumbnails) may compress well; a bomb is large
+MAX_ENTRIES = 1_000_000  # COCO train2017 holds 118,287
+# Small entries (text, thumbnails) may compress well on their own; the whole archive's ratio
+# bounds what many of them add up to (300 entries of 1 MiB of zeros made a 330 KB zip of 301 MB).
+_RATIO_CHECKED_ABOVE = 64 * 1024
 
 
 def _check_sizes(entries: list[zipfile.ZipInfo], archive: Path, destination: Path, max_bytes: int) -> None:
@@ -203,6 +252,8 @@ def _check_sizes(entries: list[zipfile.ZipInfo], archive: Path, destination: Pat
 
     zipfile never inflates an entry past its declared size, so the declared sizes bound what lands on disk.
     """
+    if len(entries) > MAX_ENTRIES:
+        raise SourceError(f"{archive} holds {len(entries):,} entries, over the limit of {MAX_ENTRIES:,}")
     for info in entries:
         ratio = info.file_size / max(1, info.compress_size)
         if info.file_size > _RATIO_CHECKED_ABOVE and ratio > MAX_COMPRESSION_RATIO:
@@ -211,6 +262,12 @@ def _check_sizes(entries: list[zipfile.ZipInfo], archive: Path, destination: Pat
                 f"a zip bomb? refusing archives compressed more than {MAX_COMPRESSION_RATIO}x"
             )
     total = sum(info.file_size for info in entries)
+    whole_ratio = total / max(1, archive.stat().st_size)
+    if total > _RATIO_CHECKED_ABOVE and whole_ratio > MAX_COMPRESSION_RATIO:
+        raise SourceError(
+            f"{archive} inflates {whole_ratio:.0f}x as a whole ({total:,} bytes from {len(entries):,} entries) — "
+            f"a zip bomb? refusing archives compressed more than {MAX_COMPRESSION_RATIO}x"
+        )
     if total > max_bytes:
         raise SourceError(f"{archive} would unzip to {total:,} bytes, over the limit of {max_bytes:,}")
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -253,15 +310,20 @@ def describe_folder(folder: Path) -> ExtractedFolder:
     return ExtractedFolder(path=folder.resolve(), num_files=len(files), num_bytes=sum(p.stat().st_size for p in files))
 
 
-def list_images(folder: Path, limit: int | None = None, suffixes: frozenset[str] | None = None) -> ListedFiles:
+def list_images(
+    folder: Path, limit: int | None = None, suffixes: frozenset[str] | None = None, links_may_leave: bool = True
+) -> ListedFiles:
     """Photo files under `folder` in a stable order, and the other files counted by suffix.
 
     The walk is iterative (a folder thousands of levels deep is listed, not a RecursionError), does
     not enter linked folders, and leaves hidden files and folders (and macOS's `__MACOSX`) out
-    without counting them. `suffixes` defaults to every photo format this install decodes.
+    without counting them. `suffixes` defaults to every photo format this install decodes. Without
+    `links_may_leave` (deployed runs), links to files outside `folder` go to `links_out` instead.
     """
     wanted = decodable_suffixes() if suffixes is None else suffixes
+    inside = folder.resolve()
     found: list[Path] = []
+    links_out: list[Path] = []
     ignored: Counter[str] = Counter()
     pending = [folder]
     while pending:
@@ -273,9 +335,17 @@ def list_images(folder: Path, limit: int | None = None, suffixes: frozenset[str]
                     pending.append(Path(entry.path))
                 elif entry.is_file():
                     suffix = Path(entry.name).suffix.lower()
-                    if suffix in wanted:
-                        found.append(Path(entry.path))
-                    else:
+                    if suffix not in wanted:
                         ignored[suffix] += 1
+                    elif not links_may_leave and entry.is_symlink() and not _resolves_inside(entry.path, inside):
+                        links_out.append(Path(entry.path))
+                    else:
+                        found.append(Path(entry.path))
     found.sort(key=lambda path: path.relative_to(folder).as_posix())
-    return ListedFiles(images=found[:limit] if limit is not None else found, ignored=dict(ignored))
+    return ListedFiles(
+        images=found[:limit] if limit is not None else found, ignored=dict(ignored), links_out=sorted(links_out)
+    )
+
+
+def _resolves_inside(path: str, folder: Path) -> bool:
+    return Path(path).resolve().is_relative_to(folder)

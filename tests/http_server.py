@@ -7,10 +7,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class LocalHttpServer:
-    """Serve `files[path] = bytes`. Set `drop_after[path] = n` to cut the next transfer after n bytes."""
+    """Serve `files[path] = bytes`. Set `drop_after[path] = n` to cut the next transfer after n bytes,
+    `redirects[path] = url` to answer 302 with that location."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.redirects: dict[str, str] = {}
         self.drop_after: dict[str, int] = {}
         self.requests: list[dict[str, str]] = []
         server = self
@@ -27,6 +29,12 @@ class LocalHttpServer:
 
             def _respond(self, send_body: bool) -> None:
                 server.requests.append({"method": self.command, "path": self.path, **dict(self.headers)})
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = server.files.get(self.path)
                 if body is None:
                     self.send_error(404)

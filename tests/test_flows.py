@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from components.errors import SourceError
+from components.preflight import download_path
 from components.render import report_table
 from components.store import CROPS, EMBEDDINGS, IMAGES, CropStore
 from flows.index_coco import index_coco
@@ -172,10 +173,41 @@ def test_zip_over_http_is_downloaded_once_and_redownloaded_when_the_file_vanishe
     assert first.images_new == 4 and downloads() == 1
     assert index_coco(**params.model_dump()).images_already_indexed == 4 and downloads() == 1  # cached: no transfer
 
-    (tmp_path / "data" / "downloads" / "photos.zip").unlink()
+    download_path(params.source, tmp_path / "data").unlink()
     shutil.rmtree(tmp_path / "data" / "sources")
     third = index_coco(**params.model_dump())
     assert downloads() == 2 and third.images_already_indexed == 4
+
+
+def zip_of(paths: list[Path]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        for path in paths:
+            zipped.write(path, path.name)
+    return buffer.getvalue()
+
+
+def test_two_sources_with_one_file_name_are_two_downloads(
+    photo_folder: Path, tmp_path: Path, http_server: LocalHttpServer
+) -> None:
+    """Issue 25, item 5: after `.../a/photos.zip`, a run for `.../b/photos.zip` indexed A's photos, not fetching B."""
+    photos = sorted(photo_folder.iterdir())
+    http_server.files["/a/photos.zip"] = zip_of(photos[:3])
+    http_server.files["/b/photos.zip"] = zip_of(photos[3:7])
+    plugins = {
+        "detector": "plugin:tests.plugins:colour_blob_detector",
+        "embedder": "plugin:tests.plugins:mean_colour_embedder",
+    }
+    for name, count in (("a", 3), ("b", 4)):
+        report = index_coco(
+            source=http_server.url(f"/{name}/photos.zip"),
+            data_dir=tmp_path / "data",
+            db_uri=str(tmp_path / f"db-{name}"),
+            **plugins,
+        )
+        assert report.images_new == count, name
+    fetched = [r["path"] for r in http_server.requests if r["method"] == "GET"]
+    assert fetched == ["/a/photos.zip", "/b/photos.zip"]
 
 
 def test_query_by_image_and_bad_queries(photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
@@ -211,7 +243,9 @@ def test_a_zip_without_images_fails_naming_what_it_looked_for(tmp_path: Path, ti
     archive = tmp_path / "docs.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("README.txt", "no pictures here")
-    looked_for = r"no photos found in .* \(looked for JPEG, .*HEIF.* files; ignored 1 file that is not a photo \(\.txt\)\)"
+    looked_for = (
+        r"no photos found in .* \(looked for JPEG, .*HEIF.* files; ignored 1 file that is not a photo \(\.txt\)\)"
+    )
     with pytest.raises(SourceError, match=looked_for):
         index_coco(**tiny_params(archive, tmp_path / "data", tiny_yolo, tiny_clip).model_dump())
 

@@ -63,6 +63,64 @@ def test_wrong_checksum_fails_clearly_and_removes_the_file(http_server: LocalHtt
     assert not (tmp_path / "data.bin.part").exists()
 
 
+def test_an_existing_file_cropsearch_did_not_download_is_neither_used_nor_deleted(
+    http_server: LocalHttpServer, tmp_path: Path
+) -> None:
+    """Issue 25, item 4: a wrong checksum once deleted any file at the download path and printed its MD5."""
+    http_server.files["/x.txt"] = b"the server's bytes"
+    someone_elses = tmp_path / "x.txt"
+    someone_elses.write_bytes(b"a private file")
+    with pytest.raises(SourceError, match="is not the file cropsearch downloaded") as refused:
+        sources.download(http_server.url("/x.txt"), someone_elses, "md5:" + "0" * 32)
+    assert someone_elses.read_bytes() == b"a private file"
+    assert hashlib.md5(b"a private file").hexdigest() not in str(refused.value)
+    assert http_server.requests == []
+
+
+def test_a_finished_download_is_reused_only_for_its_own_url_and_while_unchanged(
+    http_server: LocalHttpServer, tmp_path: Path
+) -> None:
+    http_server.files["/a/photos.zip"] = PAYLOAD
+    destination = tmp_path / "photos.zip"
+    sources.download(http_server.url("/a/photos.zip"), destination)
+    sources.download(http_server.url("/a/photos.zip"), destination)
+    assert len(http_server.requests) == 1  # the second call found its own download
+    with pytest.raises(SourceError, match="is not the file cropsearch downloaded from"):
+        sources.download(http_server.url("/b/photos.zip"), destination)
+    destination.write_bytes(b"edited since")
+    with pytest.raises(SourceError, match="or it changed since"):
+        sources.download(http_server.url("/a/photos.zip"), destination)
+    assert destination.read_bytes() == b"edited since"
+
+
+def test_downloads_of_two_urls_with_one_file_name_go_to_two_places(tmp_path: Path) -> None:
+    """Issue 25, item 5: `.../a/photos.zip` and `.../b/photos.zip` once shared one file."""
+    from components.preflight import download_path
+
+    a = download_path("http://example.org/a/photos.zip", tmp_path)
+    b = download_path("http://example.org/b/photos.zip", tmp_path)
+    assert a != b and a.name == b.name == "photos.zip"
+    assert a == download_path("http://example.org/a/photos.zip", tmp_path)
+
+
+def test_every_hop_of_a_redirect_is_vetted_before_it_is_asked(http_server: LocalHttpServer, tmp_path: Path) -> None:
+    http_server.files["/real.bin"] = PAYLOAD
+    http_server.redirects["/start.bin"] = http_server.url("/real.bin")
+    asked: list[str] = []
+    sources.download(http_server.url("/start.bin"), tmp_path / "a.bin", check_url=asked.append)
+    assert asked == [http_server.url("/start.bin"), http_server.url("/real.bin")]
+    assert (tmp_path / "a.bin").read_bytes() == PAYLOAD
+
+    http_server.redirects["/to-metadata.bin"] = "http://169.254.169.254/latest/meta-data"
+
+    def only_this_server(url: str) -> None:
+        if not url.startswith(http_server.url("/")):
+            raise SourceError(f"refused {url}")
+
+    with pytest.raises(SourceError, match=r"refused http://169\.254\.169\.254"):
+        sources.download(http_server.url("/to-metadata.bin"), tmp_path / "b.bin", check_url=only_this_server)
+
+
 def test_missing_url_fails_naming_the_status(http_server: LocalHttpServer, tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="HTTP 404"):
         sources.download(http_server.url("/nope.zip"), tmp_path / "nope.zip")
@@ -104,6 +162,40 @@ def test_zip_symlink_entries_are_refused(tmp_path: Path) -> None:
     archive = tmp_path / "link.zip"
     archive.write_bytes(buffer.getvalue())
     with pytest.raises(UnsafeArchiveError, match="symlink"):
+        sources.extract_zip(archive, tmp_path / "out")
+
+
+def test_many_small_entries_that_inflate_past_the_ratio_are_refused_before_writing(tmp_path: Path) -> None:
+    """Issue 25, item 6: 300 entries of 1 MiB of zeros (a 330 KB zip) unzipped to 301 MB."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for number in range(300):
+            zipped.writestr(f"zeros-{number:03d}.jpg", bytes(1024**2))
+    archive = tmp_path / "many.zip"
+    archive.write_bytes(buffer.getvalue())
+    assert archive.stat().st_size < 400_000
+    with pytest.raises(SourceError, match=r"entry 'zeros-000.jpg' inflates \d+x"):
+        sources.extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and list(tmp_path.glob(".out.partial-*")) == []
+
+
+def test_entries_each_too_small_to_check_are_refused_by_the_whole_archives_ratio(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for number in range(2000):
+            zipped.writestr(f"zeros-{number:04d}.jpg", bytes(48 * 1024))  # under the per-entry check's floor
+    archive = tmp_path / "many.zip"
+    archive.write_bytes(buffer.getvalue())
+    with pytest.raises(SourceError, match=r"inflates \d+x as a whole \(98,304,000 bytes from 2,000 entries\)"):
+        sources.extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_archive_with_too_many_entries_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "MAX_ENTRIES", 10)
+    archive = tmp_path / "many.zip"
+    archive.write_bytes(make_zip({f"{number}.jpg": b"x" for number in range(11)}))
+    with pytest.raises(SourceError, match="holds 11 entries, over the limit of 10"):
         sources.extract_zip(archive, tmp_path / "out")
 
 
