@@ -1,6 +1,7 @@
 """LanceDB storage: tables `images`, `crops` and `embeddings`, upserted by content-derived ids.
 
-This is the only module that talks to LanceDB. Every write is a `merge_insert` keyed on the
+This module (with `recovery.py`, which turns damaged tables back to versions that read) is what
+talks to LanceDB. Every write is a `merge_insert` keyed on the
 table's id column (declared as the primary key, which also keeps concurrent upserts from
 duplicating rows), so writing the same records twice leaves the same rows.
 """
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import re
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -19,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 from lancedb.background_loop import LOOP
 
-from components.errors import StoreMismatchError, StoreWriteTimeout, disk_full
+from components.errors import StoreMismatchError, StoreWriteTimeout, damaged_table, disk_full
 from schemas.params import ObjectStoreSettings, QueryKinds
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
 
@@ -46,6 +48,7 @@ ANN_NPROBES = 20
 ANN_REFINE_FACTOR = 10
 # Join keys looked up by id after every search, indexed once the vector index exists.
 _JOIN_KEYS = {IMAGES: "image_id", CROPS: "crop_id"}
+KEY_OF_TABLE = {IMAGES: "image_id", CROPS: "crop_id", EMBEDDINGS: "id"}
 # Images and crops also keep each whole record as JSON in this column, because a lookup by id pays
 # per column it reads: at 1M rows, 20 ids took 8.4 ms with one column per field and 4.8 ms with this
 # one (images), 14.1 and 7.5 ms (crops). The other columns are there to filter and for SQL readers;
@@ -170,6 +173,27 @@ def search_filter(kinds: QueryKinds, classes: Sequence[str], min_confidence: flo
     return " AND ".join(clauses)
 
 
+def _naming_damaged_tables(method: Callable[..., Result]) -> Callable[..., Result]:
+    """Turn LanceDB's error about a damaged or missing data file into one that names the table and the way back.
+
+    LanceDB's own text names neither ("LanceError(IO): ... Invalid range 0..984 for object of size 7
+    bytes"), so on a failure the tables are scanned to find the damaged one: the scan costs only
+    when something already failed, and an error with no damaged table behind it passes unchanged.
+    """
+
+    @functools.wraps(method)
+    def named(self: CropStore, *args: Any, **kwargs: Any) -> Result:
+        try:
+            return method(self, *args, **kwargs)
+        except (RuntimeError, OSError, ValueError) as error:
+            damaged = self.damaged_tables()
+            if damaged:
+                raise damaged_table(damaged[0], self.uri, error) from error
+            raise
+
+    return named
+
+
 class CropStore:
     """One LanceDB database holding a cropsearch index: a local folder or an s3:// URI."""
 
@@ -220,10 +244,12 @@ class CropStore:
             return None
         return (table.schema.metadata or {}).get(key, b"").decode() or None
 
+    @_naming_damaged_tables
     def embedder_of_index(self) -> str | None:
         """The embedder id the embeddings table was built with, or None when there is none yet."""
         return self._embeddings_metadata(EMBEDDER_METADATA_KEY)
 
+    @_naming_damaged_tables
     def embedder_spec_of_index(self) -> str | None:
         """Where that embedder was loaded from (a hub id or an absolute path)."""
         return self._embeddings_metadata(EMBEDDER_SPEC_METADATA_KEY)
@@ -237,6 +263,19 @@ class CropStore:
                 f"use the same --embedder, or another --db for the new model"
             )
 
+    def damaged_tables(self) -> list[str]:
+        """The tables whose current version does not read whole (a data file damaged or missing)."""
+        damaged = []
+        for name, key in KEY_OF_TABLE.items():
+            try:
+                table = self._open(name)
+                if table is not None:
+                    table.search().select([key]).limit(None).to_arrow()
+            except (RuntimeError, OSError, ValueError):
+                damaged.append(name)
+        return damaged
+
+    @_naming_damaged_tables
     def counts(self) -> dict[str, int]:
         return {
             name: (table.count_rows() if (table := self._open(name)) else 0) for name in (IMAGES, CROPS, EMBEDDINGS)
@@ -263,12 +302,15 @@ class CropStore:
                 ) from error
             raise
 
+    @_naming_damaged_tables
     def upsert_images(self, records: Sequence[ImageRecord]) -> None:
         self._upsert(self._open_or_create(IMAGES, IMAGES_SCHEMA), "image_id", record_rows(records))
 
+    @_naming_damaged_tables
     def upsert_crops(self, records: Sequence[CropRecord]) -> None:
         self._upsert(self._open_or_create(CROPS, CROPS_SCHEMA), "crop_id", record_rows(records))
 
+    @_naming_damaged_tables
     def upsert_embeddings(self, records: Sequence[EmbeddingRecord], embedder_id: str, embedder_spec: str = "") -> None:
         if not records:
             return
@@ -282,6 +324,7 @@ class CropStore:
             raise StoreMismatchError(f"vectors have {len(records[0].vector)} dimensions; the index holds {width}")
         self._upsert(table, "id", [r.model_dump() for r in records])
 
+    @_naming_damaged_tables
     def remove_crops_except(self, image_ids: Sequence[str], keep_crop_ids: Iterable[str]) -> list[str]:
         """Delete crops (and their vectors) of these images that a re-index no longer produced.
 
@@ -299,6 +342,7 @@ class CropStore:
             self._delete_ids(embeddings, "id", [row["crop_id"] for row in stale])
         return [row["uri"] for row in stale if row["uri"]]
 
+    @_naming_damaged_tables
     def remove_images(self, image_ids: Sequence[str]) -> list[str]:
         """Delete images with everything derived from them; returns the removed crop file uris."""
         removed_uris = self.remove_crops_except(image_ids, keep_crop_ids=())
@@ -321,6 +365,7 @@ class CropStore:
             if (table := self._open(name)) is not None
         }
 
+    @_naming_damaged_tables
     def compact(self) -> dict[str, tuple[int, int]]:
         """Merge each table's small fragments, fold new rows into its indexes, prune versions past a week.
 
@@ -335,6 +380,7 @@ class CropStore:
 
     # -- indexes --------------------------------------------------------------------------
 
+    @_naming_damaged_tables
     def maintain_indexes(self, min_rows: int) -> list[str]:
         """Build the ANN and join-key indexes once the embeddings reach `min_rows`; fold new rows into them after.
 
@@ -378,6 +424,7 @@ class CropStore:
             rows.extend(table.search().where(where).select(columns).limit(None).to_arrow().to_pylist())
         return rows
 
+    @_naming_damaged_tables
     def image_ids_by_uri(self, source: str) -> dict[str, list[str]]:
         """uri -> ids of the images stored for one source (a changed file leaves its old id under its uri)."""
         table = self._open(IMAGES)
@@ -389,12 +436,14 @@ class CropStore:
             found.setdefault(row["uri"], []).append(row["image_id"])
         return found
 
+    @_naming_damaged_tables
     def images_by_id(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
         table = self._open(IMAGES)
         if table is None or not image_ids:
             return {}
         return _image_records(self._rows(table, "image_id", image_ids, _lookup_columns(table.schema)))
 
+    @_naming_damaged_tables
     def class_names(self) -> set[str]:
         """Every detector class that has at least one crop in the index."""
         table = self._open(CROPS)
@@ -402,6 +451,7 @@ class CropStore:
             return set()
         return set(table.search().select(["class_name"]).limit(None).to_arrow().column("class_name").to_pylist())
 
+    @_naming_damaged_tables
     def crops_by_id(self, crop_ids: Sequence[str]) -> dict[str, CropRecord]:
         table = self._open(CROPS)
         if table is None or not crop_ids:
@@ -441,6 +491,7 @@ class CropStore:
         scans = [table.query().where(where).select(columns).to_arrow() for where in _id_filters(column, ids)]
         return [row for batch in await asyncio.gather(*scans) for row in batch.to_pylist()]
 
+    @_naming_damaged_tables
     def records_of_hits(
         self, image_ids: Sequence[str], crop_ids: Sequence[str]
     ) -> tuple[dict[str, ImageRecord], dict[str, CropRecord]]:
@@ -456,6 +507,7 @@ class CropStore:
         image_rows, crop_rows = self._query_reads(both())
         return _image_records(image_rows), _crop_records(crop_rows)
 
+    @_naming_damaged_tables
     def search(self, vector: np.ndarray, where: str, limit: int) -> list[dict[str, Any]]:
         """Nearest embeddings by cosine similarity among rows passing `where` (a prefilter, applied in LanceDB).
 

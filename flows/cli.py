@@ -19,10 +19,12 @@ from pydantic import BaseModel, ValidationError
 
 from components.errors import CropsearchError
 from components.preflight import (
+    check_db_exists,
     check_eval_can_start,
     check_index_can_start,
     check_object_store,
     check_query_can_start,
+    check_query_image,
 )
 from components.render import hits_table, report_table
 from schemas.params import (
@@ -153,6 +155,8 @@ def query(text: str | None, image: Path | None, **options: Any) -> None:
     try:
         QueryInput(text=text, image=image)
         params = QueryParams(**_given(options))
+        if image is not None:
+            check_query_image(image)
         check_query_can_start(params)
         from flows.query import query as query_flow
 
@@ -177,6 +181,7 @@ def compact(db_uri: str, **options: Any) -> None:
     try:
         settings = ObjectStoreSettings(**_given(options))
         check_object_store(settings, db_uri)
+        check_db_exists(db_uri)
         with exclusive_writer(db_uri):
             fragments = CropStore(db_uri, settings).compact()
     except (CropsearchError, ValueError) as error:
@@ -189,6 +194,38 @@ def compact(db_uri: str, **options: Any) -> None:
             for table, (before, after) in fragments.items()
         ]
     )
+
+
+@main.command()
+@click.option("--db", "db_uri", default=DEFAULT_DB_URI, show_default=True, help="LanceDB folder or s3:// URI")
+@options_from(ObjectStoreSettings)
+def restore(db_uri: str, **options: Any) -> None:
+    """After a damaged or lost data file: make the newest table versions that read the current ones."""
+    from components.locks import exclusive_writer
+    from components.recovery import restore_readable
+
+    try:
+        settings = ObjectStoreSettings(**_given(options))
+        check_object_store(settings, db_uri)
+        check_db_exists(db_uri)
+        with exclusive_writer(db_uri):
+            report = restore_readable(db_uri, settings)
+    except (CropsearchError, ValueError) as error:
+        _fail(error)
+    _print_rows(
+        [
+            {
+                "table": item.table,
+                "version": f"{item.latest} -> {item.restored}" if item.restored != item.latest else str(item.latest),
+                "rows": f"{'unreadable' if item.rows_before is None else item.rows_before} -> {item.rows_after}",
+            }
+            for item in report
+        ]
+    )
+    if any(item.restored != item.latest for item in report):
+        click.echo("run `cropsearch index` again to redo what the lost versions held")
+    else:
+        click.echo("every table reads: nothing to restore")
 
 
 @main.command("eval")

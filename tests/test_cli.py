@@ -79,3 +79,27 @@ def test_default_run_offline_fails_within_seconds_naming_what_is_unreachable(tmp
     assert "detector 'yolov10x.pt' is not available" in done.stderr and "--detector" in done.stderr
     assert "embedder 'openai/clip-vit-base-patch32' is not available" in done.stderr and "--embedder" in done.stderr
     assert elapsed < 60  # a bound on hangs and retry loops, not a speed target
+
+
+def test_a_query_image_that_is_not_an_image_is_one_error_line(tmp_path: Path) -> None:
+    """Issue 25: `--image /etc/passwd` printed a traceback, and a folder was said not to exist."""
+    runner = CliRunner()
+    text_file = tmp_path / "passwd"
+    text_file.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    for image, says in (
+        (text_file, "no installed decoder knows its format"),
+        (tmp_path, "is a folder; give an image file"),
+        (tmp_path / "missing.jpg", "does not exist"),
+    ):
+        result = runner.invoke(main, ["query", "--image", str(image), "--data-dir", str(tmp_path)])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: query image") and says in result.output, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_commands_that_read_never_create_a_database(tmp_path: Path) -> None:
+    mistyped = tmp_path / "data" / "lancdb"
+    for command in (["query", "a cat", "--db", str(mistyped)], ["compact", "--db", str(mistyped)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2 and f"no index at {mistyped}" in result.output, result.output
+    assert not mistyped.exists() and not (tmp_path / "data").exists()
