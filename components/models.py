@@ -43,7 +43,7 @@ def load_once(key: tuple[str, ...], load: Callable[[], T]) -> T:
 def model_id(spec: str) -> str:
     """Stable id of the weights a spec names (see module docstring)."""
     path = Path(spec).expanduser()
-    if is_plugin_spec(spec) or not path.exists() or _is_official_yolo_release(spec):
+    if is_plugin_spec(spec) or not path.exists() or is_official_yolo_release(spec):
         return spec
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
     stamps = tuple((str(file.resolve()), file.stat().st_size, file.stat().st_mtime_ns) for file in files)
@@ -63,7 +63,7 @@ def _content_hash(files: tuple[tuple[str, int, int], ...]) -> str:
     return digest.hexdigest()[:12]
 
 
-def _is_official_yolo_release(spec: str) -> bool:
+def is_official_yolo_release(spec: str) -> bool:
     if not spec.endswith(".pt") or "/" in spec or "\\" in spec:
         return False
     from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES

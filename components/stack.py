@@ -8,6 +8,7 @@ group): `down` stops each whole group, the flow runs a worker spawned included.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -18,9 +19,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from components.errors import CropsearchError
 from schemas.params import StackParams
+from schemas.policy import POLICY_VARIABLE
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,49 @@ logger = logging.getLogger(__name__)
 WORK_POOL = "cropsearch-local"
 SERVER_START_SECONDS = 90.0
 WORKER_START_SECONDS = 60.0
+HEARTBEAT_SECONDS = 30
+LEASE_SECONDS = 60
+FLOW_NAMES = ("index-coco", "query", "evaluate")
+API_ATTEMPTS = 5
+
+# The process work pool's job template with nothing a run may set. Prefect's default lets whoever
+# creates a run pass job variables, among them `command` (what the worker executes) and `env`
+# (which would replace the operator's policy): either hands the worker to them. Runs of this pool
+# inherit the worker's own environment and start the way the worker starts them.
+LOCKED_JOB_TEMPLATE: dict[str, Any] = {
+    "job_configuration": {"command": None, "env": {}, "labels": {}, "name": None, "stream_output": True},
+    "variables": {"type": "object", "properties": {}, "additionalProperties": False},
+}
+
+# Prefect's recipe for runs whose process died without a word (a worker killed with SIGKILL, a
+# machine lost): a running flow run that sends no heartbeat for three periods is marked crashed,
+# which frees its deployment's concurrency slot for the next run.
+ZOMBIE_RUN_AUTOMATION: dict[str, Any] = {
+    "name": "cropsearch: crash runs that stopped sending heartbeats",
+    "trigger": {
+        "type": "event",
+        "posture": "Proactive",
+        "after": ["prefect.flow-run.heartbeat"],
+        "expect": [
+            "prefect.flow-run.heartbeat",
+            "prefect.flow-run.Completed",
+            "prefect.flow-run.Failed",
+            "prefect.flow-run.Cancelled",
+            "prefect.flow-run.Crashed",
+        ],
+        "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
+        "for_each": ["prefect.resource.id"],
+        "threshold": 1,
+        "within": 3 * HEARTBEAT_SECONDS,
+    },
+    "actions": [
+        {
+            "type": "change-flow-run-state",
+            "state": "CRASHED",
+            "message": f"no heartbeat for {3 * HEARTBEAT_SECONDS} s: its process died (e.g. its worker was killed)",
+        }
+    ],
+}
 
 
 class StackError(CropsearchError):
@@ -44,16 +92,63 @@ def stack_environment(settings: StackParams, base: Mapping[str, str] | None = No
     env = dict(os.environ if base is None else base)
     env["PREFECT_API_URL"] = settings.resolved_api_url
     env["CROPSEARCH_HOME"] = str(settings.project_dir.resolve())
-    # Read by deployed runs (flows/deployed.py): the folders they may read query images and weights from.
-    env["CROPSEARCH_QUERY_IMAGE_ROOTS"] = os.pathsep.join(str(root.resolve()) for root in settings.query_image_roots)
-    env["CROPSEARCH_MODEL_ROOTS"] = os.pathsep.join(str(root.resolve()) for root in settings.model_roots)
+    # Read by deployed runs (flows/deployed.py): the folders and hosts they are held to.
+    env[POLICY_VARIABLE] = settings.operator_policy().to_json()
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A flow run reports every 30 s (the least Prefect allows); the server's zombie automation marks a
+    # run that missed three as crashed, and its deployment slot is leased for 60 s at a time instead
+    # of 300, so a run killed with its worker stops blocking the next one within about two minutes.
+    env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
+    env["PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION"] = str(LEASE_SECONDS)
     if settings.api_url is None:
         # The UI is served by the same process and asks this address for its data.
         env["PREFECT_UI_API_URL"] = settings.resolved_api_url
         env["PREFECT_SERVER_API_HOST"] = settings.host
         env["PREFECT_SERVER_API_PORT"] = str(settings.port)
     return env
+
+
+def _api(api_url: str, method: str, path: str, body: object, env: Mapping[str, str]) -> Any:
+    """One call of the Prefect REST API (the key, where one is set, as Prefect Cloud wants it)."""
+    headers = {"Content-Type": "application/json"}
+    if env.get("PREFECT_API_KEY"):
+        headers["Authorization"] = f"Bearer {env['PREFECT_API_KEY']}"
+    request = urllib.request.Request(
+        f"{api_url.rstrip('/')}{path}", data=json.dumps(body).encode(), headers=headers, method=method
+    )
+    for attempt in range(1, API_ATTEMPTS + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                payload = response.read()
+            return json.loads(payload) if payload else None
+        except urllib.error.HTTPError as error:
+            # A server just deployed to answers 503 while its SQLite database is busy; other codes are final.
+            failure, retry = f"HTTP {error.code} {error.reason}", error.code == 503
+        except (urllib.error.URLError, OSError) as error:
+            failure, retry = str(error), True
+        if not retry or attempt == API_ATTEMPTS:
+            raise StackError(f"{method} {path} on the Prefect API failed: {failure}")
+        time.sleep(attempt)
+    return None
+
+
+def refuse_unknown_parameters(api_url: str, env: Mapping[str, str]) -> None:
+    """Make the server refuse, when a run is created, a parameter cropsearch's flows do not take.
+
+    The schema `prefect deploy` sends lists the flow's parameters but lets others through; the run
+    would only fail once its worker started it. The client's own schema model drops
+    `additionalProperties`, so this sets it through the REST API.
+    """
+    query = {"flows": {"name": {"any_": list(FLOW_NAMES)}}}
+    for deployment in _api(api_url, "POST", "/deployments/filter", query, env):
+        schema = dict(deployment.get("parameter_openapi_schema") or {})
+        if schema.get("additionalProperties") is False and deployment.get("enforce_parameter_schema"):
+            continue
+        update = {
+            "parameter_openapi_schema": {**schema, "additionalProperties": False},
+            "enforce_parameter_schema": True,
+        }
+        _api(api_url, "PATCH", f"/deployments/{deployment['id']}", update, env)
 
 
 def api_is_up(api_url: str, timeout: float = 2.0) -> bool:
@@ -83,7 +178,7 @@ def _ensure(inspect: list[str], create: list[str], env: Mapping[str, str], cwd: 
 
 
 def _start(name: str, args: list[str], env: Mapping[str, str], settings: StackParams) -> int:
-    """Start a long-running process in its own session; its pid goes to <state_dir>/<name>.pid."""
+    """Start a long-running process in its own session; <state_dir>/<name>.pid records which process it is."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with (settings.state_dir / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(
@@ -95,8 +190,39 @@ def _start(name: str, args: list[str], env: Mapping[str, str], settings: StackPa
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    (settings.state_dir / f"{name}.pid").write_text(str(process.pid))
+    started = psutil.Process(process.pid)
+    record = {
+        "pid": process.pid,
+        "started": started.create_time(),
+        "command": started.cmdline() or args,
+        "policy": env.get(POLICY_VARIABLE),
+    }
+    (settings.state_dir / f"{name}.pid").write_text(json.dumps(record))
     return process.pid
+
+
+def _recorded(pid_file: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(pid_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def started_process(pid_file: Path) -> int | None:
+    """The pid in `pid_file` if that process still runs and is the one `stack up` started, else None.
+
+    A pid alone is not enough: after a crash or a reboot the same number can belong to any other
+    process, which `down` would then kill. The start time and command line recorded beside it must
+    match too; a pid file without them (or unreadable) names no process of ours.
+    """
+    record = _recorded(pid_file)
+    try:
+        process = psutil.Process(int(record["pid"]))
+        same = abs(process.create_time() - float(record["started"])) < 0.01 and process.cmdline() == record["command"]
+    except (ValueError, KeyError, TypeError, psutil.Error):
+        return None
+    return process.pid if same and process.status() != psutil.STATUS_ZOMBIE else None
 
 
 def _group_alive(pgid: int) -> bool:
@@ -146,7 +272,30 @@ def up(settings: StackParams) -> dict[str, str]:
     elif not api_is_up(api_url):
         raise StackError(f"the Prefect API at {api_url} does not answer (is the server running, the key set?)")
 
-    _ensure(["work-pool", "inspect", WORK_POOL], ["work-pool", "create", WORK_POOL, "--type", "process"], env, project)
+    template = settings.state_dir / "pool-template.json"
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    template.write_text(json.dumps(LOCKED_JOB_TEMPLATE, indent=2))
+    (settings.state_dir / "policy.json").write_text(env[POLICY_VARIABLE])  # what the worker is held to, to read
+    _ensure(
+        ["work-pool", "inspect", WORK_POOL],
+        ["work-pool", "create", WORK_POOL, "--type", "process", "--base-job-template", str(template)],
+        env,
+        project,
+    )
+    # Also for a pool an earlier version made with Prefect's default template, which lets runs set env and command.
+    _run(
+        prefect_command("work-pool", "update", WORK_POOL, "--base-job-template", str(template)),
+        env,
+        project,
+        "locking the work pool's job variables",
+    )
+    automation = json.dumps(ZOMBIE_RUN_AUTOMATION)
+    _ensure(
+        ["automation", "inspect", ZOMBIE_RUN_AUTOMATION["name"]],
+        ["automation", "create", "--from-json", automation],
+        env,
+        project,
+    )
     limit = settings.writer_limit
     _ensure(
         ["global-concurrency-limit", "inspect", limit],
@@ -155,9 +304,17 @@ def up(settings: StackParams) -> dict[str, str]:
         project,
     )
     _run(prefect_command("--no-prompt", "deploy", "--all"), env, project, "deploying prefect.yaml")
+    refuse_unknown_parameters(api_url, env)
 
     worker_log = settings.state_dir / "worker.log"
-    if not _pid_alive(settings.state_dir / "worker.pid"):
+    worker_pid = settings.state_dir / "worker.pid"
+    if (running := started_process(worker_pid)) is not None and _recorded(worker_pid).get("policy") != env[
+        POLICY_VARIABLE
+    ]:
+        logger.info("the operator's policy changed: restarting the worker")
+        _stop_group(running, grace_seconds=20.0)
+        running = None
+    if running is None:
         logger.info("starting a process worker on pool %s", WORK_POOL)
         earlier = worker_log.stat().st_size if worker_log.is_file() else 0  # the log is appended to across runs
         worker = _start(
@@ -179,10 +336,6 @@ def up(settings: StackParams) -> dict[str, str]:
     return started
 
 
-def _pid_alive(pid_file: Path) -> bool:
-    return pid_file.is_file() and _group_alive(int(pid_file.read_text()))
-
-
 def down(settings: StackParams, grace_seconds: float = 20.0) -> list[str]:
     """Stop the worker, then the server (each whole process group); forget the saved API address.
 
@@ -193,10 +346,12 @@ def down(settings: StackParams, grace_seconds: float = 20.0) -> list[str]:
         pid_file = settings.state_dir / f"{name}.pid"
         if not pid_file.is_file():
             continue
-        pid = int(pid_file.read_text())
-        if _group_alive(pid):
+        pid = started_process(pid_file)
+        if pid is not None:
             _stop_group(pid, grace_seconds)
             stopped.append(f"{name} (pid {pid})")
+        else:
+            logger.info("%s names no running process of the stack's; removed", pid_file)
         pid_file.unlink()
     # Read the profile itself: with PREFECT_API_URL in the environment, `config view` would show that instead.
     env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}

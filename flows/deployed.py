@@ -1,49 +1,70 @@
-"""What a deployed run may touch on its worker, set by the operator rather than by the run's parameters.
+"""Deployed runs are held to the operator's policy; runs from the CLI or Python are their user's own.
 
-Runs started from the UI or `prefect deployment run` take parameters from whoever starts them, so
-files are held to folders the operator chose: the checkout the worker runs from (its working
-directory) plus the folders `cropsearch stack up` wrote into the worker's environment. Runs from
-the CLI or Python are their user's own and read what that user can.
+Runs started from the UI or `prefect deployment run` take parameters from whoever starts them.
+The policy (folders, hosts, sizes; `schemas/policy.py`) comes from the worker's environment,
+written by `cropsearch stack up`; the checks themselves are `components/trust.py`. A deployed run
+on a worker without a policy is refused: a missing policy must not mean "anything goes".
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 from prefect.runtime import deployment
 
-from components.access import AccessDenied, check_inside
-from components.plugins import is_plugin_spec
+from components import trust
+from components.access import AccessDenied
+from schemas.params import EvalParams, IndexParams, QueryParams
+from schemas.policy import POLICY_VARIABLE, OperatorPolicy
 
-QUERY_IMAGE_ROOTS_VARIABLE = "CROPSEARCH_QUERY_IMAGE_ROOTS"
-MODEL_ROOTS_VARIABLE = "CROPSEARCH_MODEL_ROOTS"
 
-
-def _roots(variable: str, default: Path) -> list[Path] | None:
+def policy() -> OperatorPolicy | None:
+    """The operator's policy in a deployed run; None outside deployments."""
     if deployment.id is None:
         return None
-    listed = os.environ.get(variable, "")
-    return [default, *(Path(item) for item in listed.split(os.pathsep) if item)]
+    raw = os.environ.get(POLICY_VARIABLE)
+    if not raw:
+        raise AccessDenied(
+            f"this worker has no cropsearch policy ({POLICY_VARIABLE} is unset): deployed runs are refused; "
+            "start workers with `cropsearch stack up`"
+        )
+    return OperatorPolicy.model_validate_json(raw)
 
 
-def query_image_roots() -> list[Path] | None:
-    """The checkout's `query-images/` and `stack up --query-image-roots`; None outside deployments."""
-    return _roots(QUERY_IMAGE_ROOTS_VARIABLE, Path.cwd() / "query-images")
+def _deployment_parameters() -> dict[str, Any]:
+    """The parameters the deployment itself sets (`prefect.runtime` would give the run's own, overrides included)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return dict(client.read_deployment(UUID(str(deployment.id))).parameters or {})
 
 
-def check_models(*specs: str | None) -> None:
-    """In deployed runs: local weights only from the checkout or `stack up --model-roots`, and no plug-ins.
+def hold_index_run(params: IndexParams) -> OperatorPolicy | None:
+    """Refuse what the policy does not allow; return the policy (None outside deployments) for later checks."""
+    held = policy()
+    if held is not None:
+        trust.check_index_run(params, held, _deployment_parameters())
+    return held
 
-    `.pt` files are pickles and plug-ins are Python modules: either runs code when loaded.
-    """
-    roots = _roots(MODEL_ROOTS_VARIABLE, Path.cwd())
-    if roots is None:
-        return
-    for spec in specs:
-        if spec is None:
-            continue
-        if is_plugin_spec(spec):
-            raise AccessDenied(f"model {spec!r}: plug-ins run code and are refused in deployed runs")
-        if Path(spec).expanduser().exists():
-            check_inside(Path(spec), roots, what="model", use="load weights from")
+
+def hold_query_run(params: QueryParams, image: Path | None) -> OperatorPolicy | None:
+    held = policy()
+    if held is not None:
+        trust.check_query_run(params, image, held, _deployment_parameters())
+    return held
+
+
+def hold_eval_run(params: EvalParams) -> OperatorPolicy | None:
+    held = policy()
+    if held is not None:
+        trust.check_eval_run(params, held, _deployment_parameters())
+    return held
+
+
+def hold_model(spec: str, held: OperatorPolicy | None, parameter: str) -> None:
+    """A model found at run time (the one an index records) passes the same check as a parameter."""
+    if held is not None:
+        trust.check_model(spec, held, parameter)

@@ -25,6 +25,7 @@ from components.preflight import check_eval_can_start
 from components.render import data_uri
 from components.store import CropStore
 from components.synthetic import CLASS_NAMES, read_world, write_world
+from flows import deployed
 from flows.index_coco import acquire_folder, index_coco
 from flows.parameters import takes_fields_of
 from schemas.params import KNOWN_CHECKSUMS, EvalParams
@@ -67,6 +68,7 @@ def _find(folder: Path, name: str) -> Path:
 def evaluate(**fields: Any) -> EvalSummary:
     """Measure retrieval quality of whole images, crops and both, by object size, on COCO or the synthetic world."""
     params = EvalParams(**fields)
+    policy = deployed.hold_eval_run(params)
     check_eval_can_start(params)
     logger = get_run_logger()
     out = params.data_dir.resolve() / "eval"
@@ -77,7 +79,8 @@ def evaluate(**fields: Any) -> EvalSummary:
     else:
         name = "coco-val2017"
         source = params.source
-        annotations = acquire_folder(params.annotations, params.data_dir, KNOWN_CHECKSUMS.get(params.annotations))
+        checksum = KNOWN_CHECKSUMS.get(params.annotations)
+        annotations = acquire_folder(params.annotations, params.data_dir, checksum, policy=policy)
     results = []
     queries: list[evaluation.EvalQuery] | None = None
     for padding in params.paddings:

@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,11 +22,11 @@ from prefect.concurrency.sync import concurrency
 from prefect.utilities.annotations import quote
 from tqdm import tqdm
 
-from components import sources, stages
+from components import sources, stages, trust
 from components.detector import load_detector
 from components.devices import default_decode_threads, default_detect_batch_size, pick_device
 from components.embedder import load_embedder
-from components.errors import SourceError
+from components.errors import InterruptedDownload, SourceError
 from components.formats import PHOTO_FORMATS, describe_ignored
 from components.images import register_images
 from components.locks import exclusive_writer
@@ -39,11 +40,15 @@ from flows.parameters import takes_fields_of
 from flows.runners import chunk_runner, chunk_task_options, runs_on_a_temporary_api, workers_report_here
 from schemas.files import ExtractedFolder, ListedFiles, LocalFile
 from schemas.params import IndexParams, is_object_store_uri, signature_of
+from schemas.policy import OperatorPolicy
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 from schemas.results import IndexReport
 
 # Bump when what a cached task produces changes, so old cache entries stop matching.
 CACHE_VERSION = "1"
+# The writer slot is leased and renewed while the run lives; a run killed without a word (its
+# worker lost) frees it when the lease runs out: a minute, not Prefect's default five.
+WRITER_LEASE_SECONDS = 60
 R = TypeVar("R")
 
 
@@ -61,9 +66,8 @@ def _files(params: IndexParams) -> ObjectFiles:
 
 
 def _is_interrupted_download(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry transfers that broke off (they resume); not 404s or checksum mismatches."""
-    error = state.result(raise_on_failure=False)
-    return isinstance(error, SourceError) and "run again to resume" in str(error)
+    """Retry transfers that broke off (they resume); not 404s, checksum mismatches or refused hosts."""
+    return isinstance(state.result(raise_on_failure=False), InterruptedDownload)
 
 
 @task(
@@ -73,8 +77,11 @@ def _is_interrupted_download(task: Any, task_run: Any, state: Any) -> bool:
     retry_delay_seconds=[1, 5, 15],
     retry_condition_fn=_is_interrupted_download,
 )
-def download_source(url: str, destination: Path, checksum: str | None, show_progress: bool = False) -> LocalFile:
-    return sources.download(url, destination, checksum, show_progress=show_progress)
+def download_source(
+    url: str, destination: Path, checksum: str | None, show_progress: bool = False, policy: OperatorPolicy | None = None
+) -> LocalFile:
+    check_url = None if policy is None else partial(trust.check_download_url, policy=policy)
+    return sources.download(url, destination, checksum, show_progress=show_progress, check_url=check_url)
 
 
 @task(
@@ -91,8 +98,8 @@ def hash_local_archive(path: Path) -> LocalFile:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def list_source_images(folder: Path, limit: int | None) -> ListedFiles:
-    return sources.list_images(folder, limit)
+def list_source_images(folder: Path, limit: int | None, links_may_leave: bool) -> ListedFiles:
+    return sources.list_images(folder, limit, links_may_leave=links_may_leave)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -158,14 +165,16 @@ def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *arg
     return result
 
 
-def acquire_folder(source: str, data_dir: Path, checksum: str | None, show_progress: bool = False) -> Path:
+def acquire_folder(
+    source: str, data_dir: Path, checksum: str | None, show_progress: bool = False, policy: OperatorPolicy | None = None
+) -> Path:
     """A local folder holding a source's files: a folder as is, a zip (downloaded first if a URL) unzipped; cached."""
     kind = sources.classify_source(source)
     if kind == "folder":
         return Path(source).expanduser().resolve()
     if kind == "url":
         destination = download_path(source, data_dir)
-        archive = _fresh(download_source, sources.is_unchanged, source, destination, checksum, show_progress)
+        archive = _fresh(download_source, sources.is_unchanged, source, destination, checksum, show_progress, policy)
     else:
         archive = hash_local_archive(Path(source).expanduser())
     stem = Path(archive.path).name.removesuffix(".zip")
@@ -259,7 +268,7 @@ def _one_writer_at_a_time(limit_name: str | None) -> Iterator[None]:
         return
     logger = get_run_logger()
     started = time.perf_counter()
-    with concurrency(limit_name, occupy=1, strict=False):
+    with concurrency(limit_name, occupy=1, strict=False, lease_duration=WRITER_LEASE_SECONDS):
         waited = time.perf_counter() - started
         if waited > 1.0:
             logger.info("waited %.0f s for %r: another index run was writing", waited, limit_name)
@@ -276,16 +285,22 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
     """
     params = IndexParams(**fields)
     logger = get_run_logger()
-    deployed.check_models(params.detector, params.embedder)
+    policy = deployed.hold_index_run(params)
     detector_id, embedder_id = check_index_can_start(params)
     signature = signature_of(detector_id, embedder_id, params)
     report = IndexReport(source=params.source, db_uri=params.resolved_db_uri, index_signature=signature)
     progress_id = create_progress_artifact(0.0, key="index-progress", description=f"indexing {params.source}")
 
     with _timed(report, "acquire"):
-        folder = acquire_folder(params.source, params.data_dir, params.resolved_checksum, show_progress)
-        listed = list_source_images(folder, params.limit)
+        folder = acquire_folder(params.source, params.data_dir, params.resolved_checksum, show_progress, policy)
+        listed = list_source_images(folder, params.limit, links_may_leave=policy is None)
     paths, report.ignored = listed.images, listed.ignored
+    report.skipped.extend(
+        SkippedFile(
+            path=str(path), reason="a link to a file outside the source; deployed runs index only what is in it"
+        )
+        for path in listed.links_out
+    )
     if report.ignored:
         logger.info("ignored %s", describe_ignored(report.ignored))
     if not paths:

@@ -12,11 +12,10 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from components.access import check_inside
 from components.embedder import load_embedder
 from components.images import decode_rgb
 from components.objects import ObjectFiles
-from components.preflight import check_query_can_start
+from components.preflight import check_query_can_start, check_query_image
 from components.render import data_uri, hits_markdown, hits_table, markdown_table, render_grid
 from components.search import find_hits
 from components.store import CropStore
@@ -67,13 +66,11 @@ def query(**fields: Any) -> QueryResult:
     """Find the k best whole images or crops for a text or an image, each joined to its parent photo."""
     query_input = QueryInput(**split_fields(fields, QueryInput))
     params = QueryParams(**split_fields(fields, QueryParams))
-    roots = deployed.query_image_roots()
-    if query_input.image is not None and roots is not None:
-        check_inside(query_input.image, roots)
-    deployed.check_models(params.embedder)
-    if query_input.image is not None and not query_input.image.is_file():
-        raise ValueError(f"query image {str(query_input.image)!r} does not exist")
+    policy = deployed.hold_query_run(params, query_input.image)
+    if query_input.image is not None:
+        check_query_image(query_input.image)
     embedder = check_query_can_start(params)
+    deployed.hold_model(embedder, policy, "embedder" if params.embedder else "embedder recorded in the index")
     vector = embed_query(query_input, embedder, params.device, params.precision)
     hits = search(vector, params)
     grid_dir = params.data_dir.resolve() / "queries" if params.render else None

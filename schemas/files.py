@@ -39,3 +39,6 @@ class ListedFiles(BaseModel):
     ignored: dict[str, int] = Field(
         default_factory=dict, description="suffix ('' for none) -> files with it that are not photos"
     )
+    links_out: list[Path] = Field(
+        default_factory=list, description="links to files outside the folder, left out (deployed runs only)"
+    )

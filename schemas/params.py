@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from schemas.policy import DEFAULT_ALLOWED_HOSTS, OperatorPolicy
+
 COCO_VAL2017_URL = "http://images.cocodataset.org/zips/val2017.zip"
 COCO_ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"
 # Published checksums of well-known sources, used when the caller gives none.
@@ -353,10 +355,40 @@ class StackParams(BaseModel):
         default_factory=list,
         description="folders deployed query runs may read images from, besides <checkout>/query-images",
     )
+    source_roots: list[Path] = Field(
+        default_factory=list,
+        description="folders (and zips in them) deployed index runs may index, besides <checkout>/photos",
+    )
+    data_roots: list[Path] = Field(
+        default_factory=list,
+        description="folders deployed runs may write to (data_dir, local --db, --crops-uri), besides <checkout>/data",
+    )
     model_roots: list[Path] = Field(
-        default_factory=list, description="folders deployed runs may load local weights from, besides the checkout"
+        default_factory=list,
+        description="folders deployed runs may load local weights from, besides <checkout>/models, world and "
+        "tiny-models; never inside a data root",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts deployed runs may download from, besides images.cocodataset.org, github.com and "
+        "huggingface.co (and their subdomains)",
     )
     project_dir: Path = Field(Path("."), description="checkout holding prefect.yaml; the worker runs flows from it")
+
+    def operator_policy(self) -> OperatorPolicy:
+        """The policy deployed runs are held to: the folders and hosts above, each list after its defaults."""
+        checkout = self.project_dir.resolve()
+
+        def resolved(defaults: list[Path], given: list[Path]) -> list[Path]:
+            return [path.expanduser().resolve() for path in (*defaults, *given)]
+
+        return OperatorPolicy(
+            source_roots=resolved([checkout / "photos"], self.source_roots),
+            data_roots=resolved([checkout / "data"], self.data_roots),
+            model_roots=resolved([checkout / "models", checkout / "world", checkout / "tiny-models"], self.model_roots),
+            query_image_roots=resolved([checkout / "query-images"], self.query_image_roots),
+            allowed_hosts=[*DEFAULT_ALLOWED_HOSTS, *(host.strip().lower() for host in self.allowed_hosts)],
+        )
 
     @property
     def resolved_api_url(self) -> str:

@@ -7,7 +7,9 @@ small red thing" has one right answer that a test can check exactly.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -58,4 +60,14 @@ def colour_blob_detector(device: str) -> ColourBlobDetector:
 
 
 def mean_colour_embedder(device: str) -> MeanColourEmbedder:
+    return MeanColourEmbedder()
+
+
+# Where `marker_embedder` leaves its mark: a test that refuses plug-ins checks this never appears.
+PLUGIN_RAN_MARKER = Path(tempfile.gettempdir()) / "cropsearch-test-plugin-ran"
+
+
+def marker_embedder(device: str) -> MeanColourEmbedder:
+    """A plug-in that shows it ran: what an attacker's plug-in would do, harmlessly."""
+    PLUGIN_RAN_MARKER.touch()
     return MeanColourEmbedder()

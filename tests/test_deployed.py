@@ -1,4 +1,4 @@
-"""What deployed runs may load: weights from the operator's folders only, and no plug-ins."""
+"""Deployed runs read the operator's policy from their worker; without one they are refused."""
 
 from __future__ import annotations
 
@@ -8,25 +8,29 @@ import pytest
 
 from components.access import AccessDenied
 from flows import deployed
+from schemas.params import StackParams
+from schemas.policy import POLICY_VARIABLE
+
+A_DEPLOYMENT = "00000000-0000-0000-0000-000000000001"
 
 
-def test_runs_outside_deployments_load_what_their_user_can(tmp_path: Path) -> None:
-    weights = tmp_path / "w.pt"
-    weights.write_bytes(b"x")
-    deployed.check_models(str(weights), "plugin:tests.plugins:make")
-    assert deployed.query_image_roots() is None
+def test_runs_outside_deployments_are_their_users_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(POLICY_VARIABLE, raising=False)
+    assert deployed.policy() is None
+    deployed.hold_model("plugin:tests.plugins:make", None, "embedder")  # a CLI user may load what they like
 
 
-def test_deployed_runs_are_held_to_the_operators_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", "00000000-0000-0000-0000-000000000001")
-    allowed, stray = tmp_path / "models", tmp_path / "downloads"
-    for folder in (allowed, stray):
-        folder.mkdir()
-        (folder / "w.pt").write_bytes(b"x")
-    monkeypatch.setenv(deployed.MODEL_ROOTS_VARIABLE, str(allowed))
-    deployed.check_models(str(allowed / "w.pt"), "openai/clip-vit-base-patch32", "yolov10x.pt", None)
-    with pytest.raises(AccessDenied, match="outside the folders deployed runs may load weights from"):
-        deployed.check_models(str(stray / "w.pt"))
+def test_a_deployed_run_on_a_worker_without_a_policy_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", A_DEPLOYMENT)
+    monkeypatch.delenv(POLICY_VARIABLE, raising=False)
+    with pytest.raises(AccessDenied, match="no cropsearch policy"):
+        deployed.policy()
+
+
+def test_a_deployed_run_reads_the_policy_stack_up_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written = StackParams(project_dir=tmp_path, source_roots=[tmp_path / "photos-2"]).operator_policy()
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", A_DEPLOYMENT)
+    monkeypatch.setenv(POLICY_VARIABLE, written.to_json())
+    assert deployed.policy() == written
     with pytest.raises(AccessDenied, match="plug-ins run code"):
-        deployed.check_models("plugin:tests.plugins:make")
-    assert deployed.query_image_roots() == [Path.cwd() / "query-images"]
+        deployed.hold_model("plugin:tests.plugins:make", written, "embedder recorded in the index")

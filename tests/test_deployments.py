@@ -7,6 +7,7 @@ types and checked through the Prefect client. Every process started here is stop
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ from components.stack import WORK_POOL
 from components.store import CROPS, EMBEDDINGS, IMAGES
 from schemas.params import DEFAULT_WRITER_LIMIT
 from tests.conftest import ultralytics_assets, write_scene
+from tests.http_server import LocalHttpServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.deployment]
 
@@ -50,7 +52,9 @@ class Stack:
     api_url: str
     env: dict[str, str]
     state_dir: Path
-    image_root: Path
+    image_root: Path  # the operator's folders: query images, sources, and where runs write
+    source_root: Path
+    data_root: Path
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -105,15 +109,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_yolo: Path, tiny_clip: 
     # Shares the test session's PREFECT_HOME, so run results persisted by the worker read back here.
     env.update(PREFECT_WORKER_QUERY_SECONDS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     state_dir = home / "state"
-    live = Stack(api_url=f"http://127.0.0.1:{port}/api", env=env, state_dir=state_dir, image_root=home / "allowed")
-    live.image_root.mkdir()
+    live = Stack(
+        api_url=f"http://127.0.0.1:{port}/api",
+        env=env,
+        state_dir=state_dir,
+        image_root=home / "allowed",
+        source_root=home / "photos",
+        data_root=home / "data",
+    )
+    for root in (live.image_root, live.source_root, live.data_root):
+        root.mkdir()
     where = ["--port", str(port), "--state-dir", str(state_dir), "--project-dir", str(REPO)]
     try:
         operator = [
-            "--query-image-roots",
-            str(live.image_root),
-            "--model-roots",
-            f"{tiny_yolo.parent},{tiny_clip.parent}",
+            *("--query-image-roots", str(live.image_root)),
+            *("--source-roots", str(live.source_root)),
+            *("--data-roots", str(live.data_root)),
+            *("--model-roots", f"{tiny_yolo.parent},{tiny_clip.parent}"),
+            *("--allowed-hosts", "127.0.0.1"),  # the tests' own HTTP server
         ]
         started = live.cli("flows.cli", "stack", "up", *where, *operator)
         assert started.returncode == 0, started.stdout + started.stderr + live.worker_log()
@@ -147,13 +160,17 @@ def photos(folder: Path, seeds: range) -> Path:
 @pytest.fixture(scope="module")
 def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory, tiny_yolo: Path, tiny_clip: Path) -> Scenario:
     """Index a folder; then two index runs of a second folder at once with a query beside them; then a query."""
-    root = tmp_path_factory.mktemp("deployed")
+    root = stack.source_root
     first = photos(root / "first", range(3))
     for asset in ultralytics_assets():
         shutil.copy(asset, first / asset.name)
+    outside = tmp_path_factory.mktemp("private")
+    write_scene(outside / "private.jpg", 99)
+    (first / "innocent.jpg").symlink_to(outside / "private.jpg")  # a link out of the operator's folders
     second = photos(root / "second", range(10, 14))
+    data = stack.data_root
     models = {
-        "data_dir": root / "data",
+        "data_dir": data,
         "detector": tiny_yolo,
         "embedder": tiny_clip,
         "confidence": 0.0001,
@@ -169,25 +186,22 @@ def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory, tiny_yolo: 
         stack.deployment_run("index-coco/nightly", source=second, **models),
         stack.deployment_run("index-coco/adhoc", source=second, **models),
     )
-    during = stack.deployment_run("query/adhoc", text="a bus", k=5, data_dir=root / "data", device="cpu")
+    during = stack.deployment_run("query/adhoc", text="a bus", k=5, data_dir=data, device="cpu")
     for run_id in (*rivals, during):
         stack.wait(run_id)
-    query = stack.deployment_run(
-        "query/adhoc", text="a person", k=4, kinds="crop", data_dir=root / "data", device="cpu"
-    )
+    query = stack.deployment_run("query/adhoc", text="a person", k=4, kinds="crop", data_dir=data, device="cpu")
     # A UI user may name any path: only the operator's folders are readable by a deployed run.
     shutil.copy(first / "bus.jpg", stack.image_root / "bus.jpg")
-    allowed = stack.deployment_run("query/adhoc", image=stack.image_root / "bus.jpg", data_dir=root / "data")
+    allowed = stack.deployment_run("query/adhoc", image=stack.image_root / "bus.jpg", data_dir=data)
     escaping = stack.deployment_run(
-        "query/adhoc", image=f"{stack.image_root}/../../../../../../etc/passwd", data_dir=root / "data"
+        "query/adhoc", image=f"{stack.image_root}/../../../../../../etc/passwd", data_dir=data
     )
-    stray = root / "elsewhere" / "weights.pt"
-    stray.parent.mkdir()
+    stray = tmp_path_factory.mktemp("elsewhere") / "weights.pt"
     shutil.copy(tiny_yolo, stray)
     stray_index = stack.deployment_run("index-coco/adhoc", source=first, **{**models, "detector": stray})
     for run_id in (query, allowed, escaping, stray_index):
         stack.wait(run_id)
-    return Scenario(first_index, rivals, during, query, allowed, escaping, stray_index, str(root / "data" / "lancedb"))
+    return Scenario(first_index, rivals, during, query, allowed, escaping, stray_index, str(data / "lancedb"))
 
 
 def test_prefect_yaml_names_the_pool_and_limit_the_stack_creates() -> None:
@@ -220,6 +234,9 @@ def test_stack_deploys_everything_and_creates_the_writer_limit(stack: Stack) -> 
 def test_adhoc_index_run_reports_progress_timings_and_counts(stack: Stack, scenario: Scenario) -> None:
     report = stack.result(stack.wait(scenario.first_index))
     assert report.images_new == 5 and report.crops > 0  # type: ignore[attr-defined]
+    # Issue 25, item 3: a link inside the source to a file outside the operator's folders is not followed.
+    (link,) = [item for item in report.skipped if item.path.endswith("innocent.jpg")]  # type: ignore[attr-defined]
+    assert "a link to a file outside the source" in link.reason
     artifacts = stack.artifacts(scenario.first_index)
     assert artifacts["index-progress"].data == 100.0  # type: ignore[attr-defined]
     table = artifacts["index-report"].data  # type: ignore[attr-defined]
@@ -269,6 +286,128 @@ def test_deployed_runs_load_local_weights_only_from_the_operators_folders(stack:
     assert "is outside the folders deployed runs may load weights from" in stack.run_logs(run.id)
 
 
+class Payload:
+    """What a hostile `.pt` holds: unpickling it (ultralytics loads weights with weights_only=False) runs a call."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.marker,))
+
+
+@dataclass
+class Hostile:
+    """Runs an outsider with the right to start runs (and nothing else) tried (issue 25), and what they left."""
+
+    downloaded_weights: Path
+    weights_marker: Path
+    runs: dict[str, UUID]
+    creation_refused: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def hostile(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory, tiny_yolo: Path, tiny_clip: Path
+) -> Iterator[Hostile]:
+    import torch
+
+    from components.preflight import download_path
+    from components.store import CropStore
+    from tests.plugins import PLUGIN_RAN_MARKER
+    from tests.test_store import embedding, image
+
+    PLUGIN_RAN_MARKER.unlink(missing_ok=True)
+    weights_marker = tmp_path_factory.mktemp("marker") / "weights-ran"
+    buffer = io.BytesIO()
+    torch.save(Payload(weights_marker), buffer)
+    server = LocalHttpServer()
+    server.files["/weights.pt"] = buffer.getvalue()
+    try:
+        # 1. Fetch a .pt into the worker's data folder (the run fails: it is not a zip of photos) ...
+        url = server.url("/weights.pt")
+        models = {"detector": tiny_yolo, "embedder": tiny_clip}
+        fetch = stack.deployment_run("index-coco/adhoc", source=url, data_dir=stack.data_root, device="cpu", **models)
+        assert "no photos found" in stack.run_logs(stack.wait(fetch).id)  # torch.save writes a zip: it unpacked
+        downloaded = download_path(url, stack.data_root)
+        # 2. ... a database whose recorded embedder is a plug-in ...
+        planted = stack.data_root / "planted" / "lancedb"
+        plugin = "plugin:tests.plugins:marker_embedder"
+        CropStore(str(planted)).upsert_embeddings([embedding(image("a"), [1, 0, 0], plugin)], plugin, plugin)
+        private = tmp_path_factory.mktemp("private-photos")
+        write_scene(private / "passport.jpg", 7)
+        common = {"data_dir": stack.data_root, "device": "cpu"}
+        runs = {
+            "weights": stack.deployment_run(
+                "index-coco/adhoc", source=stack.source_root, detector=downloaded, **common
+            ),
+            "recorded plug-in": stack.deployment_run("query/adhoc", text="red", db_uri=planted, **common),
+            "private folder": stack.deployment_run("index-coco/adhoc", source=private, **common),
+            "other host": stack.deployment_run(
+                "index-coco/adhoc", source=server.url("/x.zip").replace("127.0.0.1", "localhost"), **common
+            ),
+            "no writer limit": stack.deployment_run(
+                "index-coco/adhoc", source=stack.source_root, writer_limit="null", embedder=tiny_clip, **common
+            ),
+            "huge images": stack.deployment_run(
+                "index-coco/adhoc", source=stack.source_root, image_size=4096, embedder=tiny_clip, **common
+            ),
+        }
+        for run_id in runs.values():
+            stack.wait(run_id)
+        creation_refused = {
+            "unknown parameter": stack.cli("prefect", "deployment", "run", "query/adhoc", "--param", "bogus=1"),
+            "job variable env": stack.cli(
+                *("prefect", "deployment", "run", "query/adhoc", "--param", "text=x"),
+                *("--job-variable", 'env={"CROPSEARCH_POLICY": "{}"}'),
+            ),
+            "job variable command": stack.cli(
+                "prefect", "deployment", "run", "query/adhoc", "--param", "text=x", "--job-variable", "command=id"
+            ),
+        }
+        yield Hostile(
+            downloaded,
+            weights_marker,
+            runs,
+            {name: done.stdout + done.stderr for name, done in creation_refused.items() if done.returncode != 0},
+        )
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("attempt", "refusal"),
+    [
+        ("weights", "is outside the folders deployed runs may load weights from"),  # item 1
+        ("recorded plug-in", "embedder recorded in the index 'plugin:tests.plugins:marker_embedder': plug-ins run"),
+        ("private folder", "is outside the folders deployed runs may index"),  # item 3
+        ("other host", "its host is not one deployed runs may reach"),
+        ("no writer limit", "writer_limit: fixed by the deployment"),
+        ("huge images", "image_size 4096 is over what deployed runs may ask for (1280)"),
+    ],
+)
+def test_a_deployed_run_may_not_leave_the_operators_policy(
+    stack: Stack, hostile: Hostile, attempt: str, refusal: str
+) -> None:
+    run = stack.wait(hostile.runs[attempt])
+    assert run.state is not None and run.state.is_failed(), f"{attempt}: {run.state}"
+    assert refusal in stack.run_logs(run.id), stack.run_logs(run.id)
+
+
+def test_downloaded_weights_and_recorded_plug_ins_never_run(hostile: Hostile) -> None:
+    """Issue 25, items 1 and 2: both reached code execution on the worker."""
+    from tests.plugins import PLUGIN_RAN_MARKER
+
+    assert hostile.downloaded_weights.is_file()  # the download happened: only the loading is refused
+    assert not hostile.weights_marker.exists() and not PLUGIN_RAN_MARKER.exists()
+
+
+def test_runs_with_unknown_parameters_or_job_variables_are_refused_when_created(hostile: Hostile) -> None:
+    """Job variables would let a run replace the worker's command or its policy; they are not the run's to set."""
+    assert set(hostile.creation_refused) == {"unknown parameter", "job variable env", "job variable command"}
+    assert "bogus" in hostile.creation_refused["unknown parameter"]
+
+
 def test_query_artifacts_show_their_thumbnails_in_headless_chromium(
     stack: Stack, scenario: Scenario, tmp_path: Path
 ) -> None:
@@ -309,3 +448,44 @@ def test_query_artifacts_show_their_thumbnails_in_headless_chromium(
     assert len(seen["query-hits"]) == 2 * len(result.hits) and all(w > 0 for w in seen["query-hits"])  # type: ignore[attr-defined]
     assert len(seen["query-grid"]) == 1 and seen["query-grid"][0] > 0
     print(f"screenshots: {tmp_path / 'query-hits.png'}, {tmp_path / 'query-grid.png'}")
+
+
+def test_a_run_whose_worker_was_killed_is_marked_crashed_and_the_next_run_goes_ahead(
+    stack: Stack, scenario: Scenario, tiny_yolo: Path, tiny_clip: Path, tmp_path: Path
+) -> None:
+    """A worker killed with SIGKILL left its run "Running" forever, and the next index run waited ~4.5 min.
+
+    Runs last in this module: it kills the stack's worker, then brings it back with `stack up`.
+    """
+    import json
+    import signal
+
+    many = photos(stack.source_root / "many", range(40, 100))
+    models = {"detector": tiny_yolo, "embedder": tiny_clip, "confidence": 0.0001, "max_detections": 3}
+    common = {"data_dir": stack.data_root, "db_uri": stack.data_root / "killed", "device": "cpu", **models}
+    doomed = stack.deployment_run("index-coco/adhoc", source=many, **common)
+    with stack.client() as client:
+        deadline = time.monotonic() + RUN_SECONDS
+        while "waited" not in stack.run_logs(doomed) and "to index in chunks" not in stack.run_logs(doomed):
+            assert time.monotonic() < deadline, stack.run_logs(doomed)
+            time.sleep(1)  # it holds the deployment's slot and the writer limit now
+        worker = json.loads((stack.state_dir / "worker.pid").read_text())["pid"]
+        os.killpg(worker, signal.SIGKILL)  # the worker and the flow run it started, without a word
+        killed_at = time.monotonic()
+        while not (run := client.read_flow_run(doomed)).state.is_final():  # type: ignore[union-attr]
+            assert time.monotonic() - killed_at < 240, f"still {run.state} after 240 s"
+            time.sleep(2)
+    assert run.state.is_crashed(), run.state  # type: ignore[union-attr]
+    assert "no heartbeat" in (run.state.message or "")  # type: ignore[union-attr]
+
+    where = ["--port", stack.api_url.split(":")[-1].removesuffix("/api"), "--state-dir", str(stack.state_dir)]
+    operator = [
+        *("--query-image-roots", str(stack.image_root), "--source-roots", str(stack.source_root)),
+        *("--data-roots", str(stack.data_root), "--model-roots", f"{tiny_yolo.parent},{tiny_clip.parent}"),
+        *("--allowed-hosts", "127.0.0.1", "--project-dir", str(REPO)),
+    ]
+    restarted = stack.cli("flows.cli", "stack", "up", *where, *operator)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    again = stack.deployment_run("index-coco/adhoc", source=many, **common)
+    report = stack.result(stack.wait(again))
+    assert report.images_new + report.images_already_indexed == 60  # type: ignore[attr-defined]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,3 +58,34 @@ def test_api_is_up_is_false_for_a_closed_port() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     assert not stack.api_is_up(f"http://127.0.0.1:{port}/api", timeout=0.5)
+
+
+def test_down_never_signals_a_process_that_merely_took_a_recorded_pid(tmp_path: Path) -> None:
+    """Issue 25, item 8: after a crash or reboot, `down` killed whatever process held the pid in `.stack/`."""
+    settings = StackParams(state_dir=tmp_path / "state")
+    settings.state_dir.mkdir()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        old_format = settings.state_dir / "worker.pid"
+        old_format.write_text(str(bystander.pid))  # a plain pid: nothing to prove it is ours
+        record = {"pid": bystander.pid, "started": time.time() - 3600, "command": ["prefect", "server", "start"]}
+        (settings.state_dir / "server.pid").write_text(json.dumps(record))  # same pid, another process
+        assert stack.started_process(old_format) is None
+        assert stack.down(settings, grace_seconds=1) == []
+        assert bystander.poll() is None, "a process the stack never started was signalled"
+        assert list(settings.state_dir.glob("*.pid")) == []  # the stale records are gone
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_up_starts_a_new_worker_when_the_recorded_one_is_not_ours(tmp_path: Path) -> None:
+    settings = StackParams(state_dir=tmp_path / "state")
+    pid = stack._start("worker", [sys.executable, "-c", "import time; time.sleep(600)"], {}, settings)
+    try:
+        assert stack.started_process(settings.state_dir / "worker.pid") == pid
+        record = json.loads((settings.state_dir / "worker.pid").read_text())
+        (settings.state_dir / "worker.pid").write_text(json.dumps({**record, "started": record["started"] - 60}))
+        assert stack.started_process(settings.state_dir / "worker.pid") is None
+    finally:
+        os.killpg(pid, signal.SIGKILL)
