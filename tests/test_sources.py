@@ -267,6 +267,21 @@ def test_a_folder_thousands_of_levels_deep_is_listed_and_linked_folders_are_not_
             folder.rmdir()
 
 
+def test_without_links_that_leave_links_to_files_outside_the_folder_are_set_aside(tmp_path: Path) -> None:
+    """Deployed runs: a link inside a source must not read a file elsewhere on the worker (issue 25, item 3)."""
+    source, elsewhere = tmp_path / "source", tmp_path / "elsewhere"
+    source.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "private.jpg").write_bytes(b"x")
+    (source / "own.jpg").write_bytes(b"x")
+    (source / "innocent.jpg").symlink_to(elsewhere / "private.jpg")
+    (source / "alias.jpg").symlink_to(source / "own.jpg")  # a link that stays inside is fine
+    held = sources.list_images(source, links_may_leave=False)
+    assert [p.name for p in held.images] == ["alias.jpg", "own.jpg"]
+    assert [p.name for p in held.links_out] == ["innocent.jpg"]
+    assert len(sources.list_images(source).images) == 3  # the CLI's user follows their own links
+
+
 def test_is_unchanged_notices_a_vanished_or_edited_file(tmp_path: Path) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
