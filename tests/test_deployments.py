@@ -458,7 +458,8 @@ def test_a_run_whose_worker_was_killed_is_marked_crashed_and_the_next_run_goes_a
     Runs last in this module: it kills the stack's worker, then brings it back with `stack up`.
     """
     import json
-    import signal
+
+    import psutil
 
     many = photos(stack.source_root / "many", range(40, 100))
     models = {"detector": tiny_yolo, "embedder": tiny_clip, "confidence": 0.0001, "max_detections": 3}
@@ -469,8 +470,9 @@ def test_a_run_whose_worker_was_killed_is_marked_crashed_and_the_next_run_goes_a
         while "waited" not in stack.run_logs(doomed) and "to index in chunks" not in stack.run_logs(doomed):
             assert time.monotonic() < deadline, stack.run_logs(doomed)
             time.sleep(1)  # it holds the deployment's slot and the writer limit now
-        worker = json.loads((stack.state_dir / "worker.pid").read_text())["pid"]
-        os.killpg(worker, signal.SIGKILL)  # the worker and the flow run it started, without a word
+        worker = psutil.Process(json.loads((stack.state_dir / "worker.pid").read_text())["pid"])
+        for process in [worker, *worker.children(recursive=True)]:  # the worker and its flow run, without a word
+            process.kill()
         killed_at = time.monotonic()
         while not (run := client.read_flow_run(doomed)).state.is_final():  # type: ignore[union-attr]
             assert time.monotonic() - killed_at < 240, f"still {run.state} after 240 s"
