@@ -170,22 +170,30 @@ def query(text: str | None, image: Path | None, **options: Any) -> None:
         click.echo(f"grid: {result.grid_path}")
 
 
-@main.command()
-@click.option("--db", "db_uri", default=DEFAULT_DB_URI, show_default=True, help="LanceDB folder or s3:// URI")
-@options_from(ObjectStoreSettings)
-def compact(db_uri: str, **options: Any) -> None:
-    """Merge the small data fragments index runs leave behind (every index run also does this at its end)."""
+def _on_existing_database(
+    db_uri: str, options: dict[str, Any], work: Callable[[ObjectStoreSettings], Result]
+) -> Result:
+    """Run maintenance `work` on a database that must exist, holding its writer lock; errors are one line."""
     from components.locks import exclusive_writer
-    from components.store import CropStore
 
     try:
         settings = ObjectStoreSettings(**_given(options))
         check_object_store(settings, db_uri)
         check_db_exists(db_uri)
         with exclusive_writer(db_uri):
-            fragments = CropStore(db_uri, settings).compact()
+            return work(settings)
     except (CropsearchError, ValueError) as error:
         _fail(error)
+
+
+@main.command()
+@click.option("--db", "db_uri", default=DEFAULT_DB_URI, show_default=True, help="LanceDB folder or s3:// URI")
+@options_from(ObjectStoreSettings)
+def compact(db_uri: str, **options: Any) -> None:
+    """Merge the small data fragments index runs leave behind (every index run also does this at its end)."""
+    from components.store import CropStore
+
+    fragments = _on_existing_database(db_uri, options, lambda settings: CropStore(db_uri, settings).compact())
     if not fragments:
         click.echo(f"no tables at {db_uri}")
     _print_rows(
@@ -201,17 +209,9 @@ def compact(db_uri: str, **options: Any) -> None:
 @options_from(ObjectStoreSettings)
 def restore(db_uri: str, **options: Any) -> None:
     """After a damaged or lost data file: make the newest table versions that read the current ones."""
-    from components.locks import exclusive_writer
     from components.recovery import restore_readable
 
-    try:
-        settings = ObjectStoreSettings(**_given(options))
-        check_object_store(settings, db_uri)
-        check_db_exists(db_uri)
-        with exclusive_writer(db_uri):
-            report = restore_readable(db_uri, settings)
-    except (CropsearchError, ValueError) as error:
-        _fail(error)
+    report = _on_existing_database(db_uri, options, lambda settings: restore_readable(db_uri, settings))
     _print_rows(
         [
             {
