@@ -82,9 +82,22 @@ class Stack:
         pytest.fail(f"flow run {run_id} did not finish in {RUN_SECONDS} s; worker log: {self.worker_log()}")
 
     def run_logs(self, run_id: UUID) -> str:
+        """The run's log lines so far; for a finished run, all of them.
+
+        The flow process ships its logs in batches after it sets the final state, so a run can read
+        as Failed before its error line arrives (CI saw exactly that). The engine's last line,
+        "Finished in state ...", comes after every line the flow wrote.
+        """
+        deadline = time.monotonic() + 60
         with self.client() as client:
-            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
-        return "\n".join(log.message for log in logs)[-6000:]
+            while True:
+                logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+                text = "\n".join(log.message for log in logs)
+                state = client.read_flow_run(run_id).state
+                finished = state is not None and state.is_final()
+                if not finished or "Finished in state" in text or time.monotonic() > deadline:
+                    return text[-6000:]
+                time.sleep(0.5)
 
     def result(self, run: FlowRun) -> object:
         assert run.state is not None and run.state.is_completed(), f"{run.name}: {run.state}\n{self.run_logs(run.id)}"
