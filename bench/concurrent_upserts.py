@@ -20,14 +20,14 @@ OWN_KEYS = 10
 
 
 def _records(writer: int) -> list:
-    from tests.test_store import image
+    from tests.store.test_store import image
 
     return [image(f"shared-{i}") for i in range(SHARED_KEYS)] + [image(f"w{writer}-{i}") for i in range(OWN_KEYS)]
 
 
 def _write(db_uri: str, writer: int, locked: bool) -> None:
-    from components.locks import exclusive_writer
-    from components.store import CropStore
+    from components.store.locks import exclusive_writer
+    from components.store.store import CropStore
 
     records = _records(writer)
     if locked:
@@ -39,7 +39,7 @@ def _write(db_uri: str, writer: int, locked: bool) -> None:
 
 def run(db_uri: str, writers: int, locked: bool, seconds: float) -> dict:
     """Start `writers` spawned processes at once; wait at most `seconds`; kill what is left."""
-    from components.store import CropStore
+    from components.store.store import CropStore
 
     CropStore(db_uri).upsert_images(_records(-1)[:1])  # the table exists before the race
     context = multiprocessing.get_context("spawn")  # never fork after lancedb (PITFALLS 2)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import lancedb
 
-from components.store import CROPS, EMBEDDINGS, IMAGES
-from components.synthetic import write_world
+from components.evaluation.synthetic import write_world
+from components.store.store import CROPS, EMBEDDINGS, IMAGES
 from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, WORLD_IMAGE_SIZE
 
 REPO = Path(__file__).resolve().parents[1]

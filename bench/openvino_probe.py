@@ -50,8 +50,8 @@ def main(pairs: int, work: Path) -> None:
     from ultralytics import YOLO
 
     from bench.perf import FIXED_CROPS
-    from components.detector import load_detector
-    from components.devices import autocast_to
+    from components.models.detector import load_detector
+    from components.models.devices import autocast_to
 
     work.mkdir(parents=True, exist_ok=True)
     weights = work / "yolov10x-random.pt"

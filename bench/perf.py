@@ -71,7 +71,7 @@ class Plan:
 
 
 def plan_from(args: argparse.Namespace) -> Plan:
-    from components.devices import pick_device
+    from components.models.devices import pick_device
 
     work = args.work.resolve()
     options = {
@@ -175,7 +175,7 @@ class PipelineRuns:
     def run(self, new_photos: list[Path], round_number: int) -> dict[str, Any]:
         import torch
 
-        from components.devices import default_decode_threads
+        from components.models.devices import default_decode_threads
 
         for photo in new_photos:
             shutil.copyfile(photo, self.source / f"round-{round_number}-{photo.name}")
@@ -197,7 +197,7 @@ class PipelineRuns:
 
 
 def _detect_batch_size(params: IndexParams) -> int:
-    from components.devices import default_detect_batch_size, pick_device
+    from components.models.devices import default_detect_batch_size, pick_device
 
     return params.detect_batch_size or default_detect_batch_size(pick_device(params.device))
 
@@ -213,9 +213,9 @@ class ComputeFloor:
         import torch
         from PIL import Image
 
-        from components.detector import load_detector
-        from components.devices import pick_device, pick_precision
-        from components.embedder import load_embedder
+        from components.models.detector import load_detector
+        from components.models.devices import pick_device, pick_precision
+        from components.models.embedder import load_embedder
 
         self.device = pick_device(plan.device)
         self.precision = pick_precision(plan.precision, self.device)
@@ -236,7 +236,7 @@ class ComputeFloor:
 
     def seconds(self, images: int, crops: int, detect_batch_size: int, embed_batch_size: int) -> dict[str, float]:
         """Run every forward pass `images` photos with `crops` crops need, in the pipeline's batches."""
-        from components.devices import autocast_to
+        from components.models.devices import autocast_to
 
         def detect(pixels: Any) -> Any:
             with autocast_to(self.device, self.precision):  # as `YoloDetector.detect` runs it
@@ -284,7 +284,7 @@ class OriginalLoop:
         from transformers import CLIPModel, CLIPProcessor
         from ultralytics import YOLO
 
-        from components.devices import pick_device
+        from components.models.devices import pick_device
 
         self.work = plan.work
         self.device = pick_device(plan.device)
@@ -456,8 +456,8 @@ def memory_child(params_json: str) -> None:
     Loading the models has its own peak (weights read, then moved), the same at any dataset size;
     resetting the kernel's high-water mark after loading shows what indexing itself adds.
     """
-    from components.detector import load_detector
-    from components.embedder import load_embedder
+    from components.models.detector import load_detector
+    from components.models.embedder import load_embedder
 
     params = IndexParams.model_validate_json(params_json)
     load_detector(params.detector, params.device, params.precision)  # cached: the flow reuses them
@@ -528,7 +528,15 @@ def write_synthetic_index(db_dir: Path, rows: int, mixture: VectorMixture, embed
     import lancedb
     import pyarrow as pa
 
-    from components.store import CROPS, CROPS_SCHEMA, EMBEDDINGS, IMAGES, IMAGES_SCHEMA, embeddings_schema, record_rows
+    from components.store.store import (
+        CROPS,
+        CROPS_SCHEMA,
+        EMBEDDINGS,
+        IMAGES,
+        IMAGES_SCHEMA,
+        embeddings_schema,
+        record_rows,
+    )
     from schemas.records import CropRecord, ImageRecord
 
     shutil.rmtree(db_dir, ignore_errors=True)
@@ -605,7 +613,7 @@ def write_synthetic_index(db_dir: Path, rows: int, mixture: VectorMixture, embed
 
 def query_latencies(encoder: Any, store: Any, probes: np.ndarray, params: Any) -> tuple[list[float], list[float]]:
     """Seconds per query (encode a text, search, fold per parent, join to records), and the encoding's part of each."""
-    from components.search import find_hits
+    from components.search.ranking import find_hits
 
     seconds, encoding = [], []
     for number, probe in enumerate(probes):
@@ -636,8 +644,8 @@ def queries_child(payload_json: str) -> None:
 
 def query_figures(plan: Plan, embedder: str) -> dict[str, Any]:
     """p50/p95 of text query -> ranked hits joined to parents, per index size, exact and with the ANN index."""
-    from components.embedder import load_embedder
-    from components.store import CropStore
+    from components.models.embedder import load_embedder
+    from components.store.store import CropStore
     from schemas.params import VECTOR_INDEX_MIN_ROWS, QueryParams
 
     encoder = load_embedder(embedder, plan.device, QueryParams().precision)
@@ -908,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = plan_from(args)
     plan.work.mkdir(parents=True, exist_ok=True)
-    from components.devices import pick_device
+    from components.models.devices import pick_device
 
     figures = Figures(
         machine=machine(),

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from components.synthetic import make_scene
+from components.evaluation.synthetic import make_scene
 
 COCO_TYPICAL_SIZE = (640, 480)
 

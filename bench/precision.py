@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pairs = args.pairs or (2 if args.quick else 6)
 
-    from components.detector import load_detector
-    from components.devices import cpu_features, pick_precision
-    from components.embedder import load_embedder
+    from components.models.detector import load_detector
+    from components.models.devices import cpu_features, pick_precision
+    from components.models.embedder import load_embedder
 
     facts = machine()
     print(machine_header(facts), flush=True)

@@ -15,7 +15,7 @@ from typing import Any
 def machine() -> dict[str, Any]:
     import torch
 
-    from components.devices import cpu_features, pick_precision
+    from components.models.devices import cpu_features, pick_precision
 
     cpu = cpu_features()
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30

@@ -18,7 +18,7 @@ import click
 from pydantic import BaseModel, ValidationError
 
 from components.errors import CropsearchError
-from components.preflight import (
+from components.ops.preflight import (
     check_db_exists,
     check_eval_can_start,
     check_index_can_start,
@@ -26,7 +26,7 @@ from components.preflight import (
     check_query_can_start,
     check_query_image,
 )
-from components.render import hits_table, report_table
+from components.search.render import hits_table, report_table
 from schemas.params import (
     DEFAULT_DATA_DIR,
     EvalParams,
@@ -174,7 +174,7 @@ def _on_existing_database(
     db_uri: str, options: dict[str, Any], work: Callable[[ObjectStoreSettings], Result]
 ) -> Result:
     """Run maintenance `work` on a database that must exist, holding its writer lock; errors are one line."""
-    from components.locks import exclusive_writer
+    from components.store.locks import exclusive_writer
 
     try:
         settings = ObjectStoreSettings(**_given(options))
@@ -191,7 +191,7 @@ def _on_existing_database(
 @options_from(ObjectStoreSettings)
 def compact(db_uri: str, **options: Any) -> None:
     """Merge the small data fragments index runs leave behind (every index run also does this at its end)."""
-    from components.store import CropStore
+    from components.store.store import CropStore
 
     fragments = _on_existing_database(db_uri, options, lambda settings: CropStore(db_uri, settings).compact())
     if not fragments:
@@ -209,7 +209,7 @@ def compact(db_uri: str, **options: Any) -> None:
 @options_from(ObjectStoreSettings)
 def restore(db_uri: str, **options: Any) -> None:
     """After a damaged or lost data file: make the newest table versions that read the current ones."""
-    from components.recovery import restore_readable
+    from components.store.recovery import restore_readable
 
     report = _on_existing_database(db_uri, options, lambda settings: restore_readable(db_uri, settings))
     _print_rows(
@@ -281,7 +281,7 @@ def world() -> None:
 @click.option("--work", type=click.Path(path_type=Path), default=Path("data/world-training"), show_default=True)
 def world_train(out: Path, work: Path) -> None:
     """Remake world/detector.pt and world/clip/ (seeded; ~40 min on 2 CPU cores); logs to world/training.log."""
-    from components.world_training import train_world
+    from components.evaluation.training import train_world
 
     train_world(out, work)
 
@@ -295,7 +295,7 @@ def stack() -> None:
 @options_from(StackParams)
 def stack_up(**options: Any) -> None:
     """Start the local Prefect server (or use --api-url), create pool and writer limit, deploy, start a worker."""
-    from components import stack as local_stack
+    from components.ops import stack as local_stack
 
     try:
         started = local_stack.up(StackParams(**_given(options)))
@@ -311,7 +311,7 @@ def stack_up(**options: Any) -> None:
 @options_from(StackParams)
 def stack_down(**options: Any) -> None:
     """Stop the worker and the server that `stack up` started (their flow runs included)."""
-    from components import stack as local_stack
+    from components.ops import stack as local_stack
 
     try:
         stopped = local_stack.down(StackParams(**_given(options)))

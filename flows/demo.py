@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from components.synthetic import CLASS_NAMES, Scene, read_world, size_bucket
+from components.evaluation.synthetic import CLASS_NAMES, Scene, read_world, size_bucket
 from flows.evaluate import generate_world
 from flows.index_coco import index_coco
 from flows.query import query

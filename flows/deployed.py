@@ -2,7 +2,7 @@
 
 Runs started from the UI or `prefect deployment run` take parameters from whoever starts them.
 The policy (folders, hosts, sizes; `schemas/policy.py`) comes from the worker's environment,
-written by `cropsearch stack up`; the checks themselves are `components/trust.py`. A deployed run
+written by `cropsearch stack up`; the checks themselves are `components/ops/trust.py`. A deployed run
 on a worker without a policy is refused: a missing policy must not mean "anything goes".
 """
 
@@ -15,8 +15,8 @@ from uuid import UUID
 
 from prefect.runtime import deployment
 
-from components import trust
-from components.access import AccessDenied
+from components.ops import trust
+from components.ops.access import AccessDenied
 from schemas.params import EvalParams, IndexParams, QueryParams
 from schemas.policy import POLICY_VARIABLE, OperatorPolicy
 

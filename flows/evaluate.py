@@ -16,15 +16,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from components import evaluation
-from components.embedder import load_embedder
 from components.errors import SourceError
-from components.eval_report import markdown_report, recall_plot
-from components.ground_truth import coco_queries, world_queries
-from components.preflight import check_eval_can_start
-from components.render import data_uri
-from components.store import CropStore
-from components.synthetic import CLASS_NAMES, read_world, write_world
+from components.evaluation import metrics
+from components.evaluation.ground_truth import coco_queries, world_queries
+from components.evaluation.report import markdown_report, recall_plot
+from components.evaluation.synthetic import CLASS_NAMES, read_world, write_world
+from components.models.embedder import load_embedder
+from components.ops.preflight import check_eval_can_start
+from components.search.render import data_uri
+from components.store.store import CropStore
 from flows import deployed
 from flows.index_coco import acquire_folder, index_coco
 from flows.parameters import takes_fields_of
@@ -50,10 +50,10 @@ def indexed_file_names(db_uri: str, source_name: str) -> set[str]:
 
 @task(cache_policy=NO_CACHE)
 def score_index(
-    db_uri: str, embedder: str, device: str, queries: list[evaluation.EvalQuery], setting: str
-) -> evaluation.EvalResult:
-    rank = evaluation.rank_with_index(CropStore(db_uri), load_embedder(embedder, device), queries, MAX_K)
-    return evaluation.evaluate_rankings(setting, queries, rank)
+    db_uri: str, embedder: str, device: str, queries: list[metrics.EvalQuery], setting: str
+) -> metrics.EvalResult:
+    rank = metrics.rank_with_index(CropStore(db_uri), load_embedder(embedder, device), queries, MAX_K)
+    return metrics.evaluate_rankings(setting, queries, rank)
 
 
 def _find(folder: Path, name: str) -> Path:
@@ -82,7 +82,7 @@ def evaluate(**fields: Any) -> EvalSummary:
         checksum = KNOWN_CHECKSUMS.get(params.annotations)
         annotations = acquire_folder(params.annotations, params.data_dir, checksum, policy=policy)
     results = []
-    queries: list[evaluation.EvalQuery] | None = None
+    queries: list[metrics.EvalQuery] | None = None
     for padding in params.paddings:
         for max_detections in params.max_detections:
             setting = f"padding {padding:g}, max_detections {max_detections}"
@@ -130,7 +130,7 @@ def evaluate(**fields: Any) -> EvalSummary:
         benchmark=params.benchmark,
         report_path=str(report_path),
         plot_path=str(plot),
-        means={result.setting: evaluation.means(result) for result in results},
+        means={result.setting: metrics.means(result) for result in results},
     )
     (out / f"{name}-results.json").write_text(json.dumps(summary.model_dump(), indent=1, allow_nan=True))
     with Image.open(plot) as picture:

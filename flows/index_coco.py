@@ -22,19 +22,20 @@ from prefect.concurrency.sync import concurrency
 from prefect.utilities.annotations import quote
 from tqdm import tqdm
 
-from components import sources, stages, trust
-from components.detector import load_detector
-from components.devices import default_decode_threads, default_detect_batch_size, pick_device
-from components.embedder import load_embedder
 from components.errors import InterruptedDownload, SourceError
-from components.formats import PHOTO_FORMATS, describe_ignored
-from components.images import register_images
-from components.locks import exclusive_writer
-from components.models import portable_spec
-from components.objects import ObjectFiles
-from components.preflight import check_index_can_start, download_path
-from components.render import report_table
-from components.store import CropStore
+from components.models.detector import load_detector
+from components.models.devices import default_decode_threads, default_detect_batch_size, pick_device
+from components.models.embedder import load_embedder
+from components.models.loading import portable_spec
+from components.ops import trust
+from components.ops.preflight import check_index_can_start, download_path
+from components.pipeline import sources, stages
+from components.pipeline.formats import PHOTO_FORMATS, describe_ignored
+from components.pipeline.images import register_images
+from components.search.render import report_table
+from components.store.locks import exclusive_writer
+from components.store.objects import ObjectFiles
+from components.store.store import CropStore
 from flows import deployed
 from flows.parameters import takes_fields_of
 from flows.runners import chunk_runner, chunk_task_options, runs_on_a_temporary_api, workers_report_here

@@ -12,13 +12,13 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from components.embedder import load_embedder
-from components.images import decode_rgb
-from components.objects import ObjectFiles
-from components.preflight import check_query_can_start, check_query_image
-from components.render import data_uri, hits_markdown, hits_table, markdown_table, render_grid
-from components.search import find_hits
-from components.store import CropStore
+from components.models.embedder import load_embedder
+from components.ops.preflight import check_query_can_start, check_query_image
+from components.pipeline.images import decode_rgb
+from components.search.ranking import find_hits
+from components.search.render import data_uri, hits_markdown, hits_table, markdown_table, render_grid
+from components.store.objects import ObjectFiles
+from components.store.store import CropStore
 from flows import deployed
 from flows.parameters import split_fields, takes_fields_of
 from schemas.params import QueryInput, QueryParams

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from components.detector import Detection
-from components.embedder import unit_rows
+from components.models.detector import Detection
+from components.models.embedder import unit_rows
 from schemas.params import DetectionSettings
 
 COLOUR_NAMES = ("red", "green", "blue")

@@ -35,7 +35,7 @@ def build_tiny_clip(folder: Path, seed: int = 0) -> Path:
     import torch
     from transformers import CLIPTokenizer
 
-    from components.world_training import small_clip
+    from components.evaluation.training import small_clip
 
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[])

@@ -23,11 +23,11 @@ import torch
 from bench.models import build_clip_vit_b32
 from bench.perf import FIXED_CROPS
 from bench.photos import write_photos
-from components import stages
-from components.detector import load_detector
-from components.embedder import load_embedder
-from components.images import decode_rgb, register_images
-from components.prefetch import mapped_ahead
+from components.models.detector import load_detector
+from components.models.embedder import load_embedder
+from components.pipeline import stages
+from components.pipeline.images import decode_rgb, register_images
+from components.pipeline.prefetch import mapped_ahead
 
 
 def main(

@@ -1,0 +1,7 @@
+"""The models: a one-method `Detector` and `Embedder` interface, and YOLO and CLIP behind them.
+
+One file per model family (`detector.py`, `embedder.py`); `loading.py` names, finds and caches
+weights (hub id, local path or plug-in); `devices.py` picks the accelerator and numeric precision;
+`packed_linear.py` is the CPU bf16 fast path; `plugins.py` loads `plugin:<module>:<factory>` fakes.
+Imports `schemas/` and `components.errors` only; heavy libraries are imported inside functions.
+"""

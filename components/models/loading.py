@@ -1,0 +1,133 @@
+"""Naming, finding and caching model weights (detector and embedder alike).
+
+A model spec is a hub name (`yolov10x.pt`, `openai/clip-vit-base-patch32`), a local path, an
+ultralytics `.yaml` architecture (random weights, for benchmarks and tests) or a
+`plugin:<module>:<factory>`. Ids are what the database records: hub names as given, local
+weights as `name@<content hash>`, so moving a file keeps its id and swapping weights changes it.
+Official ultralytics release names keep their name as id even once downloaded (ultralytics saves
+them in the working directory): otherwise the second run would see "new" weights and redo everything.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal, TypeVar
+from urllib.parse import urlparse
+
+from components.errors import ModelUnavailableError
+from components.models.plugins import is_plugin_spec
+
+ModelRole = Literal["detector", "embedder"]
+T = TypeVar("T")
+
+_FLAG_OF_ROLE = {"detector": "--detector", "embedder": "--embedder"}
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".onnx", ".json", ".txt", ".model")
+
+_loaded: dict[tuple[str, ...], object] = {}
+_loaded_lock = threading.Lock()
+
+
+def load_once(key: tuple[str, ...], load: Callable[[], T]) -> T:
+    """Load a model at most once per process for a key such as (spec, device)."""
+    with _loaded_lock:
+        if key not in _loaded:
+            _loaded[key] = load()
+        return _loaded[key]  # type: ignore[return-value]
+
+
+def model_id(spec: str) -> str:
+    """Stable id of the weights a spec names (see module docstring)."""
+    path = Path(spec).expanduser()
+    if is_plugin_spec(spec) or not path.exists() or is_official_yolo_release(spec):
+        return spec
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
+    stamps = tuple((str(file.resolve()), file.stat().st_size, file.stat().st_mtime_ns) for file in files)
+    return f"{path.name}@{_content_hash(stamps)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _content_hash(files: tuple[tuple[str, int, int], ...]) -> str:
+    """sha256 of the files' names and bytes; remembered per process while size and mtime stay the same,
+    since hashing yolov10x + CLIP ViT-B/32 (~700 MB) takes ~2 s, most of an unchanged re-run's time."""
+    digest = hashlib.sha256()
+    for name, _, _ in files:
+        digest.update(Path(name).name.encode())
+        with open(name, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def is_official_yolo_release(spec: str) -> bool:
+    if not spec.endswith(".pt") or "/" in spec or "\\" in spec:
+        return False
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return spec in GITHUB_ASSETS_NAMES
+
+
+def portable_spec(spec: str) -> str:
+    """A spec that still names the same weights from another working directory."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if not is_plugin_spec(spec) and path.exists() else spec
+
+
+def host_reachable(url: str, timeout_seconds: float = 3.0) -> bool:
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout_seconds):
+            return True
+    except OSError:
+        return False
+
+
+def _unavailable(role: ModelRole, spec: str, why: str) -> ModelUnavailableError:
+    flag = _FLAG_OF_ROLE[role]
+    return ModelUnavailableError(
+        f"{role} {spec!r} is not available: {why}. Point {flag} at local weights "
+        f"(a {'.pt file' if role == 'detector' else 'folder saved with save_pretrained'})."
+    )
+
+
+def check_detector_available(spec: str) -> None:
+    """Fail within seconds, naming the flag to use, when YOLO weights can be neither found nor fetched."""
+    if is_plugin_spec(spec) or spec.endswith((".yaml", ".yml")) or Path(spec).expanduser().is_file():
+        return
+    if "/" in spec or "\\" in spec:
+        raise _unavailable("detector", spec, "no such file")
+    from ultralytics.utils import SETTINGS
+
+    if (Path(SETTINGS["weights_dir"]) / spec).is_file():
+        return
+    if not host_reachable("https://github.com"):
+        raise _unavailable("detector", spec, "it is not on disk and github.com (its download host) is unreachable")
+
+
+def hub_files_only() -> bool:
+    """True when a Hugging Face id must load from the local cache because the hub is out of reach."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or not host_reachable(constants.ENDPOINT)
+
+
+def check_embedder_available(spec: str) -> None:
+    """Fail within seconds when CLIP weights are neither a local folder, nor cached, nor downloadable."""
+    path = Path(spec).expanduser()
+    if is_plugin_spec(spec) or path.is_dir():
+        return
+    if path.is_absolute() or spec.startswith((".", "~")) or spec.count("/") > 1:
+        raise _unavailable("embedder", spec, "no such folder")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(spec, "config.json"), str):
+        return
+    if hub_files_only():
+        raise _unavailable(
+            "embedder", spec, f"it is not in the local Hugging Face cache and {constants.ENDPOINT} is unreachable"
+        )

@@ -1,0 +1,140 @@
+"""Checks that let a run fail in seconds, naming the culprit, before any work starts."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from components.errors import CropsearchError, SourceError, StoreMismatchError
+from components.models.loading import check_detector_available, check_embedder_available, model_id
+from components.pipeline.images import ImageDecodeError, check_decodes
+from components.pipeline.sources import check_url_reachable, classify_source
+from components.store.store import CropStore
+from schemas.params import EvalParams, IndexParams, ObjectStoreSettings, QueryParams, is_object_store_uri
+
+_LOCAL_HINT = "use --source with a local folder or .zip of images"
+
+
+def download_path(source: str, data_dir: Path) -> Path:
+    """Where a URL source is downloaded to: a folder per URL, so two sources named `photos.zip` never mix."""
+    name = Path(urlparse(source).path).name or "download.zip"
+    return data_dir / "downloads" / hashlib.sha256(source.encode()).hexdigest()[:16] / name
+
+
+def _check_db_location(db_uri: str) -> None:
+    if "://" not in db_uri and Path(db_uri).is_file():
+        raise ValueError(f"--db {db_uri!r} is a file; it must be a folder (created if missing) or a URI")
+
+
+def check_db_exists(db_uri: str) -> None:
+    """Commands that only read (query, compact) never create a database: a mistyped --db is an error."""
+    _check_db_location(db_uri)
+    if "://" not in db_uri and not Path(db_uri).is_dir():
+        raise StoreMismatchError(f"no index at {db_uri}: run `cropsearch index` first, or check --db")
+
+
+def check_query_image(path: Path) -> None:
+    """A query image must be an image file: not a folder, not missing, and one that decodes."""
+    if path.is_dir():
+        raise ValueError(f"query image {str(path)!r} is a folder; give an image file")
+    if not path.is_file():
+        raise ValueError(f"query image {str(path)!r} does not exist")
+    try:
+        check_decodes(path)
+    except ImageDecodeError as error:
+        raise ValueError(f"query image {str(path)!r}: {error}") from error
+
+
+def _check_reachable(source: str, data_dir: Path, hint: str = _LOCAL_HINT) -> None:
+    if classify_source(source) == "url" and not download_path(source, data_dir).is_file():
+        try:
+            check_url_reachable(source)
+        except SourceError as error:
+            raise SourceError(f"{error}; {hint}") from error
+
+
+def _check_source(params: IndexParams) -> None:
+    _check_reachable(params.source, params.data_dir)
+
+
+def _collect(checks: list[tuple[Callable[[Any], object], Any]]) -> None:
+    """Run every check; raise one error naming all that failed (so one run shows every flag to change)."""
+    problems = []
+    for check, argument in checks:
+        try:
+            check(argument)
+        except CropsearchError as error:
+            problems.append(error)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise CropsearchError("cannot start:\n  - " + "\n  - ".join(map(str, problems)))
+
+
+def check_eval_can_start(params: EvalParams) -> None:
+    """Everything an evaluation downloads or loads, checked at once before any work."""
+    checks: list[tuple[Callable[[Any], object], Any]] = [
+        (check_detector_available, params.resolved_detector),
+        (check_embedder_available, params.resolved_embedder),
+    ]
+    if params.benchmark == "coco":
+        hint = "use --source and --annotations with local copies, or --benchmark world to evaluate offline"
+        checks[:0] = [
+            (lambda source: _check_reachable(source, params.data_dir, hint), params.source),
+            (lambda source: _check_reachable(source, params.data_dir, hint), params.annotations),
+        ]
+    _collect(checks)
+
+
+def check_index_can_start(params: IndexParams) -> tuple[str, str]:
+    """Validate source, models and database; return the (detector id, embedder id) the run will record.
+
+    Source and models are all checked before failing, so an offline user learns every flag to
+    change from one run instead of one per run.
+    """
+    _collect(
+        [
+            (_check_source, params),
+            (check_detector_available, params.detector),
+            (check_embedder_available, params.embedder),
+        ]
+    )
+    _check_db_location(params.resolved_db_uri)
+    embedder_id = model_id(params.embedder)
+    check_object_store(params, params.resolved_db_uri, params.resolved_crops_uri)
+    CropStore(params.resolved_db_uri, params.object_store()).check_embedder(embedder_id)
+    return model_id(params.detector), embedder_id
+
+
+def check_object_store(settings: ObjectStoreSettings, *uris: str) -> None:
+    """Refuse, naming the parameter, what would otherwise fail deep inside LanceDB or pyarrow."""
+    remote = [uri for uri in uris if "://" in uri]
+    for uri in remote:
+        if not is_object_store_uri(uri):
+            raise ValueError(f"{uri!r}: cropsearch stores on local folders and s3:// URIs only")
+        if not uri.removeprefix("s3://").split("/")[0]:
+            raise ValueError(f"{uri!r} names no bucket: give s3://<bucket>/<prefix>")
+    if remote:
+        settings.check_endpoint()
+
+
+def check_query_can_start(params: QueryParams) -> str:
+    """Validate the embedder against the index; return the embedder spec to load (by default the index's own)."""
+    check_db_exists(params.resolved_db_uri)
+    check_object_store(params, params.resolved_db_uri)
+    store = CropStore(params.resolved_db_uri, params.object_store())
+    embedder = params.embedder or store.embedder_spec_of_index()
+    if embedder is None:
+        raise StoreMismatchError(f"no index at {params.resolved_db_uri}: run `cropsearch index` first")
+    check_embedder_available(embedder)
+    store.check_embedder(model_id(embedder))
+    if params.classes:
+        known = store.class_names()
+        unknown = [name for name in params.classes if name not in known]
+        if unknown:
+            shown = ", ".join(sorted(known)) or "none (no crops yet)"
+            raise ValueError(f"classes: {', '.join(map(repr, unknown))} not in the index; it has: {shown}")
+    return embedder

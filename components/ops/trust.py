@@ -1,0 +1,138 @@
+"""Holding a deployed run's parameters to the operator's policy (docs/trust-model.md).
+
+Every check raises `AccessDenied` naming the parameter and what the operator allows. Runs from
+the CLI or Python are their user's own and are not checked here: the flows call these only in
+deployed runs, with the policy and the deployment's own parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+from components.models.loading import is_official_yolo_release
+from components.models.plugins import is_plugin_spec
+from components.ops.access import AccessDenied, check_inside
+from schemas.params import EvalParams, IndexParams, QueryParams, is_object_store_uri
+from schemas.policy import FIXED_BY_DEPLOYMENT, OperatorPolicy
+
+
+def check_model(spec: str | None, policy: OperatorPolicy, parameter: str) -> None:
+    """Weights load only from model roots; plug-ins never; hub ids only where the hub is an allowed host.
+
+    `.pt` files are pickles and plug-ins are Python modules: loading either runs code. The same
+    check applies to a model named by a parameter and to one recorded in an index.
+    """
+    if spec is None:
+        return
+    if is_plugin_spec(spec):
+        raise AccessDenied(f"{parameter} {spec!r}: plug-ins run code and are refused in deployed runs")
+    if is_official_yolo_release(spec):
+        _check_host("https://github.com", policy, f"{parameter} {spec!r} (downloaded from github.com)")
+        return
+    path = Path(spec).expanduser()
+    if path.exists() or path.is_absolute() or spec.startswith((".", "~")) or spec.endswith((".pt", ".pth")):
+        check_inside(path, policy.model_roots, what=parameter, use="load weights from")
+    elif not spec.endswith((".yaml", ".yml")):  # a Hugging Face id; ultralytics' bundled .yaml builds from its package
+        _check_host("https://huggingface.co", policy, f"{parameter} {spec!r} (a Hugging Face id)")
+
+
+def check_source(source: str, policy: OperatorPolicy, parameter: str = "source") -> None:
+    """A URL on an allowed host, or a folder or zip inside a source root.
+
+    Data roots are readable too: they hold only what runs wrote there (downloads, extracted zips,
+    the scenes an evaluation generates, crops), never the worker's other files.
+    """
+    if source.startswith(("http://", "https://")):
+        _check_host(source, policy, f"{parameter} {source!r}")
+    else:
+        check_inside(Path(source), [*policy.source_roots, *policy.data_roots], what=parameter, use="index")
+
+
+def check_download_url(url: str, policy: OperatorPolicy | None) -> None:
+    """Every request a download makes, redirects included, goes to an allowed host (policy None: any)."""
+    if policy is not None:
+        _check_host(url, policy, f"download {url!r}")
+
+
+def _check_host(url: str, policy: OperatorPolicy, what: str) -> None:
+    if not policy.allows_host(url):
+        allowed = ", ".join(policy.allowed_hosts) or "none"
+        raise AccessDenied(f"{what}: its host is not one deployed runs may reach ({allowed})")
+
+
+def _check_writes(
+    params: IndexParams | QueryParams | EvalParams, policy: OperatorPolicy, deployed: Mapping[str, Any]
+) -> None:
+    """data_dir and local database and crop folders inside a data root; an s3:// one only as the deployment sets it."""
+    check_inside(params.data_dir, policy.data_roots, what="data_dir", use="write to")
+    for name in ("db_uri", "crops_uri"):
+        value = getattr(params, name, None)
+        if value is None:
+            continue
+        if is_object_store_uri(value) or "://" in value:
+            if value != deployed.get(name):
+                raise AccessDenied(f"{name} {value!r}: an object-store URI is fixed by the deployment, not by runs")
+        else:
+            check_inside(Path(value), policy.data_roots, what=name, use="write to")
+
+
+def _check_fixed(params: BaseModel, deployed: Mapping[str, Any]) -> None:
+    """Parameters that reach other machines or drop a guard keep the deployment's value."""
+    for name in FIXED_BY_DEPLOYMENT:
+        field = type(params).model_fields.get(name)
+        if field is None:
+            continue
+        value = getattr(params, name)
+        given = value.get_secret_value() if isinstance(value, SecretStr) else value
+        expected = deployed.get(name, field.get_default(call_default_factory=True))
+        if isinstance(expected, SecretStr):
+            expected = expected.get_secret_value()
+        if given != expected:
+            raise AccessDenied(f"{name}: fixed by the deployment (the operator's choice); runs may not change it")
+
+
+def _check_caps(params: BaseModel, policy: OperatorPolicy) -> None:
+    caps = policy.caps
+    for name in type(caps).model_fields:
+        value = getattr(params, name, None)
+        if isinstance(value, list):  # EvalParams compares several max_detections at once
+            value = max(value, default=None)
+        limit = getattr(caps, name)
+        if isinstance(value, int) and value > limit:
+            raise AccessDenied(f"{name} {value} is over what deployed runs may ask for ({limit})")
+
+
+def check_index_run(params: IndexParams, policy: OperatorPolicy, deployed: Mapping[str, Any]) -> None:
+    check_source(params.source, policy)
+    _check_writes(params, policy, deployed)
+    check_model(params.detector, policy, "detector")
+    check_model(params.embedder, policy, "embedder")
+    _check_fixed(params, deployed)
+    _check_caps(params, policy)
+
+
+def check_query_run(
+    params: QueryParams, image: Path | None, policy: OperatorPolicy, deployed: Mapping[str, Any]
+) -> None:
+    """The parameters of a query; the embedder it will load is checked apart, once known (`check_model`)."""
+    if image is not None:
+        check_inside(image, policy.query_image_roots)
+    _check_writes(params, policy, deployed)
+    check_model(params.embedder, policy, "embedder")
+    _check_fixed(params, deployed)
+    _check_caps(params, policy)
+
+
+def check_eval_run(params: EvalParams, policy: OperatorPolicy, deployed: Mapping[str, Any]) -> None:
+    if params.benchmark == "coco":
+        check_source(params.source, policy)
+        check_source(params.annotations, policy, "annotations")
+    _check_writes(params, policy, deployed)
+    check_model(params.resolved_detector, policy, "detector")
+    check_model(params.resolved_embedder, policy, "embedder")
+    _check_fixed(params, deployed)
+    _check_caps(params, policy)

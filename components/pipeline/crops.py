@@ -1,0 +1,137 @@
+"""Crop geometry and materialization: boxes to CropRecords, and CropRecords to files."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from components.errors import disk_full
+from components.models.detector import Detection
+from components.store.objects import ObjectFiles
+from schemas.params import DetectionSettings, is_object_store_uri
+from schemas.records import CropRecord, ImageRecord
+
+CROP_SUFFIX = ".jpg"
+_JPEG_QUALITY = 92
+
+
+def crop_id_for(image_id: str, detector_id: str, class_id: int, box: tuple[float, float, float, float]) -> str:
+    """Deterministic id: the same detection of the same bytes always gets the same id.
+
+    Rounding to whole pixels keeps ids stable across tiny numeric differences between runs.
+    """
+    rounded = ",".join(str(round(value)) for value in box)
+    return hashlib.sha256(f"{image_id}|{detector_id}|{class_id}|{rounded}".encode()).hexdigest()
+
+
+def to_crop_records(
+    image: ImageRecord, detections: Sequence[Detection], detector_id: str, settings: DetectionSettings
+) -> list[CropRecord]:
+    """Clamp boxes to the image, drop slivers, and give each survivor its id and area share."""
+    records: dict[str, CropRecord] = {}
+    for found in detections:
+        x1, y1 = max(0.0, found.x1), max(0.0, found.y1)
+        x2, y2 = min(float(image.width), found.x2), min(float(image.height), found.y2)
+        if min(x2 - x1, y2 - y1) < settings.min_box_pixels:
+            continue
+        crop_id = crop_id_for(image.image_id, detector_id, found.class_id, (x1, y1, x2, y2))
+        records.setdefault(
+            crop_id,
+            CropRecord(
+                crop_id=crop_id,
+                image_id=image.image_id,
+                detector=detector_id,
+                class_id=found.class_id,
+                class_name=found.class_name,
+                confidence=min(1.0, max(0.0, found.confidence)),
+                x1=x1,
+                y1=y1,
+                x2=x2,
+                y2=y2,
+                area_fraction=min(1.0, (x2 - x1) * (y2 - y1) / (image.width * image.height)),
+            ),
+        )
+    return list(records.values())
+
+
+def padded_box(crop: CropRecord, width: int, height: int, padding: float) -> tuple[int, int, int, int]:
+    """The pixel rectangle to cut: the box grown by `padding` of its size on each side, inside the image."""
+    pad_x, pad_y = (crop.x2 - crop.x1) * padding, (crop.y2 - crop.y1) * padding
+    left, top = max(0, int(crop.x1 - pad_x)), max(0, int(crop.y1 - pad_y))
+    right, bottom = min(width, round(crop.x2 + pad_x)), min(height, round(crop.y2 + pad_y))
+    return left, top, max(right, left + 1), max(bottom, top + 1)
+
+
+def crop_path(crops_dir: Path, crop_id: str) -> Path:
+    # Two-level fan-out keeps folders small at millions of crops.
+    return crops_dir / crop_id[:2] / f"{crop_id}{CROP_SUFFIX}"
+
+
+def crop_uri(crops_uri: str, crop_id: str) -> str:
+    """Where a crop's file lives: a resolved local path, or `s3://.../<id[:2]>/<id>.jpg`."""
+    if is_object_store_uri(crops_uri):
+        return f"{crops_uri.rstrip('/')}/{crop_id[:2]}/{crop_id}{CROP_SUFFIX}"
+    return str(crop_path(Path(crops_uri), crop_id).resolve())
+
+
+def cut_crops(parent: Image.Image, crops: Sequence[CropRecord], padding: float) -> list[Image.Image]:
+    """Cut every crop of one parent from a single decode of it."""
+    return [parent.crop(padded_box(crop, parent.width, parent.height, padding)) for crop in crops]
+
+
+def save_atomically(image: Image.Image, path: Path) -> None:
+    """Write to a temporary name and rename, so a killed write never leaves a file that looks complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        image.save(temporary, format="JPEG", quality=_JPEG_QUALITY)
+        os.replace(temporary, path)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise disk_full(path.parent) from error
+        raise
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def materialize_crops(
+    parent: Image.Image,
+    crops: Sequence[CropRecord],
+    crops_dir: Path | str,
+    padding: float,
+    files: ObjectFiles | None = None,
+) -> list[CropRecord]:
+    """Save each crop of one decoded parent as `<crops_dir>/<id[:2]>/<crop_id>.jpg`; return records with their uri.
+
+    `crops_dir` may be an `s3://` URI (written through `files`): crops on a cluster land where every
+    worker and every query reads them.
+    """
+    saved = []
+    files = files or ObjectFiles()
+    for crop, pixels in zip(crops, cut_crops(parent, crops, padding), strict=True):
+        uri = crop_uri(str(crops_dir), crop.crop_id)
+        if is_object_store_uri(uri):
+            encoded = io.BytesIO()
+            pixels.save(encoded, format="JPEG", quality=_JPEG_QUALITY)
+            files.write_bytes(uri, encoded.getvalue())
+        else:
+            save_atomically(pixels, Path(uri))
+        saved.append(crop.model_copy(update={"uri": uri}))
+    return saved
+
+
+def caption_for(crops: Sequence[CropRecord]) -> str:
+    """A caption from the detections, e.g. 'this image contains 2 person, 1 tv'."""
+    counts = Counter(crop.class_name for crop in crops)
+    if not counts:
+        return "no objects detected"
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return "this image contains " + ", ".join(f"{count} {name}" for name, count in ordered)

@@ -1,0 +1,119 @@
+"""Retrieval metrics and ground truth on small hand-made cases whose answers were worked out by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from components.evaluation.ground_truth import coco_queries, world_queries
+from components.evaluation.metrics import (
+    EvalQuery,
+    SearchMode,
+    average_precision,
+    evaluate_rankings,
+    precision_at,
+    recall_at,
+    score_query,
+)
+from components.evaluation.synthetic import Scene, WorldObject
+
+
+def test_recall_precision_and_average_precision_by_hand() -> None:
+    ranked, relevant = ["a", "x", "b", "y", "c"], {"a", "b", "c", "d"}
+    assert recall_at(ranked, relevant, 1) == 0.25
+    assert recall_at(ranked, relevant, 5) == 0.75
+    assert precision_at(ranked, relevant, 10) == 0.3  # 3 relevant among 10 slots, 5 of them empty
+    assert average_precision(ranked, relevant) == pytest.approx((1 / 1 + 2 / 3 + 3 / 5) / 4)  # d never found: 0
+
+
+def test_a_parent_listed_twice_is_found_once_but_seen_twice() -> None:
+    ranked, relevant = ["a", "a", "b"], {"a", "b"}
+    assert recall_at(ranked, relevant, 2) == 0.5
+    assert precision_at(ranked, relevant, 10) == 0.3
+    assert average_precision(ranked, relevant) == pytest.approx((1 / 1 + 2 / 3) / 2)
+
+
+def test_size_buckets_score_their_own_images_with_the_others_taken_out() -> None:
+    scores = score_query(["b", "x", "a", "c"], {"a": "small", "b": "large", "c": "small"}, ks=(1, 2, 3), curve_ks=())
+    # small: b is taken out -> [x, a, c]
+    assert (scores["small"]["R@1"], scores["small"]["R@2"], scores["small"]["R@3"]) == (0.0, 0.5, 1.0)
+    assert scores["small"]["AP"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # large: a and c are taken out -> [b, x]
+    assert scores["large"]["R@1"] == 1.0 and scores["large"]["AP"] == 1.0
+    assert scores["all"]["AP"] == pytest.approx((1 / 1 + 2 / 3 + 3 / 4) / 3)
+    assert "medium" not in scores  # no relevant image of that size: no score, not a zero
+
+
+def test_evaluate_rankings_averages_over_queries_per_mode_group_and_bucket() -> None:
+    queries = [
+        EvalQuery("cat", {"a": "small", "b": "large"}),
+        EvalQuery("dog", {"c": "small"}),
+        EvalQuery("a caption", {"a": "all"}, group="caption"),
+        EvalQuery("nothing", {}),  # a category with no image in the index is skipped
+    ]
+    rankings = {
+        ("whole", 0): ["b", "x", "a"],
+        ("whole", 1): ["x", "y", "c"],
+        ("whole", 2): ["a"],
+        ("crops", 0): ["a", "b"],
+        ("crops", 1): ["c"],
+        ("crops", 2): ["x", "a"],
+    }
+    modes = [SearchMode("whole", "image"), SearchMode("crops", "crop")]
+    result = evaluate_rankings("test", queries, lambda i, mode: rankings[(mode.name, i)], modes, ks=(1,), curve_ks=())
+    # small bucket, R@1: whole -> cat [x, a] 0, dog [x, y, c] 0; crops -> cat [a] 1, dog [c] 1
+    assert result.mean("whole", "category", "small", "R@1") == 0.0
+    assert result.mean("crops", "category", "small", "R@1") == 1.0
+    assert result.mean("whole", "category", "large", "R@1") == 1.0
+    assert result.scores["whole"]["category"]["small"].queries == 2
+    assert result.mean("crops", "caption", "all", "R@1") == 0.0 and result.mean("whole", "caption", "all", "R@1") == 1
+
+
+def test_coco_annotations_become_category_and_caption_queries(tmp_path: Path) -> None:
+    instances = {
+        "images": [
+            {"id": 1, "file_name": "f1.jpg"},
+            {"id": 2, "file_name": "f2.jpg"},
+            {"id": 3, "file_name": "f3.jpg"},
+        ],
+        "categories": [{"id": 2, "name": "potted plant"}, {"id": 1, "name": "cat"}],
+        "annotations": [
+            {"image_id": 1, "category_id": 1, "area": 500.0, "iscrowd": 0},
+            {"image_id": 1, "category_id": 1, "area": 5000.0, "iscrowd": 0},
+            {"image_id": 2, "category_id": 1, "area": 100.0, "iscrowd": 0},
+            {"image_id": 2, "category_id": 2, "area": 90000.0, "iscrowd": 1},  # crowd regions are not objects
+            {"image_id": 1, "category_id": 2, "area": 20000.0, "iscrowd": 0},
+            {"image_id": 3, "category_id": 2, "area": 50.0, "iscrowd": 0},  # f3 is not indexed
+        ],
+    }
+    captions = {
+        "annotations": [
+            {"id": 7, "image_id": 1, "caption": "A cat beside a plant. "},
+            {"id": 8, "image_id": 1, "caption": "Another caption."},
+            {"id": 9, "image_id": 2, "caption": "A small cat."},
+            {"id": 10, "image_id": 3, "caption": "Not indexed."},
+        ]
+    }
+    (tmp_path / "instances.json").write_text(json.dumps(instances))
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    queries = coco_queries(tmp_path / "instances.json", tmp_path / "captions.json", {"f1.jpg", "f2.jpg"})
+    assert queries == [
+        EvalQuery("a photo of a cat", {"f1.jpg": "medium", "f2.jpg": "small"}),  # f1's largest cat is medium
+        EvalQuery("a photo of a potted plant", {"f1.jpg": "large"}),
+        EvalQuery("A cat beside a plant.", {"f1.jpg": "all"}, group="caption"),
+        EvalQuery("A small cat.", {"f2.jpg": "all"}, group="caption"),
+    ]
+
+
+def test_world_scenes_become_queries_like_coco() -> None:
+    scenes = [
+        Scene("s1.jpg", (WorldObject("red circle", 0, 0, 10, 10), WorldObject("red circle", 0, 0, 50, 50)), "c1"),
+        Scene("s2.jpg", (WorldObject("blue square", 0, 0, 100, 100),), "c2"),
+    ]
+    queries = world_queries(scenes, ["red circle", "blue square", "green triangle"])
+    assert queries[0] == EvalQuery("a photo of a red circle", {"s1.jpg": "medium"})
+    assert queries[1] == EvalQuery("a photo of a blue square", {"s2.jpg": "large"})
+    assert queries[2].relevant == {}
+    assert queries[3:] == [EvalQuery("c1", {"s1.jpg": "all"}, "caption"), EvalQuery("c2", {"s2.jpg": "all"}, "caption")]

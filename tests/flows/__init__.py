@@ -1,0 +1,1 @@
+"""Tests of the flows, the CLI and the deployments: Prefect end to end."""

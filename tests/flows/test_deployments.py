@@ -1,0 +1,506 @@
+"""The Prefect way end to end: `cropsearch stack up`, `prefect deployment run ...`, the UI in a real browser.
+
+One real local Prefect server (free 127.0.0.1 port, temporary PREFECT_HOME) with the repo's own
+prefect.yaml deployed and a process worker; runs are started with the `prefect` command a person
+types and checked through the Prefect client. Every process started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import lancedb
+import pytest
+import yaml
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.objects import FlowRun
+from prefect.flows import load_flow_from_entrypoint
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from components.ops.stack import WORK_POOL
+from components.store.store import CROPS, EMBEDDINGS, IMAGES
+from schemas.params import DEFAULT_WRITER_LIMIT
+from tests.conftest import ultralytics_assets, write_scene
+from tests.http_server import LocalHttpServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.deployment]
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_SECONDS = 300
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    api_url: str
+    env: dict[str, str]
+    state_dir: Path
+    image_root: Path  # the operator's folders: query images, sources, and where runs write
+    source_root: Path
+    data_root: Path
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=300
+        )
+
+    def deployment_run(self, name: str, **parameters: object) -> UUID:
+        """`prefect deployment run NAME --param key=value ...`, exactly as in the README."""
+        flags = [part for key, value in parameters.items() for part in ("--param", f"{key}={value}")]
+        done = self.cli("prefect", "deployment", "run", name, *flags)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return UUID(re.search(r"UUID: ([0-9a-f-]{36})", done.stdout).group(1))  # type: ignore[union-attr]
+
+    def client(self) -> SyncPrefectClient:
+        return SyncPrefectClient(self.api_url)
+
+    def wait(self, run_id: UUID) -> FlowRun:
+        deadline = time.monotonic() + RUN_SECONDS
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                run = client.read_flow_run(run_id)
+                if run.state is not None and run.state.is_final():
+                    return run
+                time.sleep(1)
+        pytest.fail(f"flow run {run_id} did not finish in {RUN_SECONDS} s; worker log: {self.worker_log()}")
+
+    def run_logs(self, run_id: UUID) -> str:
+        """The run's log lines so far; for a finished run, all of them.
+
+        The flow process ships its logs in batches after it sets the final state, so a run can read
+        as Failed before its error line arrives (CI saw exactly that). The engine's last line,
+        "Finished in state ...", comes after every line the flow wrote.
+        """
+        deadline = time.monotonic() + 60
+        with self.client() as client:
+            while True:
+                logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+                text = "\n".join(log.message for log in logs)
+                state = client.read_flow_run(run_id).state
+                finished = state is not None and state.is_final()
+                if not finished or "Finished in state" in text or time.monotonic() > deadline:
+                    return text[-6000:]
+                time.sleep(0.5)
+
+    def result(self, run: FlowRun) -> object:
+        assert run.state is not None and run.state.is_completed(), f"{run.name}: {run.state}\n{self.run_logs(run.id)}"
+        with temporary_settings({PREFECT_API_URL: self.api_url}):
+            return run.state.result()
+
+    def artifacts(self, run_id: UUID) -> dict[str, object]:
+        with self.client() as client:
+            found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        return {artifact.key: artifact for artifact in found if artifact.key}
+
+    def worker_log(self) -> str:
+        log = self.state_dir / "worker.log"
+        return log.read_text(errors="replace")[-4000:] if log.is_file() else "(no worker log)"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, tiny_yolo: Path, tiny_clip: Path) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_API")}
+    # Shares the test session's PREFECT_HOME, so run results persisted by the worker read back here.
+    env.update(PREFECT_WORKER_QUERY_SECONDS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    state_dir = home / "state"
+    live = Stack(
+        api_url=f"http://127.0.0.1:{port}/api",
+        env=env,
+        state_dir=state_dir,
+        image_root=home / "allowed",
+        source_root=home / "photos",
+        data_root=home / "data",
+    )
+    for root in (live.image_root, live.source_root, live.data_root):
+        root.mkdir()
+    where = ["--port", str(port), "--state-dir", str(state_dir), "--project-dir", str(REPO)]
+    try:
+        operator = [
+            *("--query-image-roots", str(live.image_root)),
+            *("--source-roots", str(live.source_root)),
+            *("--data-roots", str(live.data_root)),
+            *("--model-roots", f"{tiny_yolo.parent},{tiny_clip.parent}"),
+            *("--allowed-hosts", "127.0.0.1"),  # the tests' own HTTP server
+        ]
+        started = live.cli("flows.cli", "stack", "up", *where, *operator)
+        assert started.returncode == 0, started.stdout + started.stderr + live.worker_log()
+        yield live
+    finally:
+        stopped = live.cli("flows.cli", "stack", "down", *where)
+        assert stopped.returncode == 0, stopped.stderr
+        for pid_file in state_dir.glob("*.pid"):  # `down` removes them; any left is a process that survived
+            pytest.fail(f"{pid_file.name} left behind by `stack down`")
+
+
+@dataclass
+class Scenario:
+    first_index: UUID
+    rival_indexes: tuple[UUID, UUID]
+    query_during_index: UUID
+    query: UUID
+    image_query_allowed: UUID
+    image_query_escaping: UUID
+    index_with_stray_weights: UUID
+    db_uri: str
+
+
+def photos(folder: Path, seeds: range) -> Path:
+    folder.mkdir(parents=True)
+    for seed in seeds:
+        write_scene(folder / f"scene-{seed:02d}.jpg", seed)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory, tiny_yolo: Path, tiny_clip: Path) -> Scenario:
+    """Index a folder; then two index runs of a second folder at once with a query beside them; then a query."""
+    root = stack.source_root
+    first = photos(root / "first", range(3))
+    for asset in ultralytics_assets():
+        shutil.copy(asset, first / asset.name)
+    outside = tmp_path_factory.mktemp("private")
+    write_scene(outside / "private.jpg", 99)
+    (first / "innocent.jpg").symlink_to(outside / "private.jpg")  # a link out of the operator's folders
+    second = photos(root / "second", range(10, 14))
+    data = stack.data_root
+    models = {
+        "data_dir": data,
+        "detector": tiny_yolo,
+        "embedder": tiny_clip,
+        "confidence": 0.0001,
+        "max_detections": 3,
+        "min_box_pixels": 8,
+        "device": "cpu",
+    }
+    first_index = stack.deployment_run("index-coco/adhoc", source=first, **models)
+    assert stack.wait(first_index).state.is_completed(), stack.worker_log()  # type: ignore[union-attr]
+
+    # The nightly deployment and an ad-hoc run on the same database at once: only one may write at a time.
+    rivals = (
+        stack.deployment_run("index-coco/nightly", source=second, **models),
+        stack.deployment_run("index-coco/adhoc", source=second, **models),
+    )
+    during = stack.deployment_run("query/adhoc", text="a bus", k=5, data_dir=data, device="cpu")
+    for run_id in (*rivals, during):
+        stack.wait(run_id)
+    query = stack.deployment_run("query/adhoc", text="a person", k=4, kinds="crop", data_dir=data, device="cpu")
+    # A UI user may name any path: only the operator's folders are readable by a deployed run.
+    shutil.copy(first / "bus.jpg", stack.image_root / "bus.jpg")
+    allowed = stack.deployment_run("query/adhoc", image=stack.image_root / "bus.jpg", data_dir=data)
+    escaping = stack.deployment_run(
+        "query/adhoc", image=f"{stack.image_root}/../../../../../../etc/passwd", data_dir=data
+    )
+    stray = tmp_path_factory.mktemp("elsewhere") / "weights.pt"
+    shutil.copy(tiny_yolo, stray)
+    stray_index = stack.deployment_run("index-coco/adhoc", source=first, **{**models, "detector": stray})
+    for run_id in (query, allowed, escaping, stray_index):
+        stack.wait(run_id)
+    return Scenario(first_index, rivals, during, query, allowed, escaping, stray_index, str(data / "lancedb"))
+
+
+def test_prefect_yaml_names_the_pool_and_limit_the_stack_creates() -> None:
+    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    assert config["definitions"]["work_pools"]["local"]["name"] == WORK_POOL
+    deployments = {(d["entrypoint"], d["name"]) for d in config["deployments"]}
+    assert deployments == {
+        ("flows/index_coco.py:index_coco", "nightly"),
+        ("flows/index_coco.py:index_coco", "adhoc"),
+        ("flows/query.py:query", "adhoc"),
+        ("flows/evaluate.py:evaluate", "adhoc"),
+    }
+    nightly = next(d for d in config["deployments"] if d["name"] == "nightly")
+    assert nightly["schedules"][0]["cron"] == "0 3 * * *"
+    for deployment in config["deployments"]:  # `prefect deploy` accepts parameters the flow would refuse
+        flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+        flow.validate_parameters(deployment.get("parameters", {}))
+    assert DEFAULT_WRITER_LIMIT  # the flows hold this limit; `stack up` creates it
+
+
+def test_stack_deploys_everything_and_creates_the_writer_limit(stack: Stack) -> None:
+    with stack.client() as client:
+        names = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
+        limit = client.read_global_concurrency_limit_by_name(DEFAULT_WRITER_LIMIT)
+        pool = client.read_work_pool(WORK_POOL)
+    assert names == {"index-coco/nightly", "index-coco/adhoc", "query/adhoc", "evaluate/adhoc"}
+    assert limit.limit == 1 and pool.type == "process"
+
+
+def test_adhoc_index_run_reports_progress_timings_and_counts(stack: Stack, scenario: Scenario) -> None:
+    report = stack.result(stack.wait(scenario.first_index))
+    assert report.images_new == 5 and report.crops > 0  # type: ignore[attr-defined]
+    # Issue 25, item 3: a link inside the source to a file outside the operator's folders is not followed.
+    (link,) = [item for item in report.skipped if item.path.endswith("innocent.jpg")]  # type: ignore[attr-defined]
+    assert "a link to a file outside the source" in link.reason
+    artifacts = stack.artifacts(scenario.first_index)
+    assert artifacts["index-progress"].data == 100.0  # type: ignore[attr-defined]
+    table = artifacts["index-report"].data  # type: ignore[attr-defined]
+    for measure in ("images indexed now", "crops", "seconds: detect", "seconds: embed", "seconds: write"):
+        assert f'"{measure}"' in table
+
+
+def test_two_index_runs_at_once_write_one_after_the_other(stack: Stack, scenario: Scenario) -> None:
+    reports = [stack.result(stack.wait(run_id)) for run_id in scenario.rival_indexes]
+    # The run that waited for the writer limit planned after the other had written: it found nothing to do.
+    assert sorted(report.images_new for report in reports) == [0, 4]  # type: ignore[attr-defined]
+    assert sorted(report.images_already_indexed for report in reports) == [0, 4]  # type: ignore[attr-defined]
+    db = lancedb.connect(scenario.db_uri)
+    for table, key in ((IMAGES, "image_id"), (CROPS, "crop_id"), (EMBEDDINGS, "id")):
+        ids = db.open_table(table).to_arrow().column(key).to_pylist()
+        assert len(ids) == len(set(ids)), f"duplicate rows in {table}"
+    assert db.open_table(IMAGES).count_rows() == 9
+
+
+def test_queries_run_beside_index_runs_and_return_hits_joined_to_existing_parents(
+    stack: Stack, scenario: Scenario
+) -> None:
+    during = stack.result(stack.wait(scenario.query_during_index))
+    assert during.hits  # type: ignore[attr-defined]
+    result = stack.result(stack.wait(scenario.query))
+    assert result.query == "a person" and 1 <= len(result.hits) <= 4  # type: ignore[attr-defined]
+    assert all(hit.crop is not None for hit in result.hits)  # type: ignore[attr-defined]
+    for hit in [*during.hits, *result.hits]:  # type: ignore[attr-defined]
+        assert Path(hit.image.uri).is_file()
+        assert hit.crop is None or hit.crop.image_id == hit.image.image_id
+    artifacts = stack.artifacts(scenario.query)
+    assert artifacts["query-grid"].type == "image"  # type: ignore[attr-defined]
+    assert artifacts["query-hits"].data.count("data:image/jpeg;base64,") == 2 * len(result.hits)  # type: ignore[attr-defined]
+
+
+def test_deployed_query_images_must_lie_in_the_operators_folders(stack: Stack, scenario: Scenario) -> None:
+    allowed = stack.result(stack.wait(scenario.image_query_allowed))
+    assert allowed.hits[0].image.uri.endswith("bus.jpg")  # type: ignore[attr-defined]
+    escaping = stack.wait(scenario.image_query_escaping)
+    assert escaping.state is not None and escaping.state.is_failed()
+    assert "is outside the folders deployed runs may read" in stack.run_logs(scenario.image_query_escaping)
+
+
+def test_deployed_runs_load_local_weights_only_from_the_operators_folders(stack: Stack, scenario: Scenario) -> None:
+    run = stack.wait(scenario.index_with_stray_weights)
+    assert run.state is not None and run.state.is_failed()
+    assert "is outside the folders deployed runs may load weights from" in stack.run_logs(run.id)
+
+
+class Payload:
+    """What a hostile `.pt` holds: unpickling it (ultralytics loads weights with weights_only=False) runs a call."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.marker,))
+
+
+@dataclass
+class Hostile:
+    """Runs an outsider with the right to start runs (and nothing else) tried (issue 25), and what they left."""
+
+    downloaded_weights: Path
+    weights_marker: Path
+    runs: dict[str, UUID]
+    creation_refused: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def hostile(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory, tiny_yolo: Path, tiny_clip: Path
+) -> Iterator[Hostile]:
+    import torch
+
+    from components.ops.preflight import download_path
+    from components.store.store import CropStore
+    from tests.plugins import PLUGIN_RAN_MARKER
+    from tests.store.test_store import embedding, image
+
+    PLUGIN_RAN_MARKER.unlink(missing_ok=True)
+    weights_marker = tmp_path_factory.mktemp("marker") / "weights-ran"
+    buffer = io.BytesIO()
+    torch.save(Payload(weights_marker), buffer)
+    server = LocalHttpServer()
+    server.files["/weights.pt"] = buffer.getvalue()
+    try:
+        # 1. Fetch a .pt into the worker's data folder (the run fails: it is not a zip of photos) ...
+        url = server.url("/weights.pt")
+        models = {"detector": tiny_yolo, "embedder": tiny_clip}
+        fetch = stack.deployment_run("index-coco/adhoc", source=url, data_dir=stack.data_root, device="cpu", **models)
+        assert "no photos found" in stack.run_logs(stack.wait(fetch).id)  # torch.save writes a zip: it unpacked
+        downloaded = download_path(url, stack.data_root)
+        # 2. ... a database whose recorded embedder is a plug-in ...
+        planted = stack.data_root / "planted" / "lancedb"
+        plugin = "plugin:tests.plugins:marker_embedder"
+        CropStore(str(planted)).upsert_embeddings([embedding(image("a"), [1, 0, 0], plugin)], plugin, plugin)
+        private = tmp_path_factory.mktemp("private-photos")
+        write_scene(private / "passport.jpg", 7)
+        common = {"data_dir": stack.data_root, "device": "cpu"}
+        runs = {
+            "weights": stack.deployment_run(
+                "index-coco/adhoc", source=stack.source_root, detector=downloaded, **common
+            ),
+            "recorded plug-in": stack.deployment_run("query/adhoc", text="red", db_uri=planted, **common),
+            "private folder": stack.deployment_run("index-coco/adhoc", source=private, **common),
+            "other host": stack.deployment_run(
+                "index-coco/adhoc", source=server.url("/x.zip").replace("127.0.0.1", "localhost"), **common
+            ),
+            "no writer limit": stack.deployment_run(
+                "index-coco/adhoc", source=stack.source_root, writer_limit="null", embedder=tiny_clip, **common
+            ),
+            "huge images": stack.deployment_run(
+                "index-coco/adhoc", source=stack.source_root, image_size=4096, embedder=tiny_clip, **common
+            ),
+        }
+        for run_id in runs.values():
+            stack.wait(run_id)
+        creation_refused = {
+            "unknown parameter": stack.cli("prefect", "deployment", "run", "query/adhoc", "--param", "bogus=1"),
+            "job variable env": stack.cli(
+                *("prefect", "deployment", "run", "query/adhoc", "--param", "text=x"),
+                *("--job-variable", 'env={"CROPSEARCH_POLICY": "{}"}'),
+            ),
+            "job variable command": stack.cli(
+                "prefect", "deployment", "run", "query/adhoc", "--param", "text=x", "--job-variable", "command=id"
+            ),
+        }
+        yield Hostile(
+            downloaded,
+            weights_marker,
+            runs,
+            {name: done.stdout + done.stderr for name, done in creation_refused.items() if done.returncode != 0},
+        )
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("attempt", "refusal"),
+    [
+        ("weights", "is outside the folders deployed runs may load weights from"),  # item 1
+        ("recorded plug-in", "embedder recorded in the index 'plugin:tests.plugins:marker_embedder': plug-ins run"),
+        ("private folder", "is outside the folders deployed runs may index"),  # item 3
+        ("other host", "its host is not one deployed runs may reach"),
+        ("no writer limit", "writer_limit: fixed by the deployment"),
+        ("huge images", "image_size 4096 is over what deployed runs may ask for (1280)"),
+    ],
+)
+def test_a_deployed_run_may_not_leave_the_operators_policy(
+    stack: Stack, hostile: Hostile, attempt: str, refusal: str
+) -> None:
+    run = stack.wait(hostile.runs[attempt])
+    assert run.state is not None and run.state.is_failed(), f"{attempt}: {run.state}"
+    assert refusal in stack.run_logs(run.id), stack.run_logs(run.id)
+
+
+def test_downloaded_weights_and_recorded_plug_ins_never_run(hostile: Hostile) -> None:
+    """Issue 25, items 1 and 2: both reached code execution on the worker."""
+    from tests.plugins import PLUGIN_RAN_MARKER
+
+    assert hostile.downloaded_weights.is_file()  # the download happened: only the loading is refused
+    assert not hostile.weights_marker.exists() and not PLUGIN_RAN_MARKER.exists()
+
+
+def test_runs_with_unknown_parameters_or_job_variables_are_refused_when_created(hostile: Hostile) -> None:
+    """Job variables would let a run replace the worker's command or its policy; they are not the run's to set."""
+    assert set(hostile.creation_refused) == {"unknown parameter", "job variable env", "job variable command"}
+    assert "bogus" in hostile.creation_refused["unknown parameter"]
+
+
+def test_query_artifacts_show_their_thumbnails_in_headless_chromium(
+    stack: Stack, scenario: Scenario, tmp_path: Path
+) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing; `make test` installs it")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    result = stack.result(stack.wait(scenario.query))
+    artifacts = stack.artifacts(scenario.query)
+    ui = stack.api_url.removesuffix("/api")
+    flags = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=flags)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            seen = {}
+            for key, expected in (("query-hits", 2 * len(result.hits)), ("query-grid", 1)):  # type: ignore[attr-defined]
+                page.goto(f"{ui}/artifacts/artifact/{artifacts[key].id}")  # type: ignore[attr-defined]
+                page.wait_for_function(
+                    "n => [...document.images].filter(i => i.src.startsWith('data:')).length >= n", arg=expected
+                )
+                page.wait_for_function("() => [...document.images].every(i => i.complete)")
+                widths = page.eval_on_selector_all("img[src^='data:']", "images => images.map(i => i.naturalWidth)")
+                seen[key] = widths
+                page.screenshot(path=tmp_path / f"{key}.png", full_page=True)
+        finally:
+            browser.close()
+    assert len(seen["query-hits"]) == 2 * len(result.hits) and all(w > 0 for w in seen["query-hits"])  # type: ignore[attr-defined]
+    assert len(seen["query-grid"]) == 1 and seen["query-grid"][0] > 0
+    print(f"screenshots: {tmp_path / 'query-hits.png'}, {tmp_path / 'query-grid.png'}")
+
+
+def test_a_run_whose_worker_was_killed_is_marked_crashed_and_the_next_run_goes_ahead(
+    stack: Stack, scenario: Scenario, tiny_yolo: Path, tiny_clip: Path, tmp_path: Path
+) -> None:
+    """A worker killed with SIGKILL left its run "Running" forever, and the next index run waited ~4.5 min.
+
+    Runs last in this module: it kills the stack's worker, then brings it back with `stack up`.
+    """
+    import json
+
+    import psutil
+
+    many = photos(stack.source_root / "many", range(40, 100))
+    models = {"detector": tiny_yolo, "embedder": tiny_clip, "confidence": 0.0001, "max_detections": 3}
+    common = {"data_dir": stack.data_root, "db_uri": stack.data_root / "killed", "device": "cpu", **models}
+    doomed = stack.deployment_run("index-coco/adhoc", source=many, **common)
+    with stack.client() as client:
+        deadline = time.monotonic() + RUN_SECONDS
+        while "waited" not in stack.run_logs(doomed) and "to index in chunks" not in stack.run_logs(doomed):
+            assert time.monotonic() < deadline, stack.run_logs(doomed)
+            time.sleep(1)  # it holds the deployment's slot and the writer limit now
+        worker = psutil.Process(json.loads((stack.state_dir / "worker.pid").read_text())["pid"])
+        for process in [worker, *worker.children(recursive=True)]:  # the worker and its flow run, without a word
+            process.kill()
+        killed_at = time.monotonic()
+        while not (run := client.read_flow_run(doomed)).state.is_final():  # type: ignore[union-attr]
+            assert time.monotonic() - killed_at < 240, f"still {run.state} after 240 s"
+            time.sleep(2)
+    assert run.state.is_crashed(), run.state  # type: ignore[union-attr]
+    assert "no heartbeat" in (run.state.message or "")  # type: ignore[union-attr]
+
+    where = ["--port", stack.api_url.split(":")[-1].removesuffix("/api"), "--state-dir", str(stack.state_dir)]
+    operator = [
+        *("--query-image-roots", str(stack.image_root), "--source-roots", str(stack.source_root)),
+        *("--data-roots", str(stack.data_root), "--model-roots", f"{tiny_yolo.parent},{tiny_clip.parent}"),
+        *("--allowed-hosts", "127.0.0.1", "--project-dir", str(REPO)),
+    ]
+    restarted = stack.cli("flows.cli", "stack", "up", *where, *operator)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    again = stack.deployment_run("index-coco/adhoc", source=many, **common)
+    report = stack.result(stack.wait(again))
+    assert report.images_new + report.images_already_indexed == 60  # type: ignore[attr-defined]

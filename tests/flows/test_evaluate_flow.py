@@ -1,0 +1,41 @@
+"""The evaluate flow's plumbing end to end with tiny random models (numbers meaningless, structure checked)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.evaluate import evaluate
+from tests.flows.test_flows import latest_artifact
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+
+def test_world_evaluation_indexes_each_setting_and_reports_every_mode_and_bucket(
+    tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    summary = evaluate(
+        benchmark="world",
+        world_scenes=10,
+        detector=str(tiny_yolo),
+        embedder=str(tiny_clip),
+        confidence=0.0001,
+        paddings=[0.0, 0.2],
+        data_dir=tmp_path / "data",
+        device="cpu",
+    )
+    assert set(summary.means) == {"padding 0, max_detections 20", "padding 0.2, max_detections 20"}
+    first = summary.means["padding 0, max_detections 20"]
+    assert set(first) == {"whole images", "crops", "whole + crops", "whole + crops, every hit"}
+    assert first["whole images"]["caption"]["all"]["R@1"] >= 0.0
+    assert {"R@1", "R@5", "R@10", "R@50", "P@10", "AP"} <= set(first["crops"]["category"]["all"])
+    report = Path(summary.report_path).read_text()
+    for heading in ("### small objects", "### medium objects", "### large objects", "## Caption retrieval"):
+        assert heading in report
+    assert "## Index settings compared" in report and Path(summary.plot_path).stat().st_size > 0
+    assert (
+        json.loads((tmp_path / "data" / "eval" / "world-1000000-10-results.json").read_text())["benchmark"] == "world"
+    )
+    assert "data:image/jpeg;base64," in latest_artifact("eval-report").data  # the plot, inline

@@ -1,0 +1,38 @@
+"""CLIP embedding through the same loading path as hub weights (a tiny folder saved with save_pretrained)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from components.models.embedder import load_embedder, unit_rows
+from tests.conftest import ultralytics_assets
+
+
+def test_clip_embeds_images_and_texts_as_unit_float32_rows(tiny_clip: Path) -> None:
+    embedder = load_embedder(str(tiny_clip), "cpu")
+    photos = [Image.open(path).convert("RGB") for path in ultralytics_assets()]
+    images = embedder.embed_images(photos)
+    texts = embedder.embed_texts(["a potted plant", "a bus", "x" * 500])
+    for vectors, rows in ((images, len(photos)), (texts, 3)):
+        assert vectors.shape == (rows, embedder.dim) and vectors.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_batching_does_not_change_vectors(tiny_clip: Path) -> None:
+    embedder = load_embedder(str(tiny_clip), "cpu")
+    photos = [Image.open(path).convert("RGB") for path in ultralytics_assets()]
+    together = embedder.embed_images(photos)
+    alone = np.concatenate([embedder.embed_images([photo]) for photo in photos])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_model_loads_once_per_process(tiny_clip: Path) -> None:
+    assert load_embedder(str(tiny_clip), "cpu") is load_embedder(str(tiny_clip), "cpu")
+
+
+def test_unit_rows_leaves_zero_rows_finite() -> None:
+    rows = unit_rows(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(rows, [[0.6, 0.8], [0.0, 0.0]])

@@ -1,0 +1,110 @@
+"""Crop geometry, ids, files and captions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.models.detector import Detection
+from components.pipeline.crops import (
+    caption_for,
+    crop_id_for,
+    crop_path,
+    materialize_crops,
+    padded_box,
+    to_crop_records,
+)
+from schemas.params import DetectionSettings
+from schemas.records import ImageRecord
+
+PARENT = ImageRecord(image_id="ab" * 32, uri="/x.jpg", source="t", width=200, height=100, num_bytes=1)
+
+
+def detection(x1: float, y1: float, x2: float, y2: float, name: str = "cat", class_id: int = 1) -> Detection:
+    return Detection(x1, y1, x2, y2, class_id=class_id, class_name=name, confidence=0.8)
+
+
+def test_boxes_are_clamped_and_slivers_dropped() -> None:
+    found = [detection(-10, -5, 50, 40), detection(10, 10, 15, 90), detection(150, 60, 260, 130, "dog", 2)]
+    crops = to_crop_records(PARENT, found, "det", DetectionSettings(min_box_pixels=16))
+    assert [(c.x1, c.y1, c.x2, c.y2) for c in crops] == [(0, 0, 50, 40), (150, 60, 200, 100)]
+    assert crops[0].area_fraction == 50 * 40 / (200 * 100)
+    assert {c.image_id for c in crops} == {PARENT.image_id}
+
+
+def test_crop_ids_are_deterministic_and_tell_detections_apart() -> None:
+    box = (10.2, 20.4, 50.0, 60.0)
+    same = crop_id_for(PARENT.image_id, "det", 1, box)
+    assert same == crop_id_for(PARENT.image_id, "det", 1, (10.4, 20.1, 50.3, 59.9))
+    assert same != crop_id_for(PARENT.image_id, "other-det", 1, box)
+    assert same != crop_id_for(PARENT.image_id, "det", 2, box)
+    assert len(same) == 64
+
+
+def test_same_box_twice_yields_one_crop() -> None:
+    crops = to_crop_records(PARENT, [detection(0, 0, 40, 40), detection(0.2, 0, 40, 40)], "det", DetectionSettings())
+    assert len(crops) == 1
+
+
+def test_padding_grows_the_box_inside_the_image() -> None:
+    (crop,) = to_crop_records(PARENT, [detection(10, 10, 50, 50)], "det", DetectionSettings())
+    assert padded_box(crop, 200, 100, 0.0) == (10, 10, 50, 50)
+    assert padded_box(crop, 200, 100, 0.5) == (0, 0, 70, 70)
+
+
+def test_materialize_cuts_all_crops_from_one_decode_and_names_files_by_id(tmp_path: Path) -> None:
+    pixels = np.zeros((100, 200, 3), dtype=np.uint8)
+    pixels[10:50, 10:50] = (250, 0, 0)
+    parent = Image.fromarray(pixels)
+    crops = to_crop_records(
+        PARENT, [detection(10, 10, 50, 50), detection(100, 20, 180, 90, "dog", 2)], "d", DetectionSettings()
+    )
+    saved = materialize_crops(parent, crops, tmp_path / "crops", padding=0.0)
+    for crop in saved:
+        assert Path(crop.uri) == (crop_path(tmp_path / "crops", crop.crop_id)).resolve()
+        assert Path(crop.uri).is_file()
+    red = Image.open(saved[0].uri)
+    assert red.size == (40, 40)
+    assert np.asarray(red)[..., 0].mean() > 200
+    assert not list((tmp_path / "crops").rglob("*.tmp"))
+
+
+def test_caption_counts_classes() -> None:
+    crops = to_crop_records(
+        PARENT,
+        [
+            detection(0, 0, 40, 40, "person", 0),
+            detection(60, 0, 100, 40, "person", 0),
+            detection(120, 0, 160, 40, "tv", 5),
+        ],
+        "det",
+        DetectionSettings(),
+    )
+    assert caption_for(crops) == "this image contains 2 person, 1 tv"
+    assert caption_for([]) == "no objects detected"
+
+
+def test_a_crop_write_killed_midway_leaves_no_file_that_looks_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that dies after some bytes leaves neither the final file nor its temporary one."""
+    from components.pipeline import crops as crops_module
+
+    real_save = Image.Image.save
+
+    def dies_midway(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        Path(str(fp)).write_bytes(b"\xff\xd8\xff\xe0 partial")  # half a JPEG on disk
+        raise KeyboardInterrupt("killed mid-write")
+
+    target = tmp_path / "crops" / "ab" / "abcdef.jpg"
+    monkeypatch.setattr(Image.Image, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        crops_module.save_atomically(Image.new("RGB", (8, 8)), target)
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []  # the temporary file went too
+    crops_module.save_atomically(Image.new("RGB", (8, 8)), target)  # the rerun writes it whole
+    assert Image.open(target).size == (8, 8)

@@ -1,0 +1,184 @@
+"""The per-chunk stages on their own, with deterministic plug-in models and a real LanceDB folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.pipeline import stages
+from components.pipeline.images import register_images
+from components.store.store import CropStore
+from schemas.params import DetectionSettings
+from schemas.records import ImageRecord
+from tests.plugins import ColourBlobDetector, MeanColourEmbedder
+
+
+def picture(path: Path, box: tuple[int, int, int, int] | None, colour: tuple[int, int, int] = (230, 20, 20)) -> Path:
+    pixels = np.full((90, 120, 3), 128, dtype=np.uint8)
+    if box:
+        x1, y1, x2, y2 = box
+        pixels[y1:y2, x1:x2] = colour
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def index(store: CropStore, images: list[ImageRecord], crops_dir: Path, signature: str = "sig") -> None:
+    """Run the four stages over `images` as the flow does for one chunk."""
+    detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=2)
+    cropped = stages.crop_stage(images, detected.crops, crops_dir, padding=0.0)
+    embedded = stages.embed_stage(images, cropped.crops, MeanColourEmbedder(), "mean", batch_size=2)
+    stages.write_stage(store, images, cropped.crops, embedded.embeddings, signature, "mean", "mean")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CropStore:
+    return CropStore(str(tmp_path / "db"))
+
+
+def test_stages_produce_linked_images_crops_and_vectors(tmp_path: Path, store: CropStore) -> None:
+    paths = [picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", None)]
+    images, _ = register_images(paths, "t")
+    detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=1)
+    assert detected.model_batches == 2 and len(detected.crops) == 1
+    (crop,) = detected.crops
+    assert (crop.x1, crop.y1, crop.x2, crop.y2, crop.class_name) == (10, 10, 40, 30, "red")
+
+    cropped = stages.crop_stage(images, detected.crops, tmp_path / "crops", padding=0.0)
+    assert Image.open(cropped.crops[0].uri).size == (30, 20)
+    embedded = stages.embed_stage(images, cropped.crops, MeanColourEmbedder(), "mean", batch_size=8)
+    assert embedded.model_batches == 1  # whole images and their crops share batches
+    kinds = {(e.kind, e.image_id) for e in embedded.embeddings}
+    assert kinds == {("image", images[0].image_id), ("image", images[1].image_id), ("crop", images[0].image_id)}
+    whole_a = next(e for e in embedded.embeddings if e.id == images[0].image_id)
+    assert whole_a.class_names == ["red"]
+
+    stages.write_stage(store, images, cropped.crops, embedded.embeddings, "sig", "mean", "mean")
+    stored = store.images_by_id([image.image_id for image in images])
+    assert stored[images[0].image_id].caption == "this image contains 1 red"
+    assert stored[images[1].image_id].caption == "no objects detected"
+    assert {record.index_signature for record in stored.values()} == {"sig"}
+
+
+def test_a_file_that_stops_decoding_is_skipped_by_the_stage(tmp_path: Path) -> None:
+    path = picture(tmp_path / "a.png", (10, 10, 40, 30))
+    images, _ = register_images([path], "t")
+    path.write_text("gone bad")
+    result = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=1)
+    assert result.crops == [] and [item.path for item in result.skipped] == [images[0].uri]
+
+
+def test_a_photo_overwritten_after_registering_is_skipped_not_stored_under_its_old_id(tmp_path: Path) -> None:
+    """Issue 25, item 7: the new bytes' crops and vectors were stored under the old bytes' id, for good."""
+    paths = [picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", (50, 20, 90, 60))]
+    images, _ = register_images(paths, "t")
+    picture(paths[1], (5, 5, 25, 25), colour=(20, 20, 230))  # another valid photo at the same path
+    work = blob_model_stage(images, tmp_path / "crops", detect_batch_size=1, embed_batch_size=8)
+    assert [(item.path, "changed since it was registered" in item.reason) for item in work.skipped] == [
+        (images[1].uri, True)
+    ]
+    assert {e.image_id for e in work.embeddings} == {images[0].image_id}
+    again, _ = register_images(paths, "t")  # the next run registers the new bytes under their own id
+    assert again[1].image_id != images[1].image_id
+    assert {e.image_id for e in blob_model_stage(again, tmp_path / "crops", 1, 8).embeddings} == {
+        record.image_id for record in again
+    }
+
+
+def test_plan_skips_indexed_images_and_follows_moves_and_edits(tmp_path: Path, store: CropStore) -> None:
+    a = picture(tmp_path / "photos/a.png", (10, 10, 40, 30))
+    b = picture(tmp_path / "photos/b.png", (50, 20, 90, 60), colour=(20, 20, 230))
+    images, _ = register_images([a, b], "t")
+    assert stages.plan_stage(store, images, "sig", "t") == images
+    index(store, images, tmp_path / "crops")
+    assert stages.plan_stage(store, images, "sig", "t") == []
+    assert stages.plan_stage(store, images, "other-settings", "t") == images
+
+    moved = tmp_path / "photos/renamed.png"
+    shutil.move(a, moved)
+    images, _ = register_images([moved, b], "t")
+    assert stages.plan_stage(store, images, "sig", "t") == []
+    assert store.images_by_id([images[0].image_id])[images[0].image_id].uri == str(moved.resolve())
+
+    picture(b, (5, 5, 30, 30), colour=(20, 230, 20))  # same path, new bytes
+    images, _ = register_images([moved, b], "t")
+    todo = stages.plan_stage(store, images, "sig", "t")
+    assert [record.uri for record in todo] == [str(b.resolve())]
+    assert store.counts() == {"images": 1, "crops": 1, "embeddings": 2}  # the old b and its crop are gone
+    index(store, todo, tmp_path / "crops")
+    assert store.counts() == {"images": 2, "crops": 2, "embeddings": 4}
+
+
+def blob_model_stage(
+    images: list[ImageRecord], crops_dir: Path, detect_batch_size: int, embed_batch_size: int, decode_threads: int = 1
+) -> stages.ChunkWork:
+    """`model_stage` with the colour-blob detector, the mean-colour embedder and default detection settings."""
+    return stages.model_stage(
+        images,
+        ColourBlobDetector(),
+        "blob",
+        MeanColourEmbedder(),
+        "mean",
+        DetectionSettings(),
+        crops_dir,
+        detect_batch_size,
+        embed_batch_size,
+        decode_threads=decode_threads,
+    )
+
+
+def test_model_stage_runs_detect_crop_embed_and_reports_a_bad_file_once(tmp_path: Path) -> None:
+    paths = [picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", (50, 20, 90, 60))]
+    images, _ = register_images(paths, "t")
+    paths[1].write_bytes(b"not an image any more")
+    work = blob_model_stage(images, tmp_path / "crops", detect_batch_size=1, embed_batch_size=8)
+    assert [item.path for item in work.skipped] == [images[1].uri]  # detect skipped it; crop and embed never saw it
+    assert [crop.image_id for crop in work.crops] == [images[0].image_id]
+    assert {(e.kind, e.image_id) for e in work.embeddings} == {
+        ("image", images[0].image_id),
+        ("crop", images[0].image_id),
+    }
+    assert set(work.seconds) == {"detect", "crop", "embed"} and work.model_batches == 2
+
+
+def test_several_decode_threads_give_the_same_records_in_the_same_order(tmp_path: Path) -> None:
+    colours = [(230, 20, 20), (20, 230, 20), (20, 20, 230)]
+    paths = [
+        picture(tmp_path / f"photos/{n:02d}.png", (5 + n, 5, 40 + n, 30 + n % 7), colour=colours[n % 3])
+        for n in range(23)
+    ]
+    paths[7].write_bytes(b"broken")
+    images = register_images(paths[:7] + paths[8:], "t")[0]
+    images.insert(7, images[0].model_copy(update={"uri": str(paths[7].resolve()), "image_id": "7" * 64}))
+
+    def model_work(threads: int) -> stages.ChunkWork:
+        return blob_model_stage(images, tmp_path / f"crops-{threads}", 4, 5, decode_threads=threads)
+
+    one, four = model_work(1), model_work(4)
+    assert [item.path for item in four.skipped] == [item.path for item in one.skipped] == [str(paths[7].resolve())]
+    assert [(c.crop_id, Path(c.uri).name) for c in four.crops] == [(c.crop_id, Path(c.uri).name) for c in one.crops]
+    assert len(one.crops) == 22
+    assert [(e.id, e.vector) for e in four.embeddings] == [(e.id, e.vector) for e in one.embeddings]
+    assert four.model_batches == one.model_batches
+
+
+def test_clip_vectors_from_joined_batches_match_each_picture_embedded_alone(tmp_path: Path, tiny_clip: Path) -> None:
+    from components.models.embedder import load_embedder
+
+    embedder = load_embedder(str(tiny_clip), "cpu", "fp32")
+    paths = [picture(tmp_path / f"{n}.png", (5 + 3 * n, 5, 50, 40 + n), colour=(30 * n, 200, 20)) for n in range(5)]
+    images = register_images(paths, "t")[0]
+    detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=2)
+    cropped = stages.crop_stage(images, detected.crops, tmp_path / "crops", padding=0.0)
+    # Batches of 4 cut across the groups of an image and its crop, leaving remainders to carry over.
+    embedded = stages.embed_stage(images, cropped.crops, embedder, "clip", batch_size=4, decode_threads=3)
+    uri_of = {image.image_id: image.uri for image in images} | {crop.crop_id: crop.uri for crop in cropped.crops}
+    assert len(embedded.embeddings) == len(uri_of) == 10 and embedded.model_batches == 3
+    for record in embedded.embeddings:
+        key = record.crop_id or record.image_id
+        (alone,) = embedder.embed_images([Image.open(uri_of[key]).convert("RGB")])
+        assert np.allclose(record.vector, alone, atol=1e-5), key
