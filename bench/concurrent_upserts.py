@@ -20,28 +20,28 @@ OWN_KEYS = 10
 
 
 def _records(writer: int) -> list:
-    from tests.store.test_store import image
+    from tests.records import image
 
     return [image(f"shared-{i}") for i in range(SHARED_KEYS)] + [image(f"w{writer}-{i}") for i in range(OWN_KEYS)]
 
 
 def _write(db_uri: str, writer: int, locked: bool) -> None:
     from components.store.locks import exclusive_writer
-    from components.store.store import CropStore
+    from components.store.writer import StoreWriter
 
     records = _records(writer)
     if locked:
         with exclusive_writer(db_uri):
-            CropStore(db_uri).upsert_images(records)
+            StoreWriter(db_uri).upsert_images(records)
     else:
-        CropStore(db_uri).upsert_images(records)
+        StoreWriter(db_uri).upsert_images(records)
 
 
 def run(db_uri: str, writers: int, locked: bool, seconds: float) -> dict:
     """Start `writers` spawned processes at once; wait at most `seconds`; kill what is left."""
-    from components.store.store import CropStore
+    from components.store.writer import StoreWriter
 
-    CropStore(db_uri).upsert_images(_records(-1)[:1])  # the table exists before the race
+    StoreWriter(db_uri).upsert_images(_records(-1)[:1])  # the table exists before the race
     context = multiprocessing.get_context("spawn")  # never fork after lancedb (PITFALLS 2)
     processes = [context.Process(target=_write, args=(db_uri, w, locked)) for w in range(writers)]
     started = time.monotonic()

@@ -27,7 +27,7 @@ from pathlib import Path
 import lancedb
 
 from components.evaluation.synthetic import write_world
-from components.store.store import CROPS, EMBEDDINGS, IMAGES
+from components.store.schema import CROPS, EMBEDDINGS, IMAGES
 from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, WORLD_IMAGE_SIZE
 
 REPO = Path(__file__).resolve().parents[1]

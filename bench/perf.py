@@ -528,7 +528,7 @@ def write_synthetic_index(db_dir: Path, rows: int, mixture: VectorMixture, embed
     import lancedb
     import pyarrow as pa
 
-    from components.store.store import (
+    from components.store.schema import (
         CROPS,
         CROPS_SCHEMA,
         EMBEDDINGS,
@@ -645,7 +645,8 @@ def queries_child(payload_json: str) -> None:
 def query_figures(plan: Plan, embedder: str) -> dict[str, Any]:
     """p50/p95 of text query -> ranked hits joined to parents, per index size, exact and with the ANN index."""
     from components.models.embedder import load_embedder
-    from components.store.store import CropStore
+    from components.store.reader import StoreReader
+    from components.store.writer import StoreWriter
     from schemas.params import VECTOR_INDEX_MIN_ROWS, QueryParams
 
     encoder = load_embedder(embedder, plan.device, QueryParams().precision)
@@ -656,17 +657,17 @@ def query_figures(plan: Plan, embedder: str) -> dict[str, Any]:
         db_dir = plan.work / f"query-db-{rows}"
         started = time.perf_counter()
         vectors = write_synthetic_index(db_dir, rows, mixture, "bench-clip")
-        store = CropStore(str(db_dir))
+        writer, store = StoreWriter(str(db_dir)), StoreReader(str(db_dir))
         # As `index-coco` leaves every table after a run (`IndexParams.compact`): one fragment each,
         # not the 10 that writing 100k rows at a time makes (which cost ~4 ms per query at 1M rows).
-        store.compact()
+        writer.compact()
         written = time.perf_counter() - started
         probes = mixture.draw(plan.queries)
 
         exact_count = min(plan.queries, plan.exact_queries_at_most) if rows >= 1_000_000 else plan.queries
         exact, _ = query_latencies(encoder, store, probes[:exact_count], params)
         started = time.perf_counter()
-        store.maintain_indexes(min_rows=0)
+        writer.maintain_indexes(min_rows=0)
         build = time.perf_counter() - started
         indexed, indexed_encoding = query_latencies(encoder, store, probes, params)
         indexed_search_and_join = [total - text for total, text in zip(indexed, indexed_encoding, strict=True)]

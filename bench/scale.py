@@ -30,7 +30,7 @@ CONFIGURATIONS = [("thread", 1), ("ray", 1), ("ray", 2), ("dask", 2)]
 def table_ids(db_uri: str) -> dict[str, list[str]]:
     import lancedb
 
-    from components.store.store import CROPS, EMBEDDINGS, IMAGES
+    from components.store.schema import CROPS, EMBEDDINGS, IMAGES
 
     db = lancedb.connect(db_uri)
     keys = {IMAGES: "image_id", CROPS: "crop_id", EMBEDDINGS: "id"}

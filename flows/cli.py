@@ -191,9 +191,9 @@ def _on_existing_database(
 @options_from(ObjectStoreSettings)
 def compact(db_uri: str, **options: Any) -> None:
     """Merge the small data fragments index runs leave behind (every index run also does this at its end)."""
-    from components.store.store import CropStore
+    from components.store.writer import StoreWriter
 
-    fragments = _on_existing_database(db_uri, options, lambda settings: CropStore(db_uri, settings).compact())
+    fragments = _on_existing_database(db_uri, options, lambda settings: StoreWriter(db_uri, settings).compact())
     if not fragments:
         click.echo(f"no tables at {db_uri}")
     _print_rows(

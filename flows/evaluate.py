@@ -24,7 +24,8 @@ from components.evaluation.synthetic import CLASS_NAMES, read_world, write_world
 from components.models.embedder import load_embedder
 from components.ops.preflight import check_eval_can_start
 from components.search.render import data_uri
-from components.store.store import CropStore
+from components.store.database import Database
+from components.store.reader import StoreReader
 from flows import deployed
 from flows.index_coco import acquire_folder, index_coco
 from flows.parameters import takes_fields_of
@@ -45,14 +46,14 @@ def generate_world(folder: Path, first_seed: int, count: int) -> Path:
 
 @task(cache_policy=NO_CACHE)
 def indexed_file_names(db_uri: str, source_name: str) -> set[str]:
-    return {Path(uri).name for uri in CropStore(db_uri).image_ids_by_uri(source_name)}
+    return {Path(uri).name for uri in Database(db_uri).image_ids_by_uri(source_name)}
 
 
 @task(cache_policy=NO_CACHE)
 def score_index(
     db_uri: str, embedder: str, device: str, queries: list[metrics.EvalQuery], setting: str
 ) -> metrics.EvalResult:
-    rank = metrics.rank_with_index(CropStore(db_uri), load_embedder(embedder, device), queries, MAX_K)
+    rank = metrics.rank_with_index(StoreReader(db_uri), load_embedder(embedder, device), queries, MAX_K)
     return metrics.evaluate_rankings(setting, queries, rank)
 
 

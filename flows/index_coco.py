@@ -35,7 +35,7 @@ from components.pipeline.images import register_images
 from components.search.render import report_table
 from components.store.locks import exclusive_writer
 from components.store.objects import ObjectFiles
-from components.store.store import CropStore
+from components.store.writer import StoreWriter
 from flows import deployed
 from flows.parameters import takes_fields_of
 from flows.runners import chunk_runner, chunk_task_options, runs_on_a_temporary_api, workers_report_here
@@ -57,8 +57,8 @@ def _cache_key(*parts: object) -> str:
     return hashlib.sha256("|".join([CACHE_VERSION, *map(str, parts)]).encode()).hexdigest()
 
 
-def _store(params: IndexParams) -> CropStore:
-    return CropStore(params.resolved_db_uri, params.object_store())
+def _store(params: IndexParams) -> StoreWriter:
+    return StoreWriter(params.resolved_db_uri, params.object_store())
 
 
 def _files(params: IndexParams) -> ObjectFiles:

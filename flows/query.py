@@ -18,7 +18,7 @@ from components.pipeline.images import decode_rgb
 from components.search.ranking import find_hits
 from components.search.render import data_uri, hits_markdown, hits_table, markdown_table, render_grid
 from components.store.objects import ObjectFiles
-from components.store.store import CropStore
+from components.store.reader import StoreReader
 from flows import deployed
 from flows.parameters import split_fields, takes_fields_of
 from schemas.params import QueryInput, QueryParams
@@ -35,7 +35,7 @@ def embed_query(query_input: QueryInput, embedder: str, device: str, precision: 
 
 @task(cache_policy=NO_CACHE)
 def search(vector: list[float], params: QueryParams) -> list[QueryHit]:
-    return find_hits(CropStore(params.resolved_db_uri, params.object_store()), vector, params)
+    return find_hits(StoreReader(params.resolved_db_uri, params.object_store()), vector, params)
 
 
 @task(cache_policy=NO_CACHE)

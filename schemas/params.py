@@ -28,7 +28,8 @@ DEFAULT_DETECTOR = "yolov10x.pt"
 DEFAULT_EMBEDDER = "openai/clip-vit-base-patch32"
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_WRITER_LIMIT = "cropsearch-index-writer"
-# Where exact search passes a 50 ms query budget on a 2-core CPU (~3.4 us per row): see components/store/store.py.
+# Where exact search passes a 50 ms query budget on a 2-core CPU: below it an ANN index costs its
+# build and buys nothing (`make bench` times exact and ANN search at several sizes).
 VECTOR_INDEX_MIN_ROWS = 20_000
 
 QueryKinds = Literal["image", "crop", "both"]

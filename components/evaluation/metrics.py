@@ -15,7 +15,7 @@ import numpy as np
 
 from components.models.embedder import Embedder
 from components.search.ranking import find_hits
-from components.store.store import CropStore
+from components.store.reader import StoreReader
 from schemas.params import QueryParams
 
 SIZE_BUCKETS = ("small", "medium", "large")
@@ -136,7 +136,7 @@ def evaluate_rankings(
 
 
 def rank_with_index(
-    store: CropStore, embedder: Embedder, queries: Sequence[EvalQuery], k: int, batch: int = 256
+    store: StoreReader, embedder: Embedder, queries: Sequence[EvalQuery], k: int, batch: int = 256
 ) -> Callable[[int, SearchMode], list[str]]:
     """`rank(query_index, mode)` answered by the real query path (prefiltered kNN + parent join), as file names."""
     texts = [query.text for query in queries]

@@ -12,7 +12,7 @@ from components.errors import CropsearchError, SourceError, StoreMismatchError
 from components.models.loading import check_detector_available, check_embedder_available, model_id
 from components.pipeline.images import ImageDecodeError, check_decodes
 from components.pipeline.sources import check_url_reachable, classify_source
-from components.store.store import CropStore
+from components.store.database import Database
 from schemas.params import EvalParams, IndexParams, ObjectStoreSettings, QueryParams, is_object_store_uri
 
 _LOCAL_HINT = "use --source with a local folder or .zip of images"
@@ -105,7 +105,7 @@ def check_index_can_start(params: IndexParams) -> tuple[str, str]:
     _check_db_location(params.resolved_db_uri)
     embedder_id = model_id(params.embedder)
     check_object_store(params, params.resolved_db_uri, params.resolved_crops_uri)
-    CropStore(params.resolved_db_uri, params.object_store()).check_embedder(embedder_id)
+    Database(params.resolved_db_uri, params.object_store()).check_embedder(embedder_id)
     return model_id(params.detector), embedder_id
 
 
@@ -125,7 +125,7 @@ def check_query_can_start(params: QueryParams) -> str:
     """Validate the embedder against the index; return the embedder spec to load (by default the index's own)."""
     check_db_exists(params.resolved_db_uri)
     check_object_store(params, params.resolved_db_uri)
-    store = CropStore(params.resolved_db_uri, params.object_store())
+    store = Database(params.resolved_db_uri, params.object_store())
     embedder = params.embedder or store.embedder_spec_of_index()
     if embedder is None:
         raise StoreMismatchError(f"no index at {params.resolved_db_uri}: run `cropsearch index` first")

@@ -27,7 +27,7 @@ from components.pipeline.crops import caption_for, materialize_crops, to_crop_re
 from components.pipeline.images import ImageDecodeError, decode_rgb, read_as_registered
 from components.pipeline.prefetch import mapped_ahead, prefetched
 from components.store.objects import ObjectFiles
-from components.store.store import CropStore
+from components.store.writer import StoreWriter
 from schemas.params import DetectionSettings
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 
@@ -79,7 +79,7 @@ def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
 
 
 def plan_stage(
-    store: CropStore, images: Sequence[ImageRecord], signature: str, source: str, files: ObjectFiles | None = None
+    store: StoreWriter, images: Sequence[ImageRecord], signature: str, source: str, files: ObjectFiles | None = None
 ) -> list[ImageRecord]:
     """Bring the store in line with the files as they are now, and return the images that need model work.
 
@@ -276,7 +276,7 @@ def _embedding_record(
 
 
 def write_stage(
-    store: CropStore,
+    store: StoreWriter,
     images: Sequence[ImageRecord],
     crops: Sequence[CropRecord],
     embeddings: Sequence[EmbeddingRecord],

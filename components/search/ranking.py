@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from components.store.store import CropStore, search_filter
+from components.store.reader import StoreReader
+from components.store.schema import search_filter
 from schemas.params import QueryParams
 from schemas.results import FoldedHit, QueryHit
 
@@ -30,7 +31,7 @@ def group_by_parent(rows: Sequence[dict[str, Any]], k: int, one_hit_per_image: b
     return list(groups.values())
 
 
-def find_hits(store: CropStore, query_vector: np.ndarray, params: QueryParams) -> list[QueryHit]:
+def find_hits(store: StoreReader, query_vector: np.ndarray, params: QueryParams) -> list[QueryHit]:
     """The k best hits for a query vector, each joined to its parent image (and crop) in batched lookups."""
     where = search_filter(params.kinds, params.classes, params.min_confidence, params.min_area_fraction)
     fetch = params.k * (_OVERFETCH if params.one_hit_per_image else 1)
@@ -43,7 +44,7 @@ def find_hits(store: CropStore, query_vector: np.ndarray, params: QueryParams) -
     return join_records(store, groups)
 
 
-def join_records(store: CropStore, groups: list[list[dict[str, Any]]]) -> list[QueryHit]:
+def join_records(store: StoreReader, groups: list[list[dict[str, Any]]]) -> list[QueryHit]:
     rows = [row for group in groups for row in group]
     images, crops = store.records_of_hits(
         sorted({row["image_id"] for row in rows}), sorted({row["crop_id"] for row in rows if row["crop_id"]})

@@ -1,6 +1,6 @@
 """Going back to the newest versions of a database's tables that still read, after a data file was damaged.
 
-LanceDB writes each change as a new version and keeps older ones (a week, see `CropStore.compact`),
+LanceDB writes each change as a new version and keeps older ones (a week, see `StoreWriter.compact`),
 so a damaged or lost data file costs only the changes since the last version that reads. Tables
 are versioned apart, so all three go back to one moment: writes put an image's crops and vectors
 before the image row that marks it indexed, and a state taken at one moment keeps that promise.
@@ -16,7 +16,7 @@ from typing import Any
 import lancedb
 
 from components.errors import StoreCorruptError
-from components.store.store import CROPS, EMBEDDINGS, IMAGES, KEY_OF_TABLE
+from components.store.schema import CROPS, EMBEDDINGS, IMAGES, KEY_OF_TABLE
 from schemas.params import ObjectStoreSettings
 
 

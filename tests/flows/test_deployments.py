@@ -30,7 +30,7 @@ from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from components.ops.stack import WORK_POOL
-from components.store.store import CROPS, EMBEDDINGS, IMAGES
+from components.store.schema import CROPS, EMBEDDINGS, IMAGES
 from schemas.params import DEFAULT_WRITER_LIMIT
 from tests.conftest import ultralytics_assets, write_scene
 from tests.http_server import LocalHttpServer
@@ -326,9 +326,9 @@ def hostile(
     import torch
 
     from components.ops.preflight import download_path
-    from components.store.store import CropStore
+    from components.store.writer import StoreWriter
     from tests.plugins import PLUGIN_RAN_MARKER
-    from tests.store.test_store import embedding, image
+    from tests.records import embedding, image
 
     PLUGIN_RAN_MARKER.unlink(missing_ok=True)
     weights_marker = tmp_path_factory.mktemp("marker") / "weights-ran"
@@ -346,7 +346,7 @@ def hostile(
         # 2. ... a database whose recorded embedder is a plug-in ...
         planted = stack.data_root / "planted" / "lancedb"
         plugin = "plugin:tests.plugins:marker_embedder"
-        CropStore(str(planted)).upsert_embeddings([embedding(image("a"), [1, 0, 0], plugin)], plugin, plugin)
+        StoreWriter(str(planted)).upsert_embeddings([embedding(image("a"), [1, 0, 0], plugin)], plugin, plugin)
         private = tmp_path_factory.mktemp("private-photos")
         write_scene(private / "passport.jpg", 7)
         common = {"data_dir": stack.data_root, "device": "cpu"}

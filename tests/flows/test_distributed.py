@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from components.store.store import CROPS, EMBEDDINGS, IMAGES, RECORD, CropStore
+from components.store.schema import CROPS, EMBEDDINGS, IMAGES, RECORD
+from components.store.writer import StoreWriter
 from flows.index_coco import index_coco
 from flows.query import query
 from schemas.params import IndexParams, ObjectStoreSettings
@@ -140,7 +141,7 @@ def test_a_cluster_run_leaves_the_same_tables_as_the_single_process_run(
     # Every chunk's upserts added fragments; the run's compaction merged them.
     for table, (before, after) in report.fragments.items():
         assert before >= 4 and after == 1, (table, before, after)
-    assert CropStore(params.resolved_db_uri).fragment_counts() == {IMAGES: 1, CROPS: 1, EMBEDDINGS: 1}
+    assert StoreWriter(params.resolved_db_uri).fragment_counts() == {IMAGES: 1, CROPS: 1, EMBEDDINGS: 1}
 
     again = index_coco(**params.model_dump())
     assert (again.images_new, again.model_batches) == (0, 0)
@@ -189,7 +190,7 @@ def test_index_and_query_with_the_database_and_crops_on_s3(
     assert (
         len(s3.crop_files("index/crops/"))
         == smaller.crops
-        == CropStore(fewer.resolved_db_uri, s3.settings).counts()[CROPS]
+        == StoreWriter(fewer.resolved_db_uri, s3.settings).counts()[CROPS]
     )
 
 

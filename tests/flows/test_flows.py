@@ -17,7 +17,8 @@ from PIL import Image
 from components.errors import SourceError
 from components.ops.preflight import download_path
 from components.search.render import report_table
-from components.store.store import CROPS, EMBEDDINGS, IMAGES, CropStore
+from components.store.schema import CROPS, EMBEDDINGS, IMAGES
+from components.store.writer import StoreWriter
 from flows.index_coco import index_coco
 from flows.query import query
 from schemas.params import IndexParams, QueryParams
@@ -58,7 +59,7 @@ def test_index_then_query_then_reindex_does_no_model_work(
     assert first.images_seen == 10 and first.images_new == 10 and first.skipped == []
     assert first.crops > 0 and first.embeddings == 10 + first.crops
     assert first.model_batches > 0
-    store = CropStore(params.resolved_db_uri)
+    store = StoreWriter(params.resolved_db_uri)
     assert store.counts() == {"images": 10, "crops": first.crops, "embeddings": first.embeddings}
     ids_after_first = table_ids(params.resolved_db_uri)
     crop_files = sorted((tmp_path / "data" / "crops").rglob("*.jpg"))
@@ -128,7 +129,7 @@ def test_changed_settings_reindex_and_drop_stale_crops(
     index_coco(**params.model_dump())
     fewer = index_coco(**{**params.model_dump(), "max_detections": 1})
     assert fewer.images_new == 10 and fewer.crops <= 10
-    counts = CropStore(params.resolved_db_uri).counts()
+    counts = StoreWriter(params.resolved_db_uri).counts()
     assert counts == {"images": 10, "crops": fewer.crops, "embeddings": 10 + fewer.crops}
     assert len(list((tmp_path / "data" / "crops").rglob("*.jpg"))) == fewer.crops
 
@@ -144,7 +145,7 @@ def test_bad_files_are_reported_and_a_changed_file_replaces_its_old_rows(
     write_scene(photo_folder / "scene-00.jpg", seed=99)  # same path, new bytes
     again = index_coco(**params.model_dump())
     assert again.images_new == 1 and again.images_already_indexed == 9
-    store = CropStore(params.resolved_db_uri)
+    store = StoreWriter(params.resolved_db_uri)
     assert store.counts() == {"images": 10, "crops": 0, "embeddings": 10}
 
 

@@ -10,9 +10,9 @@ import pytest
 from components.errors import CropsearchError, ModelUnavailableError, SourceError, StoreMismatchError
 from components.models.loading import check_detector_available, check_embedder_available, model_id
 from components.ops.preflight import check_eval_can_start, check_index_can_start, check_query_can_start
-from components.store.store import CropStore
+from components.store.writer import StoreWriter
 from schemas.params import EvalParams, IndexParams, QueryParams
-from tests.store.test_store import crop, embedding, image
+from tests.records import crop, embedding, image
 
 
 def test_missing_local_weights_name_the_flag(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_official_yolo_weights_keep_their_name_once_downloaded(tmp_path: Path, m
 
 def test_index_refuses_a_database_of_another_embedder(tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
     db = tmp_path / "db"
-    CropStore(str(db)).upsert_embeddings([embedding(image("a"), [1, 0, 0], model="other")], "other")
+    StoreWriter(str(db)).upsert_embeddings([embedding(image("a"), [1, 0, 0], model="other")], "other")
     params = IndexParams(source=str(tmp_path), detector=str(tiny_yolo), embedder=str(tiny_clip), db_uri=str(db))
     with pytest.raises(StoreMismatchError, match="holds vectors of embedder 'other'"):
         check_index_can_start(params)
@@ -91,7 +91,7 @@ def test_query_without_an_index_says_to_index_first(tmp_path: Path) -> None:
 
 
 def test_query_defaults_to_the_embedder_of_the_index(tmp_path: Path, tiny_clip: Path) -> None:
-    store = CropStore(str(tmp_path / "lancedb"))
+    store = StoreWriter(str(tmp_path / "lancedb"))
     store.upsert_embeddings(
         [embedding(image("a"), [1, 0, 0], model=model_id(str(tiny_clip)))], model_id(str(tiny_clip)), str(tiny_clip)
     )
@@ -120,7 +120,7 @@ def test_world_evaluation_needs_only_the_committed_models() -> None:
 
 
 def test_unknown_query_classes_are_named_with_the_classes_the_index_has(tmp_path: Path, tiny_clip: Path) -> None:
-    store = CropStore(str(tmp_path / "lancedb"))
+    store = StoreWriter(str(tmp_path / "lancedb"))
     parent = image("a")
     store.upsert_crops([crop(parent, "c1", "potted plant"), crop(parent, "c2", "person")])
     clip_id = model_id(str(tiny_clip))

@@ -11,7 +11,7 @@ from PIL import Image
 
 from components.pipeline import stages
 from components.pipeline.images import register_images
-from components.store.store import CropStore
+from components.store.writer import StoreWriter
 from schemas.params import DetectionSettings
 from schemas.records import ImageRecord
 from tests.plugins import ColourBlobDetector, MeanColourEmbedder
@@ -27,7 +27,7 @@ def picture(path: Path, box: tuple[int, int, int, int] | None, colour: tuple[int
     return path
 
 
-def index(store: CropStore, images: list[ImageRecord], crops_dir: Path, signature: str = "sig") -> None:
+def index(store: StoreWriter, images: list[ImageRecord], crops_dir: Path, signature: str = "sig") -> None:
     """Run the four stages over `images` as the flow does for one chunk."""
     detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=2)
     cropped = stages.crop_stage(images, detected.crops, crops_dir, padding=0.0)
@@ -36,11 +36,11 @@ def index(store: CropStore, images: list[ImageRecord], crops_dir: Path, signatur
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> CropStore:
-    return CropStore(str(tmp_path / "db"))
+def store(tmp_path: Path) -> StoreWriter:
+    return StoreWriter(str(tmp_path / "db"))
 
 
-def test_stages_produce_linked_images_crops_and_vectors(tmp_path: Path, store: CropStore) -> None:
+def test_stages_produce_linked_images_crops_and_vectors(tmp_path: Path, store: StoreWriter) -> None:
     paths = [picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", None)]
     images, _ = register_images(paths, "t")
     detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=1)
@@ -89,7 +89,7 @@ def test_a_photo_overwritten_after_registering_is_skipped_not_stored_under_its_o
     }
 
 
-def test_plan_skips_indexed_images_and_follows_moves_and_edits(tmp_path: Path, store: CropStore) -> None:
+def test_plan_skips_indexed_images_and_follows_moves_and_edits(tmp_path: Path, store: StoreWriter) -> None:
     a = picture(tmp_path / "photos/a.png", (10, 10, 40, 30))
     b = picture(tmp_path / "photos/b.png", (50, 20, 90, 60), colour=(20, 20, 230))
     images, _ = register_images([a, b], "t")

@@ -11,7 +11,7 @@ import pytest
 
 from components.models.embedder import load_embedder
 from components.search.ranking import find_hits
-from components.store.store import CropStore
+from components.store.reader import StoreReader
 from schemas.params import QueryParams
 from tests.conftest import write_scene
 
@@ -42,7 +42,7 @@ def test_queries_in_a_loop_during_an_index_run(tmp_path: Path, tiny_yolo: Path, 
     writer = index(photos, data_dir, tiny_yolo, tiny_clip, "--chunk-size", "2")
     queries, images_seen = 0, set()
     while writer.poll() is None or queries == 0:
-        store = CropStore(params.resolved_db_uri)
+        store = StoreReader(params.resolved_db_uri)
         hits = find_hits(store, vector, params)
         queries += 1
         assert hits, "a query during the index run returned nothing"

@@ -14,7 +14,7 @@ import lancedb
 import pytest
 
 from components.store.locks import WriterLockTimeout, exclusive_writer
-from components.store.store import CROPS, EMBEDDINGS, IMAGES
+from components.store.schema import CROPS, EMBEDDINGS, IMAGES
 
 
 def test_a_second_writer_waits_for_the_first(tmp_path: Path) -> None:

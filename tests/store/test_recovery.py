@@ -10,12 +10,13 @@ from click.testing import CliRunner
 
 from components.errors import StoreCorruptError
 from components.store.recovery import restore_readable
-from components.store.store import CROPS, CropStore
+from components.store.schema import CROPS
+from components.store.writer import StoreWriter
 from flows.cli import main
-from tests.store.test_store import crop, embedding, image
+from tests.records import crop, embedding, image
 
 
-def write_chunk(store: CropStore, name: str) -> None:
+def write_chunk(store: StoreWriter, name: str) -> None:
     """One chunk as the pipeline writes it: crops, then vectors, then the image row that marks it indexed."""
     parent = image(name)
     child = crop(parent, f"{name}-c")
@@ -32,13 +33,13 @@ def damage_newest_data_file(db: Path, table: str) -> None:
 
 def test_a_damaged_table_is_named_with_the_command_that_restores_it(tmp_path: Path) -> None:
     db = tmp_path / "db"
-    store = CropStore(str(db))
+    store = StoreWriter(str(db))
     for name in ("a", "b"):
         write_chunk(store, name)
     damage_newest_data_file(db, CROPS)
 
     with pytest.raises(StoreCorruptError, match=rf"table 'crops' of the index at {db} cannot be read") as named:
-        CropStore(str(db)).crops_by_id([crop(image("b"), "b-c").crop_id])
+        StoreWriter(str(db)).crops_by_id([crop(image("b"), "b-c").crop_id])
     assert f"cropsearch restore --db {db}" in str(named.value)
 
     result = CliRunner().invoke(main, ["restore", "--db", str(db)])
@@ -47,7 +48,7 @@ def test_a_damaged_table_is_named_with_the_command_that_restores_it(tmp_path: Pa
     assert rows["crops"][-3:] == ["unreadable", "->", "1"]
     # All three went back to the moment before chunk b's crops: b is no longer marked indexed, so
     # the next index run redoes it, and every image marked indexed still has its crops and vectors.
-    reopened = CropStore(str(db))
+    reopened = StoreWriter(str(db))
     assert reopened.damaged_tables() == []
     assert set(reopened.images_by_id([image("a").image_id, image("b").image_id])) == {image("a").image_id}
     assert reopened.counts() == {"images": 1, "crops": 1, "embeddings": 2}
@@ -55,7 +56,7 @@ def test_a_damaged_table_is_named_with_the_command_that_restores_it(tmp_path: Pa
 
 
 def test_restoring_an_intact_database_changes_nothing(tmp_path: Path) -> None:
-    store = CropStore(str(tmp_path / "db"))
+    store = StoreWriter(str(tmp_path / "db"))
     write_chunk(store, "a")
     report = restore_readable(str(tmp_path / "db"))
     assert all(item.restored == item.latest and item.rows_before == item.rows_after for item in report)

@@ -1,0 +1,160 @@
+"""The tables' layout: Arrow schemas, rows made from records and records read from rows, and filters.
+
+Three tables, `images`, `crops` and `embeddings`, each keyed on a content-derived id declared as
+the primary key (which also keeps concurrent upserts from duplicating rows), so writing the same
+records twice leaves the same rows. User text reaches a filter only through `sql_string`, ids
+only after `id_filters` checked them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+from schemas.params import QueryKinds
+from schemas.records import CropRecord, ImageRecord
+
+IMAGES, CROPS, EMBEDDINGS = "images", "crops", "embeddings"
+KEY_OF_TABLE = {IMAGES: "image_id", CROPS: "crop_id", EMBEDDINGS: "id"}
+# Join keys looked up by id after every search, indexed once the vector index exists.
+JOIN_KEYS = {IMAGES: "image_id", CROPS: "crop_id"}
+EMBEDDER_METADATA_KEY = b"cropsearch.embedder"
+# Where the embedder was loaded from, so a query can default to the model the index was built with.
+EMBEDDER_SPEC_METADATA_KEY = b"cropsearch.embedder_spec"
+# Images and crops also keep each whole record as JSON in this column, because a lookup by id pays
+# per column it reads: at 1M rows, 20 ids took 8.4 ms with one column per field and 4.8 ms with this
+# one (images), 14.1 and 7.5 ms (crops). The other columns are there to filter and for SQL readers;
+# both are written from the same record in the same upsert, so they cannot disagree.
+RECORD = "record"
+
+# The ANN index, built once the embeddings pass `IndexParams.vector_index_min_rows` (below it exact
+# search is fast enough: `make bench` measures both). IVF_HNSW_SQ won the probes at 200k rows:
+# recall@10 1.0 with refine, where IVF_PQ reached 0.69 and IVF_RQ 0.87 (at 1M); refining re-ranks
+# with exact vectors, so scores stay exact. At 1M rows, refining 4x the asked rows gave recall@10
+# 0.93, 10x gave 1.0; more probes changed nothing (HNSW inside each partition finds the near ones).
+ANN_EF_CONSTRUCTION = 150
+ANN_NPROBES = 20
+ANN_REFINE_FACTOR = 10
+
+_PRIMARY_KEY = {"lance-schema:unenforced-primary-key": "true"}
+_HEX_ID = re.compile(r"^[0-9a-f]{16,64}$")
+_IN_LIST_CHUNK = 500
+Record = TypeVar("Record", ImageRecord, CropRecord)
+
+
+def _key(name: str) -> pa.Field:
+    return pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
+
+
+IMAGES_SCHEMA = pa.schema(
+    [
+        _key("image_id"),
+        pa.field("uri", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("num_bytes", pa.int64()),
+        pa.field("caption", pa.string()),
+        pa.field("index_signature", pa.string()),
+        pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
+        pa.field(RECORD, pa.string()),
+    ]
+)
+
+# Scalars are float64 so records read back equal to what was written (and filters compare exactly).
+CROPS_SCHEMA = pa.schema(
+    [
+        _key("crop_id"),
+        pa.field("image_id", pa.string()),
+        pa.field("detector", pa.string()),
+        pa.field("class_id", pa.int32()),
+        pa.field("class_name", pa.string()),
+        pa.field("confidence", pa.float64()),
+        pa.field("x1", pa.float64()),
+        pa.field("y1", pa.float64()),
+        pa.field("x2", pa.float64()),
+        pa.field("y2", pa.float64()),
+        pa.field("area_fraction", pa.float64()),
+        pa.field("uri", pa.string()),
+        pa.field(RECORD, pa.string()),
+    ]
+)
+
+
+def embeddings_schema(dim: int, embedder_id: str, embedder_spec: str) -> pa.Schema:
+    """The embeddings table is bound to one embedder: its id, source and width live in the schema."""
+    return pa.schema(
+        [
+            _key("id"),
+            pa.field("kind", pa.string()),
+            pa.field("image_id", pa.string()),
+            pa.field("crop_id", pa.string()),
+            pa.field("model", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+            pa.field("class_name", pa.string()),
+            pa.field("class_names", pa.list_(pa.string())),
+            pa.field("confidence", pa.float64()),
+            pa.field("area_fraction", pa.float64()),
+        ],
+        metadata={EMBEDDER_METADATA_KEY: embedder_id.encode(), EMBEDDER_SPEC_METADATA_KEY: embedder_spec.encode()},
+    )
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal; user text never reaches a filter unquoted."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _id_list(ids: Iterable[str]) -> str:
+    checked = []
+    for value in ids:
+        if not _HEX_ID.match(value):
+            raise ValueError(f"not a cropsearch id: {value!r}")
+        checked.append(f"'{value}'")
+    return ", ".join(checked)
+
+
+def id_filters(column: str, ids: Sequence[str]) -> list[str]:
+    """`column IN (...)` filters over checked ids, a few hundred ids each."""
+    ids = list(ids)
+    chunks = (ids[start : start + _IN_LIST_CHUNK] for start in range(0, len(ids), _IN_LIST_CHUNK))
+    return [f"{column} IN ({_id_list(chunk)})" for chunk in chunks]
+
+
+def search_filter(kinds: QueryKinds, classes: Sequence[str], min_confidence: float, min_area_fraction: float) -> str:
+    """The prefilter of a query. Whole-image rows have confidence and area 1 and list every class they contain."""
+    clauses = []
+    if kinds != "both":
+        clauses.append(f"kind = {sql_string(kinds)}")
+    if classes:
+        clauses.append(f"array_has_any(class_names, [{', '.join(sql_string(name) for name in classes)}])")
+    if min_confidence > 0:
+        clauses.append(f"confidence >= {float(min_confidence)!r}")
+    if min_area_fraction > 0:
+        clauses.append(f"area_fraction >= {float(min_area_fraction)!r}")
+    return " AND ".join(clauses)
+
+
+def record_rows(records: Iterable[ImageRecord | CropRecord]) -> list[dict[str, Any]]:
+    """The rows of image or crop records: a column per field, and the whole record in `record`."""
+    return [{**record.model_dump(), RECORD: record.model_dump_json()} for record in records]
+
+
+def lookup_columns(schema: pa.Schema) -> list[str]:
+    """What a lookup by id reads: `record`, or every field's column in tables made before it existed."""
+    return [RECORD] if RECORD in schema.names else list(schema.names)
+
+
+def _parsed(model: type[Record], rows: Iterable[dict[str, Any]]) -> list[Record]:
+    return [model.model_validate_json(row[RECORD]) if RECORD in row else model.model_validate(row) for row in rows]
+
+
+def image_records(rows: Iterable[dict[str, Any]]) -> dict[str, ImageRecord]:
+    return {record.image_id: record for record in _parsed(ImageRecord, rows)}
+
+
+def crop_records(rows: Iterable[dict[str, Any]]) -> dict[str, CropRecord]:
+    return {record.crop_id: record for record in _parsed(CropRecord, rows)}

@@ -1,0 +1,186 @@
+"""Writing an index: upserts by content-derived id, removals, compaction and the ANN and join-key indexes.
+
+Indexing's side of the database, on LanceDB's sync API. Every write is a `merge_insert` keyed on
+the table's id column, so writing the same records twice leaves the same rows. One writer per
+database at a time (`locks.py`, and the Prefect writer limit across machines).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from components.errors import StoreMismatchError, StoreWriteTimeout, disk_full
+from components.store.database import Database, naming_damaged_tables
+from components.store.schema import (
+    ANN_EF_CONSTRUCTION,
+    CROPS,
+    CROPS_SCHEMA,
+    EMBEDDINGS,
+    IMAGES,
+    IMAGES_SCHEMA,
+    JOIN_KEYS,
+    embeddings_schema,
+    id_filters,
+    record_rows,
+)
+from schemas.params import ObjectStoreSettings
+from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
+
+# One chunk's upsert takes about a second; a write still running after this is stuck, not slow.
+# (A probe here saw four concurrent `merge_insert`s into one table spin for 30+ minutes.)
+DEFAULT_WRITE_TIMEOUT = timedelta(minutes=10)
+
+
+class StoreWriter(Database):
+    """The writes of an index run, and the upkeep after them."""
+
+    def __init__(
+        self,
+        uri: str,
+        object_store: ObjectStoreSettings | None = None,
+        write_timeout: timedelta = DEFAULT_WRITE_TIMEOUT,
+    ) -> None:
+        super().__init__(uri, object_store)
+        self.write_timeout = write_timeout
+
+    def _open_or_create(self, name: str, schema: pa.Schema) -> Any:
+        # An existing table is opened as it is: one made before the `record` column is written without it.
+        if self._open(name) is None:
+            self._tables[name] = self._db.create_table(name, schema=schema, exist_ok=True)
+        return self._tables[name]
+
+    def _upsert(self, table: Any, key: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        data = pa.Table.from_pylist(rows, schema=table.schema)
+        upsert = table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
+        try:
+            upsert.execute(data, timeout=self.write_timeout)
+        except (OSError, RuntimeError) as error:
+            # Lance reports a full disk as an IO error whose text carries the OS's message.
+            if "No space left on device" in str(error) or getattr(error, "errno", None) == errno.ENOSPC:
+                raise disk_full(self.uri) from error
+            if "timeout" in str(error).lower() or "timed out" in str(error).lower():
+                raise StoreWriteTimeout(
+                    f"writing {len(rows)} rows to {table.name} at {self.uri} did not finish in "
+                    f"{self.write_timeout.total_seconds():.0f} s (concurrent writers retrying each other's "
+                    f"commits?); nothing of it was committed, run again"
+                ) from error
+            raise
+
+    @naming_damaged_tables
+    def upsert_images(self, records: Sequence[ImageRecord]) -> None:
+        self._upsert(self._open_or_create(IMAGES, IMAGES_SCHEMA), "image_id", record_rows(records))
+
+    @naming_damaged_tables
+    def upsert_crops(self, records: Sequence[CropRecord]) -> None:
+        self._upsert(self._open_or_create(CROPS, CROPS_SCHEMA), "crop_id", record_rows(records))
+
+    @naming_damaged_tables
+    def upsert_embeddings(self, records: Sequence[EmbeddingRecord], embedder_id: str, embedder_spec: str = "") -> None:
+        if not records:
+            return
+        self.check_embedder(embedder_id)
+        if any(record.model != embedder_id for record in records):
+            raise StoreMismatchError(f"refusing to write vectors of another embedder than {embedder_id!r}")
+        schema = embeddings_schema(len(records[0].vector), embedder_id, embedder_spec or embedder_id)
+        table = self._open_or_create(EMBEDDINGS, schema)
+        width = table.schema.field("vector").type.list_size
+        if width != len(records[0].vector):
+            raise StoreMismatchError(f"vectors have {len(records[0].vector)} dimensions; the index holds {width}")
+        self._upsert(table, "id", [r.model_dump() for r in records])
+
+    @naming_damaged_tables
+    def remove_crops_except(self, image_ids: Sequence[str], keep_crop_ids: Iterable[str]) -> list[str]:
+        """Delete crops (and their vectors) of these images that a re-index no longer produced.
+
+        Returns the removed crops' file uris so the caller can delete the files.
+        """
+        crops = self._open(CROPS)
+        if crops is None or not image_ids:
+            return []
+        keep = set(keep_crop_ids)
+        stale = [
+            row for row in self._rows(crops, "image_id", image_ids, ["crop_id", "uri"]) if row["crop_id"] not in keep
+        ]
+        self._delete_ids(crops, "crop_id", [row["crop_id"] for row in stale])
+        if (embeddings := self._open(EMBEDDINGS)) is not None:
+            self._delete_ids(embeddings, "id", [row["crop_id"] for row in stale])
+        return [row["uri"] for row in stale if row["uri"]]
+
+    @naming_damaged_tables
+    def remove_images(self, image_ids: Sequence[str]) -> list[str]:
+        """Delete images with everything derived from them; returns the removed crop file uris."""
+        removed_uris = self.remove_crops_except(image_ids, keep_crop_ids=())
+        for name, key in ((EMBEDDINGS, "image_id"), (IMAGES, "image_id")):
+            if (table := self._open(name)) is not None:
+                self._delete_ids(table, key, image_ids)
+        return removed_uris
+
+    def _delete_ids(self, table: Any, column: str, ids: Sequence[str]) -> None:
+        for where in id_filters(column, ids):
+            table.delete(where)
+
+    # -- upkeep ---------------------------------------------------------------------------
+
+    def fragment_counts(self) -> dict[str, int]:
+        """How many data fragments each table has: every chunk's upsert adds one or more."""
+        return {
+            name: table.stats()["fragment_stats"]["num_fragments"]
+            for name in (IMAGES, CROPS, EMBEDDINGS)
+            if (table := self._open(name)) is not None
+        }
+
+    @naming_damaged_tables
+    def compact(self) -> dict[str, tuple[int, int]]:
+        """Merge each table's small fragments, fold new rows into its indexes, prune versions past a week.
+
+        Returns table -> (fragments before, fragments after). Readers of an older version keep it
+        for the week LanceDB keeps old versions by default.
+        """
+        before = self.fragment_counts()
+        for name in before:
+            self._open(name).optimize()
+        after = self.fragment_counts()
+        return {name: (before[name], after[name]) for name in before}
+
+    @naming_damaged_tables
+    def maintain_indexes(self, min_rows: int) -> list[str]:
+        """Build the ANN and join-key indexes once the embeddings reach `min_rows`; fold new rows into them after.
+
+        Returns what it did, in words, for the run's log (nothing when nothing was needed).
+        """
+        from lancedb.index import IvfHnswSq
+
+        embeddings = self._open(EMBEDDINGS)
+        if embeddings is None:
+            return []
+        done = []
+        if not self._indexed_columns(embeddings):
+            rows = embeddings.count_rows()
+            if rows < min_rows:
+                return []
+            config = IvfHnswSq(distance_type="cosine", ef_construction=ANN_EF_CONSTRUCTION)
+            embeddings.create_index("vector", config=config)
+            done.append(f"built the vector index over {rows} embeddings")
+            for name, key in JOIN_KEYS.items():
+                if (table := self._open(name)) is not None:
+                    table.create_scalar_index(key)
+                    done.append(f"indexed {name}.{key}")
+            return done
+        for name in (EMBEDDINGS, *JOIN_KEYS):
+            table = self._open(name)
+            unindexed = sum(index.num_unindexed_rows for index in table.list_indices()) if table is not None else 0
+            if unindexed:
+                table.optimize()  # compacts fragments and adds the new rows to the table's indexes
+                done.append(f"added {unindexed} new rows to the indexes of {name}")
+        return done
+
+    @staticmethod
+    def _indexed_columns(table: Any) -> set[str]:
+        return {column for index in table.list_indices() for column in index.columns}

@@ -1,0 +1,147 @@
+"""Indexing's writes in a real database folder: upserts by id, removals, embedder binding, compaction, indexes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.errors import StoreMismatchError
+from components.store.reader import StoreReader
+from components.store.writer import StoreWriter
+from schemas.records import ImageRecord
+from tests.records import crop, embedding, image
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> StoreWriter:
+    return StoreWriter(str(tmp_path / "db"))
+
+
+def test_writing_the_same_records_twice_leaves_the_same_rows(writer: StoreWriter) -> None:
+    parent = image("a")
+    child = crop(parent, "c1")
+    for _ in range(2):
+        writer.upsert_images([parent])
+        writer.upsert_crops([child])
+        writer.upsert_embeddings([embedding(parent, [1, 0, 0]), embedding(child, [0, 1, 0])], "m1")
+    assert writer.counts() == {"images": 1, "crops": 1, "embeddings": 2}
+    assert writer.images_by_id([parent.image_id]) == {parent.image_id: parent}
+    assert writer.crops_by_id([child.crop_id]) == {child.crop_id: child}
+
+
+def test_upsert_updates_changed_fields(writer: StoreWriter) -> None:
+    parent = image("a")
+    writer.upsert_images([parent])
+    writer.upsert_images([parent.model_copy(update={"caption": "new", "index_signature": "sig"})])
+    assert writer.images_by_id([parent.image_id])[parent.image_id].index_signature == "sig"
+    assert writer.counts()["images"] == 1
+
+
+def test_vectors_of_another_embedder_are_refused(writer: StoreWriter) -> None:
+    parent = image("a")
+    writer.upsert_embeddings([embedding(parent, [1, 0, 0])], "m1")
+    with pytest.raises(StoreMismatchError, match="holds vectors of embedder 'm1', not 'm2'"):
+        writer.upsert_embeddings([embedding(parent, [1, 0, 0], model="m2")], "m2")
+    with pytest.raises(StoreMismatchError):
+        writer.check_embedder("m2")
+    writer.check_embedder("m1")
+    assert writer.embedder_of_index() == "m1"
+
+
+def test_remove_crops_except_drops_stale_crops_and_their_vectors(writer: StoreWriter) -> None:
+    parent = image("a")
+    old, kept = crop(parent, "old"), crop(parent, "kept")
+    writer.upsert_crops([old, kept])
+    writer.upsert_embeddings(
+        [embedding(parent, [1, 0, 0]), embedding(old, [0, 1, 0]), embedding(kept, [0, 0, 1])], "m1"
+    )
+    removed = writer.remove_crops_except([parent.image_id], [kept.crop_id])
+    assert removed == [old.uri]
+    assert set(writer.crops_by_id([old.crop_id, kept.crop_id])) == {kept.crop_id}
+    assert writer.counts() == {"images": 0, "crops": 1, "embeddings": 2}
+
+
+def test_remove_images_drops_everything_derived(writer: StoreWriter) -> None:
+    a, b = image("a"), image("b")
+    child = crop(a, "c")
+    writer.upsert_images([a, b])
+    writer.upsert_crops([child])
+    writer.upsert_embeddings([embedding(a, [1, 0, 0]), embedding(b, [0, 1, 0]), embedding(child, [0, 0, 1])], "m1")
+    assert writer.image_ids_by_uri("t") == {a.uri: [a.image_id], b.uri: [b.image_id]}
+    writer.remove_images([a.image_id])
+    assert writer.counts() == {"images": 1, "crops": 0, "embeddings": 1}
+
+
+def test_ids_are_checked_before_reaching_a_filter(writer: StoreWriter) -> None:
+    writer.upsert_images([image("a")])
+    with pytest.raises(ValueError, match="not a cropsearch id"):
+        writer.images_by_id(["abc' OR 1=1"])
+
+
+def test_the_index_remembers_where_its_embedder_came_from(writer: StoreWriter) -> None:
+    assert writer.embedder_spec_of_index() is None
+    writer.upsert_embeddings([embedding(image("a"), [1, 0, 0])], "m1", "/models/clip")
+    assert writer.embedder_spec_of_index() == "/models/clip"
+
+
+def unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def write_images_with_vectors(writer: StoreWriter, names: list[str], vectors: np.ndarray) -> list[ImageRecord]:
+    images = [image(name) for name in names]
+    writer.upsert_embeddings([embedding(i, v.tolist()) for i, v in zip(images, vectors, strict=True)], "m1")
+    writer.upsert_images(images)
+    return images
+
+
+def test_compaction_merges_the_fragments_of_many_small_writes_and_keeps_every_row(writer: StoreWriter) -> None:
+    for number in range(5):
+        parent = image(f"photo-{number}")
+        writer.upsert_images([parent])
+        writer.upsert_crops([crop(parent, "a"), crop(parent, "b")])
+    rows_before = writer.counts()
+    assert writer.fragment_counts() == {"images": 5, "crops": 5}
+
+    assert writer.compact() == {"images": (5, 1), "crops": (5, 1)}
+    assert writer.counts() == rows_before
+    assert writer.compact() == {"images": (1, 1), "crops": (1, 1)}  # nothing left to merge
+
+
+def test_a_write_that_overruns_its_time_bound_fails_clearly_and_commits_nothing(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from components.errors import StoreWriteTimeout
+
+    writer = StoreWriter(str(tmp_path / "db"), write_timeout=timedelta(microseconds=1))
+    with pytest.raises(StoreWriteTimeout, match=r"writing 2000 rows to images at .* did not finish"):
+        writer.upsert_images([image(f"photo-{number}") for number in range(2000)])
+    assert writer.counts()["images"] == 0
+
+
+def test_the_ann_index_is_built_only_past_the_threshold_and_keeps_up_with_new_rows(writer: StoreWriter) -> None:
+    reader = StoreReader(writer.uri)
+    vectors = unit_vectors(600, 32, seed=0)
+    write_images_with_vectors(writer, [f"p{n}" for n in range(600)], vectors)
+    query = vectors[7]
+    exact = [row["id"] for row in reader.search(query, "", 10)]
+
+    assert writer.maintain_indexes(min_rows=1000) == []
+    built = writer.maintain_indexes(min_rows=500)
+    assert built[0] == "built the vector index over 600 embeddings"
+    assert "indexed images.image_id" in built
+    assert writer.maintain_indexes(min_rows=500) == []  # nothing new: nothing to do
+
+    indexed = reader.search(query, "", 10)
+    assert [row["id"] for row in indexed] == exact  # refined: same neighbours, same order
+    assert indexed[0]["score"] == pytest.approx(1.0, abs=1e-5)  # and exact scores
+
+    write_images_with_vectors(writer, [f"q{n}" for n in range(50)], unit_vectors(50, 32, seed=1))
+    assert writer.maintain_indexes(min_rows=500) == [
+        "added 50 new rows to the indexes of embeddings",
+        "added 50 new rows to the indexes of images",
+    ]
+    assert writer.counts()["embeddings"] == 650
