@@ -31,7 +31,7 @@ from components.store.schema import CROPS, EMBEDDINGS, IMAGES
 from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, WORLD_IMAGE_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
-STAGE_LINE = re.compile(r"Task run '(detect|crop|embed|write)-")
+STAGE_LINE = re.compile(r"Task run '(plan_stage|model_stage|write_stage)-")
 
 
 def index_command(source: Path, data_dir: Path) -> list[str]:

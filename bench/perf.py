@@ -31,7 +31,8 @@ import numpy as np
 from bench.models import DETECTOR_ARCHITECTURE, SMALL_DETECTOR_ARCHITECTURE, build_clip_vit_b32
 from bench.photos import write_photos
 from bench.report import Row, machine, machine_header, render
-from schemas.params import WORLD_EMBEDDER, DetectionSettings, IndexParams
+from schemas.params import WORLD_EMBEDDER, IndexParams
+from schemas.settings import DetectionSettings
 
 CROPS_PER_IMAGE = 8
 # Random detectors find nothing at normal thresholds: these settings make every image give exactly
@@ -146,7 +147,7 @@ def run_flow(params: IndexParams) -> tuple[float, Any]:
 
     started = time.perf_counter()
     with no_heartbeats_without_a_server():
-        report = index_coco(**params.model_dump())
+        report = index_coco(**params.flat())
     return time.perf_counter() - started, report
 
 
@@ -175,31 +176,26 @@ class PipelineRuns:
     def run(self, new_photos: list[Path], round_number: int) -> dict[str, Any]:
         import torch
 
-        from components.models.devices import default_decode_threads
+        from components.pipeline.config import chunk_config, on_this_machine
 
         for photo in new_photos:
             shutil.copyfile(photo, self.source / f"round-{round_number}-{photo.name}")
         seconds, report = run_flow(self.params)
+        batching = on_this_machine(chunk_config(self.params)).batching
         return {
             "images": report.images_new,
             "crops": report.crops,
             "seconds": seconds,
             "seconds_per_stage": report.seconds_per_stage,
-            "detect_batch_size": _detect_batch_size(self.params),
-            "embed_batch_size": self.params.embed_batch_size,
-            "decode_threads": self.params.decode_threads or default_decode_threads(),
+            "detect_batch_size": batching.detect_batch_size,
+            "embed_batch_size": batching.embed_batch_size,
+            "decode_threads": batching.decode_threads,
             "torch_threads": torch.get_num_threads(),
         }
 
     def rerun(self) -> dict[str, Any]:
         seconds, report = run_flow(self.params)
         return {"rerun_seconds": seconds, "rerun_images_new": report.images_new}
-
-
-def _detect_batch_size(params: IndexParams) -> int:
-    from components.models.devices import default_detect_batch_size, pick_device
-
-    return params.detect_batch_size or default_detect_batch_size(pick_device(params.device))
 
 
 class ComputeFloor:
@@ -226,7 +222,7 @@ class ComputeFloor:
         self.network = detector._model.predictor.model  # type: ignore[attr-defined]
         shapes: list[tuple[int, ...]] = []
         hook = self.network.register_forward_pre_hook(lambda _, inputs: shapes.append(tuple(inputs[0].shape)))
-        detector.detect([Image.open(sample_photo).convert("RGB")], params)
+        detector.detect([Image.open(sample_photo).convert("RGB")], params.detection)
         hook.remove()
         self.detector_input = shapes[0][1:]
         clip = self.embedder._model  # type: ignore[attr-defined]
@@ -424,7 +420,7 @@ def measure_memory(plan: Plan, models: Models) -> dict[str, Any]:
         params = index_params(plan, photos, data_dir, models.small_detector, models.embedder)
         # Chunks of 100 fill whole chunks at both sizes (2 vs 10 chunks); production's 256 would
         # compare a part-filled chunk of 200 with full ones and call the difference growth.
-        params = params.model_copy(update={"chunk_size": memory_chunk_size(plan)})
+        params = params.with_flat(chunk_size=memory_chunk_size(plan))
         peaks[size] = in_fresh_process("--memory-child", params.model_dump_json())
     small, large = plan.memory_sizes
     growth = peaks[large]["indexing_peak_rss_mb"] / peaks[small]["indexing_peak_rss_mb"] - 1
@@ -622,7 +618,7 @@ def query_latencies(encoder: Any, store: Any, probes: np.ndarray, params: Any) -
         # since a random-weight text tower's vector lies near nothing.
         encoder.embed_texts([QUERY_TEXTS[number % len(QUERY_TEXTS)]])
         encoded = time.perf_counter()
-        hits = find_hits(store, probe, params)
+        hits = find_hits(store, probe, params.search)
         seconds.append(time.perf_counter() - started)
         encoding.append(encoded - started)
         assert hits and all(hit.image.uri for hit in hits)

@@ -26,7 +26,8 @@ from PIL import Image
 
 from bench.models import DETECTOR_ARCHITECTURE, SMALL_DETECTOR_ARCHITECTURE, build_clip_vit_b32
 from bench.report import Row, machine, machine_header, render
-from schemas.params import WORLD_EMBEDDER, DetectionSettings
+from schemas.params import WORLD_EMBEDDER
+from schemas.settings import DetectionSettings
 
 PHOTO_SIZE = (640, 480)
 CLIP_BATCH = 32

@@ -42,7 +42,7 @@ def run(params: IndexParams) -> tuple[float, Any, list[float]]:
     from flows.index_coco import index_coco
 
     started = time.perf_counter()
-    state = index_coco(**params.model_dump(), return_state=True)
+    state = index_coco(**params.flat(), return_state=True)
     seconds = time.perf_counter() - started
     return seconds, state.result(), write_times(state.state_details.flow_run_id)
 
@@ -55,7 +55,7 @@ def write_times(flow_run_id: Any) -> list[float]:
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="write-")),
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="write_stage-")),
         )
     return sorted(run.start_time.timestamp() for run in runs if run.start_time)
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def params_for(name: str, runner: str, workers: int, source: Path = photos) -> IndexParams:
         base = index_params(plan, source, work / name, models.detector, models.embedder)
-        return base.model_copy(update={"task_runner": runner, "workers": workers, "chunk_size": chunk_size})
+        return base.with_flat(task_runner=runner, workers=workers, chunk_size=chunk_size)
 
     # Prefect's temporary API and the flow process's models, loaded once before anything is timed.
     run(params_for("warm-up", "thread", 1, write_photos(work / "warm-up-photos", 2, seed=99)))

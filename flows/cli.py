@@ -26,17 +26,12 @@ from components.ops.preflight import (
     check_query_can_start,
     check_query_image,
 )
-from components.search.render import hits_table, report_table
-from schemas.params import (
-    DEFAULT_DATA_DIR,
-    EvalParams,
-    IndexParams,
-    ObjectStoreSettings,
-    QueryInput,
-    QueryParams,
-    StackParams,
-    fields_in_form_order,
-)
+from components.pipeline.report import report_table
+from components.search.render import hits_table
+from schemas.flat import flat_location
+from schemas.params import DEFAULT_DATA_DIR, EvalParams, IndexParams, QueryInput, QueryParams, form_fields
+from schemas.settings import ObjectStoreSettings
+from schemas.stack import StackParams
 
 _FLAG_NAMES = {"db_uri": "--db", "k": "-k"}
 DEFAULT_DB_URI = str(DEFAULT_DATA_DIR / "lancedb")
@@ -60,8 +55,7 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
     """Decorate a command with one option per model field; unset options stay None and keep the model default."""
 
     def decorate(command: Callable) -> Callable:
-        for name in reversed(fields_in_form_order(model)):
-            field = model.model_fields[name]
+        for name, field in reversed(form_fields(model).items()):
             if name in skip:
                 continue
             flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
@@ -96,7 +90,8 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 def _fail(error: Exception) -> typing.NoReturn:
     if isinstance(error, ValidationError):
         message = "; ".join(
-            f"{'.'.join(map(str, item['loc'])) or 'input'}: {item['msg'].removeprefix('Value error, ')}"
+            f"{'.'.join(map(str, flat_location(item['loc'], IndexParams, QueryParams))) or 'input'}: "
+            f"{item['msg'].removeprefix('Value error, ')}"
             for item in error.errors()
         )
     else:
@@ -138,7 +133,7 @@ def index(**options: Any) -> None:
         check_index_can_start(params)
         from flows.index_coco import index_coco  # Prefect is imported only once the inputs are known good
 
-        report = _run_flow(index_coco, **params.model_dump(), show_progress=True)
+        report = _run_flow(index_coco, **params.flat(), show_progress=True)
     except (CropsearchError, ValueError) as error:
         _fail(error)
     _print_rows(report_table(report))
@@ -160,7 +155,7 @@ def query(text: str | None, image: Path | None, **options: Any) -> None:
         check_query_can_start(params)
         from flows.query import query as query_flow
 
-        result = _run_flow(query_flow, text=text, image=image, **params.model_dump())
+        result = _run_flow(query_flow, text=text, image=image, **params.flat())
     except (CropsearchError, ValueError) as error:
         _fail(error)
     if not result.hits:
@@ -237,7 +232,7 @@ def evaluate_command(**options: Any) -> None:
         check_eval_can_start(params)
         from flows.evaluate import evaluate
 
-        summary = _run_flow(evaluate, **params.model_dump())
+        summary = _run_flow(evaluate, **params.flat())
     except (CropsearchError, ValueError) as error:
         _fail(error)
     click.echo(Path(summary.report_path).read_text())

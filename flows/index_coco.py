@@ -2,6 +2,8 @@
 
 Download and unzip are cached on their inputs (URL + checksum, archive hash); every other task
 is cheap to decide and re-runs skip images already indexed with the same models and settings.
+The tasks wrap the stages of `components/pipeline/` one to one and carry their names; the flow
+body is five steps: gather the photos, plan, index the chunks, upkeep, report.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,16 +26,14 @@ from prefect.utilities.annotations import quote
 from tqdm import tqdm
 
 from components.errors import InterruptedDownload, SourceError
-from components.models.detector import load_detector
-from components.models.devices import default_decode_threads, default_detect_batch_size, pick_device
-from components.models.embedder import load_embedder
 from components.models.loading import portable_spec
 from components.ops import trust
 from components.ops.preflight import check_index_can_start, download_path
 from components.pipeline import sources, stages
+from components.pipeline.config import chunk_config, on_this_machine
 from components.pipeline.formats import PHOTO_FORMATS, describe_ignored
 from components.pipeline.images import register_images
-from components.search.render import report_table
+from components.pipeline.report import report_table
 from components.store.locks import exclusive_writer
 from components.store.objects import ObjectFiles
 from components.store.writer import StoreWriter
@@ -40,13 +41,14 @@ from flows import deployed
 from flows.parameters import takes_fields_of
 from flows.runners import chunk_runner, chunk_task_options, runs_on_a_temporary_api, workers_report_here
 from schemas.files import ExtractedFolder, ListedFiles, LocalFile
-from schemas.params import IndexParams, is_object_store_uri, signature_of
+from schemas.params import ChunkConfig, IndexParams, signature_of
 from schemas.policy import OperatorPolicy
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 from schemas.results import IndexReport
 
-# Bump when what a cached task produces changes, so old cache entries stop matching.
-CACHE_VERSION = "1"
+# Bump when what a cached task produces changes, so old cache entries stop matching. 2: the
+# components moved into subpackages, and results pickled under the old module paths must not load.
+CACHE_VERSION = "2"
 # The writer slot is leased and renewed while the run lives; a run killed without a word (its
 # worker lost) frees it when the lease runs out: a minute, not Prefect's default five.
 WRITER_LEASE_SECONDS = 60
@@ -57,13 +59,8 @@ def _cache_key(*parts: object) -> str:
     return hashlib.sha256("|".join([CACHE_VERSION, *map(str, parts)]).encode()).hexdigest()
 
 
-def _store(params: IndexParams) -> StoreWriter:
-    return StoreWriter(params.resolved_db_uri, params.object_store())
-
-
-def _files(params: IndexParams) -> ObjectFiles:
-    """Crop files by URI, local or on the object store the parameters name."""
-    return ObjectFiles(params.object_store())
+def _writer(params: IndexParams) -> StoreWriter:
+    return StoreWriter(params.resolved_db_uri, params.object_store)
 
 
 def _is_interrupted_download(task: Any, task_run: Any, state: Any) -> bool:
@@ -109,32 +106,20 @@ def register(paths: list[Path], source_name: str, threads: int) -> tuple[list[Im
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def select_work(params: IndexParams, images: list[ImageRecord], signature: str) -> list[ImageRecord]:
-    return stages.plan_stage(_store(params), images, signature, params.resolved_source_name, _files(params))
+def plan_stage(params: IndexParams, images: list[ImageRecord], signature: str) -> list[ImageRecord]:
+    files = ObjectFiles(params.object_store)
+    return stages.plan_stage(_writer(params), images, signature, params.resolved_source_name, files)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def model_work(images: list[ImageRecord], params: IndexParams, detector_id: str, embedder_id: str) -> stages.ChunkWork:
+def model_stage(images: list[ImageRecord], config: ChunkConfig, detector_id: str, embedder_id: str) -> stages.ChunkWork:
     """Detect, crop and embed one chunk, on whichever worker the task runner chose; models load once per worker."""
-    detector = load_detector(params.detector, params.device, params.precision)
-    embedder = load_embedder(params.embedder, params.device, params.precision)
-    return stages.model_stage(
-        images,
-        detector,
-        detector_id,
-        embedder,
-        embedder_id,
-        params,
-        params.resolved_crops_uri,
-        params.detect_batch_size or default_detect_batch_size(pick_device(params.device)),
-        params.embed_batch_size,
-        _files(params),
-        params.decode_threads or default_decode_threads(),
-    )
+    here = on_this_machine(config)
+    return stages.model_stage(images, stages.load_chunk_models(here, detector_id, embedder_id), here)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def write(
+def write_stage(
     params: IndexParams,
     images: list[ImageRecord],
     crops: list[CropRecord],
@@ -142,18 +127,18 @@ def write(
     signature: str,
     embedder_id: str,
 ) -> None:
-    embedder_spec = portable_spec(params.embedder)
-    stages.write_stage(_store(params), images, crops, embeddings, signature, embedder_id, embedder_spec, _files(params))
+    writer, files = _writer(params), ObjectFiles(params.object_store)
+    stages.write_stage(writer, images, crops, embeddings, signature, embedder_id, portable_spec(params.embedder), files)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def compact_tables(params: IndexParams) -> dict[str, tuple[int, int]]:
-    return _store(params).compact()
+    return _writer(params).compact()
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def maintain_indexes(params: IndexParams) -> list[str]:
-    return _store(params).maintain_indexes(params.vector_index_min_rows)
+    return _writer(params).maintain_indexes(params.vector_index_min_rows)
 
 
 def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *args: Any) -> R:
@@ -184,30 +169,110 @@ def acquire_folder(
     return Path(unzipped.path)
 
 
-@contextmanager
-def _timed(report: IndexReport, stage: str) -> Iterator[None]:
-    started = time.perf_counter()
-    yield
-    report.add_seconds(stage, time.perf_counter() - started)
+@dataclass
+class IndexRun:
+    """One run's settings, model ids and report, as its steps share them."""
+
+    params: IndexParams
+    config: ChunkConfig
+    detector_id: str
+    embedder_id: str
+    report: IndexReport
+    progress_id: Any
+    show_progress: bool
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.report.add_seconds(stage, time.perf_counter() - started)
 
 
-def _chunks(items: list[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _for_workers(params: IndexParams) -> IndexParams:
-    """Parameters that mean the same in a worker's working directory: local paths made absolute."""
-    crops_uri = params.resolved_crops_uri
-    if not is_object_store_uri(crops_uri):
-        crops_uri = str(Path(crops_uri).expanduser().resolve())
-    return params.model_copy(
-        update={
-            "crops_uri": crops_uri,
-            "detector": portable_spec(params.detector),
-            "embedder": portable_spec(params.embedder),
-        }
+def start_run(params: IndexParams, show_progress: bool) -> IndexRun:
+    """Check that the run can start, and resolve what every step will need."""
+    detector_id, embedder_id = check_index_can_start(params)
+    signature = signature_of(detector_id, embedder_id, params.detection)
+    return IndexRun(
+        params=params,
+        config=chunk_config(params),
+        detector_id=detector_id,
+        embedder_id=embedder_id,
+        report=IndexReport(source=params.source, db_uri=params.resolved_db_uri, index_signature=signature),
+        progress_id=create_progress_artifact(0.0, key="index-progress", description=f"indexing {params.source}"),
+        show_progress=show_progress,
     )
+
+
+def gather_photos(run: IndexRun, policy: OperatorPolicy | None) -> list[ImageRecord]:
+    """The source's photos on local disk, listed and registered (hashed, sized); what was left out is reported."""
+    params, report, logger = run.params, run.report, get_run_logger()
+    with run.timed("acquire"):
+        folder = acquire_folder(params.source, params.data_dir, params.resolved_checksum, run.show_progress, policy)
+        listed = list_source_images(folder, params.limit, links_may_leave=policy is None)
+    paths, report.ignored = listed.images, listed.ignored
+    outside = "a link to a file outside the source; deployed runs index only what is in it"
+    report.skipped.extend(SkippedFile(path=str(path), reason=outside) for path in listed.links_out)
+    if report.ignored:
+        logger.info("ignored %s", describe_ignored(report.ignored))
+    if not paths:
+        passed_over = f"; ignored {describe_ignored(report.ignored)}" if report.ignored else ""
+        raise SourceError(f"no photos found in {folder} (looked for {', '.join(PHOTO_FORMATS)} files{passed_over})")
+    with run.timed("register"):
+        threads = on_this_machine(run.config).batching.decode_threads or 1
+        images, skipped = register(quote(paths), params.resolved_source_name, threads)
+        report.skipped.extend(skipped)
+    if not images:
+        reasons = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:3])
+        raise SourceError(f"none of the {len(paths)} files in {folder} is a readable image ({reasons})")
+    report.images_seen = len(paths)
+    return images
+
+
+def plan(run: IndexRun, images: list[ImageRecord]) -> list[ImageRecord]:
+    """The images that need model work; the store is brought in line with moved and changed files first."""
+    with run.timed("plan"):
+        todo = plan_stage(run.params, quote(images), run.report.index_signature)
+    run.report.images_already_indexed = len(images) - len(todo)
+    logger = get_run_logger()
+    if not todo:
+        logger.info("nothing to index: all %d images are already indexed with these models and settings", len(images))
+    else:
+        logger.info(
+            "%d images found, %d already indexed, %d to index in chunks of %d",
+            *(len(images), run.report.images_already_indexed, len(todo), run.params.batching.chunk_size),
+        )
+    return todo
+
+
+def index_in_chunks(run: IndexRun, todo: list[ImageRecord]) -> None:
+    """Each chunk's model work on the task runner, written here as it finishes: one chunk durable at a time."""
+    params, chunk_size = run.params, run.params.batching.chunk_size
+    chunk_count = -(-len(todo) // chunk_size)
+
+    def submit(chunk: list[ImageRecord]) -> Any:
+        # Not `quote`d: Ray hands a quoted list to the task wrapped once more. Walking a chunk's
+        # image records for futures costs milliseconds; the vectors coming back are never walked.
+        parameters = {"images": chunk, "config": run.config, "detector_id": run.detector_id}
+        return runner.submit(model_stage, parameters={**parameters, "embedder_id": run.embedder_id})
+
+    with (
+        tqdm(total=len(todo), unit="img", desc="indexing", disable=not (run.show_progress and todo)) as bar,
+        workers_report_here(params.runner),
+        chunk_runner(params.runner) as runner,
+        chunk_task_options(params.runner),
+    ):
+        chunks = (todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size))
+        finished = submitted_in_order(chunks, submit, ahead=params.runner.workers + 1)
+        for number, (chunk, work, submitted_at) in enumerate(finished, start=1):
+            crops_before = run.report.crops
+            write_chunk(run, chunk, work)
+            bar.update(len(chunk))
+            update_progress_artifact(run.progress_id, 100.0 * min(1.0, number * chunk_size / len(todo)))
+            get_run_logger().info(
+                "chunk %d of %d: %d images, %d crops in %.1f s",
+                *(number, chunk_count, len(chunk), run.report.crops - crops_before),
+                time.perf_counter() - submitted_at,
+            )
 
 
 def submitted_in_order(
@@ -229,16 +294,17 @@ def submitted_in_order(
         yield chunk_done, future.result(), started
 
 
-def write_chunk(
-    chunk: list[ImageRecord], work: stages.ChunkWork, params: IndexParams, embedder_id: str, report: IndexReport
-) -> None:
+def write_chunk(run: IndexRun, chunk: list[ImageRecord], work: stages.ChunkWork) -> None:
     """Write one chunk's model work and empty its record lists; when this returns, the chunk is durable in LanceDB.
 
     Record lists are passed `quote`d: otherwise Prefect walks every field of every record looking
     for futures (measured: 16 s for the 2,300 vectors of one 256-image chunk, against 0.01 s quoted).
     """
-    with _timed(report, "write"):
-        write(params, quote(chunk), quote(work.crops), quote(work.embeddings), report.index_signature, embedder_id)
+    report = run.report
+    with run.timed("write"):
+        write_stage(
+            run.params, quote(chunk), quote(work.crops), quote(work.embeddings), report.index_signature, run.embedder_id
+        )
     for stage, seconds in work.seconds.items():
         report.add_seconds(stage, seconds)
     report.skipped.extend(work.skipped)
@@ -252,6 +318,30 @@ def write_chunk(
     # ~20 MB per 100 images until one did. Emptying the lists frees the chunk's records now.
     work.crops.clear()
     work.embeddings.clear()
+
+
+def upkeep(run: IndexRun) -> None:
+    """Compact the tables' fragments (one per chunk write) and keep the ANN and join-key indexes up to date."""
+    logger = get_run_logger()
+    if run.params.compact:
+        with run.timed("compact"):
+            run.report.fragments = compact_tables(run.params)
+        merged = (f"{name} {before} -> {after} fragments" for name, (before, after) in run.report.fragments.items())
+        logger.info("compacted: %s", ", ".join(merged))
+    with run.timed("index"):
+        for change in maintain_indexes(run.params):
+            logger.info("%s", change)
+
+
+def publish_report(run: IndexRun) -> IndexReport:
+    report = run.report
+    update_progress_artifact(run.progress_id, 100.0)
+    create_table_artifact(report_table(report), key="index-report", description=f"index of {run.params.source}")
+    get_run_logger().info(
+        "indexed %d new images (%d crops, %d embeddings); %d already indexed; %d files skipped",
+        *(report.images_new, report.crops, report.embeddings, report.images_already_indexed, len(report.skipped)),
+    )
+    return report
 
 
 @contextmanager
@@ -285,105 +375,12 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
         show_progress: draw a progress bar on the terminal (the CLI turns it on)
     """
     params = IndexParams(**fields)
-    logger = get_run_logger()
     policy = deployed.hold_index_run(params)
-    detector_id, embedder_id = check_index_can_start(params)
-    signature = signature_of(detector_id, embedder_id, params)
-    report = IndexReport(source=params.source, db_uri=params.resolved_db_uri, index_signature=signature)
-    progress_id = create_progress_artifact(0.0, key="index-progress", description=f"indexing {params.source}")
-
-    with _timed(report, "acquire"):
-        folder = acquire_folder(params.source, params.data_dir, params.resolved_checksum, show_progress, policy)
-        listed = list_source_images(folder, params.limit, links_may_leave=policy is None)
-    paths, report.ignored = listed.images, listed.ignored
-    report.skipped.extend(
-        SkippedFile(
-            path=str(path), reason="a link to a file outside the source; deployed runs index only what is in it"
-        )
-        for path in listed.links_out
-    )
-    if report.ignored:
-        logger.info("ignored %s", describe_ignored(report.ignored))
-    if not paths:
-        passed_over = f"; ignored {describe_ignored(report.ignored)}" if report.ignored else ""
-        raise SourceError(f"no photos found in {folder} (looked for {', '.join(PHOTO_FORMATS)} files{passed_over})")
-    with _timed(report, "register"):
-        images, skipped = register(
-            quote(paths), params.resolved_source_name, params.decode_threads or default_decode_threads()
-        )
-        report.skipped.extend(skipped)
-    if not images:
-        reasons = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:3])
-        raise SourceError(f"none of the {len(paths)} files in {folder} is a readable image ({reasons})")
-    report.images_seen = len(paths)
+    run = start_run(params, show_progress)
+    images = gather_photos(run, policy)
     # The server-wide limit serialises deployments; the file lock covers runs without a server too.
     with _one_writer_at_a_time(params.writer_limit), exclusive_writer(params.resolved_db_uri):
-        with _timed(report, "plan"):
-            todo = select_work(params, quote(images), signature)
-        report.images_already_indexed = len(images) - len(todo)
-        if not todo:
-            logger.info(
-                "nothing to index: all %d images are already indexed with these models and settings", len(images)
-            )
-        else:
-            logger.info(
-                "%d images found, %d already indexed, %d to index in chunks of %d",
-                len(images),
-                report.images_already_indexed,
-                len(todo),
-                params.chunk_size,
-            )
-        chunk_count = -(-len(todo) // params.chunk_size)
-        worker_params = _for_workers(params)
-
-        def submit(chunk: list[ImageRecord]) -> Any:
-            # Not `quote`d: Ray hands a quoted list to the task wrapped once more. Walking a chunk's
-            # image records for futures costs milliseconds; the vectors coming back are never walked.
-            parameters = {"images": chunk, "params": worker_params}
-            return runner.submit(
-                model_work, parameters={**parameters, "detector_id": detector_id, "embedder_id": embedder_id}
-            )
-
-        with (
-            tqdm(total=len(todo), unit="img", desc="indexing", disable=not (show_progress and todo)) as bar,
-            workers_report_here(params),
-            chunk_runner(params) as runner,
-            chunk_task_options(params),
-        ):
-            finished = submitted_in_order(_chunks(todo, params.chunk_size), submit, ahead=params.workers + 1)
-            for number, (chunk, work, submitted_at) in enumerate(finished, start=1):
-                crops_before = report.crops
-                write_chunk(chunk, work, params, embedder_id, report)
-                bar.update(len(chunk))
-                update_progress_artifact(progress_id, 100.0 * min(1.0, number * params.chunk_size / len(todo)))
-                logger.info(
-                    "chunk %d of %d: %d images, %d crops in %.1f s",
-                    number,
-                    chunk_count,
-                    len(chunk),
-                    report.crops - crops_before,
-                    time.perf_counter() - submitted_at,
-                )
-        if params.compact:
-            with _timed(report, "compact"):
-                report.fragments = compact_tables(params)
-            logger.info(
-                "compacted: %s",
-                ", ".join(
-                    f"{name} {before} -> {after} fragments" for name, (before, after) in report.fragments.items()
-                ),
-            )
-        with _timed(report, "index"):
-            for change in maintain_indexes(params):
-                logger.info("%s", change)
-    update_progress_artifact(progress_id, 100.0)
-    create_table_artifact(report_table(report), key="index-report", description=f"index of {params.source}")
-    logger.info(
-        "indexed %d new images (%d crops, %d embeddings); %d already indexed; %d files skipped",
-        report.images_new,
-        report.crops,
-        report.embeddings,
-        report.images_already_indexed,
-        len(report.skipped),
-    )
-    return report
+        todo = plan(run, images)
+        index_in_chunks(run, todo)
+        upkeep(run)
+    return publish_report(run)

@@ -15,13 +15,13 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel
 
-from schemas.params import fields_in_form_order
+from schemas.params import form_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _parameter(name: str, model: type[BaseModel]) -> inspect.Parameter:
-    field = model.model_fields[name]
+    field = form_fields(model)[name]
     # Bounds (ge/le) and validators live in the field's metadata; Annotated carries them to Prefect's validation.
     annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
     default = field.get_default(call_default_factory=True)
@@ -38,14 +38,14 @@ def takes_fields_of(*models: type[BaseModel]) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         signature = inspect.signature(fn)
         own = [p for p in signature.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        named = [(name, model) for model in models for name in fields_in_form_order(model)]
+        named = [(name, model) for model in models for name in form_fields(model)]
         clashes = {p.name for p in own} & {name for name, _ in named}
         if clashes:
             raise TypeError(f"{fn.__name__} declares {sorted(clashes)} that the models already have")
         fields = [_parameter(name, model) for name, model in named]
         fn.__signature__ = signature.replace(parameters=[*fields, *own])  # type: ignore[attr-defined]
         doc = inspect.getdoc(fn) or ""
-        described = "\n".join(f"    {name}: {model.model_fields[name].description}" for name, model in named)
+        described = "\n".join(f"    {name}: {form_fields(model)[name].description}" for name, model in named)
         fn.__doc__ = f"{doc}\n{described}" if "\nArgs:\n" in doc else f"{doc}\n\nArgs:\n{described}"
         return fn
 
@@ -54,4 +54,4 @@ def takes_fields_of(*models: type[BaseModel]) -> Callable[[F], F]:
 
 def split_fields(fields: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     """The keywords that belong to `model`, to rebuild it inside a flow."""
-    return {name: value for name, value in fields.items() if name in model.model_fields}
+    return {name: value for name, value in fields.items() if name in form_fields(model)}

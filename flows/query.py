@@ -35,14 +35,14 @@ def embed_query(query_input: QueryInput, embedder: str, device: str, precision: 
 
 @task(cache_policy=NO_CACHE)
 def search(vector: list[float], params: QueryParams) -> list[QueryHit]:
-    return find_hits(StoreReader(params.resolved_db_uri, params.object_store()), vector, params)
+    return find_hits(StoreReader(params.resolved_db_uri, params.object_store), vector, params.search)
 
 
 @task(cache_policy=NO_CACHE)
 def publish(description: str, hits: list[QueryHit], grid_dir: Path | None, params: QueryParams) -> Path | None:
     """The hits as artifacts a person can read in the UI: a table with thumbnails, and the grid picture."""
     grid_path = None
-    files = ObjectFiles(params.object_store())
+    files = ObjectFiles(params.object_store)
     if grid_dir is not None and hits:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         digest = hashlib.sha256(description.encode()).hexdigest()[:8]

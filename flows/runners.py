@@ -1,7 +1,7 @@
 """Where the chunks' model work runs: a thread of this process, a Ray cluster, or a Dask cluster.
 
 The index flow submits one task per chunk (detect, crop, embed) to the runner chosen by
-`IndexParams.task_runner` and writes each result itself, so LanceDB always has one writer. Ray and
+`RunnerSettings.task_runner` and writes each result itself, so LanceDB always has one writer. Ray and
 Dask workers are long-lived processes: each loads its models once (per process, `load_once`) and
 keeps them for every chunk it gets.
 """
@@ -16,7 +16,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from schemas.params import IndexParams
+from schemas.settings import RunnerSettings
 
 
 def runs_on_a_temporary_api() -> bool:
@@ -42,7 +42,7 @@ def no_heartbeats_without_a_server() -> Iterator[None]:
 
 
 @contextmanager
-def workers_report_here(params: IndexParams) -> Iterator[None]:
+def workers_report_here(runner: RunnerSettings) -> Iterator[None]:
     """Make tasks submitted inside this block to a local cluster report to this run's Prefect API.
 
     Without a server, the flow process runs a temporary API that its settings do not name; each
@@ -51,7 +51,7 @@ def workers_report_here(params: IndexParams) -> Iterator[None]:
     A remote cluster's workers could not reach this machine's 127.0.0.1: give them a server instead
     (PREFECT_API_URL, see the README's "Scaling out"). Threads of this process need nothing.
     """
-    if params.task_runner == "thread" or not runs_on_a_temporary_api() or params.cluster_address:
+    if runner.task_runner == "thread" or not runs_on_a_temporary_api() or runner.cluster_address:
         yield
         return
     api_url = str(get_client(sync_client=True).api_url).rstrip("/")
@@ -59,25 +59,25 @@ def workers_report_here(params: IndexParams) -> Iterator[None]:
         yield
 
 
-def chunk_runner(params: IndexParams) -> TaskRunner:
+def chunk_runner(runner: RunnerSettings) -> TaskRunner:
     """The task runner the chunks' model work is submitted to, not yet started."""
-    if params.task_runner == "thread":
+    if runner.task_runner == "thread":
         # One model-running thread: a second would share (and contend for) the same loaded models.
         return ThreadPoolTaskRunner(max_workers=1)
-    if params.task_runner == "ray":
+    if runner.task_runner == "ray":
         from prefect_ray import RayTaskRunner
 
-        if params.cluster_address:
-            return RayTaskRunner(address=params.cluster_address)
-        return RayTaskRunner(init_kwargs={"num_cpus": params.workers, "include_dashboard": False})
+        if runner.cluster_address:
+            return RayTaskRunner(address=runner.cluster_address)
+        return RayTaskRunner(init_kwargs={"num_cpus": runner.workers, "include_dashboard": False})
     from prefect_dask import DaskTaskRunner
 
-    if params.cluster_address:
-        return DaskTaskRunner(address=params.cluster_address)
+    if runner.cluster_address:
+        return DaskTaskRunner(address=runner.cluster_address)
     # One thread per worker process: the model's own threads use the cores (Dask sets OMP_NUM_THREADS=1).
     return DaskTaskRunner(
         cluster_kwargs={
-            "n_workers": params.workers,
+            "n_workers": runner.workers,
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,
@@ -85,21 +85,21 @@ def chunk_runner(params: IndexParams) -> TaskRunner:
     )
 
 
-def ray_gpus_per_task(params: IndexParams) -> float:
+def ray_gpus_per_task(runner: RunnerSettings) -> float:
     """GPUs a chunk task asks Ray for: as given, else one when the cluster has any."""
-    if params.gpus_per_worker is not None:
-        return params.gpus_per_worker
+    if runner.gpus_per_worker is not None:
+        return runner.gpus_per_worker
     import ray
 
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
-def chunk_task_options(params: IndexParams) -> AbstractContextManager[Any]:
+def chunk_task_options(runner: RunnerSettings) -> AbstractContextManager[Any]:
     """Resources each chunk task requests (Ray only; must be entered after the runner has started)."""
-    if params.task_runner != "ray":
+    if runner.task_runner != "ray":
         return nullcontext()
     from prefect_ray.context import remote_options
 
     # max_calls=0 keeps a worker process (and its loaded models) for every task; Ray's default for
     # GPU tasks is a fresh process per call, which would reload the models every chunk.
-    return remote_options(num_cpus=1, num_gpus=ray_gpus_per_task(params), max_calls=0)
+    return remote_options(num_cpus=1, num_gpus=ray_gpus_per_task(runner), max_calls=0)

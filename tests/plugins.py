@@ -16,7 +16,7 @@ from PIL import Image
 
 from components.models.detector import Detection
 from components.models.embedder import unit_rows
-from schemas.params import DetectionSettings
+from schemas.settings import DetectionSettings
 
 COLOUR_NAMES = ("red", "green", "blue")
 _SATURATION = 60  # max - min channel value above which a pixel counts as coloured

@@ -7,7 +7,7 @@ import logging
 import boto3
 from moto.server import ThreadedMotoServer
 
-from schemas.params import ObjectStoreSettings
+from schemas.settings import ObjectStoreSettings
 
 ACCESS_KEY_ID = "cropsearch-test"
 SECRET_ACCESS_KEY = "cropsearch-test-secret"

@@ -16,7 +16,7 @@ import numpy as np
 from components.models.embedder import Embedder
 from components.search.ranking import find_hits
 from components.store.reader import StoreReader
-from schemas.params import QueryParams
+from schemas.settings import SearchSettings
 
 SIZE_BUCKETS = ("small", "medium", "large")
 ALL = "all"
@@ -143,7 +143,7 @@ def rank_with_index(
     vectors = np.concatenate([embedder.embed_texts(texts[i : i + batch]) for i in range(0, len(texts), batch)])
 
     def rank(index: int, mode: SearchMode) -> list[str]:
-        params = QueryParams(k=k, kinds=mode.kinds, one_hit_per_image=mode.one_hit_per_image, render=False)  # type: ignore[arg-type]
+        params = SearchSettings(k=k, kinds=mode.kinds, one_hit_per_image=mode.one_hit_per_image)  # type: ignore[arg-type]
         return [Path(hit.image.uri).name for hit in find_hits(store, vectors[index], params)]
 
     return rank

@@ -13,7 +13,7 @@ from PIL import Image
 from components.models.devices import ComputePrecision, autocast_to, pick_device, pick_precision
 from components.models.loading import load_once
 from components.models.plugins import is_plugin_spec, load_plugin
-from schemas.params import DetectionSettings
+from schemas.settings import DetectionSettings
 
 
 @dataclass(frozen=True)

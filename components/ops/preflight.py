@@ -13,7 +13,8 @@ from components.models.loading import check_detector_available, check_embedder_a
 from components.pipeline.images import ImageDecodeError, check_decodes
 from components.pipeline.sources import check_url_reachable, classify_source
 from components.store.database import Database
-from schemas.params import EvalParams, IndexParams, ObjectStoreSettings, QueryParams, is_object_store_uri
+from schemas.params import EvalParams, IndexParams, QueryParams
+from schemas.settings import ObjectStoreSettings, is_object_store_uri
 
 _LOCAL_HINT = "use --source with a local folder or .zip of images"
 
@@ -104,8 +105,8 @@ def check_index_can_start(params: IndexParams) -> tuple[str, str]:
     )
     _check_db_location(params.resolved_db_uri)
     embedder_id = model_id(params.embedder)
-    check_object_store(params, params.resolved_db_uri, params.resolved_crops_uri)
-    Database(params.resolved_db_uri, params.object_store()).check_embedder(embedder_id)
+    check_object_store(params.object_store, params.resolved_db_uri, params.resolved_crops_uri)
+    Database(params.resolved_db_uri, params.object_store).check_embedder(embedder_id)
     return model_id(params.detector), embedder_id
 
 
@@ -124,16 +125,16 @@ def check_object_store(settings: ObjectStoreSettings, *uris: str) -> None:
 def check_query_can_start(params: QueryParams) -> str:
     """Validate the embedder against the index; return the embedder spec to load (by default the index's own)."""
     check_db_exists(params.resolved_db_uri)
-    check_object_store(params, params.resolved_db_uri)
-    store = Database(params.resolved_db_uri, params.object_store())
+    check_object_store(params.object_store, params.resolved_db_uri)
+    store = Database(params.resolved_db_uri, params.object_store)
     embedder = params.embedder or store.embedder_spec_of_index()
     if embedder is None:
         raise StoreMismatchError(f"no index at {params.resolved_db_uri}: run `cropsearch index` first")
     check_embedder_available(embedder)
     store.check_embedder(model_id(embedder))
-    if params.classes:
+    if params.search.classes:
         known = store.class_names()
-        unknown = [name for name in params.classes if name not in known]
+        unknown = [name for name in params.search.classes if name not in known]
         if unknown:
             shown = ", ".join(sorted(known)) or "none (no crops yet)"
             raise ValueError(f"classes: {', '.join(map(repr, unknown))} not in the index; it has: {shown}")

@@ -24,8 +24,8 @@ from typing import Any
 import psutil
 
 from components.errors import CropsearchError
-from schemas.params import StackParams
 from schemas.policy import POLICY_VARIABLE
+from schemas.stack import StackParams
 
 logger = logging.getLogger(__name__)
 

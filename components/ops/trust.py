@@ -11,13 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 
 from components.models.loading import is_official_yolo_release
 from components.models.plugins import is_plugin_spec
 from components.ops.access import AccessDenied, check_inside
-from schemas.params import EvalParams, IndexParams, QueryParams, is_object_store_uri
+from schemas.flat import FlatParams
+from schemas.params import EvalParams, IndexParams, QueryParams
 from schemas.policy import FIXED_BY_DEPLOYMENT, OperatorPolicy
+from schemas.settings import is_object_store_uri
 
 
 def check_model(spec: str | None, policy: OperatorPolicy, parameter: str) -> None:
@@ -80,25 +82,24 @@ def _check_writes(
             check_inside(Path(value), policy.data_roots, what=name, use="write to")
 
 
-def _check_fixed(params: BaseModel, deployed: Mapping[str, Any]) -> None:
+def _check_fixed(params: FlatParams, deployed: Mapping[str, Any]) -> None:
     """Parameters that reach other machines or drop a guard keep the deployment's value."""
+    fields, values = type(params).flat_fields(), params.flat()
     for name in FIXED_BY_DEPLOYMENT:
-        field = type(params).model_fields.get(name)
-        if field is None:
+        if name not in fields:
             continue
-        value = getattr(params, name)
-        given = value.get_secret_value() if isinstance(value, SecretStr) else value
-        expected = deployed.get(name, field.get_default(call_default_factory=True))
+        given = values[name].get_secret_value() if isinstance(values[name], SecretStr) else values[name]
+        expected = deployed.get(name, fields[name].get_default(call_default_factory=True))
         if isinstance(expected, SecretStr):
             expected = expected.get_secret_value()
         if given != expected:
             raise AccessDenied(f"{name}: fixed by the deployment (the operator's choice); runs may not change it")
 
 
-def _check_caps(params: BaseModel, policy: OperatorPolicy) -> None:
-    caps = policy.caps
+def _check_caps(params: FlatParams, policy: OperatorPolicy) -> None:
+    caps, values = policy.caps, params.flat()
     for name in type(caps).model_fields:
-        value = getattr(params, name, None)
+        value = values.get(name)
         if isinstance(value, list):  # EvalParams compares several max_detections at once
             value = max(value, default=None)
         limit = getattr(caps, name)

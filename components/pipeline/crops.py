@@ -16,8 +16,8 @@ from PIL import Image
 from components.errors import disk_full
 from components.models.detector import Detection
 from components.store.objects import ObjectFiles
-from schemas.params import DetectionSettings, is_object_store_uri
 from schemas.records import CropRecord, ImageRecord
+from schemas.settings import DetectionSettings, is_object_store_uri
 
 CROP_SUFFIX = ".jpg"
 _JPEG_QUALITY = 92

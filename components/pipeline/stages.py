@@ -21,15 +21,16 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from components.models.detector import Detector
-from components.models.embedder import Embedder, image_embedding_steps
+from components.models.detector import Detector, load_detector
+from components.models.embedder import Embedder, image_embedding_steps, load_embedder
 from components.pipeline.crops import caption_for, materialize_crops, to_crop_records
 from components.pipeline.images import ImageDecodeError, decode_rgb, read_as_registered
 from components.pipeline.prefetch import mapped_ahead, prefetched
 from components.store.objects import ObjectFiles
 from components.store.writer import StoreWriter
-from schemas.params import DetectionSettings
+from schemas.params import ChunkConfig
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
+from schemas.settings import DetectionSettings
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -221,39 +222,52 @@ class ChunkWork(StageResult):
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def model_stage(
-    images: Sequence[ImageRecord],
-    detector: Detector,
-    detector_id: str,
-    embedder: Embedder,
-    embedder_id: str,
-    settings: DetectionSettings,
-    crops_dir: Path | str,
-    detect_batch_size: int,
-    embed_batch_size: int,
-    files: ObjectFiles | None = None,
-    decode_threads: int = 1,
-) -> ChunkWork:
+@dataclass(frozen=True)
+class ChunkModels:
+    """The loaded models a chunk's work runs, with the ids their records carry."""
+
+    detector: Detector
+    detector_id: str
+    embedder: Embedder
+    embedder_id: str
+
+
+def load_chunk_models(config: ChunkConfig, detector_id: str, embedder_id: str) -> ChunkModels:
+    """The models `config` names, loaded once per process: a worker keeps them for every chunk it gets."""
+    return ChunkModels(
+        load_detector(config.detector, config.device, config.precision),
+        detector_id,
+        load_embedder(config.embedder, config.device, config.precision),
+        embedder_id,
+    )
+
+
+def model_stage(images: Sequence[ImageRecord], models: ChunkModels, config: ChunkConfig) -> ChunkWork:
     """Detect, crop and embed one chunk: the part of indexing that needs the models, and no database.
 
     It runs wherever the task runner puts it (this process, a Ray or Dask worker); the flow writes
-    its result. A file one stage skips never reaches the next (nor is reported twice).
+    its result. A file one stage skips never reaches the next (nor is reported twice). `config`
+    must be resolved for this machine (`config.on_this_machine`).
     """
+    batching, files = config.batching, ObjectFiles(config.object_store)
+    threads = batching.decode_threads or 1
     work = ChunkWork()
     started = time.perf_counter()
-    detected = detect_stage(images, detector, detector_id, settings, detect_batch_size, decode_threads)
+    detected = detect_stage(
+        images, models.detector, models.detector_id, config.detection, batching.detect_batch_size or 1, threads
+    )
     decodable = _without(images, detected.skipped)
     work.seconds["detect"], started = time.perf_counter() - started, time.perf_counter()
-    cropped = crop_stage(decodable, detected.crops, crops_dir, settings.padding, files, decode_threads)
+    cropped = crop_stage(decodable, detected.crops, config.crops_uri, config.detection.padding, files, threads)
     work.seconds["crop"], started = time.perf_counter() - started, time.perf_counter()
     embedded = embed_stage(
         _without(decodable, cropped.skipped),
         cropped.crops,
-        embedder,
-        embedder_id,
-        embed_batch_size,
+        models.embedder,
+        models.embedder_id,
+        batching.embed_batch_size,
         files,
-        decode_threads,
+        threads,
     )
     work.seconds["embed"] = time.perf_counter() - started
     work.crops, work.embeddings = cropped.crops, embedded.embeddings

@@ -9,8 +9,8 @@ import numpy as np
 
 from components.store.reader import StoreReader
 from components.store.schema import search_filter
-from schemas.params import QueryParams
 from schemas.results import FoldedHit, QueryHit
+from schemas.settings import SearchSettings
 
 # With one hit per image, several rows can share a parent: fetch this many rows per wanted hit
 # first, and more only when the folded list comes out short. Every fetched row costs a refined
@@ -31,14 +31,14 @@ def group_by_parent(rows: Sequence[dict[str, Any]], k: int, one_hit_per_image: b
     return list(groups.values())
 
 
-def find_hits(store: StoreReader, query_vector: np.ndarray, params: QueryParams) -> list[QueryHit]:
+def find_hits(store: StoreReader, query_vector: np.ndarray, settings: SearchSettings) -> list[QueryHit]:
     """The k best hits for a query vector, each joined to its parent image (and crop) in batched lookups."""
-    where = search_filter(params.kinds, params.classes, params.min_confidence, params.min_area_fraction)
-    fetch = params.k * (_OVERFETCH if params.one_hit_per_image else 1)
+    where = search_filter(settings.kinds, settings.classes, settings.min_confidence, settings.min_area_fraction)
+    fetch = settings.k * (_OVERFETCH if settings.one_hit_per_image else 1)
     while True:
         rows = store.search(query_vector, where, fetch)
-        groups = group_by_parent(rows, params.k, params.one_hit_per_image)
-        if len(groups) >= params.k or len(rows) < fetch:
+        groups = group_by_parent(rows, settings.k, settings.one_hit_per_image)
+        if len(groups) >= settings.k or len(rows) < fetch:
             break
         fetch *= _OVERFETCH
     return join_records(store, groups)

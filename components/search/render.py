@@ -1,4 +1,4 @@
-"""Showing results to people: a PNG grid of hits over their parents, and markdown tables."""
+"""Showing hits to people: a PNG grid of hits over their parents, and markdown tables."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
-from components.pipeline.formats import describe_ignored
 from components.pipeline.images import ImageDecodeError, decode_rgb
 from components.store.objects import ObjectFiles
-from schemas.results import IndexReport, QueryHit
+from schemas.results import QueryHit
 
 _THUMB = 224
 _LABEL_HEIGHT = 18
@@ -151,25 +150,3 @@ def markdown_table(rows: Sequence[dict[str, str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row[name].replace("|", "\\|") for name in header) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def report_table(report: IndexReport) -> list[dict[str, str]]:
-    rows = [
-        {"measure": "images seen", "value": str(report.images_seen)},
-        {"measure": "images indexed now", "value": str(report.images_new)},
-        {"measure": "images already indexed", "value": str(report.images_already_indexed)},
-        {"measure": "files skipped", "value": str(len(report.skipped))},
-        {"measure": "files ignored", "value": describe_ignored(report.ignored) or "0"},
-        {"measure": "crops", "value": str(report.crops)},
-        {"measure": "embeddings", "value": str(report.embeddings)},
-        {"measure": "model batches", "value": str(report.model_batches)},
-    ]
-    rows += [
-        {"measure": f"seconds: {stage}", "value": f"{secs:.2f}"} for stage, secs in report.seconds_per_stage.items()
-    ]
-    rows += [
-        {"measure": f"fragments: {table}", "value": f"{before} -> {after} (compacted)"}
-        for table, (before, after) in report.fragments.items()
-    ]
-    rows += [{"measure": "skipped", "value": f"{item.path}: {item.reason}"} for item in report.skipped]
-    return rows

@@ -27,8 +27,8 @@ from components.store.schema import (
     lookup_columns,
     sql_string,
 )
-from schemas.params import ObjectStoreSettings
 from schemas.records import CropRecord, ImageRecord
+from schemas.settings import ObjectStoreSettings
 
 Result = TypeVar("Result")
 

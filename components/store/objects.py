@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from pyarrow import fs as arrow_fs
 
-from schemas.params import ObjectStoreSettings, is_object_store_uri
+from schemas.settings import ObjectStoreSettings, is_object_store_uri
 
 
 class ObjectFiles:

@@ -31,8 +31,8 @@ from components.store.schema import (
     image_records,
     lookup_columns,
 )
-from schemas.params import ObjectStoreSettings
 from schemas.records import CropRecord, ImageRecord
+from schemas.settings import ObjectStoreSettings
 
 Result = TypeVar("Result")
 

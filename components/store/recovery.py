@@ -17,7 +17,7 @@ import lancedb
 
 from components.errors import StoreCorruptError
 from components.store.schema import CROPS, EMBEDDINGS, IMAGES, KEY_OF_TABLE
-from schemas.params import ObjectStoreSettings
+from schemas.settings import ObjectStoreSettings
 
 
 @dataclass(frozen=True)

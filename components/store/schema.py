@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from schemas.params import QueryKinds
 from schemas.records import CropRecord, ImageRecord
+from schemas.settings import QueryKinds
 
 IMAGES, CROPS, EMBEDDINGS = "images", "crops", "embeddings"
 KEY_OF_TABLE = {IMAGES: "image_id", CROPS: "crop_id", EMBEDDINGS: "id"}

@@ -28,8 +28,8 @@ from components.store.schema import (
     id_filters,
     record_rows,
 )
-from schemas.params import ObjectStoreSettings
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
+from schemas.settings import ObjectStoreSettings
 
 # One chunk's upsert takes about a second; a write still running after this is stuck, not slow.
 # (A probe here saw four concurrent `merge_insert`s into one table spin for 30+ minutes.)

@@ -8,8 +8,8 @@ import pytest
 
 from components.ops.access import AccessDenied
 from flows import deployed
-from schemas.params import StackParams
 from schemas.policy import POLICY_VARIABLE
+from schemas.stack import StackParams
 
 A_DEPLOYMENT = "00000000-0000-0000-0000-000000000001"
 

@@ -18,9 +18,10 @@ from components.store.schema import CROPS, EMBEDDINGS, IMAGES, RECORD
 from components.store.writer import StoreWriter
 from flows.index_coco import index_coco
 from flows.query import query
-from schemas.params import IndexParams, ObjectStoreSettings
+from schemas.params import IndexParams
 from schemas.records import CropRecord, ImageRecord
 from schemas.results import IndexReport
+from schemas.settings import ObjectStoreSettings
 from tests.flows.test_flows import tiny_params
 from tests.s3_server import LocalS3Server
 
@@ -89,8 +90,8 @@ def test_rows_that_differ_only_by_float_noise_are_the_same_and_real_differences_
     assert not same_row({**crop, "x1": 11.0}, crop)
 
 
-def model_work_runs(report_state: Any) -> list[Any]:
-    """The model_work task runs recorded under a flow run on this session's Prefect API."""
+def model_stage_runs(report_state: Any) -> list[Any]:
+    """The model_stage task runs recorded under a flow run on this session's Prefect API."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
 
@@ -98,7 +99,7 @@ def model_work_runs(report_state: Any) -> list[Any]:
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="model_work")),
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="model_stage")),
         )
     return runs
 
@@ -116,7 +117,7 @@ def single_process_run(
     for seed in range(8):
         write_scene(folder / f"scene-{seed:02d}.jpg", seed)
     params = tiny_params(folder, tmp_path_factory.mktemp("thread"), tiny_yolo, tiny_clip, chunk_size=3)
-    report = index_coco(**params.model_dump())
+    report = index_coco(**params.flat())
     yield folder, report, table_rows(params.resolved_db_uri)
 
 
@@ -126,7 +127,7 @@ def test_a_cluster_run_leaves_the_same_tables_as_the_single_process_run(
 ) -> None:
     folder, reference, reference_rows = single_process_run
     params = tiny_params(folder, tmp_path / "data", tiny_yolo, tiny_clip, chunk_size=3, task_runner=runner, workers=2)
-    state = index_coco(**params.model_dump(), return_state=True)
+    state = index_coco(**params.flat(), return_state=True)
     report: IndexReport = state.result()
 
     assert (report.images_new, report.crops, report.embeddings) == (
@@ -136,14 +137,14 @@ def test_a_cluster_run_leaves_the_same_tables_as_the_single_process_run(
     )
     assert_same_tables(table_rows(params.resolved_db_uri), reference_rows)
     # Four chunks ran as four task runs on the workers, recorded beside the flow run on the same API.
-    assert len(model_work_runs(state)) == 4
-    assert all(run.state.is_completed() for run in model_work_runs(state))
+    assert len(model_stage_runs(state)) == 4
+    assert all(run.state.is_completed() for run in model_stage_runs(state))
     # Every chunk's upserts added fragments; the run's compaction merged them.
     for table, (before, after) in report.fragments.items():
         assert before >= 4 and after == 1, (table, before, after)
     assert StoreWriter(params.resolved_db_uri).fragment_counts() == {IMAGES: 1, CROPS: 1, EMBEDDINGS: 1}
 
-    again = index_coco(**params.model_dump())
+    again = index_coco(**params.flat())
     assert (again.images_new, again.model_batches) == (0, 0)
 
 
@@ -164,7 +165,7 @@ def test_index_and_query_with_the_database_and_crops_on_s3(
         **s3.settings.model_dump(),
     }
     params = tiny_params(folder, tmp_path / "data", tiny_yolo, tiny_clip, chunk_size=3, **on_s3)
-    report = index_coco(**params.model_dump())
+    report = index_coco(**params.flat())
 
     assert report.crops == reference.crops
     stored = table_rows(params.resolved_db_uri, s3.settings)
@@ -185,7 +186,7 @@ def test_index_and_query_with_the_database_and_crops_on_s3(
 
     # Fewer boxes per image: the dropped crops leave the tables and the bucket alike.
     fewer = tiny_params(folder, tmp_path / "data", tiny_yolo, tiny_clip, chunk_size=3, max_detections=1, **on_s3)
-    smaller = index_coco(**fewer.model_dump())
+    smaller = index_coco(**fewer.flat())
     assert smaller.images_new == 10
     assert (
         len(s3.crop_files("index/crops/"))

@@ -7,7 +7,7 @@ from prefect.exceptions import ParameterTypeError
 
 from flows.index_coco import index_coco
 from flows.query import query
-from schemas.params import IndexParams, QueryInput, QueryParams, fields_in_form_order
+from schemas.params import IndexParams, QueryInput, QueryParams, form_fields
 
 
 def form(flow: object) -> dict:
@@ -16,18 +16,18 @@ def form(flow: object) -> dict:
 
 def test_index_form_lists_every_field_in_form_order_with_its_description_and_default() -> None:
     properties = form(index_coco)
-    assert list(properties) == [*fields_in_form_order(IndexParams), "show_progress"]
+    assert list(properties) == [*form_fields(IndexParams), "show_progress"]
     assert list(properties)[:2] == ["source", "source_name"]  # what a person fills in first comes first
-    for name, field in IndexParams.model_fields.items():
+    for name, field in form_fields(IndexParams).items():
         assert properties[name]["description"] == field.description
-        assert properties[name]["default"] == IndexParams().model_dump(mode="json")[name]
+        assert properties[name]["default"] == IndexParams().flat(mode="json")[name]
     assert properties["limit"]["anyOf"][0]["minimum"] == 1  # bounds reach the form
     assert properties["show_progress"]["description"].startswith("draw a progress bar")
 
 
 def test_query_form_has_the_query_and_every_query_setting() -> None:
     properties = form(query)
-    assert list(properties) == [*QueryInput.model_fields, *fields_in_form_order(QueryParams)]
+    assert list(properties) == [*QueryInput.model_fields, *form_fields(QueryParams)]
     assert all(properties[name].get("description") for name in properties)
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from components.errors import SourceError
 from components.ops.preflight import download_path
-from components.search.render import report_table
+from components.pipeline.report import report_table
 from components.store.schema import CROPS, EMBEDDINGS, IMAGES
 from components.store.writer import StoreWriter
 from flows.index_coco import index_coco
@@ -55,7 +55,7 @@ def test_index_then_query_then_reindex_does_no_model_work(
     photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
 ) -> None:
     params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip)
-    first = index_coco(**params.model_dump())
+    first = index_coco(**params.flat())
     assert first.images_seen == 10 and first.images_new == 10 and first.skipped == []
     assert first.crops > 0 and first.embeddings == 10 + first.crops
     assert first.model_batches > 0
@@ -78,7 +78,7 @@ def test_index_then_query_then_reindex_does_no_model_work(
             assert hit.crop is None
     assert result.grid_path is not None and Image.open(result.grid_path).size == (5 * 224, 2 * 242)
 
-    second = index_coco(**params.model_dump())
+    second = index_coco(**params.flat())
     assert (second.images_new, second.model_batches, second.crops, second.embeddings) == (0, 0, 0, 0)
     assert second.images_already_indexed == 10
     assert table_ids(params.resolved_db_uri) == ids_after_first
@@ -101,7 +101,7 @@ def test_runs_publish_report_progress_and_hits_artifacts(
     photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
 ) -> None:
     params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, chunk_size=3)
-    report = index_coco(**params.model_dump())
+    report = index_coco(**params.flat())
     assert latest_artifact("index-progress").data == 100.0
     table = json.loads(latest_artifact("index-report").data)
     assert {"measure": "images indexed now", "value": "10"} in table
@@ -126,8 +126,8 @@ def test_changed_settings_reindex_and_drop_stale_crops(
     photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
 ) -> None:
     params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=3)
-    index_coco(**params.model_dump())
-    fewer = index_coco(**{**params.model_dump(), "max_detections": 1})
+    index_coco(**params.flat())
+    fewer = index_coco(**{**params.flat(), "max_detections": 1})
     assert fewer.images_new == 10 and fewer.crops <= 10
     counts = StoreWriter(params.resolved_db_uri).counts()
     assert counts == {"images": 10, "crops": fewer.crops, "embeddings": 10 + fewer.crops}
@@ -139,11 +139,11 @@ def test_bad_files_are_reported_and_a_changed_file_replaces_its_old_rows(
 ) -> None:
     (photo_folder / "notes.jpg").write_text("not a picture")
     params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=0)
-    report = index_coco(**params.model_dump())
+    report = index_coco(**params.flat())
     assert report.images_new == 10 and [Path(s.path).name for s in report.skipped] == ["notes.jpg"]
 
     write_scene(photo_folder / "scene-00.jpg", seed=99)  # same path, new bytes
-    again = index_coco(**params.model_dump())
+    again = index_coco(**params.flat())
     assert again.images_new == 1 and again.images_already_indexed == 9
     store = StoreWriter(params.resolved_db_uri)
     assert store.counts() == {"images": 10, "crops": 0, "embeddings": 10}
@@ -154,7 +154,7 @@ def test_a_folder_of_only_bad_files_fails_clearly(tmp_path: Path, tiny_yolo: Pat
     folder.mkdir()
     (folder / "a.jpg").write_text("nope")
     with pytest.raises(SourceError, match=r"none of the 1 files .* is a readable image"):
-        index_coco(**tiny_params(folder, tmp_path / "data", tiny_yolo, tiny_clip).model_dump())
+        index_coco(**tiny_params(folder, tmp_path / "data", tiny_yolo, tiny_clip).flat())
 
 
 def test_zip_over_http_is_downloaded_once_and_redownloaded_when_the_file_vanishes(
@@ -170,13 +170,13 @@ def test_zip_over_http_is_downloaded_once_and_redownloaded_when_the_file_vanishe
     def downloads() -> int:
         return sum(1 for r in http_server.requests if r["method"] == "GET")
 
-    first = index_coco(**params.model_dump())
+    first = index_coco(**params.flat())
     assert first.images_new == 4 and downloads() == 1
-    assert index_coco(**params.model_dump()).images_already_indexed == 4 and downloads() == 1  # cached: no transfer
+    assert index_coco(**params.flat()).images_already_indexed == 4 and downloads() == 1  # cached: no transfer
 
     download_path(params.source, tmp_path / "data").unlink()
     shutil.rmtree(tmp_path / "data" / "sources")
-    third = index_coco(**params.model_dump())
+    third = index_coco(**params.flat())
     assert downloads() == 2 and third.images_already_indexed == 4
 
 
@@ -213,19 +213,19 @@ def test_two_sources_with_one_file_name_are_two_downloads(
 
 def test_query_by_image_and_bad_queries(photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
     params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=0)
-    index_coco(**params.model_dump())
+    index_coco(**params.flat())
     options = QueryParams(data_dir=tmp_path / "data", embedder=str(tiny_clip), k=3, kinds="image", render=False)
     probe = photo_folder / "bus.jpg"
-    result = query(image=str(probe), **options.model_dump())
+    result = query(image=str(probe), **options.flat())
     assert result.hits[0].image.uri == str(probe.resolve())  # the image itself is its own nearest neighbour
     assert result.hits[0].score == pytest.approx(1.0, abs=1e-3)
     assert result.grid_path is None
     with pytest.raises(ValueError, match="exactly one of text or image"):
-        query(text="bus", image=str(probe), **options.model_dump())
+        query(text="bus", image=str(probe), **options.flat())
     with pytest.raises(ValueError, match="text must not be empty"):
-        query(text="  ", **options.model_dump())
+        query(text="  ", **options.flat())
     with pytest.raises(ValueError, match="does not exist"):
-        query(image=str(tmp_path / "missing.jpg"), **options.model_dump())
+        query(image=str(tmp_path / "missing.jpg"), **options.flat())
 
 
 def test_bad_files_beside_good_ones_are_reported_once_and_the_run_succeeds(
@@ -233,7 +233,7 @@ def test_bad_files_beside_good_ones_are_reported_once_and_the_run_succeeds(
 ) -> None:
     (photo_folder / "empty.jpg").write_bytes(b"")
     (photo_folder / "error-page.jpg").write_text("<html><body>404 Not Found</body></html>")
-    report = index_coco(**tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip).model_dump())
+    report = index_coco(**tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip).flat())
     assert report.images_new == 10
     assert sorted(Path(item.path).name for item in report.skipped) == ["empty.jpg", "error-page.jpg"]
     table = json.loads(latest_artifact("index-report").data)
@@ -248,7 +248,7 @@ def test_a_zip_without_images_fails_naming_what_it_looked_for(tmp_path: Path, ti
         r"no photos found in .* \(looked for JPEG, .*HEIF.* files; ignored 1 file that is not a photo \(\.txt\)\)"
     )
     with pytest.raises(SourceError, match=looked_for):
-        index_coco(**tiny_params(archive, tmp_path / "data", tiny_yolo, tiny_clip).model_dump())
+        index_coco(**tiny_params(archive, tmp_path / "data", tiny_yolo, tiny_clip).flat())
 
 
 def vector_index_state(db_uri: str) -> tuple[bool, int]:
@@ -268,11 +268,11 @@ def test_the_ann_index_appears_past_its_threshold_and_takes_in_later_runs(
     for path in sorted(photo_folder.iterdir())[:8]:
         shutil.copy(path, few / path.name)
     default = tiny_params(few, tmp_path / "default", tiny_yolo, tiny_clip)
-    index_coco(**default.model_dump())
+    index_coco(**default.flat())
     assert vector_index_state(default.resolved_db_uri) == (False, 0)  # 8 photos: far below 20,000 rows
 
     params = tiny_params(few, tmp_path / "data", tiny_yolo, tiny_clip, vector_index_min_rows=20)
-    first = index_coco(**params.model_dump())
+    first = index_coco(**params.flat())
     assert first.embeddings >= 20 and vector_index_state(params.resolved_db_uri) == (True, 0)
 
     import lancedb
@@ -288,7 +288,7 @@ def test_the_ann_index_appears_past_its_threshold_and_takes_in_later_runs(
 
     for path in sorted(photo_folder.iterdir())[8:]:
         shutil.copy(path, few / path.name)
-    second = index_coco(**params.model_dump())
+    second = index_coco(**params.flat())
     assert second.images_new == 2 and vector_index_state(params.resolved_db_uri) == (True, 0)
 
 
@@ -312,7 +312,7 @@ def test_written_chunks_free_their_records_without_a_garbage_collection(
     before = live_embedding_records()
     gc.disable()
     try:
-        report = index_coco(**params.model_dump())
+        report = index_coco(**params.flat())
         after = live_embedding_records()
     finally:
         gc.enable()

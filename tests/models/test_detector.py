@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from components.models.detector import class_ids_for, load_detector
-from schemas.params import DetectionSettings
+from schemas.settings import DetectionSettings
 from tests.conftest import ultralytics_assets
 
 

@@ -18,7 +18,8 @@ from components.evaluation.synthetic import make_scene
 from components.models.detector import Detection, load_detector
 from components.models.devices import CpuFeatures, cpu_features, pick_precision
 from components.models.embedder import load_embedder
-from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, DetectionSettings, IndexParams
+from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, IndexParams
+from schemas.settings import DetectionSettings
 
 REDUCED = ["bf16", "fp16"]
 
@@ -186,7 +187,7 @@ def test_precision_is_not_part_of_what_decides_reindexing() -> None:
     from schemas.params import signature_of
 
     bf16, fp32 = IndexParams(precision="bf16"), IndexParams(precision="fp32")
-    assert signature_of("d", "e", bf16) == signature_of("d", "e", fp32)
+    assert signature_of("d", "e", bf16.detection) == signature_of("d", "e", fp32.detection)
 
 
 def test_the_benchmark_clip_is_the_released_architecture(tmp_path_factory) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from components.ops import stack
-from schemas.params import StackParams
+from schemas.stack import StackParams
 
 
 def test_up_outside_a_checkout_names_the_missing_prefect_yaml(tmp_path: Path) -> None:

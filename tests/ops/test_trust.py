@@ -13,8 +13,9 @@ import pytest
 
 from components.ops import trust
 from components.ops.access import AccessDenied
-from schemas.params import WORLD_DIR, EvalParams, IndexParams, QueryParams, StackParams
+from schemas.params import WORLD_DIR, EvalParams, IndexParams, QueryParams
 from schemas.policy import OperatorPolicy
+from schemas.stack import StackParams
 
 
 @pytest.fixture

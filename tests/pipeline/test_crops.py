@@ -17,8 +17,8 @@ from components.pipeline.crops import (
     padded_box,
     to_crop_records,
 )
-from schemas.params import DetectionSettings
 from schemas.records import ImageRecord
+from schemas.settings import DetectionSettings
 
 PARENT = ImageRecord(image_id="ab" * 32, uri="/x.jpg", source="t", width=200, height=100, num_bytes=1)
 

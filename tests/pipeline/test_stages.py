@@ -12,8 +12,9 @@ from PIL import Image
 from components.pipeline import stages
 from components.pipeline.images import register_images
 from components.store.writer import StoreWriter
-from schemas.params import DetectionSettings
+from schemas.params import ChunkConfig
 from schemas.records import ImageRecord
+from schemas.settings import BatchSettings, DetectionSettings, ObjectStoreSettings
 from tests.plugins import ColourBlobDetector, MeanColourEmbedder
 
 
@@ -117,18 +118,21 @@ def blob_model_stage(
     images: list[ImageRecord], crops_dir: Path, detect_batch_size: int, embed_batch_size: int, decode_threads: int = 1
 ) -> stages.ChunkWork:
     """`model_stage` with the colour-blob detector, the mean-colour embedder and default detection settings."""
-    return stages.model_stage(
-        images,
-        ColourBlobDetector(),
-        "blob",
-        MeanColourEmbedder(),
-        "mean",
-        DetectionSettings(),
-        crops_dir,
-        detect_batch_size,
-        embed_batch_size,
-        decode_threads=decode_threads,
+    models = stages.ChunkModels(ColourBlobDetector(), "blob", MeanColourEmbedder(), "mean")
+    batching = BatchSettings(
+        detect_batch_size=detect_batch_size, embed_batch_size=embed_batch_size, decode_threads=decode_threads
     )
+    config = ChunkConfig(
+        detector="plugin:tests.plugins:colour_blob_detector",
+        embedder="plugin:tests.plugins:mean_colour_embedder",
+        device="cpu",
+        precision="fp32",
+        detection=DetectionSettings(),
+        batching=batching,
+        crops_uri=str(crops_dir),
+        object_store=ObjectStoreSettings(),
+    )
+    return stages.model_stage(images, models, config)
 
 
 def test_model_stage_runs_detect_crop_embed_and_reports_a_bad_file_once(tmp_path: Path) -> None:

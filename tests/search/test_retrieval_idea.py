@@ -46,7 +46,7 @@ def test_whole_image_search_misses_the_small_object_and_crop_search_finds_it(
 
     def search(kinds: str) -> list:
         params = QueryParams(data_dir=tmp_path / "data", embedder=EMBEDDER, k=4, kinds=kinds, render=False)
-        return query(text="red", **params.model_dump()).hits
+        return query(text="red", **params.flat()).hits
 
     whole_only = search("image")
     assert len(whole_only) == 4

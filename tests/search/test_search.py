@@ -9,7 +9,7 @@ import numpy as np
 from components.search.ranking import find_hits, group_by_parent
 from components.store.reader import StoreReader
 from components.store.writer import StoreWriter
-from schemas.params import QueryParams
+from schemas.settings import SearchSettings
 from tests.records import crop, embedding, image
 
 
@@ -30,13 +30,13 @@ def test_hits_are_joined_to_parents_and_crops(tmp_path: Path) -> None:
     )
     query = np.array([1, 0, 0], dtype=np.float32)
 
-    hits = find_hits(StoreReader(store.uri), query, QueryParams(k=5))
+    hits = find_hits(StoreReader(store.uri), query, SearchSettings(k=5))
     assert [(h.rank, h.kind, h.image.image_id) for h in hits] == [(1, "crop", a.image_id), (2, "image", b.image_id)]
     assert hits[0].crop == a_cat and hits[0].image == a
     assert [(f.kind, f.crop) for f in hits[0].folded] == [("image", None)]
     assert hits[0].score > hits[1].score
 
-    every = find_hits(StoreReader(store.uri), query, QueryParams(k=5, one_hit_per_image=False))
+    every = find_hits(StoreReader(store.uri), query, SearchSettings(k=5, one_hit_per_image=False))
     assert [h.kind for h in every] == ["crop", "image", "image"]
 
 
@@ -48,7 +48,7 @@ def test_one_hit_per_image_fetches_more_rows_when_parents_repeat(tmp_path: Path)
     store.upsert_crops(children)
     rows = [embedding(child, [1.0, 0.01 * i, 0]) for i, child in enumerate(children)] + [embedding(lone, [0, 1, 0])]
     store.upsert_embeddings(rows, "m1")
-    hits = find_hits(StoreReader(store.uri), np.array([1, 0, 0], dtype=np.float32), QueryParams(k=2))
+    hits = find_hits(StoreReader(store.uri), np.array([1, 0, 0], dtype=np.float32), SearchSettings(k=2))
     assert [h.image.image_id for h in hits] == [crowded.image_id, lone.image_id]
 
 
@@ -57,6 +57,6 @@ def test_hits_whose_parent_is_not_written_yet_are_left_out(tmp_path: Path) -> No
     written, pending = image("written"), image("pending")
     store.upsert_images([written])
     store.upsert_embeddings([embedding(pending, [1, 0, 0]), embedding(written, [0.5, 0.5, 0])], "m1")
-    hits = find_hits(StoreReader(store.uri), np.array([1, 0, 0], dtype=np.float32), QueryParams(k=5))
+    hits = find_hits(StoreReader(store.uri), np.array([1, 0, 0], dtype=np.float32), SearchSettings(k=5))
     assert [h.image.image_id for h in hits] == [written.image_id]
     assert hits[0].rank == 1

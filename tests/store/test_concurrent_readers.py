@@ -43,7 +43,7 @@ def test_queries_in_a_loop_during_an_index_run(tmp_path: Path, tiny_yolo: Path, 
     queries, images_seen = 0, set()
     while writer.poll() is None or queries == 0:
         store = StoreReader(params.resolved_db_uri)
-        hits = find_hits(store, vector, params)
+        hits = find_hits(store, vector, params.search)
         queries += 1
         assert hits, "a query during the index run returned nothing"
         for hit in hits:

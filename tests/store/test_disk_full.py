@@ -35,10 +35,10 @@ def test_a_full_disk_fails_clearly_and_a_rerun_with_space_completes(
 ) -> None:
     params = tiny_params(photo_folder, small_disk / "data", tiny_yolo, tiny_clip)
     with pytest.raises(DiskFullError, match=r"no space left on the device holding .*small.*run again"):
-        index_coco(**params.model_dump())
+        index_coco(**params.flat())
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
-    rerun = index_coco(**params.model_dump())
+    rerun = index_coco(**params.flat())
     assert rerun.images_new + rerun.images_already_indexed == 10
     reference = tiny_params(photo_folder, tmp_path / "roomy", tiny_yolo, tiny_clip)
-    index_coco(**reference.model_dump())
+    index_coco(**reference.flat())
     assert table_ids(params.resolved_db_uri) == table_ids(reference.resolved_db_uri)

@@ -1,0 +1,28 @@
+"""An index run's report as rows of a table: what the CLI prints and the index-report artifact shows."""
+
+from __future__ import annotations
+
+from components.pipeline.formats import describe_ignored
+from schemas.results import IndexReport
+
+
+def report_table(report: IndexReport) -> list[dict[str, str]]:
+    rows = [
+        {"measure": "images seen", "value": str(report.images_seen)},
+        {"measure": "images indexed now", "value": str(report.images_new)},
+        {"measure": "images already indexed", "value": str(report.images_already_indexed)},
+        {"measure": "files skipped", "value": str(len(report.skipped))},
+        {"measure": "files ignored", "value": describe_ignored(report.ignored) or "0"},
+        {"measure": "crops", "value": str(report.crops)},
+        {"measure": "embeddings", "value": str(report.embeddings)},
+        {"measure": "model batches", "value": str(report.model_batches)},
+    ]
+    rows += [
+        {"measure": f"seconds: {stage}", "value": f"{secs:.2f}"} for stage, secs in report.seconds_per_stage.items()
+    ]
+    rows += [
+        {"measure": f"fragments: {table}", "value": f"{before} -> {after} (compacted)"}
+        for table, (before, after) in report.fragments.items()
+    ]
+    rows += [{"measure": "skipped", "value": f"{item.path}: {item.reason}"} for item in report.skipped]
+    return rows

@@ -1,0 +1,177 @@
+"""The groups of settings the parameter models are built of, and the checked types their fields use.
+
+Each group is one concern (where objects are found, how work is batched, where it runs, how an
+object store is reached, which hits a query returns) and can be passed on alone: components take
+the group they need, never the whole run's parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, SecretStr, model_validator
+
+from schemas.flat import SettingsGroup
+
+QueryKinds = Literal["image", "crop", "both"]
+TaskRunnerName = Literal["thread", "ray", "dask"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISION_HELP = "auto (fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32), fp32, bf16 or fp16"
+
+
+def _check_device(value: str) -> str:
+    if value.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
+    return value
+
+
+def _check_checksum(value: str | None) -> str | None:
+    if value is None:
+        return None
+    algorithm, _, digest = value.partition(":")
+    lengths = {"md5": 32, "sha256": 64}
+    if algorithm not in lengths or len(digest) != lengths[algorithm]:
+        raise ValueError(f"checksum must look like 'md5:<32 hex>' or 'sha256:<64 hex>', got {value!r}")
+    int(digest, 16)  # raises ValueError on non-hex digits
+    return f"{algorithm}:{digest.lower()}"
+
+
+Device = Annotated[str, AfterValidator(_check_device)]
+Checksum = Annotated[str | None, AfterValidator(_check_checksum)]
+
+
+def is_object_store_uri(uri: str) -> bool:
+    """True for s3://bucket/... (LanceDB folders and crop folders alike); everything else is a local path."""
+    return uri.startswith("s3://")
+
+
+class ObjectStoreSettings(SettingsGroup):
+    """How to reach an S3-compatible object store for `s3://` databases and crop folders.
+
+    Unset fields fall back to the standard AWS chain (AWS_* environment variables, ~/.aws, instance
+    roles), which is where deployments should keep credentials: Prefect stores run parameters.
+    """
+
+    s3_endpoint: str | None = Field(
+        None, description="S3 endpoint URL for MinIO, Ceph, moto and the like (e.g. http://127.0.0.1:9000); none = AWS"
+    )
+    s3_region: str | None = Field(None, description="S3 region (e.g. us-east-1)")
+    s3_access_key_id: str | None = Field(None, description="S3 access key id; none = the AWS credential chain")
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret access key; none = the AWS credential chain"
+    )
+    s3_allow_http: bool = Field(False, description="allow a plain-http S3 endpoint (local MinIO or moto)")
+
+    def check_endpoint(self) -> None:
+        """LanceDB refuses a plain-http endpoint unless allowed: say so up front, naming the flag."""
+        endpoint = self.s3_endpoint
+        if endpoint and endpoint.startswith("http://") and not self.s3_allow_http:
+            raise ValueError(f"s3_endpoint {endpoint!r} is plain http: set s3_allow_http (--s3-allow-http) to use it")
+
+    def lance_storage_options(self) -> dict[str, str]:
+        """The settings as LanceDB's `storage_options` (object_store's names); unset ones are left out."""
+        options = {
+            "aws_endpoint": self.s3_endpoint,
+            "aws_region": self.s3_region,
+            "aws_access_key_id": self.s3_access_key_id,
+            "aws_secret_access_key": self.s3_secret_access_key.get_secret_value()
+            if self.s3_secret_access_key
+            else None,
+        }
+        given = {key: value for key, value in options.items() if value}
+        if self.s3_allow_http:
+            given["allow_http"] = "true"
+        return given
+
+
+class DetectionSettings(SettingsGroup):
+    """How objects are found and cut out. Changing any of these re-indexes affected images."""
+
+    confidence: float = Field(0.25, ge=0.0, le=1.0, description="minimum detection confidence")
+    iou: float = Field(0.7, gt=0.0, le=1.0, description="IoU threshold of non-maximum suppression")
+    max_detections: int = Field(
+        20, ge=0, le=1000, description="keep at most this many boxes per image (0 indexes whole images only)"
+    )
+    classes: list[str] = Field(
+        default_factory=list, description="detector class names to keep; empty keeps every class"
+    )
+    min_box_pixels: int = Field(16, ge=1, description="drop boxes whose shorter side is below this many pixels")
+    padding: float = Field(0.0, ge=0.0, le=1.0, description="grow each crop by this fraction of its size for context")
+    image_size: int = Field(640, ge=32, le=4096, description="detector input size in pixels")
+
+    def fingerprint(self) -> dict[str, object]:
+        """The settings that change which crops exist, as plain data for hashing."""
+        return self.model_dump(include=set(DetectionSettings.model_fields))
+
+
+class BatchSettings(SettingsGroup):
+    """How a run cuts its work: images per durable chunk, pictures per forward pass, decode threads."""
+
+    chunk_size: int = Field(256, ge=1, le=100_000, description="images per durable chunk")
+    detect_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="images per detector forward pass; default 16 on CUDA, 1 on CPU (faster there, measured)",
+    )
+    embed_batch_size: int = Field(64, ge=1, le=4096, description="images or crops per embedder forward pass")
+    decode_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="threads that decode, cut and read pictures beside the models; default: this machine's "
+        "cores, at most 8 (a GPU needs several to keep busy)",
+    )
+
+
+class RunnerSettings(SettingsGroup):
+    """Where chunks' model work runs: this process, or a Ray or Dask cluster."""
+
+    task_runner: TaskRunnerName = Field(
+        "thread",
+        description="where chunks' model work runs: thread (this process), ray (prefect-ray) or dask (prefect-dask)",
+    )
+    cluster_address: str | None = Field(
+        None,
+        description="an existing cluster to use: ray://host:10001 (or auto) for ray, tcp://host:8786 for dask; "
+        "none starts a local one with --workers workers",
+    )
+    workers: int = Field(
+        1, ge=1, le=1024, description="chunks whose model work runs at once (ray/dask; thread runs one at a time)"
+    )
+    gpus_per_worker: float | None = Field(
+        None, ge=0, le=16, description="ray: GPUs each chunk task requests; default 1 when the cluster has GPUs, else 0"
+    )
+
+    @model_validator(mode="after")
+    def _runner_fits_its_options(self) -> RunnerSettings:
+        if self.task_runner == "thread" and self.workers != 1:
+            raise ValueError(
+                "workers: the thread runner runs one chunk's model work at a time (its models are shared "
+                "in one process); use --task-runner ray or dask for more workers"
+            )
+        address = self.cluster_address
+        if address is not None:
+            if self.task_runner == "thread":
+                raise ValueError("cluster_address: needs --task-runner ray or dask")
+            if self.task_runner == "ray" and not (address == "auto" or address.startswith("ray://")):
+                raise ValueError(f"cluster_address: a Ray address is ray://host:port or auto, got {address!r}")
+            if self.task_runner == "dask" and "://" not in address:
+                raise ValueError(f"cluster_address: a Dask scheduler address is tcp://host:port, got {address!r}")
+        if self.gpus_per_worker is not None and self.task_runner != "ray":
+            raise ValueError("gpus_per_worker: only the ray runner requests GPUs per task")
+        return self
+
+
+class SearchSettings(SettingsGroup):
+    """Which hits a query returns, and how many: what any front end of the search shares."""
+
+    k: int = Field(10, ge=1, le=1000, description="how many ranked hits to return")
+    kinds: QueryKinds = Field("both", description="search whole images, crops, or both")
+    classes: list[str] = Field(
+        default_factory=list,
+        description="keep crops of these classes and whole images that contain one; empty keeps all",
+    )
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="minimum detection confidence of crop hits")
+    min_area_fraction: float = Field(0.0, ge=0.0, le=1.0, description="minimum share of the parent a crop covers")
+    one_hit_per_image: bool = Field(True, description="return the best hit per parent; fold the rest under it")
