@@ -49,7 +49,7 @@ def main(pairs: int, work: Path) -> None:
     from PIL import Image
     from ultralytics import YOLO
 
-    from bench.perf import FIXED_CROPS
+    from bench.plan import FIXED_CROPS
     from components.models.detector import load_detector
     from components.models.devices import autocast_to
 

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from bench.models import DETECTOR_ARCHITECTURE, SMALL_DETECTOR_ARCHITECTURE, build_clip_vit_b32
-from bench.report import Row, machine, machine_header, render
+from bench.report import Row, machine, machine_header, render, write_figures
 from schemas.params import WORLD_EMBEDDER
 from schemas.settings import DetectionSettings
 
@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(render(rows))
+    if not args.quick:  # the quick run's small models only check the script
+        args.work.mkdir(parents=True, exist_ok=True)
+        print(f"figures: {write_figures(args.work, 'precision', {'machine': facts, 'pairs': pairs}, rows)}")
     return 0 if chosen_is_fastest or args.quick else 1
 
 

@@ -6,13 +6,18 @@ picks, differ between CPUs with AMX, with AVX-512 BF16 and with AVX2 alone.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 
 def machine() -> dict[str, Any]:
+    """The machine and the code a benchmark ran on: what every table of figures is headed by."""
     import torch
 
     from components.models.devices import cpu_features, pick_precision
@@ -33,7 +38,21 @@ def machine() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "commit": _commit(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _commit() -> str:
+    """The checkout's commit, marked `+changes` when files differ from it (figures of uncommitted code)."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def machine_header(facts: dict[str, Any]) -> str:
@@ -51,6 +70,15 @@ class Row:
     value: str
     target: str = ""
     met: bool | None = None
+
+
+def write_figures(work: Path, benchmark: str, figures: dict[str, Any], rows: list[Row]) -> Path:
+    """Every figure of a run, and its table, as `<work>/<benchmark>-<time>.json` (`bench.publish` reads these)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    out = work / f"{benchmark}-{stamp}.json"
+    payload = {"benchmark": benchmark, **figures, "table": [vars(row) for row in rows]}
+    out.write_text(json.dumps(payload, indent=2, default=str))
+    return out
 
 
 def render(rows: list[Row]) -> str:

@@ -12,16 +12,14 @@ those seconds are part of the figure. Every run's tables are checked against the
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.perf import Plan, index_params, prepare_models
 from bench.photos import write_photos
-from bench.report import Row, machine, machine_header, render
+from bench.plan import Plan, index_params, prepare_models
+from bench.report import Row, machine, machine_header, render, write_figures
 from schemas.params import IndexParams
 
 CONFIGURATIONS = [("thread", 1), ("ray", 1), ("ray", 2), ("dask", 2)]
@@ -75,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     images = 12 if args.quick else args.images
     work = args.work.resolve()
-    plan = Plan(args.quick, work, "cpu", "auto", images, 0, (0, 0), (), 0, 0)
+    # Only the models and the flow's settings come from a plan here: the other steps' sizes stay unused.
+    unused = {"baseline_images": 0, "memory_sizes": (0, 0), "row_counts": (), "queries": 0, "exact_queries_at_most": 0}
+    plan = Plan(quick=args.quick, work=work, device="cpu", precision="auto", pipeline_images=images, rounds=1, **unused)
     models = prepare_models(plan)
     photos = write_photos(work / "photos", images, seed=7)
     chunk_size = max(1, images // 8)  # several chunks per worker, so two workers overlap
@@ -132,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + machine_header(facts))
     print(f"{images} photos 640x480, chunks of {chunk_size}, models: {Path(models.detector).name} + CLIP")
     print(render(rows))
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    out = work / f"scale-{stamp}.json"
-    out.write_text(json.dumps({"machine": facts, "chunk_size": chunk_size, "runs": results}, indent=2))
+    out = write_figures(work, "scale", {"machine": facts, "chunk_size": chunk_size, "runs": results}, rows)
     print(f"figures: {out}")
     return 0 if all(r["same_tables_as_thread_run"] for r in results) else 1
 

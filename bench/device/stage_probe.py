@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from bench.models import build_clip_vit_b32
-from bench.perf import FIXED_CROPS
 from bench.photos import write_photos
+from bench.plan import FIXED_CROPS
 from components.models.detector import load_detector
 from components.models.embedder import load_embedder
 from components.pipeline import stages

@@ -63,6 +63,16 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
     assert {"8", "24"} == set(figures["memory"]["runs"])
     sizes = figures["queries"]["sizes"]
     assert all(size["ann_recall_at_10"] >= 0.9 for size in sizes.values())
+    # The JSON alone makes the docs' table: the same rows, dated, with the commit and the CPU.
+    from bench.publish import main as publish
+
+    page = tmp_path / "performance.md"
+    assert publish(["--figures", str(tmp_path), "--out", str(page)]) == 0
+    published = page.read_text()
+    assert cpu_features().describe() in published and figures["machine"]["commit"] in published
+    assert figures["machine"]["measured_at"] in published
+    for row in figures["table"]:
+        assert f"| {row['measure']} | {row['value'].replace('|', chr(92) + '|')} |" in published
 
 
 def test_one_step_runs_alone_and_the_table_has_only_its_rows(tmp_path: Path) -> None:
@@ -74,7 +84,8 @@ def test_one_step_runs_alone_and_the_table_has_only_its_rows(tmp_path: Path) -> 
 
 
 def test_the_loop_on_the_pipelines_threads_gets_its_own_speed_up_and_ceiling_rows() -> None:
-    from bench.perf import TARGETS, Figures, table_rows
+    from bench.perf import table_rows
+    from bench.plan import TARGETS, Figures
 
     def one_round(loop_seconds: float, same_threads_seconds: float) -> dict[str, dict[str, float]]:
         return {
