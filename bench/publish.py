@@ -83,6 +83,31 @@ def section(name: str, path: Path, figures: dict[str, Any]) -> str:
     )
 
 
+HOW_TO = """## Running the benchmarks, and the knobs they measure
+
+```bash
+make bench                          # ~35 min on 2 CPU cores; writes data/bench/perf-<time>.json
+make bench ARGS="--quick"           # small models and sizes, ~2 min: checks the benchmark itself (CI runs it)
+make bench-scale                    # the runners; data/bench-scale/scale-<time>.json
+python -m bench.precision           # fp32 against bf16 on this CPU
+cp data/bench/perf-*.json docs/bench/ && python -m bench.publish   # publish a run here
+```
+
+On a GPU machine without network whose python3 has torch, torchvision, transformers and pyarrow
+(the one this team is lent): `bash bench/device/bundle.sh` (where PyPI is reachable) packs the rest
+into `.bundle/site.tar.xz`, and `bash bench/device/run.sh --precision fp16 --detect-batch-size 32
+--embed-batch-size 256 --rows 10000 100000` runs each step with its own time limit. On CUDA a round
+indexes 300 photos and the loop 30, 3 rounds, and the target is 10x the loop.
+
+The knobs: `--precision` (auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, AMX or AVX-512
+BF16, and fp32 on CPUs with AVX2 alone, where PyTorch emulates bf16), `--detect-batch-size`,
+`--embed-batch-size`, `--decode-threads` (threads that read, decode, cut and prepare pictures beside
+the models; default one per core, at most 8) and `--vector-index-min-rows` (when the ANN index is
+built). On CPUs with bf16, CLIP's linear layers run on weights packed once for oneDNN
+(`components/models/packed_linear.py`) and yolov10x keeps its weights in bf16.
+"""
+
+
 def render_page(found: dict[str, tuple[Path, dict[str, Any]]]) -> str:
     parts = [
         "# Performance",
@@ -95,6 +120,7 @@ def render_page(found: dict[str, tuple[Path, dict[str, Any]]]) -> str:
     ]
     order = [name for name in BENCHMARKS if name in found] + sorted(set(found) - set(BENCHMARKS))
     parts += [section(name, *found[name]) for name in order]
+    parts.append(HOW_TO)
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -10,9 +10,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from components.models.devices import ComputePrecision, autocast_to, pick_device, pick_precision
-from components.models.loading import load_once
-from components.models.plugins import is_plugin_spec, load_plugin
+from components.models.devices import ComputePrecision, autocast_to
+from components.models.loading import load_model
 from schemas.settings import DetectionSettings
 
 
@@ -173,8 +172,4 @@ def _is_detect_head(model: Any) -> bool:
 
 def load_detector(spec: str, device: str = "auto", precision: str = "fp32") -> Detector:
     """The detector a spec names, loaded once per process, device and precision (plug-ins choose their own)."""
-    resolved = pick_device(device)
-    if is_plugin_spec(spec):
-        return load_once(("detector", spec, resolved), lambda: load_plugin(spec, resolved))
-    computed = pick_precision(precision, resolved)
-    return load_once(("detector", spec, resolved, computed), lambda: YoloDetector(spec, resolved, computed))
+    return load_model("detector", spec, device, precision, YoloDetector)

@@ -13,12 +13,9 @@ from components.models.devices import (
     ComputePrecision,
     autocast_to,
     casts_weights,
-    pick_device,
-    pick_precision,
     torch_dtype,
 )
-from components.models.loading import hub_files_only, load_once
-from components.models.plugins import is_plugin_spec, load_plugin
+from components.models.loading import hub_files_only, load_model
 
 # The rows the packed weight layouts are tuned for: a short text query's tokens, and the images of
 # a typical embedding batch (`IndexParams.embed_batch_size`), each one row per patch plus one.
@@ -145,8 +142,4 @@ def image_embedding_steps(embedder: Embedder) -> EmbeddingSteps:
 
 def load_embedder(spec: str, device: str = "auto", precision: str = "fp32") -> Embedder:
     """The embedder a spec names, loaded once per process, device and precision (plug-ins choose their own)."""
-    resolved = pick_device(device)
-    if is_plugin_spec(spec):
-        return load_once(("embedder", spec, resolved), lambda: load_plugin(spec, resolved))
-    computed = pick_precision(precision, resolved)
-    return load_once(("embedder", spec, resolved, computed), lambda: ClipEmbedder(spec, resolved, computed))
+    return load_model("embedder", spec, device, precision, ClipEmbedder)

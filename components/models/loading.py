@@ -20,7 +20,8 @@ from typing import Literal, TypeVar
 from urllib.parse import urlparse
 
 from components.errors import ModelUnavailableError
-from components.models.plugins import is_plugin_spec
+from components.models.devices import ComputePrecision, pick_device, pick_precision
+from components.models.plugins import is_plugin_spec, load_plugin
 
 ModelRole = Literal["detector", "embedder"]
 T = TypeVar("T")
@@ -38,6 +39,21 @@ def load_once(key: tuple[str, ...], load: Callable[[], T]) -> T:
         if key not in _loaded:
             _loaded[key] = load()
         return _loaded[key]  # type: ignore[return-value]
+
+
+def load_model(
+    kind: str, spec: str, device: str, precision: str, build: Callable[[str, str, ComputePrecision], T]
+) -> T:
+    """A detector or embedder, loaded at most once per process, device and precision.
+
+    `build(spec, device, precision)` makes it from weights; a plug-in is made by its own factory
+    and chooses its own precision.
+    """
+    resolved = pick_device(device)
+    if is_plugin_spec(spec):
+        return load_once((kind, spec, resolved), lambda: load_plugin(spec, resolved))
+    computed = pick_precision(precision, resolved)
+    return load_once((kind, spec, resolved, computed), lambda: build(spec, resolved, computed))
 
 
 def model_id(spec: str) -> str:
