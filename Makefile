@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 
-.PHONY: install index query test lint browser stack-up stack-down tiny-models bench bench-scale clean
+.PHONY: install index query test lint browser stack-up stack-down tiny-models bench bench-scale mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,9 +61,16 @@ bench: install
 bench-scale: install
 	$(TEST_ENV) $(BIN)/python -m bench.scale $(ARGS)
 
+## Mutation testing of the store and the pipeline (pyproject's [tool.mutmut]; ~30 min on 2 cores, not in CI).
+## ARGS picks mutants, e.g. ARGS='"components.pipeline.sources*"'; `mutmut results` lists the survivors.
+mutate: install
+	$(BIN)/python -m pip install --quiet 'mutmut>=3.8,<4'
+	$(TEST_ENV) $(BIN)/mutmut run --max-children 2 $(ARGS)
+	$(BIN)/mutmut results
+
 ## Tiny random-weight models for trying the pipeline offline (see README).
 tiny-models: install
 	$(TEST_ENV) $(BIN)/python -m tests.tiny_models tiny-models
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .stack
+	rm -rf $(VENV) .pytest_cache .ruff_cache .stack mutants

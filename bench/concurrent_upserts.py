@@ -10,10 +10,15 @@ rows and duplicates. cropsearch writes only through the lock, one writer per dat
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
+import shutil
+import tempfile
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 SHARED_KEYS = 50
 OWN_KEYS = 10
@@ -25,16 +30,23 @@ def _records(writer: int) -> list:
     return [image(f"shared-{i}") for i in range(SHARED_KEYS)] + [image(f"w{writer}-{i}") for i in range(OWN_KEYS)]
 
 
-def _write(db_uri: str, writer: int, locked: bool) -> None:
+def _write(db_uri: str, writer: int, locked: bool, start: Any, windows: Path) -> None:
+    """Upsert this writer's records once every writer is ready; note when its write began and ended."""
     from components.store.locks import exclusive_writer
     from components.store.writer import StoreWriter
 
     records = _records(writer)
-    if locked:
-        with exclusive_writer(db_uri):
-            StoreWriter(db_uri).upsert_images(records)
-    else:
-        StoreWriter(db_uri).upsert_images(records)
+    store = StoreWriter(db_uri)
+    start.wait()  # spawned processes take seconds to import; the barrier makes their writes meet
+    with exclusive_writer(db_uri) if locked else nullcontext():
+        began = time.time()
+        store.upsert_images(records)
+        (windows / str(writer)).write_text(f"{began} {time.time()}")
+
+
+def overlapping_writes(windows: list[tuple[float, float]]) -> int:
+    """How many writes began before the one that began just before them had ended (0: none ran at once)."""
+    return sum(1 for a, b in itertools.pairwise(sorted(windows)) if b[0] < a[1])
 
 
 def run(db_uri: str, writers: int, locked: bool, seconds: float) -> dict:
@@ -43,7 +55,9 @@ def run(db_uri: str, writers: int, locked: bool, seconds: float) -> dict:
 
     StoreWriter(db_uri).upsert_images(_records(-1)[:1])  # the table exists before the race
     context = multiprocessing.get_context("spawn")  # never fork after lancedb (PITFALLS 2)
-    processes = [context.Process(target=_write, args=(db_uri, w, locked)) for w in range(writers)]
+    start = context.Barrier(writers)
+    windows_dir = Path(tempfile.mkdtemp(prefix="cropsearch-write-windows-"))
+    processes = [context.Process(target=_write, args=(db_uri, w, locked, start, windows_dir)) for w in range(writers)]
     started = time.monotonic()
     for process in processes:
         process.start()
@@ -56,6 +70,8 @@ def run(db_uri: str, writers: int, locked: bool, seconds: float) -> dict:
     import lancedb
 
     ids = lancedb.connect(db_uri).open_table("images").to_arrow().column("image_id").to_pylist()
+    windows = [tuple(map(float, path.read_text().split())) for path in windows_dir.iterdir()]
+    shutil.rmtree(windows_dir, ignore_errors=True)
     return {
         "locked": locked,
         "finished": not stuck and all(p.exitcode == 0 for p in processes),
@@ -63,6 +79,7 @@ def run(db_uri: str, writers: int, locked: bool, seconds: float) -> dict:
         "rows": len(ids),
         "duplicates": sum(count - 1 for count in Counter(ids).values()),
         "expected_rows": SHARED_KEYS + writers * OWN_KEYS,
+        "overlapping_writes": overlapping_writes(windows),  # type: ignore[arg-type]
     }
 
 

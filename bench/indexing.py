@@ -83,7 +83,7 @@ def measure_indexing(plan: Plan, models: Models) -> dict[str, Any]:
         compute = floor.seconds(ran["images"], ran["crops"], ran["detect_batch_size"], ran["embed_batch_size"])
         looped = loop.run(photos[: plan.baseline_images // plan.rounds])
         rounds.append({"pipeline": ran, "floor": compute, "loop": looped})
-        if ran["torch_threads"] != looped["torch_threads"] and not plan.quick:
+        if ran["torch_threads"] != looped["torch_threads"]:
             # The loop again on the pipeline's thread count: how much of the speed-up that is.
             same = loop.run(photos[: plan.baseline_images // plan.rounds], torch_threads=ran["torch_threads"])
             rounds[-1]["loop_at_pipeline_threads"] = same

@@ -8,12 +8,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class LocalHttpServer:
     """Serve `files[path] = bytes`. Set `drop_after[path] = n` to cut the next transfer after n bytes,
-    `redirects[path] = url` to answer 302 with that location."""
+    `redirects[path] = url` to answer 302 with that location, and add a path to `ignore_range` to
+    answer it whole, as servers without Range support do."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.redirects: dict[str, str] = {}
         self.drop_after: dict[str, int] = {}
+        self.ignore_range: set[str] = set()
         self.requests: list[dict[str, str]] = []
         server = self
 
@@ -40,7 +42,8 @@ class LocalHttpServer:
                     self.send_error(404)
                     return
                 start = 0
-                if send_body and (wanted := self.headers.get("Range", "")).startswith("bytes="):
+                ranged = send_body and self.path not in server.ignore_range
+                if ranged and (wanted := self.headers.get("Range", "")).startswith("bytes="):
                     start = int(wanted.removeprefix("bytes=").split("-")[0])
                     if start >= len(body):
                         self.send_response(416)

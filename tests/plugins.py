@@ -71,3 +71,26 @@ def marker_embedder(device: str) -> MeanColourEmbedder:
     """A plug-in that shows it ran: what an attacker's plug-in would do, harmlessly."""
     PLUGIN_RAN_MARKER.touch()
     return MeanColourEmbedder()
+
+
+class ProgressWatchingEmbedder(MeanColourEmbedder):
+    """Reads its run's `index-progress` artifact before each batch: what a person watching the UI would see."""
+
+    def __init__(self) -> None:
+        self.progress_seen: list[float] = []
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+        from prefect.runtime import flow_run
+
+        wanted = ArtifactFilter(
+            key=ArtifactFilterKey(any_=["index-progress"]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])
+        )
+        with get_client(sync_client=True) as client:
+            self.progress_seen.extend(float(found.data) for found in client.read_artifacts(artifact_filter=wanted))
+        return super().embed_images(images)
+
+
+def progress_watching_embedder(device: str) -> ProgressWatchingEmbedder:
+    return ProgressWatchingEmbedder()

@@ -13,12 +13,14 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
 import lancedb
 import pytest
 import yaml
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flows import load_flow_from_entrypoint
 
 from components.ops.stack import WORK_POOL
@@ -47,6 +49,7 @@ class Scenario:
     image_query_escaping: UUID
     index_with_stray_weights: UUID
     db_uri: str
+    indexes_of_two_databases: tuple[UUID, UUID]
 
 
 def photos(folder: Path, seeds: range) -> Path:
@@ -89,6 +92,12 @@ def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory, tiny_yolo: 
     for run_id in (*rivals, during):
         stack.wait(run_id)
     query = stack.deployment_run("query/adhoc", text="a person", k=4, kinds="crop", data_dir=data, device="cpu")
+    # Two runs on two databases: no lock file is shared, so only the server's writer limit orders them.
+    third = photos(root / "third", range(20, 24))
+    apart = (
+        stack.deployment_run("index-coco/nightly", source=third, db_uri=data / "apart-a", **models),
+        stack.deployment_run("index-coco/adhoc", source=third, db_uri=data / "apart-b", **models),
+    )
     # A UI user may name any path: only the operator's folders are readable by a deployed run.
     shutil.copy(first / "bus.jpg", stack.image_root / "bus.jpg")
     allowed = stack.deployment_run("query/adhoc", image=stack.image_root / "bus.jpg", data_dir=data)
@@ -98,9 +107,9 @@ def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory, tiny_yolo: 
     stray = tmp_path_factory.mktemp("elsewhere") / "weights.pt"
     shutil.copy(tiny_yolo, stray)
     stray_index = stack.deployment_run("index-coco/adhoc", source=first, **{**models, "detector": stray})
-    for run_id in (query, allowed, escaping, stray_index):
+    for run_id in (query, allowed, escaping, stray_index, *apart):
         stack.wait(run_id)
-    return Scenario(first_index, rivals, during, query, allowed, escaping, stray_index, str(data / "lancedb"))
+    return Scenario(first_index, rivals, during, query, allowed, escaping, stray_index, str(data / "lancedb"), apart)
 
 
 def test_prefect_yaml_names_the_pool_and_limit_the_stack_creates() -> None:
@@ -153,6 +162,25 @@ def test_two_index_runs_at_once_write_one_after_the_other(stack: Stack, scenario
         ids = db.open_table(table).to_arrow().column(key).to_pylist()
         assert len(ids) == len(set(ids)), f"duplicate rows in {table}"
     assert db.open_table(IMAGES).count_rows() == 9
+
+
+def writer_slot_held(stack: Stack, run_id: UUID) -> tuple[datetime, datetime]:
+    """When a run held the writer limit: from its plan to the end of its index upkeep."""
+    with stack.client() as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    plans = [task.start_time for task in tasks if task.name.startswith("plan_stage") and task.start_time]
+    upkeep = [task.end_time for task in tasks if task.name.startswith("maintain_indexes") and task.end_time]
+    assert plans and upkeep, [task.name for task in tasks]
+    return min(plans), max(upkeep)
+
+
+def test_index_runs_on_two_databases_still_write_one_at_a_time(stack: Stack, scenario: Scenario) -> None:
+    """Issue 26, item 6: with one database the lock file alone passes the test above; the limit is the guard
+    across machines and on s3://, so here the two runs share nothing else."""
+    for run_id in scenario.indexes_of_two_databases:
+        assert stack.result(stack.wait(run_id)).images_new == 4  # type: ignore[attr-defined]
+    first, second = sorted(writer_slot_held(stack, run_id) for run_id in scenario.indexes_of_two_databases)
+    assert first[1] <= second[0], f"both held the writer limit at once: {first} and {second}"
 
 
 def test_queries_run_beside_index_runs_and_return_hits_joined_to_existing_parents(

@@ -116,6 +116,21 @@ def test_runs_publish_report_progress_and_hits_artifacts(
     assert grid.size == Image.open(result.grid_path).size  # the same picture as the PNG on disk
 
 
+def test_index_progress_advances_chunk_by_chunk(photo_folder: Path, tmp_path: Path) -> None:
+    """Issue 26, item 5: progress 100 is set at the end anyway; a person watching must see it move before."""
+    from components.models.embedder import load_embedder
+
+    spec = "plugin:tests.plugins:progress_watching_embedder"
+    watcher = load_embedder(spec, "cpu")  # the instance the flow will load: plug-ins load once per process
+    watcher.progress_seen.clear()  # type: ignore[attr-defined]
+    plugins = {"detector": "plugin:tests.plugins:colour_blob_detector", "embedder": spec, "device": "cpu"}
+    index_coco(source=str(photo_folder), data_dir=tmp_path / "data", chunk_size=2, **plugins)
+    seen = watcher.progress_seen  # type: ignore[attr-defined]
+    # Five chunks; chunk n+2's model work starts once chunk n is written, so 20-60% must show.
+    assert any(0.0 < value < 100.0 for value in seen), seen
+    assert seen == sorted(seen)
+
+
 def decoded(uri: str) -> Image.Image:
     header, _, payload = uri.partition(",")
     assert header == "data:image/jpeg;base64"
@@ -178,6 +193,21 @@ def test_zip_over_http_is_downloaded_once_and_redownloaded_when_the_file_vanishe
     shutil.rmtree(tmp_path / "data" / "sources")
     third = index_coco(**params.flat())
     assert downloads() == 2 and third.images_already_indexed == 4
+
+
+def test_a_download_cut_off_mid_transfer_is_retried_and_resumed_by_the_flow(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path, http_server: LocalHttpServer
+) -> None:
+    """The README's "interrupted downloads are retried and resumed inside the flow", not by running it again."""
+    archive = zip_of(sorted(photo_folder.iterdir())[:3])
+    http_server.files["/cut.zip"] = archive
+    http_server.drop_after["/cut.zip"] = len(archive) // 2  # the first transfer breaks off halfway
+    params = tiny_params(http_server.url("/cut.zip"), tmp_path / "data", tiny_yolo, tiny_clip, max_detections=0)
+    assert index_coco(**params.flat()).images_new == 3
+    transfers = [request for request in http_server.requests if request["method"] == "GET"]
+    assert len(transfers) == 2 and "Range" not in transfers[0]
+    resumed_at = int(transfers[1]["Range"].removeprefix("bytes=").removesuffix("-"))  # what the cut left on disk
+    assert 0 < resumed_at <= len(archive) // 2
 
 
 def zip_of(paths: list[Path]) -> bytes:

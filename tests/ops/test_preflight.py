@@ -55,6 +55,13 @@ def test_index_refuses_a_database_of_another_embedder(tmp_path: Path, tiny_yolo:
         check_index_can_start(params)
 
 
+def test_a_query_with_another_embedder_than_the_index_is_refused(tmp_path: Path, tiny_clip: Path) -> None:
+    """The README's "querying with another embedder is refused": vectors of two models never meet."""
+    StoreWriter(str(tmp_path / "lancedb")).upsert_embeddings([embedding(image("a"), [1, 0, 0], model="other")], "other")
+    with pytest.raises(StoreMismatchError, match="holds vectors of embedder 'other'"):
+        check_query_can_start(QueryParams(data_dir=tmp_path, embedder=str(tiny_clip)))
+
+
 def test_index_refuses_a_db_path_that_is_a_file(tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
     (tmp_path / "db").write_text("x")
     params = IndexParams(

@@ -55,6 +55,29 @@ def test_interrupted_download_resumes_with_a_range_request(http_server: LocalHtt
     assert record.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
 
 
+def test_a_server_that_ignores_range_gets_a_fresh_start_not_an_append(
+    http_server: LocalHttpServer, tmp_path: Path
+) -> None:
+    http_server.files["/data.bin"] = PAYLOAD
+    http_server.drop_after["/data.bin"] = 300_000
+    destination = tmp_path / "data.bin"
+    with pytest.raises(SourceError, match="interrupted"):
+        sources.download(http_server.url("/data.bin"), destination)
+    http_server.ignore_range.add("/data.bin")  # asked to resume, it sends the whole file again
+    sources.download(http_server.url("/data.bin"), destination, "sha256:" + hashlib.sha256(PAYLOAD).hexdigest())
+    assert destination.read_bytes() == PAYLOAD
+
+
+def test_a_finished_download_is_checked_again_when_reused(http_server: LocalHttpServer, tmp_path: Path) -> None:
+    """A run that names a checksum is never handed an earlier download that does not match it."""
+    http_server.files["/data.bin"] = PAYLOAD
+    destination = tmp_path / "data.bin"
+    sources.download(http_server.url("/data.bin"), destination)
+    with pytest.raises(SourceError, match=r"checksum mismatch .*: expected md5 0+, got "):
+        sources.download(http_server.url("/data.bin"), destination, "md5:" + "0" * 32)
+    assert not destination.exists()  # ours, and wrong for this run: removed, so the next run fetches it again
+
+
 def test_wrong_checksum_fails_clearly_and_removes_the_file(http_server: LocalHttpServer, tmp_path: Path) -> None:
     http_server.files["/data.bin"] = PAYLOAD
     with pytest.raises(SourceError, match=r"checksum mismatch for http://127\.0\.0\.1:\d+/data\.bin: expected md5 0+"):
@@ -135,18 +158,25 @@ def test_unreachable_host_fails_fast() -> None:
 
 def test_extract_zip_unpacks_everything(tmp_path: Path) -> None:
     archive = tmp_path / "a.zip"
-    archive.write_bytes(make_zip({"imgs/a.jpg": b"a", "imgs/sub/b.png": b"bb"}))
+    big = bytes(range(256)) * 512  # 128 KiB stored as is: big enough for its own ratio check, ratio 1
+    archive.write_bytes(make_zip({"imgs/a.jpg": b"a", "imgs/sub/b.png": b"bb", "c": b"c", "big.tif": big}))
     folder = sources.extract_zip(archive, tmp_path / "out")
-    assert folder.num_files == 2 and folder.num_bytes == 3
+    assert folder.num_files == 4 and folder.num_bytes == 4 + len(big)
     assert (tmp_path / "out/imgs/sub/b.png").read_bytes() == b"bb"
     assert sources.describe_folder(tmp_path / "out") == folder
 
 
-@pytest.mark.parametrize("evil_name", ["../evil.jpg", "imgs/../../evil.jpg", "/abs/evil.jpg", "C:/evil.jpg"])
+@pytest.mark.parametrize(
+    "evil_name",
+    [
+        *("../evil.jpg", "imgs/../../evil.jpg", "/abs/evil.jpg", "C:/evil.jpg", "C:evil.jpg"),
+        *("..\\evil.jpg", "imgs\\..\\..\\evil.jpg", "\\abs\\evil.jpg"),  # as a zip made on Windows names them
+    ],
+)
 def test_zip_entries_outside_the_target_are_refused(tmp_path: Path, evil_name: str) -> None:
     archive = tmp_path / "evil.zip"
     archive.write_bytes(make_zip({"ok.jpg": b"fine", evil_name: b"evil"}))
-    with pytest.raises(UnsafeArchiveError, match="refusing entry"):
+    with pytest.raises(UnsafeArchiveError, match=r"refusing entry .*: a path outside the target folder"):
         sources.extract_zip(archive, tmp_path / "sub" / "out")
     assert not (tmp_path / "evil.jpg").exists()
     assert not (tmp_path / "sub" / "out").exists()
@@ -161,7 +191,7 @@ def test_zip_symlink_entries_are_refused(tmp_path: Path) -> None:
         zipped.writestr(link, "/etc/passwd")
     archive = tmp_path / "link.zip"
     archive.write_bytes(buffer.getvalue())
-    with pytest.raises(UnsafeArchiveError, match="symlink"):
+    with pytest.raises(UnsafeArchiveError, match=r"refusing entry 'link.jpg': a symlink$"):
         sources.extract_zip(archive, tmp_path / "out")
 
 
@@ -310,3 +340,14 @@ def test_an_archive_over_the_size_limit_or_the_free_space_is_refused(tmp_path: P
     with pytest.raises(SourceError, match=r"would unzip to 8,192 bytes, over the limit of 4,096"):
         sources.extract_zip(archive, tmp_path / "out", max_bytes=4096)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_archive_that_would_not_fit_in_the_free_space_is_refused_before_writing(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """Issue 26, item 1: the size limit alone was tested. 256 KiB of entries on a 64 KiB tmpfs, far under the limit."""
+    archive = tmp_path / "roomy.zip"
+    archive.write_bytes(make_zip({f"{n}.jpg": bytes(64 * 1024) for n in range(4)}))
+    with pytest.raises(SourceError, match=r"needs 262,144 bytes to unzip; .*small has [0-9,]+ free"):
+        sources.extract_zip(archive, small_disk / "out")
+    assert list(small_disk.iterdir()) == []  # nothing written, no partial folder left
