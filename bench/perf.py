@@ -21,6 +21,7 @@ from bench.memory import measure_memory, memory_rows
 from bench.plan import STEPS, Figures, Models, Plan, plan_from, prepare_models
 from bench.queries import measure_queries, query_rows
 from bench.report import Row, machine, machine_header, render, write_figures
+from bench.serving import serving_rows
 
 
 def record_indexing(figures: Figures, plan: Plan, models: Models) -> None:
@@ -36,6 +37,7 @@ def table_rows(figures: Figures) -> list[Row]:
         *(indexing_rows(figures) if "indexing" in steps else []),
         *(memory_rows(figures) if "memory" in steps else []),
         *(query_rows(figures) if "queries" in steps else []),
+        *(serving_rows(figures) if "queries" in steps else []),
         *(reindex_rows(figures) if "indexing" in steps else []),
     ]
 

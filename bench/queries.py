@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from bench.photos import write_photos
 from bench.plan import CROPS_PER_IMAGE, TARGETS, Figures, Models, Plan, in_fresh_process, plan_json, plan_of_json
-from bench.report import Row
+from bench.report import Row, percentiles
+from bench.serving import measure_serving
 
 _WRITE_BATCH = 100_000  # rows per write of the synthetic index
 COCO_CLASSES = "person bicycle car motorcycle bus truck boat bench bird cat dog horse sheep cow bottle cup chair couch"
@@ -50,10 +52,18 @@ def _ids(prefix: str, count: int) -> list[str]:
     return [hashlib.sha256(f"{prefix}{n}".encode()).hexdigest() for n in range(count)]
 
 
-def write_synthetic_index(db_dir: Path, rows: int, mixture: VectorMixture, embedder_id: str) -> np.ndarray:
+def write_synthetic_index(
+    db_dir: Path,
+    rows: int,
+    mixture: VectorMixture,
+    embedder_id: str,
+    embedder_spec: str | None = None,
+    photo_files: list[Path] | None = None,
+) -> np.ndarray:
     """An index of `rows` embeddings as indexing COCO-like photos makes it: 1 whole image + 8 crops per photo.
 
-    Returns the vectors (in row order) for exact search by numpy.
+    Images point at `photo_files` in turn where given (a server can then show them), else at paths
+    that do not exist. Returns the vectors (in row order) for exact search by numpy.
     """
     import lancedb
     import pyarrow as pa
@@ -82,7 +92,7 @@ def write_synthetic_index(db_dir: Path, rows: int, mixture: VectorMixture, embed
     image_records = [
         ImageRecord(
             image_id=image_id,
-            uri=f"/data/coco/{n:012d}.jpg",
+            uri=str(photo_files[n % len(photo_files)]) if photo_files else f"/data/coco/{n:012d}.jpg",
             source="coco-val2017",
             width=640,
             height=480,
@@ -113,7 +123,7 @@ def write_synthetic_index(db_dir: Path, rows: int, mixture: VectorMixture, embed
         for n, crop_id in enumerate(crop_ids)
     ]
     vectors = mixture.draw(rows)
-    schema = embeddings_schema(vectors.shape[1], embedder_id, embedder_id)
+    schema = embeddings_schema(vectors.shape[1], embedder_id, embedder_spec or embedder_id)
     embeddings_table = pa.Table.from_pydict(
         {
             "id": image_ids + crop_ids,
@@ -173,6 +183,7 @@ def queries_child(payload_json: str) -> None:
 def query_figures(plan: Plan, embedder: str) -> dict[str, Any]:
     """p50/p95 of text query -> ranked hits joined to parents, per index size, exact and with the ANN index."""
     from components.models.embedder import load_embedder
+    from components.models.loading import model_id
     from components.store.reader import StoreReader
     from components.store.writer import StoreWriter
     from schemas.params import VECTOR_INDEX_MIN_ROWS, QueryParams
@@ -180,11 +191,14 @@ def query_figures(plan: Plan, embedder: str) -> dict[str, Any]:
     encoder = load_embedder(embedder, plan.device, QueryParams().precision)
     mixture = VectorMixture(encoder.dim)
     params = QueryParams(k=10, render=False)
-    results = {}
+    photo_files = sorted(write_photos(plan.work / "serve-photos", 32).glob("*.jpg"))
+    results: dict[str, Any] = {}
+    served: dict[str, Any] = {}
     for rows in plan.row_counts:
         db_dir = plan.work / f"query-db-{rows}"
         started = time.perf_counter()
-        vectors = write_synthetic_index(db_dir, rows, mixture, "bench-clip")
+        # Recorded as the real embedder's, so that `cropsearch serve` accepts the index.
+        vectors = write_synthetic_index(db_dir, rows, mixture, model_id(embedder), embedder, photo_files)
         writer, store = StoreWriter(str(db_dir)), StoreReader(str(db_dir))
         # As `index-coco` leaves every table after a run (`IndexParams.compact`): one fragment each,
         # not the 10 that writing 100k rows at a time makes (which cost ~4 ms per query at 1M rows).
@@ -207,36 +221,35 @@ def query_figures(plan: Plan, embedder: str) -> dict[str, Any]:
             recall.append(len({ids_by_row[n] for n in truth} & found) / 10)
         results[str(rows)] = {
             "write_and_compact_seconds": written,
-            "exact_ms": _percentiles(exact),
+            "exact_ms": percentiles(exact),
             "index_build_seconds": build,
-            "ann_ms": _percentiles(indexed),
-            "ann_text_encoding_ms": _percentiles(indexed_encoding),
-            "ann_search_and_join_ms": _percentiles(indexed_search_and_join),
+            "ann_ms": percentiles(indexed),
+            "ann_text_encoding_ms": percentiles(indexed_encoding),
+            "ann_search_and_join_ms": percentiles(indexed_search_and_join),
             "ann_recall_at_10": float(np.mean(recall)),
             "auto_index_at_this_size": rows >= VECTOR_INDEX_MIN_ROWS,
         }
+        if rows == max(plan.row_counts):
+            record_ids = [ids_by_row[n] for n in np.random.default_rng(0).integers(0, rows, 50)]
+            served = {"rows": rows, **measure_serving(db_dir, embedder, plan, photo_files[0], record_ids)}
         shutil.rmtree(db_dir, ignore_errors=True)
     encode = []
     for number in range(plan.queries):
         started = time.perf_counter()
         encoder.embed_texts([QUERY_TEXTS[number % len(QUERY_TEXTS)]])
         encode.append(time.perf_counter() - started)
-    return {"sizes": results, "text_encoding_ms": _percentiles(encode), "auto_index_min_rows": VECTOR_INDEX_MIN_ROWS}
+    return {
+        "sizes": results,
+        "text_encoding_ms": percentiles(encode),
+        "auto_index_min_rows": VECTOR_INDEX_MIN_ROWS,
+        "serving": served,
+    }
 
 
 def _row_ids(rows: int) -> list[str]:
     """Embedding ids in row order, as written by `write_synthetic_index`."""
     photos = rows // (CROPS_PER_IMAGE + 1)
     return _ids("image", photos) + _ids("crop", rows - photos)
-
-
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    milliseconds = np.array(seconds) * 1000
-    return {
-        "p50": float(np.percentile(milliseconds, 50)),
-        "p95": float(np.percentile(milliseconds, 95)),
-        "n": len(seconds),
-    }
 
 
 def query_rows(figures: Figures) -> list[Row]:

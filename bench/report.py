@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def machine() -> dict[str, Any]:
     """The machine and the code a benchmark ran on: what every table of figures is headed by."""
@@ -88,3 +90,13 @@ def render(rows: list[Row]) -> str:
     lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)) for line in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    """p50 and p95 in milliseconds of timings in seconds, and how many there were."""
+    milliseconds = np.array(seconds) * 1000
+    return {
+        "p50": float(np.percentile(milliseconds, 50)),
+        "p95": float(np.percentile(milliseconds, 95)),
+        "n": len(seconds),
+    }

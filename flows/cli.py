@@ -30,6 +30,7 @@ from components.pipeline.report import report_table
 from components.search.render import hits_table
 from schemas.flat import flat_location
 from schemas.params import DEFAULT_DATA_DIR, EvalParams, IndexParams, QueryInput, QueryParams, form_fields
+from schemas.serve import ServeParams
 from schemas.settings import ObjectStoreSettings
 from schemas.stack import StackParams
 
@@ -90,8 +91,11 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 def _fail(error: Exception) -> typing.NoReturn:
     if isinstance(error, ValidationError):
         message = "; ".join(
-            f"{'.'.join(map(str, flat_location(item['loc'], IndexParams, QueryParams))) or 'input'}: "
+            # A check of the whole model names its field in its own text.
+            f"{'.'.join(map(str, flat_location(item['loc'], IndexParams, QueryParams, ServeParams))) or 'input'}: "
             f"{item['msg'].removeprefix('Value error, ')}"
+            if item["loc"]
+            else item["msg"].removeprefix("Value error, ")
             for item in error.errors()
         )
     else:
@@ -144,18 +148,28 @@ def index(**options: Any) -> None:
 @main.command()
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(path_type=Path), help="search with this image instead of a text")
+@click.option(
+    "--server",
+    help="ask this running `cropsearch serve` (e.g. http://127.0.0.1:8800) instead of running the query flow; "
+    "its token from CROPSEARCH_TOKEN",
+)
 @options_from(QueryParams)
-def query(text: str | None, image: Path | None, **options: Any) -> None:
+def query(text: str | None, image: Path | None, server: str | None, **options: Any) -> None:
     """Find the best whole images and crops for TEXT (or --image), each with its parent photo."""
     try:
         QueryInput(text=text, image=image)
         params = QueryParams(**_given(options))
         if image is not None:
             check_query_image(image)
-        check_query_can_start(params)
-        from flows.query import query as query_flow
+        if server is not None:
+            from components.serve.client import ask_server
 
-        result = _run_flow(query_flow, text=text, image=image, **params.flat())
+            result = ask_server(server, text, image, params.search, os.environ.get("CROPSEARCH_TOKEN"))
+        else:
+            check_query_can_start(params)
+            from flows.query import query as query_flow
+
+            result = _run_flow(query_flow, text=text, image=image, **params.flat())
     except (CropsearchError, ValueError) as error:
         _fail(error)
     if not result.hits:
@@ -163,6 +177,24 @@ def query(text: str | None, image: Path | None, **options: Any) -> None:
     _print_rows(hits_table(result.hits))
     if result.grid_path:
         click.echo(f"grid: {result.grid_path}")
+
+
+@main.command()
+@options_from(ServeParams)
+def serve(**options: Any) -> None:
+    """Serve the search page and its JSON API over one index, its embedder kept warm (Ctrl-C stops)."""
+    given = _given(options)
+    if "token" not in given and os.environ.get("CROPSEARCH_TOKEN"):
+        given["token"] = os.environ["CROPSEARCH_TOKEN"]
+    try:
+        params = ServeParams(**given)
+        from components.serve.server import prepared_server, url_of
+
+        server, listening = prepared_server(params)
+    except (CropsearchError, ValueError) as error:
+        _fail(error)
+    click.echo(f"serving {params.db_uri} at {url_of(listening)}/ (Ctrl-C stops)")
+    server.run(sockets=[listening])
 
 
 def _on_existing_database(

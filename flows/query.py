@@ -6,6 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
@@ -15,6 +16,7 @@ from prefect.utilities.annotations import quote
 from components.models.embedder import load_embedder
 from components.ops.preflight import check_query_can_start, check_query_image
 from components.pipeline.images import decode_rgb
+from components.search.encoding import picture_vector, text_vector
 from components.search.ranking import find_hits
 from components.search.render import data_uri, hits_markdown, hits_table, markdown_table, render_grid
 from components.store.objects import ObjectFiles
@@ -29,8 +31,8 @@ from schemas.results import QueryHit, QueryResult
 def embed_query(query_input: QueryInput, embedder: str, device: str, precision: str) -> list[float]:
     model = load_embedder(embedder, device, precision)
     if query_input.text is not None:
-        return model.embed_texts([query_input.text])[0].tolist()
-    return model.embed_images([decode_rgb(query_input.image)])[0].tolist()  # type: ignore[arg-type]
+        return text_vector(model, query_input.text).tolist()
+    return picture_vector(model, decode_rgb(query_input.image)).tolist()  # type: ignore[arg-type]
 
 
 @task(cache_policy=NO_CACHE)
@@ -38,8 +40,16 @@ def search(vector: list[float], params: QueryParams) -> list[QueryHit]:
     return find_hits(StoreReader(params.resolved_db_uri, params.object_store), vector, params.search)
 
 
+def search_page_link(search_page: str, text: str, params: QueryParams) -> str:
+    """The same text search on the stack's search page, where a person can refine it and click through."""
+    fields = {"text": text, **params.search.query_fields()}
+    return f"[Open this search on the search page]({search_page.rstrip('/')}/?{urlencode(fields)})\n\n"
+
+
 @task(cache_policy=NO_CACHE)
-def publish(description: str, hits: list[QueryHit], grid_dir: Path | None, params: QueryParams) -> Path | None:
+def publish(
+    description: str, hits: list[QueryHit], grid_dir: Path | None, params: QueryParams, link: str = ""
+) -> Path | None:
     """The hits as artifacts a person can read in the UI: a table with thumbnails, and the grid picture."""
     grid_path = None
     files = ObjectFiles(params.object_store)
@@ -52,6 +62,9 @@ def publish(description: str, hits: list[QueryHit], grid_dir: Path | None, param
         report = hits_markdown(f"Query: {description}", hits, grid_path=grid_path, files=files)
     else:
         report = f"# Query: {description}\n\n{markdown_table(hits_table(hits))}"
+    if link:
+        title, _, rest = report.partition("\n\n")
+        report = f"{title}\n\n{link}{rest}"
     create_markdown_artifact(report, key="query-hits", description=f"{len(hits)} hits for {description}")
     return grid_path
 
@@ -74,7 +87,9 @@ def query(**fields: Any) -> QueryResult:
     vector = embed_query(query_input, embedder, params.device, params.precision)
     hits = search(vector, params)
     grid_dir = params.data_dir.resolve() / "queries" if params.render else None
-    grid_path = publish(describe(query_input), quote(hits), grid_dir, params)
+    page = policy.search_page if policy is not None else None
+    link = search_page_link(page, query_input.text, params) if page and query_input.text is not None else ""
+    grid_path = publish(describe(query_input), quote(hits), grid_dir, params, link)
     logger = get_run_logger()
     logger.info("%d hits for %s", len(hits), describe(query_input))
     for row in hits_table(hits):

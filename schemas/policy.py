@@ -76,6 +76,7 @@ class OperatorPolicy(BaseModel):
         description="hosts deployed runs may download from (a host also allows its subdomains)",
     )
     caps: ResourceCaps = Field(default_factory=ResourceCaps)
+    search_page: str | None = Field(None, description="the stack's search page; query runs link their hits to it")
 
     @model_validator(mode="after")
     def _writes_never_land_where_weights_load(self) -> OperatorPolicy:

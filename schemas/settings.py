@@ -175,3 +175,13 @@ class SearchSettings(SettingsGroup):
     min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="minimum detection confidence of crop hits")
     min_area_fraction: float = Field(0.0, ge=0.0, le=1.0, description="minimum share of the parent a crop covers")
     one_hit_per_image: bool = Field(True, description="return the best hit per parent; fold the rest under it")
+    min_score: float | None = Field(
+        None, ge=-1.0, le=1.0, description="leave out hits whose cosine score is under this; none keeps all"
+    )
+
+    def query_fields(self) -> dict[str, str]:
+        """The settings as URL query or form fields (the search API's); defaults are left out."""
+        fields: dict[str, str] = {}
+        for name, value in self.model_dump(exclude_defaults=True).items():
+            fields[name] = ",".join(value) if isinstance(value, list) else str(value).lower()
+        return fields

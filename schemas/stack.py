@@ -6,8 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.params import DEFAULT_WRITER_LIMIT
+from schemas.params import DEFAULT_DATA_DIR, DEFAULT_WRITER_LIMIT
 from schemas.policy import DEFAULT_ALLOWED_HOSTS, OperatorPolicy
+from schemas.serve import DEFAULT_SERVE_PORT
 
 
 class StackParams(BaseModel):
@@ -46,6 +47,15 @@ class StackParams(BaseModel):
         "huggingface.co (and their subdomains)",
     )
     project_dir: Path = Field(Path("."), description="checkout holding prefect.yaml; the worker runs flows from it")
+    serve_port: int = Field(
+        DEFAULT_SERVE_PORT,
+        ge=0,
+        le=65535,
+        description="port of the search page started beside the UI (0: none)",
+    )
+    serve_db: Path | None = Field(
+        None, description="database the search page serves; default <checkout>/data/lancedb, deployed runs' default"
+    )
 
     def operator_policy(self) -> OperatorPolicy:
         """The policy deployed runs are held to: the folders and hosts above, each list after its defaults."""
@@ -60,7 +70,17 @@ class StackParams(BaseModel):
             model_roots=resolved([checkout / "models", checkout / "world", checkout / "tiny-models"], self.model_roots),
             query_image_roots=resolved([checkout / "query-images"], self.query_image_roots),
             allowed_hosts=[*DEFAULT_ALLOWED_HOSTS, *(host.strip().lower() for host in self.allowed_hosts)],
+            search_page=self.search_page_url,
         )
+
+    @property
+    def search_page_url(self) -> str | None:
+        return f"http://{self.host}:{self.serve_port}" if self.serve_port else None
+
+    @property
+    def served_db(self) -> Path:
+        """The database the stack's search page serves: where deployed runs write by default."""
+        return (self.serve_db or self.project_dir / DEFAULT_DATA_DIR / "lancedb").expanduser().resolve()
 
     @property
     def resolved_api_url(self) -> str:

@@ -1,4 +1,4 @@
-"""Bring the local Prefect stack up and down: server, work pool, writer limit, deployments, worker.
+"""Bring the local Prefect stack up and down: server, work pool, writer limit, deployments, worker, search page.
 
 Everything goes through the `prefect` command line, exactly as a person would type it, so this
 file is also a runnable record of the setup. Started processes get their own session (process
@@ -327,22 +327,50 @@ def up(settings: StackParams) -> dict[str, str]:
             worker_log,
             worker,
         )
+    page = _start_search_page(settings, env) if settings.serve_port else None
     # Later `prefect ...` commands in this profile talk to this API without any flag.
     _run(prefect_command("config", "set", f"PREFECT_API_URL={api_url}"), env, project, "saving the API address")
     ui = "https://app.prefect.cloud" if "api.prefect.cloud" in api_url else api_url.removesuffix("/api")
     started = {"ui": ui, "api": api_url, "worker log": str(worker_log)}
+    if page is not None:
+        started["search page"] = page
+        started["search page log"] = str(settings.state_dir / "serve.log")
     if settings.api_url is None:
         started["server log"] = str(settings.state_dir / "server.log")
     return started
 
 
+def _search_page_is_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/favicon.ico", timeout=2.0) as response:
+            return response.status in (200, 204)
+    except urllib.error.HTTPError as error:
+        return error.code == 401  # up, and asking for its token
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _start_search_page(settings: StackParams, env: Mapping[str, str]) -> str:
+    """`cropsearch serve` over the deployed runs' default database, started before that database exists."""
+    url = settings.search_page_url
+    assert url is not None
+    pid_file, log = settings.state_dir / "serve.pid", settings.state_dir / "serve.log"
+    if started_process(pid_file) is None:
+        logger.info("starting the search page at %s", url)
+        command = [sys.executable, "-m", "flows.cli", "serve", "--db", str(settings.served_db)]
+        command += ["--host", settings.host, "--port", str(settings.serve_port), "--wait-for-index"]
+        serve = _start("serve", command, env, settings)
+        _wait_for(lambda: _search_page_is_up(url), WORKER_START_SECONDS, "the search page", log, serve)
+    return url + "/"
+
+
 def down(settings: StackParams, grace_seconds: float = 20.0) -> list[str]:
-    """Stop the worker, then the server (each whole process group); forget the saved API address.
+    """Stop the search page, the worker, then the server (each whole process group); forget the saved API address.
 
     Returns what was stopped. A server this command did not start (api_url given) is left alone.
     """
     stopped = []
-    for name in ("worker", "server"):
+    for name in ("serve", "worker", "server"):
         pid_file = settings.state_dir / f"{name}.pid"
         if not pid_file.is_file():
             continue

@@ -37,8 +37,14 @@ def find_hits(store: StoreReader, query_vector: np.ndarray, settings: SearchSett
     fetch = settings.k * (_OVERFETCH if settings.one_hit_per_image else 1)
     while True:
         rows = store.search(query_vector, where, fetch)
+        fetched_all = len(rows) < fetch
+        if settings.min_score is not None:
+            # Rows come best first: once one falls under the cutoff, fetching more finds none above it.
+            kept = [row for row in rows if row["score"] >= settings.min_score]
+            fetched_all = fetched_all or len(kept) < len(rows)
+            rows = kept
         groups = group_by_parent(rows, settings.k, settings.one_hit_per_image)
-        if len(groups) >= settings.k or len(rows) < fetch:
+        if len(groups) >= settings.k or fetched_all:
             break
         fetch *= _OVERFETCH
     return join_records(store, groups)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import lancedb
@@ -156,10 +156,23 @@ class Database:
             return {}
         return crop_records(self._rows(table, "crop_id", crop_ids, lookup_columns(table.schema)))
 
-    @naming_damaged_tables
     def class_names(self) -> set[str]:
         """Every detector class that has at least one crop in the index."""
+        return set(self.class_counts())
+
+    @naming_damaged_tables
+    def class_counts(self) -> dict[str, int]:
+        """Detector class -> how many crops of it the index holds, most first."""
         table = self._open(CROPS)
         if table is None:
-            return set()
-        return set(table.search().select(["class_name"]).limit(None).to_arrow().column("class_name").to_pylist())
+            return {}
+        names = table.search().select(["class_name"]).limit(None).to_arrow()
+        counted = names.group_by("class_name").aggregate([("class_name", "count")]).to_pylist()
+        pairs = sorted(((row["class_name"], row["class_name_count"]) for row in counted), key=lambda p: (-p[1], p[0]))
+        return dict(pairs)
+
+    @naming_damaged_tables
+    def last_write(self) -> datetime | None:
+        """When the index last changed: the newest commit of any of its tables."""
+        stamps = [table.list_versions()[-1]["timestamp"] for name in KEY_OF_TABLE if (table := self._open(name))]
+        return max(stamps, default=None)

@@ -30,6 +30,7 @@ from components.store.schema import (
     id_filters,
     image_records,
     lookup_columns,
+    sql_string,
 )
 from schemas.records import CropRecord, ImageRecord
 from schemas.settings import ObjectStoreSettings
@@ -84,6 +85,26 @@ class StoreReader(Database):
 
         image_rows, crop_rows = _query_reads(both())
         return image_records(image_rows), crop_records(crop_rows)
+
+    @naming_damaged_tables
+    def stored_vector(self, embedding_id: str) -> np.ndarray | None:
+        """The vector stored for an image or a crop (by its id), or None when the index holds none."""
+
+        async def one() -> list[dict[str, Any]]:
+            table = await self._reader_table(EMBEDDINGS)
+            if table is None:
+                return []
+            found = table.query().where(f"id = {sql_string(embedding_id)}").select(["vector"]).limit(1)
+            return (await found.to_arrow()).to_pylist()
+
+        rows = _query_reads(one())
+        return np.asarray(rows[0]["vector"], dtype=np.float32) if rows else None
+
+    @naming_damaged_tables
+    def crops_of_image(self, image_id: str) -> list[CropRecord]:
+        """Every crop cut from one image, most confident first."""
+        rows = _query_reads(self._lookup(CROPS, "image_id", [image_id]))
+        return sorted(crop_records(rows).values(), key=lambda crop: -crop.confidence)
 
     @naming_damaged_tables
     def search(self, vector: np.ndarray, where: str, limit: int) -> list[dict[str, Any]]:

@@ -43,6 +43,11 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
         "query p50/p95 at 6,000 rows, ANN index",
         "ANN recall@10 vs exact at 6,000 rows",
         "re-index of the unchanged source / first run",
+        "serve: text query over HTTP p50/p95 at 6,000 rows (ANN)",
+        "serve: image query (a 640x480 upload) p50/p95",
+        "serve: more like this (stored vector) p50/p95",
+        "serve: a picture once cached (256 px JPEG) p50/p95",
+        "serve: 8 clients at once for 5 s (text queries)",
     ):
         assert measure in table
     # The CPU is named with the instruction sets that decide bf16's speed, above the table too.
@@ -70,6 +75,10 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
     assert {"8", "24"} == set(figures["memory"]["runs"])
     sizes = figures["queries"]["sizes"]
     assert all(size["ann_recall_at_10"] >= 0.9 for size in sizes.values())
+    # The search server is timed over HTTP at the largest size, and under 8 clients none of its answers failed.
+    served = figures["queries"]["serving"]
+    assert served["rows"] == 6_000 and served["concurrent"]["errors"] == 0 and served["concurrent"]["requests"] > 0
+    assert all(served[kind]["n"] > 0 for kind in ("text_ms", "image_ms", "similar_ms", "picture_cached_ms"))
     # The JSON alone makes the docs' table: the same rows, dated, with the commit and the CPU.
     from bench.publish import main as publish
 

@@ -38,6 +38,11 @@ class Stack:
     image_root: Path  # the operator's folders: query images, sources, and where runs write
     source_root: Path
     data_root: Path
+    search_page_port: int  # `stack up` serves <data_root>/lancedb there
+
+    @property
+    def search_page(self) -> str:
+        return f"http://127.0.0.1:{self.search_page_port}"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -112,10 +117,12 @@ def running_stack(home: Path, model_folders: list[Path]) -> Iterator[Stack]:
         image_root=home / "allowed",
         source_root=home / "photos",
         data_root=home / "data",
+        search_page_port=free_port(),
     )
     for root in (live.image_root, live.source_root, live.data_root):
         root.mkdir()
     where = ["--port", str(port), "--state-dir", str(state_dir), "--project-dir", str(REPO)]
+    where += ["--serve-port", str(live.search_page_port), "--serve-db", str(live.data_root / "lancedb")]
     try:
         operator = [
             *("--query-image-roots", str(live.image_root)),

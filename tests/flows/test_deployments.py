@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlencode
 from uuid import UUID
 
+import httpx
 import lancedb
 import pytest
 import yaml
@@ -197,6 +199,25 @@ def test_queries_run_beside_index_runs_and_return_hits_joined_to_existing_parent
     artifacts = stack.artifacts(scenario.query)
     assert artifacts["query-grid"].type == "image"  # type: ignore[attr-defined]
     assert artifacts["query-hits"].data.count("data:image/jpeg;base64,") == 2 * len(result.hits)  # type: ignore[attr-defined]
+
+
+def test_the_stacks_search_page_answers_what_deployed_runs_wrote_and_query_runs_link_to_it(
+    stack: Stack, scenario: Scenario
+) -> None:
+    """`stack up` starts `cropsearch serve` before any index exists; it answers once runs have written one."""
+    result = stack.result(stack.wait(scenario.query))
+    with httpx.Client(base_url=stack.search_page, timeout=60, trust_env=False) as page:
+        summary = page.get("/api/index").json()
+        assert summary["images"] == len(lancedb.connect(scenario.db_uri).open_table(IMAGES).to_arrow())
+        served = page.get("/api/search", params={"text": "a person", "k": 4, "kinds": "crop"}).json()["hits"]
+        assert page.get("/").status_code == 200
+    assert [(hit["image"]["image_id"], hit["crop"]["crop_id"]) for hit in served] == [
+        (hit.image.image_id, hit.crop.crop_id)
+        for hit in result.hits  # type: ignore[attr-defined]
+    ]
+    report = stack.artifacts(scenario.query)["query-hits"].data  # type: ignore[attr-defined]
+    link = f"({stack.search_page}/?{urlencode({'text': 'a person', 'k': 4, 'kinds': 'crop'})})"
+    assert f"[Open this search on the search page]{link}" in report
 
 
 def test_deployed_query_images_must_lie_in_the_operators_folders(stack: Stack, scenario: Scenario) -> None:

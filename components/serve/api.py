@@ -1,0 +1,281 @@
+"""The search server's HTTP side: a JSON API, pictures by id, and the page, behind an optional token.
+
+No route takes a file path: pictures are looked up by id in the index, so a path or an unknown id
+is a 404. Every error is `{"error": ..., "field": ...}` with a 4xx status (5xx only for a damaged
+index), so the page and scripts can say which input to change.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from components.errors import CropsearchError, StoreMismatchError
+from components.pipeline.images import ImageDecodeError, decode_rgb
+from components.search.encoding import Box
+from components.serve.pictures import PictureMissing, Pictures, check_size
+from components.serve.searcher import Searcher, UnknownId, is_record_id
+from components.store.objects import ObjectFiles
+from schemas.results import QueryHit
+from schemas.serve import ServeParams
+from schemas.settings import SearchSettings
+
+PAGE = Path(__file__).resolve().parent / "page"
+_TEXT_LIMIT = 1000
+_DEFAULT_PICTURE_SIZE = 512
+# A multipart body holds the photo plus a few short fields and their boundaries.
+_FORM_OVERHEAD = 64_000
+# The page's own files only; pictures come from this server as JPEG (or the user's upload, as a blob).
+_CONTENT_SECURITY = "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'"
+_SEARCH_FIELDS = set(SearchSettings.model_fields)
+
+
+class ApiError(Exception):
+    """A request the server refuses: the status, the input to blame and why."""
+
+    def __init__(self, status: int, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.status, self.field, self.message = status, field, message
+
+
+def _blamed(error: ValueError) -> ApiError:
+    """A ValueError whose text starts with `<field>:` blames that field."""
+    message = str(error).removeprefix("Value error, ")
+    field, colon, _ = message.partition(":")
+    return ApiError(400, field if colon and field.isidentifier() else None, message)
+
+
+def search_settings(values: Mapping[str, str], allowed: set[str]) -> SearchSettings:
+    """Search settings from query or form fields; anything not a setting nor in `allowed` is refused by name."""
+    unknown = sorted(set(values) - _SEARCH_FIELDS - allowed)
+    if unknown:
+        raise ApiError(400, unknown[0], f"{unknown[0]}: not a search parameter")
+    given: dict[str, Any] = {}
+    for name in _SEARCH_FIELDS & set(values):
+        value = values[name]
+        if value == "":
+            continue
+        given[name] = [part.strip() for part in value.split(",") if part.strip()] if name == "classes" else value
+    try:
+        return SearchSettings(**given)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else None
+        raise ApiError(422, field, f"{field}: {first['msg'].removeprefix('Value error, ')}") from error
+
+
+def hit_json(hit: QueryHit) -> dict[str, Any]:
+    crop = hit.crop
+    return {
+        "rank": hit.rank,
+        "score": round(hit.score, 6),
+        "kind": hit.kind,
+        "class_name": crop.class_name if crop else None,
+        "box": [crop.x1, crop.y1, crop.x2, crop.y2] if crop else None,
+        "image": hit.image.model_dump(mode="json"),
+        "crop": crop.model_dump(mode="json") if crop else None,
+        "folded": [folded.model_dump(mode="json") for folded in hit.folded],
+        "image_url": f"/api/images/{hit.image.image_id}",
+        "crop_url": f"/api/crops/{crop.crop_id}" if crop else None,
+    }
+
+
+def _answer(hits: list[QueryHit], started: float) -> dict[str, Any]:
+    return {"hits": [hit_json(hit) for hit in hits], "took_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def parse_box(value: str | None) -> Box | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        numbers = [float(part) for part in value.split(",")]
+    except ValueError as error:
+        raise ApiError(400, "box", f"box: give x1,y1,x2,y2 in the photo's pixels, got {value!r}") from error
+    if len(numbers) != 4:
+        raise ApiError(400, "box", f"box: give four numbers x1,y1,x2,y2, got {len(numbers)}")
+    return numbers[0], numbers[1], numbers[2], numbers[3]
+
+
+def _decoded_upload(data: bytes, limit: int) -> Image.Image:
+    if not data:
+        raise ApiError(400, "image", "image: the uploaded file is empty")
+    if len(data) > limit:
+        raise ApiError(413, "image", f"image: {len(data):,} bytes is over the upload limit of {limit:,}")
+    try:
+        return decode_rgb(io.BytesIO(data))
+    except ImageDecodeError as error:
+        raise ApiError(400, "image", f"image: {error}") from error
+
+
+def _authorized(request: Request, token: str) -> bool:
+    given = request.query_params.get("token", "")
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        given = header[7:].strip()
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def create_app(searcher: Searcher, params: ServeParams) -> FastAPI:
+    """The server's app over one searcher; `params` give the token and the upload limit."""
+    app = FastAPI(title="cropsearch", docs_url=None, redoc_url=None, openapi_url=None)
+    pictures = Pictures(ObjectFiles(params.object_store))
+    token = params.token.get_secret_value() if params.token else None
+    # With a token, a picture is private to whoever holds it: no shared cache may keep it.
+    cache_control = f"{'private' if token else 'public'}, max-age=31536000, immutable"
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if token is not None and not _authorized(request, token):
+            return JSONResponse({"error": "a valid token is required", "field": "token"}, status_code=401)
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = _CONTENT_SECURITY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def not_routed(request: Request, error: HTTPException) -> JSONResponse:
+        body = {"error": f"{error.detail}: {request.url.path}", "field": None}
+        return JSONResponse(body, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        field = str(first["loc"][-1]) if first.get("loc") else None
+        return JSONResponse({"error": f"{field}: {first['msg']}", "field": field}, status_code=422)
+
+    @app.exception_handler(ApiError)
+    async def refused(_: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse({"error": error.message, "field": error.field}, status_code=error.status)
+
+    @app.exception_handler(UnknownId)
+    async def unknown(_: Request, error: UnknownId) -> JSONResponse:
+        return JSONResponse({"error": str(error), "field": "id"}, status_code=404)
+
+    @app.exception_handler(PictureMissing)
+    async def missing(_: Request, error: PictureMissing) -> JSONResponse:
+        return JSONResponse({"error": str(error), "field": "id"}, status_code=404)
+
+    @app.exception_handler(StoreMismatchError)
+    async def no_index(_: Request, error: StoreMismatchError) -> JSONResponse:
+        return JSONResponse({"error": str(error), "field": "db"}, status_code=503)
+
+    @app.exception_handler(CropsearchError)
+    async def damaged(_: Request, error: CropsearchError) -> JSONResponse:
+        return JSONResponse({"error": str(error), "field": "db"}, status_code=500)
+
+    @app.exception_handler(ValueError)
+    async def bad_value(_: Request, error: ValueError) -> JSONResponse:
+        blamed = _blamed(error)
+        return JSONResponse({"error": blamed.message, "field": blamed.field}, status_code=blamed.status)
+
+    def checked_text(text: str | None) -> str:
+        if text is None or not text.strip():
+            raise ApiError(422, "text", "text: give something to search for")
+        if len(text) > _TEXT_LIMIT:
+            raise ApiError(422, "text", f"text: {len(text)} characters is over the limit of {_TEXT_LIMIT}")
+        return text
+
+    @app.get("/api/search")
+    def search_by_text(request: Request) -> dict[str, Any]:
+        started = time.perf_counter()
+        values = dict(request.query_params)
+        settings = search_settings(values, {"text", "embedder", "token"})
+        searcher.check_embedder_named(values.get("embedder"))
+        return _answer(searcher.search_text(checked_text(values.get("text")), settings), started)
+
+    @app.post("/api/search")
+    async def search_by_picture(request: Request) -> dict[str, Any]:
+        started = time.perf_counter()
+        declared = request.headers.get("content-length")
+        if declared is None:
+            raise ApiError(411, "image", "image: send the upload with a Content-Length")
+        if int(declared) > params.max_upload_bytes + _FORM_OVERHEAD:
+            raise ApiError(
+                413, "image", f"image: {int(declared):,} bytes is over the upload limit of {params.max_upload_bytes:,}"
+            )
+        form = await request.form(max_files=1, max_fields=20)
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(422, "image", "image: upload a photo in the `image` field")
+        data = await upload.read()
+        fields = {name: value for name, value in form.items() if isinstance(value, str)}
+        settings = search_settings(fields, {"box", "embedder", "token"})
+        searcher.check_embedder_named(fields.get("embedder"))
+        picture = await run_in_threadpool(_decoded_upload, data, params.max_upload_bytes)
+        box = parse_box(fields.get("box"))
+        hits = await run_in_threadpool(searcher.search_picture, picture, box, settings)
+        return _answer(hits, started)
+
+    @app.get("/api/similar/{record_id}")
+    def similar(record_id: str, request: Request) -> dict[str, Any]:
+        started = time.perf_counter()
+        settings = search_settings(dict(request.query_params), {"token", "embedder"})
+        return _answer(searcher.similar(record_id, settings), started)
+
+    def picture_response(request: Request, record_id: str, size: int, make: Callable[[], bytes]) -> Response:
+        if not is_record_id(record_id):
+            raise UnknownId(f"{record_id!r} is not an image or crop id")
+        tag = f'"{record_id}-{size}"'
+        if request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers={"ETag": tag, "Cache-Control": cache_control})
+        return Response(make(), media_type="image/jpeg", headers={"ETag": tag, "Cache-Control": cache_control})
+
+    @app.get("/api/images/{image_id}")
+    def image_picture(image_id: str, request: Request, size: int = _DEFAULT_PICTURE_SIZE) -> Response:
+        check_size(size)
+
+        def make() -> bytes:
+            return pictures.cached("image", image_id, size) or pictures.of_image(searcher.image(image_id), size)
+
+        return picture_response(request, image_id, size, make)
+
+    @app.get("/api/crops/{crop_id}")
+    def crop_picture(crop_id: str, request: Request, size: int = _DEFAULT_PICTURE_SIZE) -> Response:
+        check_size(size)
+
+        def make() -> bytes:
+            if (data := pictures.cached("crop", crop_id, size)) is not None:
+                return data
+            crop = searcher.crop(crop_id)
+            return pictures.of_crop(crop, searcher.image(crop.image_id), size)
+
+        return picture_response(request, crop_id, size, make)
+
+    @app.get("/api/images/{image_id}/crops")
+    def crops_of_image(image_id: str) -> dict[str, Any]:
+        image = searcher.image(image_id)
+        return {
+            "image": image.model_dump(mode="json"),
+            "crops": [
+                {**crop.model_dump(mode="json"), "crop_url": f"/api/crops/{crop.crop_id}"}
+                for crop in searcher.crops_of(image_id)
+            ],
+        }
+
+    @app.get("/api/index")
+    def index_summary() -> dict[str, Any]:
+        return searcher.summary()
+
+    @app.get("/")
+    def page() -> FileResponse:
+        return FileResponse(PAGE / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico")
+    def no_icon() -> Response:
+        return Response(status_code=204)
+
+    app.mount("/page", StaticFiles(directory=PAGE), name="page")
+    return app

@@ -1,0 +1,143 @@
+"""The index and embedder a search server answers from: opened once, shared by every request."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from datetime import datetime
+
+from PIL import Image
+
+from components.errors import StoreMismatchError
+from components.models.embedder import Embedder, load_embedder
+from components.models.loading import check_embedder_available, model_id
+from components.ops.preflight import check_db_exists, check_object_store
+from components.search.encoding import Box, picture_vector, text_vector
+from components.search.ranking import find_hits
+from components.store.reader import StoreReader
+from schemas.records import CropRecord, ImageRecord
+from schemas.results import QueryHit
+from schemas.serve import ServeParams
+from schemas.settings import SearchSettings
+
+# Class names change only when an index run writes; reading them costs a scan of the crops' column.
+_CLASSES_KEPT_SECONDS = 5.0
+# Image and crop ids are sha256 hex digests: anything else names nothing in an index.
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
+class UnknownId(LookupError):
+    """An id that is not an image or a crop of this index (or not an id at all)."""
+
+
+def is_record_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
+
+
+class Searcher:
+    """One index, read as it changes (each read sees the latest commit), and the embedder of its vectors.
+
+    The embedder loads on first use: a server started before its index exists (`wait_for_index`)
+    learns from the index which model to load.
+    """
+
+    def __init__(self, params: ServeParams) -> None:
+        self.params = params
+        self.db_uri = params.db_uri
+        check_object_store(params.object_store, params.db_uri)
+        if not params.wait_for_index:
+            check_db_exists(params.db_uri)
+        if params.embedder is not None:
+            check_embedder_available(params.embedder)
+        self.reader = StoreReader(params.db_uri, params.object_store)
+        self._embedder: Embedder | None = None
+        self._embedder_spec: str | None = None
+        self._loading = threading.Lock()
+        # The tokenizer (Rust) refuses being called from two threads at once: one encode at a time.
+        self._encoding = threading.Lock()
+        self._known_classes: tuple[float, set[str]] | None = None
+
+    def embedder(self) -> tuple[Embedder, str]:
+        """The warm embedder and its spec; StoreMismatchError while no index (or another embedder's) is there."""
+        with self._loading:
+            if self._embedder is None:
+                spec = self.params.embedder or self.reader.embedder_spec_of_index()
+                if spec is None:
+                    raise StoreMismatchError(f"no index at {self.db_uri} yet: run `cropsearch index` first")
+                self.reader.check_embedder(model_id(spec))
+                self._embedder = load_embedder(spec, self.params.device, self.params.precision)
+                self._embedder_spec = spec
+            assert self._embedder_spec is not None
+            return self._embedder, self._embedder_spec
+
+    def check_embedder_named(self, embedder: str | None) -> None:
+        """A request may name the embedder, but a server answers with the one it holds warm."""
+        if embedder and model_id(embedder) != model_id(self.embedder()[1]):
+            raise ValueError(f"embedder: this server encodes with {self.embedder()[1]!r}, not {embedder!r}")
+
+    def check_classes(self, settings: SearchSettings) -> None:
+        """As the query flow does: a class the index has no crop of is a typo, not an empty answer."""
+        if not settings.classes:
+            return
+        now = time.monotonic()
+        if self._known_classes is None or now - self._known_classes[0] > _CLASSES_KEPT_SECONDS:
+            self._known_classes = (now, set(self.reader.class_counts()))
+        unknown = [name for name in settings.classes if name not in self._known_classes[1]]
+        if unknown:
+            shown = ", ".join(sorted(self._known_classes[1])) or "none (no crops yet)"
+            raise ValueError(f"classes: {', '.join(map(repr, unknown))} not in the index; it has: {shown}")
+
+    def _encode_text(self, text: str) -> object:
+        model, _ = self.embedder()
+        with self._encoding:
+            return text_vector(model, text)
+
+    def search_text(self, text: str, settings: SearchSettings) -> list[QueryHit]:
+        self.check_classes(settings)
+        return find_hits(self.reader, self._encode_text(text), settings)  # type: ignore[arg-type]
+
+    def search_picture(self, picture: Image.Image, box: Box | None, settings: SearchSettings) -> list[QueryHit]:
+        self.check_classes(settings)
+        model, _ = self.embedder()
+        with self._encoding:
+            vector = picture_vector(model, picture, box)
+        return find_hits(self.reader, vector, settings)
+
+    def similar(self, record_id: str, settings: SearchSettings) -> list[QueryHit]:
+        """More like a stored image or crop, from its stored vector (nothing is encoded again)."""
+        vector = self.reader.stored_vector(record_id) if is_record_id(record_id) else None
+        if vector is None:
+            raise UnknownId(f"no image or crop {record_id!r} in the index")
+        self.check_classes(settings)
+        return find_hits(self.reader, vector, settings)
+
+    def image(self, image_id: str) -> ImageRecord:
+        found = self.reader.images_by_id([image_id]) if is_record_id(image_id) else {}
+        if image_id not in found:
+            raise UnknownId(f"no image {image_id!r} in the index")
+        return found[image_id]
+
+    def crop(self, crop_id: str) -> CropRecord:
+        found = self.reader.crops_by_id([crop_id]) if is_record_id(crop_id) else {}
+        if crop_id not in found:
+            raise UnknownId(f"no crop {crop_id!r} in the index")
+        return found[crop_id]
+
+    def crops_of(self, image_id: str) -> list[CropRecord]:
+        self.image(image_id)
+        return self.reader.crops_of_image(image_id)
+
+    def summary(self) -> dict[str, object]:
+        """What the page shows about the index: counts, the embedder, classes with their crop counts."""
+        counts = self.reader.counts()
+        last: datetime | None = self.reader.last_write()
+        return {
+            "db": self.db_uri,
+            "images": counts["images"],
+            "crops": counts["crops"],
+            "embeddings": counts["embeddings"],
+            "embedder": self.reader.embedder_of_index(),
+            "classes": self.reader.class_counts(),
+            "last_write": last.isoformat() if last else None,
+        }
