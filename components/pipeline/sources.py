@@ -306,8 +306,18 @@ def extract_zip(archive: Path, destination: Path, max_bytes: int = MAX_UNZIPPED_
 
 
 def describe_folder(folder: Path) -> ExtractedFolder:
-    files = [path for path in folder.rglob("*") if path.is_file()]
-    return ExtractedFolder(path=folder.resolve(), num_files=len(files), num_bytes=sum(p.stat().st_size for p in files))
+    """How many files an extracted folder holds and their bytes: what a cached unzip is checked by."""
+    # A walk with a stack, not `rglob`: in Python 3.11 that recurses, and fails thousands of levels down.
+    count = total = 0
+    pending = [folder]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif entry.is_file():
+                    count, total = count + 1, total + entry.stat().st_size
+    return ExtractedFolder(path=folder.resolve(), num_files=count, num_bytes=total)
 
 
 def list_images(
