@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -132,6 +133,9 @@ def test_uploads_over_the_limit_bombs_and_non_photos_are_refused_and_the_server_
 
     status, body = upload(b"\xff" * 300_000)
     assert status == 413 and body["field"] == "image" and "over the upload limit of 200,000" in body["error"]
+    # Under the declared-size bound (the limit plus room for the form's other fields), over the limit itself.
+    status, body = upload(b"\xff" * 230_000)
+    assert status == 413 and body["field"] == "image" and "230,000 bytes is over the upload limit" in body["error"]
     status, body = upload(_png((20_000, 20_000), "1"))  # 400 megapixels in 50 KB
     assert status == 400 and body["field"] == "image" and "decompression bomb" in body["error"].lower()
     status, body = upload(b"just some text, not a photo")
@@ -145,3 +149,24 @@ def test_uploads_over_the_limit_bombs_and_non_photos_are_refused_and_the_server_
     status, body = upload(photo, box="0,0,64,48")
     assert status == 200 and "hits" in body
     assert http.get("/api/index").status_code == 200
+
+
+def test_a_body_declared_too_large_is_refused_before_it_is_read_and_one_of_unknown_size_too(guarded: str) -> None:
+    parsed = urlparse(guarded)
+    for headers in (
+        {"Content-Length": "50000000", "Content-Type": "multipart/form-data; boundary=x"},
+        {"Transfer-Encoding": "chunked", "Content-Type": "multipart/form-data; boundary=x"},
+    ):
+        connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+        connection.putrequest("POST", "/api/search")
+        for name, value in {**headers, "Authorization": "Bearer open-sesame"}.items():
+            connection.putheader(name, value)
+        connection.endheaders()  # and not one byte of the 50 MB: the answer comes without them
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        assert answer["field"] == "image"
+        if "Content-Length" in headers:
+            assert response.status == 413 and "50,000,000 bytes is over the upload limit" in answer["error"]
+        else:
+            assert response.status == 411 and "Content-Length" in answer["error"]
+        connection.close()
