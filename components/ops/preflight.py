@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -133,9 +133,13 @@ def check_query_can_start(params: QueryParams) -> str:
     check_embedder_available(embedder)
     store.check_embedder(model_id(embedder))
     if params.search.classes:
-        known = store.class_names()
-        unknown = [name for name in params.search.classes if name not in known]
-        if unknown:
-            shown = ", ".join(sorted(known)) or "none (no crops yet)"
-            raise ValueError(f"classes: {', '.join(map(repr, unknown))} not in the index; it has: {shown}")
+        check_classes_known(params.search.classes, store.class_names())
     return embedder
+
+
+def check_classes_known(classes: Sequence[str], known: set[str]) -> None:
+    """A class the index has no crop of is a typo, not an empty answer: name it, and the classes there are."""
+    unknown = [name for name in classes if name not in known]
+    if unknown:
+        shown = ", ".join(sorted(known)) or "none (no crops yet)"
+        raise ValueError(f"classes: {', '.join(map(repr, unknown))} not in the index; it has: {shown}")

@@ -120,6 +120,22 @@ def _decoded_upload(data: bytes, limit: int) -> Image.Image:
         raise ApiError(400, "image", f"image: {error}") from error
 
 
+# What the searcher's errors mean to a client; the most specific class of an error decides.
+_STATUS_OF_ERROR: dict[type[Exception], tuple[int, str]] = {
+    UnknownId: (404, "id"),
+    PictureMissing: (404, "id"),
+    StoreMismatchError: (503, "db"),  # no index there (yet)
+    CropsearchError: (500, "db"),  # a damaged table, named with the command that restores it
+}
+
+
+def _answering(status: int, field: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def answer(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(error), "field": field}, status_code=status)
+
+    return answer
+
+
 def _authorized(request: Request, token: str) -> bool:
     given = request.query_params.get("token", "")
     header = request.headers.get("authorization", "")
@@ -160,21 +176,8 @@ def create_app(searcher: Searcher, params: ServeParams) -> FastAPI:
     async def refused(_: Request, error: ApiError) -> JSONResponse:
         return JSONResponse({"error": error.message, "field": error.field}, status_code=error.status)
 
-    @app.exception_handler(UnknownId)
-    async def unknown(_: Request, error: UnknownId) -> JSONResponse:
-        return JSONResponse({"error": str(error), "field": "id"}, status_code=404)
-
-    @app.exception_handler(PictureMissing)
-    async def missing(_: Request, error: PictureMissing) -> JSONResponse:
-        return JSONResponse({"error": str(error), "field": "id"}, status_code=404)
-
-    @app.exception_handler(StoreMismatchError)
-    async def no_index(_: Request, error: StoreMismatchError) -> JSONResponse:
-        return JSONResponse({"error": str(error), "field": "db"}, status_code=503)
-
-    @app.exception_handler(CropsearchError)
-    async def damaged(_: Request, error: CropsearchError) -> JSONResponse:
-        return JSONResponse({"error": str(error), "field": "db"}, status_code=500)
+    for error_type, (status, field) in _STATUS_OF_ERROR.items():
+        app.add_exception_handler(error_type, _answering(status, field))
 
     @app.exception_handler(ValueError)
     async def bad_value(_: Request, error: ValueError) -> JSONResponse:

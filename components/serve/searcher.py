@@ -12,7 +12,7 @@ from PIL import Image
 from components.errors import StoreMismatchError
 from components.models.embedder import Embedder, load_embedder
 from components.models.loading import check_embedder_available, model_id
-from components.ops.preflight import check_db_exists, check_object_store
+from components.ops.preflight import check_classes_known, check_db_exists, check_object_store
 from components.search.encoding import Box, picture_vector, text_vector
 from components.search.ranking import find_hits
 from components.store.reader import StoreReader
@@ -77,25 +77,20 @@ class Searcher:
             raise ValueError(f"embedder: this server encodes with {self.embedder()[1]!r}, not {embedder!r}")
 
     def check_classes(self, settings: SearchSettings) -> None:
-        """As the query flow does: a class the index has no crop of is a typo, not an empty answer."""
+        """As the query flow does: unknown classes are refused by name."""
         if not settings.classes:
             return
         now = time.monotonic()
         if self._known_classes is None or now - self._known_classes[0] > _CLASSES_KEPT_SECONDS:
             self._known_classes = (now, set(self.reader.class_counts()))
-        unknown = [name for name in settings.classes if name not in self._known_classes[1]]
-        if unknown:
-            shown = ", ".join(sorted(self._known_classes[1])) or "none (no crops yet)"
-            raise ValueError(f"classes: {', '.join(map(repr, unknown))} not in the index; it has: {shown}")
-
-    def _encode_text(self, text: str) -> object:
-        model, _ = self.embedder()
-        with self._encoding:
-            return text_vector(model, text)
+        check_classes_known(settings.classes, self._known_classes[1])
 
     def search_text(self, text: str, settings: SearchSettings) -> list[QueryHit]:
         self.check_classes(settings)
-        return find_hits(self.reader, self._encode_text(text), settings)  # type: ignore[arg-type]
+        model, _ = self.embedder()
+        with self._encoding:
+            vector = text_vector(model, text)
+        return find_hits(self.reader, vector, settings)
 
     def search_picture(self, picture: Image.Image, box: Box | None, settings: SearchSettings) -> list[QueryHit]:
         self.check_classes(settings)

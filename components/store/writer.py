@@ -23,7 +23,7 @@ from components.store.schema import (
     EMBEDDINGS,
     IMAGES,
     IMAGES_SCHEMA,
-    JOIN_KEYS,
+    SCALAR_INDEXES,
     embeddings_schema,
     id_filters,
     record_rows,
@@ -151,7 +151,7 @@ class StoreWriter(Database):
 
     @naming_damaged_tables
     def maintain_indexes(self, min_rows: int) -> list[str]:
-        """Build the ANN and join-key indexes once the embeddings reach `min_rows`; fold new rows into them after.
+        """Build the ANN and the scalar indexes once the embeddings reach `min_rows`; fold new rows into them after.
 
         Returns what it did, in words, for the run's log (nothing when nothing was needed).
         """
@@ -161,21 +161,28 @@ class StoreWriter(Database):
         if embeddings is None:
             return []
         done = []
-        if not self._indexed_columns(embeddings):
+        if "vector" not in self._indexed_columns(embeddings):
             rows = embeddings.count_rows()
             if rows < min_rows:
                 return []
             config = IvfHnswSq(distance_type="cosine", ef_construction=ANN_EF_CONSTRUCTION)
             embeddings.create_index("vector", config=config)
             done.append(f"built the vector index over {rows} embeddings")
-            for name, key in JOIN_KEYS.items():
-                if (table := self._open(name)) is not None:
-                    table.create_scalar_index(key)
-                    done.append(f"indexed {name}.{key}")
-            return done
-        for name in (EMBEDDINGS, *JOIN_KEYS):
+        # Also where an index made before a column joined SCALAR_INDEXES lacks it.
+        for name, columns in SCALAR_INDEXES.items():
+            if (table := self._open(name)) is None:
+                continue
+            indexed = self._indexed_columns(table)
+            for column in columns:
+                if column not in indexed:
+                    table.create_scalar_index(column)
+                    done.append(f"indexed {name}.{column}")
+        if done:
+            return done  # indexes just built cover every row
+        for name in SCALAR_INDEXES:
             table = self._open(name)
-            unindexed = sum(index.num_unindexed_rows for index in table.list_indices()) if table is not None else 0
+            # Each index of a table counts the same new rows: the most any one lacks is how many are new.
+            unindexed = max((index.num_unindexed_rows for index in table.list_indices()), default=0) if table else 0
             if unindexed:
                 table.optimize()  # compacts fragments and adds the new rows to the table's indexes
                 done.append(f"added {unindexed} new rows to the indexes of {name}")

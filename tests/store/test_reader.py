@@ -42,7 +42,10 @@ def test_search_prefilters_in_lancedb_and_scores_by_cosine(writer: StoreWriter, 
     assert [row["id"] for row in dogs] == [parent.image_id, dog.crop_id]  # the whole image contains a dog
     confident = reader.search(query, search_filter("crop", [], 0.5, 0.0), 10)
     assert [row["id"] for row in confident] == [cat.crop_id]
-    assert reader.search(query, search_filter("both", [], 0.0, 0.5), 10)[0]["kind"] == "image"
+    large = reader.search(query, search_filter("both", [], 0.0, 0.5), 10)
+    assert [row["id"] for row in large] == [parent.image_id]  # a whole image covers all of itself; crops less
+    either = reader.search(query, search_filter("crop", ["dog", "cat"], 0.0, 0.0), 10)
+    assert [row["id"] for row in either] == [cat.crop_id, dog.crop_id]
 
 
 def test_user_strings_cannot_break_out_of_a_filter(writer: StoreWriter, reader: StoreReader) -> None:

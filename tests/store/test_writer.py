@@ -9,6 +9,7 @@ import pytest
 
 from components.errors import StoreMismatchError
 from components.store.reader import StoreReader
+from components.store.schema import EMBEDDINGS
 from components.store.writer import StoreWriter
 from schemas.records import ImageRecord
 from tests.records import crop, embedding, image
@@ -132,7 +133,7 @@ def test_the_ann_index_is_built_only_past_the_threshold_and_keeps_up_with_new_ro
     assert writer.maintain_indexes(min_rows=1000) == []
     built = writer.maintain_indexes(min_rows=500)
     assert built[0] == "built the vector index over 600 embeddings"
-    assert "indexed images.image_id" in built
+    assert "indexed images.image_id" in built and "indexed embeddings.id" in built
     assert writer.maintain_indexes(min_rows=500) == []  # nothing new: nothing to do
 
     indexed = reader.search(query, "", 10)
@@ -145,3 +146,15 @@ def test_the_ann_index_is_built_only_past_the_threshold_and_keeps_up_with_new_ro
         "added 50 new rows to the indexes of images",
     ]
     assert writer.counts()["embeddings"] == 650
+
+
+def test_an_index_built_before_a_scalar_index_was_added_gets_it_on_the_next_run(writer: StoreWriter) -> None:
+    """Indexes made by earlier code had no index on embeddings.id; "more like this" scans 1M ids without it."""
+    from lancedb.index import IvfHnswSq
+
+    write_images_with_vectors(writer, [f"p{n}" for n in range(300)], unit_vectors(300, 32, seed=0))
+    embeddings = writer._open(EMBEDDINGS)
+    embeddings.create_index("vector", config=IvfHnswSq(distance_type="cosine"))  # as the earlier code left it
+    assert writer.maintain_indexes(min_rows=100) == ["indexed embeddings.id", "indexed images.image_id"]
+    assert {tuple(index.columns) for index in embeddings.list_indices()} == {("vector",), ("id",)}
+    assert writer.maintain_indexes(min_rows=100) == []
