@@ -28,7 +28,9 @@ BENCHMARKS = {
         "alone at the pipeline's precision and batch sizes), timed in interleaved rounds because this "
         "host's speed drifts; the share of each stage; peak RSS of fresh processes indexing a small and a "
         "five times larger source; text-query latency (encode, search, fold, join) over synthetic indexes, "
-        "exact and with the ANN index, and that index's recall@10; the re-index of an unchanged source. "
+        "exact and with the ANN index, and that index's recall@10; `cropsearch serve` over the largest index, "
+        "timed over HTTP from a client process (text, photo, more like this, a cached picture, 8 clients at once); "
+        "the re-index of an unchanged source. "
         "Real architectures (yolov10x, CLIP ViT-B/32) with random weights, and a fixed 8 crops per photo.",
     ),
     "scale": (

@@ -158,6 +158,21 @@ def test_unusual_but_valid_images_register_and_decode_to_rgb(
         assert abs(r - 200) < 8 and r == g == b
 
 
+def test_transparent_pixels_decode_onto_white_whatever_carries_the_transparency(tmp_path: Path) -> None:
+    """An alpha channel (RGBA, LA) or a palette's transparent entry: each becomes white, not its hidden colour."""
+    black_but_clear = {
+        "rgba.png": Image.new("RGBA", (4, 4), (0, 0, 0, 0)),
+        "la.png": Image.new("LA", (4, 4), (0, 0)),
+    }
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([0, 0, 0] * 256)
+    for name, picture in black_but_clear.items():
+        picture.save(tmp_path / name)
+    palette.save(tmp_path / "palette.png", transparency=0)
+    for name in (*black_but_clear, "palette.png"):
+        assert decode_rgb(tmp_path / name).getpixel((0, 0)) == (255, 255, 255), name
+
+
 def test_registering_on_several_threads_gives_the_same_records_and_skips_in_order(tmp_path: Path) -> None:
     """Duplicates keep the first path in list order, bad files and bombs are skipped, whichever thread reads them."""
     paths = [write_scene(tmp_path / f"{n:02d}.jpg", seed=n % 7, size=(96, 64)) for n in range(20)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import stat
 import zipfile
 from pathlib import Path
@@ -248,7 +249,11 @@ def test_truncated_zip_is_not_a_source(tmp_path: Path) -> None:
 
 def test_classify_source(tmp_path: Path) -> None:
     assert sources.classify_source("http://example.com/a.zip") == "url"
+    assert sources.classify_source("https://example.com/a.zip") == "url"
     assert sources.classify_source(str(tmp_path)) == "folder"
+    archive = tmp_path / "photos.zip"
+    archive.write_bytes(make_zip({"a.jpg": b"x"}))
+    assert sources.classify_source(str(archive)) == "zip"
     with pytest.raises(SourceError, match="does not exist"):
         sources.classify_source(str(tmp_path / "missing"))
 
@@ -320,6 +325,9 @@ def test_is_unchanged_notices_a_vanished_or_edited_file(tmp_path: Path) -> None:
     record = sources.describe_file(path)
     assert sources.is_unchanged(record)
     path.write_bytes(b"abd")
+    assert not sources.is_unchanged(record)
+    path.write_bytes(b"abcd")  # another size: changed, even with the recorded modification time put back
+    os.utime(path, ns=(record.mtime_ns, record.mtime_ns))
     assert not sources.is_unchanged(record)
     path.unlink()
     assert not sources.is_unchanged(record)
