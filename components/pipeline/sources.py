@@ -309,7 +309,7 @@ def describe_folder(folder: Path) -> ExtractedFolder:
     """How many files an extracted folder holds and their bytes: what a cached unzip is checked by."""
     # A walk with a stack, not `rglob`: in Python 3.11 that recurses, and fails thousands of levels down.
     count = total = 0
-    pending = [folder]
+    pending = [folder] if folder.is_dir() else []  # a vanished folder holds nothing: its unzip is redone
     while pending:
         with os.scandir(pending.pop()) as entries:
             for entry in entries:
