@@ -63,10 +63,18 @@ def to_crop_records(
 
 
 def padded_box(crop: CropRecord, width: int, height: int, padding: float) -> tuple[int, int, int, int]:
-    """The pixel rectangle to cut: the box grown by `padding` of its size on each side, inside the image."""
-    pad_x, pad_y = (crop.x2 - crop.x1) * padding, (crop.y2 - crop.y1) * padding
-    left, top = max(0, int(crop.x1 - pad_x)), max(0, int(crop.y1 - pad_y))
-    right, bottom = min(width, round(crop.x2 + pad_x)), min(height, round(crop.y2 + pad_y))
+    """The pixel rectangle to cut for a crop: its box grown by `padding` of its size on each side."""
+    return padded_region((crop.x1, crop.y1, crop.x2, crop.y2), width, height, padding)
+
+
+def padded_region(
+    box: tuple[float, float, float, float], width: int, height: int, padding: float
+) -> tuple[int, int, int, int]:
+    """The pixel rectangle to cut for a box x1, y1, x2, y2: grown by `padding`, inside the image, at least 1 px."""
+    x1, y1, x2, y2 = box
+    pad_x, pad_y = (x2 - x1) * padding, (y2 - y1) * padding
+    left, top = max(0, int(x1 - pad_x)), max(0, int(y1 - pad_y))
+    right, bottom = min(width, round(x2 + pad_x)), min(height, round(y2 + pad_y))
     return left, top, max(right, left + 1), max(bottom, top + 1)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from components.models.embedder import Embedder
+from components.pipeline.crops import padded_region
 
 Box = tuple[float, float, float, float]
 
@@ -34,11 +35,9 @@ def text_vector(embedder: Embedder, text: str) -> np.ndarray:
     return embedder.embed_texts([text])[0]
 
 
-def picture_vector(embedder: Embedder, picture: Image.Image, box: Box | None = None) -> np.ndarray:
+def picture_vector(embedder: Embedder, picture: Image.Image, box: Sequence[float] | None = None) -> np.ndarray:
     """The picture's vector, or that of the region `box` cut from it as indexing cuts a crop."""
     if box is not None:
-        x1, y1, x2, y2 = check_box(box, picture.width, picture.height)
-        # As `pipeline.crops.padded_box` rounds a detection's box: whole pixels, at least one wide.
-        left, top = int(x1), int(y1)
-        picture = picture.crop((left, top, max(round(x2), left + 1), max(round(y2), top + 1)))
+        region = check_box(box, picture.width, picture.height)
+        picture = picture.crop(padded_region(region, picture.width, picture.height, 0.0))  # as indexing cuts
     return embedder.embed_images([picture])[0]

@@ -25,10 +25,10 @@ from starlette.exceptions import HTTPException
 
 from components.errors import CropsearchError, StoreMismatchError
 from components.pipeline.images import ImageDecodeError, decode_rgb
-from components.search.encoding import Box
 from components.serve.pictures import PictureMissing, Pictures, check_size
 from components.serve.searcher import Searcher, UnknownId, is_record_id
 from components.store.objects import ObjectFiles
+from schemas.records import CropRecord, ImageRecord
 from schemas.results import QueryHit
 from schemas.serve import ServeParams
 from schemas.settings import SearchSettings
@@ -78,6 +78,8 @@ def search_settings(values: Mapping[str, str], allowed: set[str]) -> SearchSetti
 
 
 def hit_json(hit: QueryHit) -> dict[str, Any]:
+    """A hit as the API answers it: the QueryHit's own fields (it reads back with `QueryHit.model_validate`),
+    and beside them what a page wants at hand (class, box, picture URLs)."""
     crop = hit.crop
     return {
         "rank": hit.rank,
@@ -97,16 +99,14 @@ def _answer(hits: list[QueryHit], started: float) -> dict[str, Any]:
     return {"hits": [hit_json(hit) for hit in hits], "took_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
-def parse_box(value: str | None) -> Box | None:
+def parse_box(value: str | None) -> list[float] | None:
+    """The numbers of a `box` field; how many and where they lie is `encoding.check_box`'s to judge."""
     if value is None or not value.strip():
         return None
     try:
-        numbers = [float(part) for part in value.split(",")]
+        return [float(part) for part in value.split(",")]
     except ValueError as error:
         raise ApiError(400, "box", f"box: give x1,y1,x2,y2 in the photo's pixels, got {value!r}") from error
-    if len(numbers) != 4:
-        raise ApiError(400, "box", f"box: give four numbers x1,y1,x2,y2, got {len(numbers)}")
-    return numbers[0], numbers[1], numbers[2], numbers[3]
 
 
 def _decoded_upload(data: bytes, limit: int) -> Image.Image:
@@ -239,23 +239,19 @@ def create_app(searcher: Searcher, params: ServeParams) -> FastAPI:
     @app.get("/api/images/{image_id}")
     def image_picture(image_id: str, request: Request, size: int = _DEFAULT_PICTURE_SIZE) -> Response:
         check_size(size)
-
-        def make() -> bytes:
-            return pictures.cached("image", image_id, size) or pictures.of_image(searcher.image(image_id), size)
-
-        return picture_response(request, image_id, size, make)
+        return picture_response(
+            request, image_id, size, lambda: pictures.of_image(image_id, size, lambda: searcher.image(image_id))
+        )
 
     @app.get("/api/crops/{crop_id}")
     def crop_picture(crop_id: str, request: Request, size: int = _DEFAULT_PICTURE_SIZE) -> Response:
         check_size(size)
 
-        def make() -> bytes:
-            if (data := pictures.cached("crop", crop_id, size)) is not None:
-                return data
+        def records() -> tuple[CropRecord, ImageRecord]:
             crop = searcher.crop(crop_id)
-            return pictures.of_crop(crop, searcher.image(crop.image_id), size)
+            return crop, searcher.image(crop.image_id)
 
-        return picture_response(request, crop_id, size, make)
+        return picture_response(request, crop_id, size, lambda: pictures.of_crop(crop_id, size, records))
 
     @app.get("/api/images/{image_id}/crops")
     def crops_of_image(image_id: str) -> dict[str, Any]:

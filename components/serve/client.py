@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from components.errors import CropsearchError
-from schemas.records import CropRecord, ImageRecord
-from schemas.results import FoldedHit, QueryHit, QueryResult
+from schemas.results import QueryHit, QueryResult
 from schemas.settings import SearchSettings
 
 _TIMEOUT_SECONDS = 60.0
-
-
-def hit_from_json(hit: dict[str, Any]) -> QueryHit:
-    return QueryHit(
-        rank=hit["rank"],
-        score=hit["score"],
-        kind=hit["kind"],
-        image=ImageRecord.model_validate(hit["image"]),
-        crop=CropRecord.model_validate(hit["crop"]) if hit["crop"] else None,
-        folded=[FoldedHit.model_validate(folded) for folded in hit["folded"]],
-    )
 
 
 def ask_server(
@@ -50,4 +37,4 @@ def ask_server(
     if response.status_code != 200:
         raise CropsearchError(f"--server {server}: {body.get('error', response.reason_phrase)}")
     described = text if text is not None else f"image {image}"
-    return QueryResult(query=described, hits=[hit_from_json(hit) for hit in body["hits"]])
+    return QueryResult(query=described, hits=[QueryHit.model_validate(hit) for hit in body["hits"]])

@@ -57,14 +57,6 @@ class Pictures:
         except (ImageDecodeError, OSError) as error:
             raise PictureMissing(f"cannot read {uri}: {error}") from error
 
-    def cached(self, kind: str, record_id: str, size: int) -> bytes | None:
-        """A picture made before, without asking the index again (an id names the same content for good)."""
-        with self._lock:
-            data = self._cached.get((kind, record_id, size))
-            if data is not None:
-                self._cached.move_to_end((kind, record_id, size))
-            return data
-
     def _remembered(self, key: tuple[str, str, int], make: Callable[[], bytes]) -> bytes:
         with self._lock:
             if key in self._cached:
@@ -79,17 +71,20 @@ class Pictures:
                     self._held -= len(self._cached.popitem(last=False)[1])
         return data
 
-    def of_image(self, image: ImageRecord, size: int) -> bytes:
-        return self._remembered(("image", image.image_id, size), lambda: jpeg(self._decode(image.uri), size))
+    # The records are looked up only when a picture is not cached: a cached one costs no index read.
 
-    def of_crop(self, crop: CropRecord, parent: ImageRecord, size: int) -> bytes:
-        """The crop's file, or the box cut from its parent when the file is gone."""
+    def of_image(self, image_id: str, size: int, record: Callable[[], ImageRecord]) -> bytes:
+        return self._remembered(("image", image_id, size), lambda: jpeg(self._decode(record().uri), size))
+
+    def of_crop(self, crop_id: str, size: int, records: Callable[[], tuple[CropRecord, ImageRecord]]) -> bytes:
+        """The crop's file, or the box cut from its parent (`records` gives both) when the file is gone."""
 
         def make() -> bytes:
+            crop, parent = records()
             try:
                 return jpeg(self._decode(crop.uri), size)
             except PictureMissing:
                 picture = self._decode(parent.uri)
                 return jpeg(picture.crop(padded_box(crop, picture.width, picture.height, 0.0)), size)
 
-        return self._remembered(("crop", crop.crop_id, size), make)
+        return self._remembered(("crop", crop_id, size), make)

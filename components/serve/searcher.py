@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
+import numpy as np
 from PIL import Image
 
 from components.errors import StoreMismatchError
 from components.models.embedder import Embedder, load_embedder
 from components.models.loading import check_embedder_available, model_id
 from components.ops.preflight import check_classes_known, check_db_exists, check_object_store
-from components.search.encoding import Box, picture_vector, text_vector
+from components.search.encoding import picture_vector, text_vector
 from components.search.ranking import find_hits
 from components.store.reader import StoreReader
 from schemas.records import CropRecord, ImageRecord
@@ -73,8 +75,11 @@ class Searcher:
 
     def check_embedder_named(self, embedder: str | None) -> None:
         """A request may name the embedder, but a server answers with the one it holds warm."""
-        if embedder and model_id(embedder) != model_id(self.embedder()[1]):
-            raise ValueError(f"embedder: this server encodes with {self.embedder()[1]!r}, not {embedder!r}")
+        if not embedder:
+            return
+        held = self.embedder()[1]
+        if model_id(embedder) != model_id(held):
+            raise ValueError(f"embedder: this server encodes with {held!r}, not {embedder!r}")
 
     def check_classes(self, settings: SearchSettings) -> None:
         """As the query flow does: unknown classes are refused by name."""
@@ -85,19 +90,20 @@ class Searcher:
             self._known_classes = (now, set(self.reader.class_counts()))
         check_classes_known(settings.classes, self._known_classes[1])
 
-    def search_text(self, text: str, settings: SearchSettings) -> list[QueryHit]:
+    def _encoded_search(self, encode: Callable[[Embedder], np.ndarray], settings: SearchSettings) -> list[QueryHit]:
         self.check_classes(settings)
         model, _ = self.embedder()
         with self._encoding:
-            vector = text_vector(model, text)
+            vector = encode(model)
         return find_hits(self.reader, vector, settings)
 
-    def search_picture(self, picture: Image.Image, box: Box | None, settings: SearchSettings) -> list[QueryHit]:
-        self.check_classes(settings)
-        model, _ = self.embedder()
-        with self._encoding:
-            vector = picture_vector(model, picture, box)
-        return find_hits(self.reader, vector, settings)
+    def search_text(self, text: str, settings: SearchSettings) -> list[QueryHit]:
+        return self._encoded_search(lambda model: text_vector(model, text), settings)
+
+    def search_picture(
+        self, picture: Image.Image, box: Sequence[float] | None, settings: SearchSettings
+    ) -> list[QueryHit]:
+        return self._encoded_search(lambda model: picture_vector(model, picture, box), settings)
 
     def similar(self, record_id: str, settings: SearchSettings) -> list[QueryHit]:
         """More like a stored image or crop, from its stored vector (nothing is encoded again)."""

@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from components.search.render import hits_table
-from components.serve.client import ask_server, hit_from_json
+from components.serve.client import ask_server
 from components.store.database import Database
 from flows.query import query
+from schemas.results import QueryHit
 from schemas.settings import SearchSettings
 from tests.serve.conftest import WorldIndex
 from tests.serve.live import client
@@ -79,7 +80,7 @@ def test_more_like_this_returns_the_stored_hit_itself_first(server: str) -> None
 
 def test_serve_and_the_query_flow_return_the_same_hits(server: str, world_index: WorldIndex) -> None:
     settings = {"k": 6, "kinds": "both", "min_confidence": 0.3, "one_hit_per_image": False}
-    served = [hit_from_json(hit) for hit in search(server, text="a green square", **settings)]
+    served = [QueryHit.model_validate(hit) for hit in search(server, text="a green square", **settings)]
     flowed = query(text="a green square", db_uri=world_index.db_uri, device="cpu", render=False, **settings).hits
     assert [(h.rank, h.kind, h.image.image_id, h.crop.crop_id if h.crop else None) for h in served] == [
         (h.rank, h.kind, h.image.image_id, h.crop.crop_id if h.crop else None) for h in flowed
