@@ -1,9 +1,9 @@
-"""Performance benchmark: indexing speed, peak memory, query latency and re-index time, in one run.
+"""Performance benchmark: indexing speed, memory, query latency, re-index time and the pipeline's own cost, in one run.
 
     python -m bench.perf            # the full run (about 35 min on 2 CPU cores); `make bench`
     python -m bench.perf --quick    # small models and sizes: checks the benchmark itself (CI)
 
-Each step is its own module (`indexing.py`, `memory.py`, `queries.py`; what they share is
+Each step is its own module (`indexing.py`, `memory.py`, `queries.py`, `overhead.py`; what they share is
 `plan.py`). Prints a table with each target beside its figure, headed by the machine it ran on,
 and writes every figure to JSON; `python -m bench.publish` turns such files into docs/performance.md.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench.indexing import indexing_rows, measure_indexing, reindex_rows
 from bench.memory import measure_memory, memory_rows
+from bench.overhead import measure_overhead, overhead_rows
 from bench.plan import STEPS, Figures, Models, Plan, plan_from, prepare_models
 from bench.queries import measure_queries, query_rows
 from bench.report import Row, machine, machine_header, render, write_figures
@@ -39,6 +40,7 @@ def table_rows(figures: Figures) -> list[Row]:
         *(query_rows(figures) if "queries" in steps else []),
         *(serving_rows(figures) if "queries" in steps else []),
         *(reindex_rows(figures) if "indexing" in steps else []),
+        *(overhead_rows(figures) if "overhead" in steps else []),
     ]
 
 
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         ("indexing", lambda: record_indexing(figures, plan, models)),
         ("memory", lambda: figures.memory.update(measure_memory(plan, models))),
         ("queries", lambda: figures.queries.update(measure_queries(plan, models))),
+        ("overhead", lambda: figures.overhead.update(measure_overhead(plan))),
     ]
     for name, step in steps:
         if name not in plan.steps:

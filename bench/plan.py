@@ -25,7 +25,7 @@ CROPS_PER_IMAGE = 8
 # Random detectors find nothing at normal thresholds: these settings make every image give exactly
 # CROPS_PER_IMAGE crops, for the pipeline, the loop and the probes alike.
 FIXED_CROPS = DetectionSettings(confidence=0.0001, max_detections=CROPS_PER_IMAGE, min_box_pixels=1)
-STEPS = ("indexing", "memory", "queries")
+STEPS = ("indexing", "memory", "queries", "overhead")
 TARGETS = {
     "speedup": 4.0,
     "speedup_on_gpu": 10.0,
@@ -34,6 +34,8 @@ TARGETS = {
     "query_p95_ms": 50.0,
     "ann_recall": 0.95,
     "reindex_share": 0.05,
+    "overhead_per_decode": 2.0,
+    "run_seconds": 3.0,
 }
 
 
@@ -165,4 +167,5 @@ class Figures:
     loop: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
     queries: dict[str, Any] = field(default_factory=dict)
+    overhead: dict[str, Any] = field(default_factory=dict)
     rounds: list[dict[str, Any]] = field(default_factory=list)

@@ -5,7 +5,7 @@
 
 EMBEDDER `b32` builds the benchmark's CLIP ViT-B/32 (random weights) in WORK. Prints per-image
 times: decoding on one and on 8 threads; the detector on decoded images, with its network's share
-and a profile of the rest; then the detect, crop and embed stages with 1 and 8 decode threads.
+and a profile of the rest; then a chunk's whole model stage with 1 and 8 decode threads.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from components.models.embedder import load_embedder
 from components.pipeline import stages
 from components.pipeline.images import decode_rgb, register_images
 from components.pipeline.prefetch import mapped_ahead
+from schemas.params import ChunkConfig
+from schemas.settings import BatchSettings, ObjectStoreSettings
 
 
 def main(
@@ -92,16 +94,22 @@ def main(
         print(f"detect with torch threads {torch_threads}", per_image(started), flush=True)
     torch.set_num_threads(threads_before)
 
+    models = stages.ChunkModels(detector, "d", embedder, "e")
     for threads in (1, 8):
+        config = ChunkConfig(
+            detector=detector_spec,
+            embedder=embedder_spec,
+            device=device,
+            precision=precision,
+            detection=settings,
+            batching=BatchSettings(detect_batch_size=batch, embed_batch_size=256, decode_threads=threads),
+            crops_uri=str(work / f"probe-crops-{threads}"),
+            object_store=ObjectStoreSettings(),
+        )
         started = time.perf_counter()
-        found = stages.detect_stage(records, detector, "d", settings, batch, threads)
-        print(f"detect_stage threads {threads}", per_image(started), len(found.crops), flush=True)
-        started = time.perf_counter()
-        cropped = stages.crop_stage(records, found.crops, work / f"probe-crops-{threads}", 0.0, None, threads)
-        print(f"crop_stage threads {threads}", per_image(started), flush=True)
-        started = time.perf_counter()
-        embedded = stages.embed_stage(records, cropped.crops, embedder, "e", 256, None, threads)
-        print(f"embed_stage threads {threads}", per_image(started), len(embedded.embeddings), flush=True)
+        done = stages.model_stage(records, models, config)
+        seconds = {stage: round(value, 2) for stage, value in done.seconds.items()}
+        print(f"model_stage threads {threads}", per_image(started), len(done.embeddings), seconds, flush=True)
 
 
 if __name__ == "__main__":

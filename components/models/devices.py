@@ -15,6 +15,8 @@ ComputePrecision = Literal["fp32", "bf16", "fp16"]
 
 def pick_device(requested: str = "auto") -> str:
     """`auto` means CUDA if present, else Apple MPS, else CPU; anything else is checked and returned."""
+    if requested == "cpu":
+        return requested  # without importing torch (2 s): a run with nothing to compute may never need it
     import torch
 
     if requested == "auto":

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
-import os
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
 
-from components.errors import disk_full
 from components.models.detector import Detection
 from components.store.objects import ObjectFiles
 from schemas.records import CropRecord, ImageRecord
@@ -83,11 +79,18 @@ def crop_path(crops_dir: Path, crop_id: str) -> Path:
     return crops_dir / crop_id[:2] / f"{crop_id}{CROP_SUFFIX}"
 
 
+def crops_root(crops_uri: Path | str) -> str:
+    """The folder crop uris start with: an s3:// URI as it is, a local folder resolved (once per batch of crops)."""
+    return str(crops_uri) if is_object_store_uri(str(crops_uri)) else str(Path(crops_uri).resolve())
+
+
 def crop_uri(crops_uri: str, crop_id: str) -> str:
-    """Where a crop's file lives: a resolved local path, or `s3://.../<id[:2]>/<id>.jpg`."""
-    if is_object_store_uri(crops_uri):
-        return f"{crops_uri.rstrip('/')}/{crop_id[:2]}/{crop_id}{CROP_SUFFIX}"
-    return str(crop_path(Path(crops_uri), crop_id).resolve())
+    """Where a crop's file lives: `<crops_uri>/<id[:2]>/<id>.jpg`, a resolved local path or an s3:// URI."""
+    return _under(crops_root(crops_uri), crop_id)
+
+
+def _under(root: str, crop_id: str) -> str:
+    return f"{root.rstrip('/')}/{crop_id[:2]}/{crop_id}{CROP_SUFFIX}"
 
 
 def cut_crops(parent: Image.Image, crops: Sequence[CropRecord], padding: float) -> list[Image.Image]:
@@ -95,19 +98,21 @@ def cut_crops(parent: Image.Image, crops: Sequence[CropRecord], padding: float) 
     return [parent.crop(padded_box(crop, parent.width, parent.height, padding)) for crop in crops]
 
 
-def save_atomically(image: Image.Image, path: Path) -> None:
-    """Write to a temporary name and rename, so a killed write never leaves a file that looks complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        image.save(temporary, format="JPEG", quality=_JPEG_QUALITY)
-        os.replace(temporary, path)
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise disk_full(path.parent) from error
-        raise
-    finally:
-        temporary.unlink(missing_ok=True)
+def encoded_jpeg(picture: Image.Image) -> bytes:
+    encoded = io.BytesIO()
+    picture.save(encoded, format="JPEG", quality=_JPEG_QUALITY)
+    return encoded.getvalue()
+
+
+def encoded_crops(
+    parent: Image.Image, crops: Sequence[CropRecord], crops_dir: Path | str, padding: float
+) -> list[tuple[CropRecord, bytes]]:
+    """Each crop of one decoded parent with its file's uri (`<crops_dir>/<id[:2]>/<id>.jpg`) and its JPEG bytes."""
+    root = crops_root(crops_dir)
+    return [
+        (crop.model_copy(update={"uri": _under(root, crop.crop_id)}), encoded_jpeg(pixels))
+        for crop, pixels in zip(crops, cut_crops(parent, crops, padding), strict=True)
+    ]
 
 
 def materialize_crops(
@@ -120,19 +125,14 @@ def materialize_crops(
     """Save each crop of one decoded parent as `<crops_dir>/<id[:2]>/<crop_id>.jpg`; return records with their uri.
 
     `crops_dir` may be an `s3://` URI (written through `files`): crops on a cluster land where every
-    worker and every query reads them.
+    worker and every query reads them. Each file is written whole (local files through a
+    temporary name), so a killed write never leaves a file that looks complete.
     """
-    saved = []
     files = files or ObjectFiles()
-    for crop, pixels in zip(crops, cut_crops(parent, crops, padding), strict=True):
-        uri = crop_uri(str(crops_dir), crop.crop_id)
-        if is_object_store_uri(uri):
-            encoded = io.BytesIO()
-            pixels.save(encoded, format="JPEG", quality=_JPEG_QUALITY)
-            files.write_bytes(uri, encoded.getvalue())
-        else:
-            save_atomically(pixels, Path(uri))
-        saved.append(crop.model_copy(update={"uri": uri}))
+    saved = []
+    for crop, data in encoded_crops(parent, crops, crops_dir, padding):
+        files.write_bytes(crop.uri, data)
+        saved.append(crop)
     return saved
 
 

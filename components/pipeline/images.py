@@ -117,8 +117,12 @@ def decode_rgb(path: Path | BinaryIO) -> Image.Image:
     """Full decode to 8-bit RGB, oriented as a viewer shows it; transparency goes onto white."""
     with _open(path) as image, _as_decode_error():
         image.seek(0)  # first frame of an animation
-        oriented = ImageOps.exif_transpose(image)
-        oriented.load()
+        image.load()
+        # In place: otherwise an upright photo is copied whole, and `convert` below copies it again.
+        ImageOps.exif_transpose(image, in_place=True)
+        oriented = image
+    if oriented.mode == "RGB":
+        return oriented
     if oriented.mode in ("RGBA", "LA", "P", "PA") and _has_alpha(oriented):
         background = Image.new("RGBA", oriented.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, oriented.convert("RGBA")).convert("RGB")

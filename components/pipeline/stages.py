@@ -1,8 +1,8 @@
-"""The per-chunk stages of indexing, each a plain function of records: detect, crop, embed, write.
+"""The stages of indexing, each a plain function of records: plan, the models' work on a chunk, write.
 
 Models and the store come in as arguments; records go in and out. A file that fails to decode
-becomes a `SkippedFile` with its reason, and the chunk goes on without it. Decoding, cutting and
-(for embedding) resizing run on `decode_threads` background threads, overlapping the model's
+becomes a `SkippedFile` with its reason, and the chunk goes on without it. Reading, decoding,
+preparing model input and writing crop files run on background threads, overlapping the models'
 forward passes.
 """
 
@@ -15,15 +15,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
-from components.models.detector import Detector, load_detector
+from components.models.detector import Detection, Detector, load_detector
 from components.models.embedder import Embedder, image_embedding_steps, load_embedder
-from components.pipeline.crops import caption_for, materialize_crops, to_crop_records
+from components.pipeline.crop_writer import CropFileWriter
+from components.pipeline.crops import caption_for, encoded_crops, to_crop_records
 from components.pipeline.images import ImageDecodeError, decode_rgb, read_as_registered
 from components.pipeline.prefetch import mapped_ahead, prefetched
 from components.store.objects import ObjectFiles
@@ -33,46 +33,6 @@ from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFil
 from schemas.settings import DetectionSettings
 
 T = TypeVar("T")
-R = TypeVar("R")
-
-
-@dataclass
-class StageResult:
-    """What a stage produced, which images it had to drop, and how many model batches it ran."""
-
-    crops: list[CropRecord] = field(default_factory=list)
-    embeddings: list[EmbeddingRecord] = field(default_factory=list)
-    skipped: list[SkippedFile] = field(default_factory=list)
-    model_batches: int = 0
-
-
-def _decoded_and_done(
-    work: Callable[[ImageRecord, Image.Image], R],
-    records: Sequence[ImageRecord],
-    threads: int,
-    skipped: list[SkippedFile],
-) -> Iterator[R]:
-    """Each record's photo decoded and `work` run on it, on `threads` threads, results in order.
-
-    A photo that does not decode goes to `skipped` instead.
-    """
-
-    def decode_then_work(record: ImageRecord) -> R | SkippedFile:
-        try:
-            pixels = decode_rgb(io.BytesIO(read_as_registered(record)))
-        except (ImageDecodeError, OSError) as error:
-            return SkippedFile(path=record.uri, reason=str(error))
-        return work(record, pixels)  # outside the `try`: its own errors are not a bad photo
-
-    for outcome in mapped_ahead(decode_then_work, records, threads):
-        if isinstance(outcome, SkippedFile):
-            skipped.append(outcome)
-        else:
-            yield outcome
-
-
-def _with_pixels(record: ImageRecord, pixels: Image.Image) -> tuple[ImageRecord, Image.Image]:
-    return record, pixels
 
 
 def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
@@ -109,116 +69,18 @@ def plan_stage(
     return [record for record in images if record.image_id not in indexed]
 
 
-def detect_stage(
-    images: Sequence[ImageRecord],
-    detector: Detector,
-    detector_id: str,
-    settings: DetectionSettings,
-    batch_size: int,
-    decode_threads: int = 1,
-) -> StageResult:
-    """Boxes for every image as CropRecords (no files yet), `batch_size` images per forward pass."""
-    result = StageResult()
-    if settings.max_detections == 0:
-        return result
-    decoded = _decoded_and_done(_with_pixels, images, decode_threads, result.skipped)
-    for batch in prefetched(_batches(decoded, batch_size)):
-        found = detector.detect([pixels for _, pixels in batch], settings)
-        result.model_batches += 1
-        for (record, _), detections in zip(batch, found, strict=True):
-            result.crops.extend(to_crop_records(record, detections, detector_id, settings))
-    return result
-
-
-def crop_stage(
-    images: Sequence[ImageRecord],
-    crops: Sequence[CropRecord],
-    crops_dir: Path | str,
-    padding: float,
-    files: ObjectFiles | None = None,
-    decode_threads: int = 1,
-) -> StageResult:
-    """Write every crop file (a local folder or an s3:// URI), decoding each parent once for all of its crops.
-
-    Parents are cut and their crops saved on `decode_threads` threads; records come back in order.
-    """
-    crops_of = _crops_by_image(crops)
-    result = StageResult()
-    parents = [record for record in images if record.image_id in crops_of]
-
-    def cut_and_save(record: ImageRecord, pixels: Image.Image) -> list[CropRecord]:
-        return materialize_crops(pixels, crops_of[record.image_id], crops_dir, padding, files)
-
-    for saved in _decoded_and_done(cut_and_save, parents, decode_threads, result.skipped):
-        result.crops.extend(saved)
-    return result
-
-
-def embed_stage(
-    images: Sequence[ImageRecord],
-    crops: Sequence[CropRecord],
-    embedder: Embedder,
-    embedder_id: str,
-    batch_size: int,
-    files: ObjectFiles | None = None,
-    decode_threads: int = 1,
-) -> StageResult:
-    """One vector per whole image and per crop, `batch_size` pictures per forward pass.
-
-    A crop's vector is computed from its file, the picture a hit shows: cut from the decoded parent
-    instead, scores moved (the world CLIP scored one red triangle 0.69 uncompressed, 0.74 as the
-    JPEG) and indexes built before would mix two kinds of crop vectors. The small files decode on
-    the decode threads, beside the model, so this costs no time; each thread also prepares (resizes
-    and normalises) its image and crops, which one thread did too slowly for a GPU (8 ms per image
-    and its 8 crops on the H200 machine).
-    """
-    result = StageResult()
-    files = files or ObjectFiles()
-    crops_of = _crops_by_image(crops)
-    classes_of = {image_id: sorted({c.class_name for c in group}) for image_id, group in crops_of.items()}
-
-    steps = image_embedding_steps(embedder)
-
-    def prepared_with_crops(record: ImageRecord, pixels: Image.Image) -> tuple[list[ImageRecord | CropRecord], Any]:
-        """An image and its crops, decoded and prepared for the model (on a decode thread).
-
-        A crop file that fails to decode fails the chunk: it was just written.
-        """
-        own_crops = crops_of.get(record.image_id, [])
-        pictures = [pixels, *(decode_rgb(files.open(crop.uri)) for crop in own_crops)]
-        return [record, *own_crops], steps.prepare(pictures)
-
-    groups = _decoded_and_done(prepared_with_crops, images, decode_threads, result.skipped)
-    # Batches are joined on a thread of their own too, while the model embeds the one before.
-    for items, batch in prefetched(_rebatched(groups, batch_size, steps.join)):
-        vectors = steps.forward(batch)
-        result.model_batches += 1
-        for item, vector in zip(items, vectors, strict=True):
-            result.embeddings.append(_embedding_record(item, vector, embedder_id, classes_of))
-    return result
-
-
-def _rebatched(
-    groups: Iterator[tuple[list[T], Any]], size: int, join: Callable[[Sequence[Any]], Any]
-) -> Iterator[tuple[list[T], Any]]:
-    """Groups of prepared pictures (one image and its crops each) as batches of exactly `size` (the last smaller)."""
-    items: list[T] = []
-    parts: list[Any] = []
-    for group_items, prepared in groups:
-        items.extend(group_items)
-        parts.append(prepared)
-        while len(items) >= size:
-            joined = join(parts)
-            yield items[:size], joined[:size]
-            items, parts = items[size:], ([joined[size:]] if len(items) > size else [])
-    if items:
-        yield items, join(parts)
-
-
 @dataclass
-class ChunkWork(StageResult):
-    """What the model work of one chunk produced, ready to write, and the seconds each stage took."""
+class ChunkWork:
+    """What the model work of one chunk produced, ready to write, which photos it had to drop, and its time.
 
+    `seconds` has the forward passes' time (`detect`, `embed`) and the rest of the chunk's time
+    (`waiting`: the models idle while photos were read and decoded, or crop files written).
+    """
+
+    crops: list[CropRecord] = field(default_factory=list)
+    embeddings: list[EmbeddingRecord] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    model_batches: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -245,47 +107,131 @@ def load_chunk_models(config: ChunkConfig, detector_id: str, embedder_id: str) -
 def model_stage(images: Sequence[ImageRecord], models: ChunkModels, config: ChunkConfig) -> ChunkWork:
     """Detect, crop and embed one chunk: the part of indexing that needs the models, and no database.
 
+    Each photo is read and decoded once. That one picture goes to the detector, and then, with its
+    boxes, to the embedder (whole and cut into its crops) and to the crop-file writer threads.
+    Reading and decoding, preparing model input and writing files all run on `decode_threads`
+    threads each, beside the forward passes; detection runs a batch ahead of embedding. A photo
+    that does not decode is skipped (reported once). The crops come back with their file uris,
+    every file written: an image whose records are written has its crop files.
+
     It runs wherever the task runner puts it (this process, a Ray or Dask worker); the flow writes
-    its result. A file one stage skips never reaches the next (nor is reported twice). `config`
-    must be resolved for this machine (`config.on_this_machine`).
+    its result. `config` must be resolved for this machine (`config.on_this_machine`).
     """
-    batching, files = config.batching, ObjectFiles(config.object_store)
+    batching, detection = config.batching, config.detection
     threads = batching.decode_threads or 1
-    work = ChunkWork()
+    work = ChunkWork(seconds={"detect": 0.0, "embed": 0.0})
     started = time.perf_counter()
-    detected = detect_stage(
-        images, models.detector, models.detector_id, config.detection, batching.detect_batch_size or 1, threads
-    )
-    decodable = _without(images, detected.skipped)
-    work.seconds["detect"], started = time.perf_counter() - started, time.perf_counter()
-    cropped = crop_stage(decodable, detected.crops, config.crops_uri, config.detection.padding, files, threads)
-    work.seconds["crop"], started = time.perf_counter() - started, time.perf_counter()
-    embedded = embed_stage(
-        _without(decodable, cropped.skipped),
-        cropped.crops,
-        models.embedder,
-        models.embedder_id,
-        batching.embed_batch_size,
-        files,
-        threads,
-    )
-    work.seconds["embed"] = time.perf_counter() - started
-    work.crops, work.embeddings = cropped.crops, embedded.embeddings
-    work.skipped = [item for result in (detected, cropped, embedded) for item in result.skipped]
-    work.model_batches = detected.model_batches + embedded.model_batches
+    steps = image_embedding_steps(models.embedder)
+    decoded = _decoded(images, threads, work.skipped)
+    detected = prefetched(_detected(decoded, models, detection, batching.detect_batch_size or 1, work))
+    with CropFileWriter(ObjectFiles(config.object_store), threads) as writer:
+
+        def prepared(found: _Found) -> tuple[list[_Embeddable], Any]:
+            """A photo and its crops as model input, with what each vector stands for (on a decode thread).
+
+            Each crop is cut from the one decode and encoded as its file's JPEG once; the bytes go to
+            the writer threads, and the model sees those very bytes decoded, the picture a hit
+            shows (the world CLIP ranks crops cut straight from the pixels visibly worse:
+            docs/findings.md), without writing and reading a file between.
+            """
+            encoded = encoded_crops(found.pixels, found.crops, config.crops_uri, detection.padding)
+            writer.submit([(crop.uri, data) for crop, data in encoded])
+            classes = sorted({crop.class_name for crop in found.crops})
+            embeddable = [(found.record, classes), *((crop, [crop.class_name]) for crop, _ in encoded)]
+            pictures = [found.pixels, *(decode_rgb(io.BytesIO(data)) for _, data in encoded)]
+            return embeddable, steps.prepare(pictures)
+
+        groups = mapped_ahead(prepared, detected, threads)
+        # Batches are joined on a thread of their own too, while the model embeds the one before.
+        for items, batch in prefetched(_rebatched(groups, batching.embed_batch_size, steps.join)):
+            forward_started = time.perf_counter()
+            vectors = steps.forward(batch)
+            work.seconds["embed"] += time.perf_counter() - forward_started
+            work.model_batches += 1
+            work.embeddings.extend(
+                _embedding_record(item, vector, models.embedder_id) for item, vector in zip(items, vectors, strict=True)
+            )
+            work.crops.extend(item for item, _ in items if isinstance(item, CropRecord))
+        writer.finish()
+    work.seconds["waiting"] = time.perf_counter() - started - work.seconds["detect"] - work.seconds["embed"]
     return work
 
 
-def _without(images: Sequence[ImageRecord], skipped: Sequence[SkippedFile]) -> list[ImageRecord]:
-    bad = {item.path for item in skipped}
-    return [image for image in images if image.uri not in bad]
+@dataclass(frozen=True)
+class _Found:
+    """One decoded photo and the crops detection found in it (no files yet)."""
+
+    record: ImageRecord
+    pixels: Image.Image
+    crops: list[CropRecord]
 
 
-def _embedding_record(
-    item: ImageRecord | CropRecord, vector: np.ndarray, embedder_id: str, classes_of: dict[str, list[str]]
-) -> EmbeddingRecord:
+def _decoded(
+    images: Sequence[ImageRecord], threads: int, skipped: list[SkippedFile]
+) -> Iterator[tuple[ImageRecord, Image.Image]]:
+    """Each photo read once (its bytes checked against its id) and decoded, on `threads` threads, in order.
+
+    A photo that does not decode, or changed since it was registered, goes to `skipped` instead.
+    """
+
+    def decode(record: ImageRecord) -> tuple[ImageRecord, Image.Image] | SkippedFile:
+        try:
+            return record, decode_rgb(io.BytesIO(read_as_registered(record)))
+        except (ImageDecodeError, OSError) as error:
+            return SkippedFile(path=record.uri, reason=str(error))
+
+    for outcome in mapped_ahead(decode, images, threads):
+        if isinstance(outcome, SkippedFile):
+            skipped.append(outcome)
+        else:
+            yield outcome
+
+
+def _detected(
+    decoded: Iterator[tuple[ImageRecord, Image.Image]],
+    models: ChunkModels,
+    settings: DetectionSettings,
+    batch_size: int,
+    work: ChunkWork,
+) -> Iterator[_Found]:
+    """Each decoded photo with its crops, `batch_size` photos per forward pass (none when no boxes are asked for)."""
+    for batch in _batches(decoded, batch_size):
+        if settings.max_detections == 0:
+            found: list[list[Detection]] = [[] for _ in batch]
+        else:
+            detect_started = time.perf_counter()
+            found = models.detector.detect([pixels for _, pixels in batch], settings)
+            work.seconds["detect"] += time.perf_counter() - detect_started
+            work.model_batches += 1
+        for (record, pixels), detections in zip(batch, found, strict=True):
+            yield _Found(record, pixels, to_crop_records(record, detections, models.detector_id, settings))
+
+
+def _rebatched(
+    groups: Iterator[tuple[list[T], Any]], size: int, join: Callable[[Sequence[Any]], Any]
+) -> Iterator[tuple[list[T], Any]]:
+    """Groups of prepared pictures (one image and its crops each) as batches of exactly `size` (the last smaller)."""
+    items: list[T] = []
+    parts: list[Any] = []
+    for group_items, prepared in groups:
+        items.extend(group_items)
+        parts.append(prepared)
+        while len(items) >= size:
+            joined = join(parts)
+            yield items[:size], joined[:size]
+            items, parts = items[size:], ([joined[size:]] if len(items) > size else [])
+    if items:
+        yield items, join(parts)
+
+
+# What one vector stands for: a whole photo with the classes found in it, or a crop with its own.
+_Embeddable = tuple[ImageRecord | CropRecord, list[str]]
+
+
+def _embedding_record(embeddable: _Embeddable, vector: np.ndarray, embedder_id: str) -> EmbeddingRecord:
+    item, classes = embeddable
     if isinstance(item, ImageRecord):
-        return EmbeddingRecord.of_image(item, vector.tolist(), embedder_id, classes_of.get(item.image_id, []))
+        return EmbeddingRecord.of_image(item, vector.tolist(), embedder_id, classes)
     return EmbeddingRecord.of_crop(item, vector.tolist(), embedder_id)
 
 

@@ -1,15 +1,18 @@
 """Whole files at a local path or an `s3://bucket/key` URI: write, read, delete.
 
 Crop files are the only files cropsearch writes besides the database, and on a cluster they must
-land where every worker and every query can read them. Local paths keep the local behaviour
-(`components.crops.save_atomically`, `Path.unlink`); object-store URIs go through pyarrow's S3
-filesystem, where a PUT is atomic by itself.
+land where every worker and every query can read them. Local files are written through a
+temporary name and renamed; object-store URIs go through pyarrow's S3 filesystem, where a PUT is
+atomic by itself. Either way a reader sees a whole file or none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import os
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
@@ -17,6 +20,7 @@ from urllib.parse import urlparse
 
 from pyarrow import fs as arrow_fs
 
+from components.errors import disk_full
 from schemas.settings import ObjectStoreSettings, is_object_store_uri
 
 
@@ -44,12 +48,10 @@ class ObjectFiles:
         return f"{parsed.netloc}{parsed.path}"
 
     def write_bytes(self, uri: str, data: bytes) -> None:
-        """Put a whole object (a PUT is atomic: readers see all of it or nothing).
-
-        Local files are saved by their writers (`components.crops.save_atomically`).
-        """
+        """Write a whole file: readers, and a run after a kill, see all of it or nothing."""
         if not is_object_store_uri(uri):
-            raise ValueError(f"not an object-store URI: {uri}")
+            _write_atomically(Path(uri), data)
+            return
         self.settings.check_endpoint()
         with self._s3.open_output_stream(self._s3_path(uri)) as stream:
             stream.write(data)
@@ -73,3 +75,25 @@ class ObjectFiles:
         self.settings.check_endpoint()
         with contextlib.suppress(FileNotFoundError):
             self._s3.delete_file(self._s3_path(uri))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary name and rename; the folder is made on the first file that needs it.
+
+    The temporary name is unique per process and thread, so concurrent writers never share one.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        try:
+            handle = temporary.open("wb")
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = temporary.open("wb")
+        with handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException as error:  # a kill (KeyboardInterrupt) too: no temporary file stays behind
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise disk_full(path.parent) from error
+        raise

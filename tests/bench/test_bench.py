@@ -48,6 +48,9 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
         "serve: more like this (stored vector) p50/p95",
         "serve: a picture once cached (256 px JPEG) p50/p95",
         "serve: 8 clients at once for 5 s (text queries)",
+        "pipeline cost per photo beyond zero-cost models (40 photos, 8 boxes) / one decode",
+        "`cropsearch index`, unchanged 9-photo folder, as a process",
+        "`cropsearch query`, cold, as a process",
     ):
         assert measure in table
     # The CPU is named with the instruction sets that decide bf16's speed, above the table too.
@@ -79,6 +82,10 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
     served = figures["queries"]["serving"]
     assert served["rows"] == 6_000 and served["concurrent"]["errors"] == 0 and served["concurrent"]["requests"] > 0
     assert all(served[kind]["n"] > 0 for kind in ("text_ms", "image_ms", "similar_ms", "picture_cached_ms"))
+    # The free models' runs: the first did the work, the re-run found none, and both were timed.
+    per_photo = figures["overhead"]["per_photo"]
+    assert per_photo["photos"] == 40 and per_photo["first_seconds"] > per_photo["rerun_seconds"] > 0
+    assert all(figures["overhead"]["run_cost"][key] > 0 for key in ("rerun_seconds", "query_seconds"))
     # The JSON alone makes the docs' table: the same rows, dated, with the commit and the CPU.
     from bench.publish import main as publish
 
@@ -95,6 +102,7 @@ def test_one_step_runs_alone_and_the_table_has_only_its_rows(tmp_path: Path) -> 
     _, table = quick_benchmark(tmp_path, "--only", "queries", "--rows", "3000")
     assert "query p50/p95 at 3,000 rows, ANN index" in table
     assert "speed-up" not in table and "peak RSS" not in table and "re-index" not in table
+    assert "beyond zero-cost models" not in table
     (report,) = tmp_path.glob("perf-*.json")
     assert list(json.loads(report.read_text())["queries"]["sizes"]) == ["3000"]
 

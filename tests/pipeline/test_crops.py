@@ -13,10 +13,12 @@ from components.pipeline.crops import (
     caption_for,
     crop_id_for,
     crop_path,
+    encoded_jpeg,
     materialize_crops,
     padded_box,
     to_crop_records,
 )
+from components.store.objects import ObjectFiles
 from schemas.records import ImageRecord
 from schemas.settings import DetectionSettings
 
@@ -90,21 +92,19 @@ def test_caption_counts_classes() -> None:
 def test_a_crop_write_killed_midway_leaves_no_file_that_looks_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A write that dies after some bytes leaves neither the final file nor its temporary one."""
-    from components.pipeline import crops as crops_module
+    """A write killed after its bytes are on disk, before its rename, leaves neither the file nor its temporary one."""
+    from components.store import objects
 
-    real_save = Image.Image.save
-
-    def dies_midway(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
-        Path(str(fp)).write_bytes(b"\xff\xd8\xff\xe0 partial")  # half a JPEG on disk
+    def killed(source: object, target: object) -> None:
         raise KeyboardInterrupt("killed mid-write")
 
     target = tmp_path / "crops" / "ab" / "abcdef.jpg"
-    monkeypatch.setattr(Image.Image, "save", dies_midway)
+    picture = encoded_jpeg(Image.new("RGB", (8, 8)))
+    monkeypatch.setattr(objects.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        crops_module.save_atomically(Image.new("RGB", (8, 8)), target)
-    monkeypatch.setattr(Image.Image, "save", real_save)
+        ObjectFiles().write_bytes(str(target), picture)
+    monkeypatch.undo()
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # the temporary file went too
-    crops_module.save_atomically(Image.new("RGB", (8, 8)), target)  # the rerun writes it whole
+    ObjectFiles().write_bytes(str(target), picture)  # the rerun writes it whole
     assert Image.open(target).size == (8, 8)

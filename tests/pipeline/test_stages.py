@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components.models.embedder import Embedder
 from components.pipeline import stages
 from components.pipeline.images import register_images
 from components.store.writer import StoreWriter
@@ -29,11 +30,9 @@ def picture(path: Path, box: tuple[int, int, int, int] | None, colour: tuple[int
 
 
 def index(store: StoreWriter, images: list[ImageRecord], crops_dir: Path, signature: str = "sig") -> None:
-    """Run the four stages over `images` as the flow does for one chunk."""
-    detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=2)
-    cropped = stages.crop_stage(images, detected.crops, crops_dir, padding=0.0)
-    embedded = stages.embed_stage(images, cropped.crops, MeanColourEmbedder(), "mean", batch_size=2)
-    stages.write_stage(store, images, cropped.crops, embedded.embeddings, signature, "mean", "mean")
+    """Model work and write over `images`, as the flow does for one chunk."""
+    work = blob_model_stage(images, crops_dir, detect_batch_size=2, embed_batch_size=2)
+    stages.write_stage(store, images, work.crops, work.embeddings, signature, "mean", "mean")
 
 
 @pytest.fixture
@@ -44,21 +43,17 @@ def store(tmp_path: Path) -> StoreWriter:
 def test_stages_produce_linked_images_crops_and_vectors(tmp_path: Path, store: StoreWriter) -> None:
     paths = [picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", None)]
     images, _ = register_images(paths, "t")
-    detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=1)
-    assert detected.model_batches == 2 and len(detected.crops) == 1
-    (crop,) = detected.crops
+    work = blob_model_stage(images, tmp_path / "crops", detect_batch_size=1, embed_batch_size=8)
+    assert work.model_batches == 3  # two photos detected alone; whole images and their crops share one batch
+    (crop,) = work.crops
     assert (crop.x1, crop.y1, crop.x2, crop.y2, crop.class_name) == (10, 10, 40, 30, "red")
-
-    cropped = stages.crop_stage(images, detected.crops, tmp_path / "crops", padding=0.0)
-    assert Image.open(cropped.crops[0].uri).size == (30, 20)
-    embedded = stages.embed_stage(images, cropped.crops, MeanColourEmbedder(), "mean", batch_size=8)
-    assert embedded.model_batches == 1  # whole images and their crops share batches
-    kinds = {(e.kind, e.image_id) for e in embedded.embeddings}
+    assert Image.open(crop.uri).size == (30, 20)
+    kinds = {(e.kind, e.image_id) for e in work.embeddings}
     assert kinds == {("image", images[0].image_id), ("image", images[1].image_id), ("crop", images[0].image_id)}
-    whole_a = next(e for e in embedded.embeddings if e.id == images[0].image_id)
+    whole_a = next(e for e in work.embeddings if e.id == images[0].image_id)
     assert whole_a.class_names == ["red"]
 
-    stages.write_stage(store, images, cropped.crops, embedded.embeddings, "sig", "mean", "mean")
+    stages.write_stage(store, images, work.crops, work.embeddings, "sig", "mean", "mean")
     stored = store.images_by_id([image.image_id for image in images])
     assert stored[images[0].image_id].caption == "this image contains 1 red"
     assert stored[images[1].image_id].caption == "no objects detected"
@@ -69,8 +64,8 @@ def test_a_file_that_stops_decoding_is_skipped_by_the_stage(tmp_path: Path) -> N
     path = picture(tmp_path / "a.png", (10, 10, 40, 30))
     images, _ = register_images([path], "t")
     path.write_text("gone bad")
-    result = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=1)
-    assert result.crops == [] and [item.path for item in result.skipped] == [images[0].uri]
+    work = blob_model_stage(images, tmp_path / "crops", detect_batch_size=1, embed_batch_size=8)
+    assert work.crops == work.embeddings == [] and [item.path for item in work.skipped] == [images[0].uri]
 
 
 def test_a_photo_overwritten_after_registering_is_skipped_not_stored_under_its_old_id(tmp_path: Path) -> None:
@@ -115,10 +110,15 @@ def test_plan_skips_indexed_images_and_follows_moves_and_edits(tmp_path: Path, s
 
 
 def blob_model_stage(
-    images: list[ImageRecord], crops_dir: Path, detect_batch_size: int, embed_batch_size: int, decode_threads: int = 1
+    images: list[ImageRecord],
+    crops_dir: Path,
+    detect_batch_size: int,
+    embed_batch_size: int,
+    decode_threads: int = 1,
+    embedder: Embedder | None = None,
 ) -> stages.ChunkWork:
-    """`model_stage` with the colour-blob detector, the mean-colour embedder and default detection settings."""
-    models = stages.ChunkModels(ColourBlobDetector(), "blob", MeanColourEmbedder(), "mean")
+    """`model_stage` with the colour-blob detector, default settings, and the mean-colour embedder or `embedder`."""
+    models = stages.ChunkModels(ColourBlobDetector(), "blob", embedder or MeanColourEmbedder(), "mean")
     batching = BatchSettings(
         detect_batch_size=detect_batch_size, embed_batch_size=embed_batch_size, decode_threads=decode_threads
     )
@@ -140,13 +140,13 @@ def test_model_stage_runs_detect_crop_embed_and_reports_a_bad_file_once(tmp_path
     images, _ = register_images(paths, "t")
     paths[1].write_bytes(b"not an image any more")
     work = blob_model_stage(images, tmp_path / "crops", detect_batch_size=1, embed_batch_size=8)
-    assert [item.path for item in work.skipped] == [images[1].uri]  # detect skipped it; crop and embed never saw it
+    assert [item.path for item in work.skipped] == [images[1].uri]  # reported once; no model saw it
     assert [crop.image_id for crop in work.crops] == [images[0].image_id]
     assert {(e.kind, e.image_id) for e in work.embeddings} == {
         ("image", images[0].image_id),
         ("crop", images[0].image_id),
     }
-    assert set(work.seconds) == {"detect", "crop", "embed"} and work.model_batches == 2
+    assert set(work.seconds) == {"detect", "embed", "waiting"} and work.model_batches == 2
 
 
 def test_several_decode_threads_give_the_same_records_in_the_same_order(tmp_path: Path) -> None:
@@ -176,15 +176,14 @@ def test_clip_vectors_from_joined_batches_match_each_picture_embedded_alone(tmp_
     embedder = load_embedder(str(tiny_clip), "cpu", "fp32")
     paths = [picture(tmp_path / f"{n}.png", (5 + 3 * n, 5, 50, 40 + n), colour=(30 * n, 200, 20)) for n in range(5)]
     images = register_images(paths, "t")[0]
-    detected = stages.detect_stage(images, ColourBlobDetector(), "blob", DetectionSettings(), batch_size=2)
-    cropped = stages.crop_stage(images, detected.crops, tmp_path / "crops", padding=0.0)
     # Batches of 4 cut across the groups of an image and its crop, leaving remainders to carry over.
-    embedded = stages.embed_stage(images, cropped.crops, embedder, "clip", batch_size=4, decode_threads=3)
-    uri_of = {image.image_id: image.uri for image in images} | {crop.crop_id: crop.uri for crop in cropped.crops}
-    assert len(embedded.embeddings) == len(uri_of) == 10 and embedded.model_batches == 3
-    for record in embedded.embeddings:
+    work = blob_model_stage(images, tmp_path / "crops", 2, embed_batch_size=4, decode_threads=3, embedder=embedder)
+    uri_of = {image.image_id: image.uri for image in images} | {crop.crop_id: crop.uri for crop in work.crops}
+    picture_of = {key: Image.open(uri).convert("RGB") for key, uri in uri_of.items()}  # the files a hit shows
+    assert len(work.embeddings) == len(picture_of) == 10 and work.model_batches == 3 + 3
+    for record in work.embeddings:
         key = record.crop_id or record.image_id
-        (alone,) = embedder.embed_images([Image.open(uri_of[key]).convert("RGB")])
+        (alone,) = embedder.embed_images([picture_of[key]])
         # fp32 on one CPU, the same pictures batched or alone: only the summation order differs, which
         # moves a unit vector's entries by ~1e-7; 1e-5 is a hundred times that, and far below any real change.
         assert np.allclose(record.vector, alone, atol=1e-5), key
