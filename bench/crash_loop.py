@@ -26,6 +26,7 @@ from pathlib import Path
 
 import lancedb
 
+from bench.plan import child_environment
 from components.evaluation.synthetic import write_world
 from components.store.schema import CROPS, EMBEDDINGS, IMAGES
 from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, WORLD_IMAGE_SIZE
@@ -40,10 +41,6 @@ def index_command(source: Path, data_dir: Path) -> list[str]:
         "--detector", str(WORLD_DETECTOR), "--embedder", str(WORLD_EMBEDDER), "--image-size", str(WORLD_IMAGE_SIZE),
         "--chunk-size", "3", "--device", "cpu",
     ]  # fmt: skip
-
-
-def _environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
 def snapshot(db_uri: str) -> dict[str, list[tuple]]:
@@ -89,7 +86,7 @@ class CrashReport:
 
 
 def _run_to_completion(command: list[str]) -> str:
-    done = subprocess.run(command, env=_environment(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=child_environment(), cwd=REPO, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"index run failed ({done.returncode}): {(done.stdout + done.stderr)[-2000:]}")
     return done.stdout + done.stderr
@@ -98,7 +95,7 @@ def _run_to_completion(command: list[str]) -> str:
 def _kill_after(command: list[str], line_number: int, delay: float) -> str:
     """Start the run; SIGKILL its process group `delay` s after its `line_number`-th stage line; return where."""
     process = subprocess.Popen(
-        command, env=_environment(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        command, env=child_environment(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
     seen, stage = 0, "finished"

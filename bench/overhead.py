@@ -14,7 +14,6 @@ process exactly as a person types it, timed end to end (the world models, commit
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.photos import write_photos
-from bench.plan import TARGETS, Figures, Plan, in_fresh_process, plan_json, plan_of_json, run_flow
+from bench.plan import TARGETS, Figures, Plan, child_environment, in_fresh_process, plan_json, plan_of_json, run_flow
 from bench.report import Row
 from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, IndexParams
 
@@ -80,11 +79,9 @@ def measure_per_photo(plan: Plan) -> dict[str, Any]:
 
 
 def _timed_command(arguments: list[str], cwd: Path) -> float:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *arguments], cwd=cwd, env=env, capture_output=True, text=True
-    )
+    command = [sys.executable, "-m", "flows.cli", *arguments]
+    done = subprocess.run(command, cwd=cwd, env=child_environment(), capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"cropsearch {' '.join(arguments)} failed:\n{done.stderr[-2000:]}")

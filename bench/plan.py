@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -134,6 +135,12 @@ def run_flow(params: IndexParams) -> tuple[float, Any]:
     with no_heartbeats_without_a_server():
         report = index_coco(**params.flat())
     return time.perf_counter() - started, report
+
+
+def child_environment() -> dict[str, str]:
+    """This environment for a child process run from the repository: offline hub, no Prefect telemetry."""
+    repo = Path(__file__).resolve().parents[1]
+    return {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
 def in_fresh_process(module: str, payload: str) -> dict[str, Any]:

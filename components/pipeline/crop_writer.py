@@ -22,9 +22,10 @@ class CropFileWriter:
     """
 
     def __init__(self, files: ObjectFiles, threads: int) -> None:
+        threads = max(1, threads)
         self._files = files
-        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="crop-files")
-        self._room = threading.BoundedSemaphore(max(1, threads) * _BACKLOG_PER_THREAD)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="crop-files")
+        self._room = threading.BoundedSemaphore(threads * _BACKLOG_PER_THREAD)
         self._pending: list[Future[None]] = []
         self._pending_lock = threading.Lock()
 

@@ -75,8 +75,7 @@ def padded_region(
 
 
 def crop_path(crops_dir: Path, crop_id: str) -> Path:
-    # Two-level fan-out keeps folders small at millions of crops.
-    return crops_dir / crop_id[:2] / f"{crop_id}{CROP_SUFFIX}"
+    return Path(_under(str(crops_dir), crop_id))
 
 
 def crops_root(crops_uri: Path | str) -> str:
@@ -84,12 +83,11 @@ def crops_root(crops_uri: Path | str) -> str:
     return str(crops_uri) if is_object_store_uri(str(crops_uri)) else str(Path(crops_uri).resolve())
 
 
-def crop_uri(crops_uri: str, crop_id: str) -> str:
-    """Where a crop's file lives: `<crops_uri>/<id[:2]>/<id>.jpg`, a resolved local path or an s3:// URI."""
-    return _under(crops_root(crops_uri), crop_id)
-
-
 def _under(root: str, crop_id: str) -> str:
+    """Where a crop's file lives under `root`: `<root>/<id[:2]>/<id>.jpg`.
+
+    Two-level fan-out keeps folders small at millions of crops.
+    """
     return f"{root.rstrip('/')}/{crop_id[:2]}/{crop_id}{CROP_SUFFIX}"
 
 
