@@ -121,11 +121,21 @@ def _print_rows(rows: list[dict[str, str]]) -> None:
         click.echo("  ".join(row[name].ljust(width) for name, width in widths.items()).rstrip())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """cropsearch: search inside photos (whole images and detected objects)."""
+def quiet_prefect_defaults() -> None:
     # Prefect without a server starts a temporary one; its telemetry only fails (noisily) offline.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--no-host",
+    is_flag=True,
+    help="run in this process, not on the warm host that keeps libraries, models and Prefect loaded "
+    "between index/query/eval/demo commands (see `cropsearch host`)",
+)
+def main(no_host: bool) -> None:
+    """cropsearch: search inside photos (whole images and detected objects)."""
+    quiet_prefect_defaults()
 
 
 @main.command()
@@ -345,6 +355,46 @@ def stack_down(**options: Any) -> None:
     except (CropsearchError, ValueError) as error:
         _fail(error)
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@main.group()
+def host() -> None:
+    """The warm host: one background process per code version, environment and folder that serves
+    index/query/eval/demo commands with everything loaded; it exits after 15 idle minutes."""
+
+
+def _hosts(op: str) -> list[dict[str, Any]]:
+    from components.host.address import hosts_folder
+    from components.host.client import ask_hosts
+
+    return ask_hosts(hosts_folder(os.environ), op)
+
+
+@host.command("status")
+def host_status() -> None:
+    """List this user's warm hosts."""
+    answers = _hosts("status")
+    if not answers:
+        click.echo("no warm host is running")
+    _print_rows(
+        [
+            {
+                "pid": str(answer["pid"]),
+                "folder": answer["cwd"],
+                "commands": str(answer["commands_run"]),
+                "idle": f"{answer['idle_seconds']:.0f} s",
+                "busy": "yes" if answer["busy"] else "no",
+            }
+            for answer in answers
+        ]
+    )
+
+
+@host.command("stop")
+def host_stop() -> None:
+    """Stop this user's warm hosts (the next command starts a fresh one), e.g. after editing a plug-in."""
+    answers = _hosts("stop")
+    click.echo(f"stopped {len(answers)} warm host{'s' if len(answers) != 1 else ''}")
 
 
 if __name__ == "__main__":

@@ -94,3 +94,22 @@ class ProgressWatchingEmbedder(MeanColourEmbedder):
 
 def progress_watching_embedder(device: str) -> ProgressWatchingEmbedder:
     return ProgressWatchingEmbedder()
+
+
+class WaitingEmbedder(MeanColourEmbedder):
+    """Marks `embedding-started` in the working folder, then embeds only once `release` appears there.
+
+    A command that stays mid-run for as long as a test needs: to find a host busy, or to cancel it.
+    """
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import time
+
+        (Path.cwd() / "embedding-started").touch()
+        while not (Path.cwd() / "release").exists():
+            time.sleep(0.05)
+        return super().embed_images(images)
+
+
+def waiting_embedder(device: str) -> WaitingEmbedder:
+    return WaitingEmbedder()

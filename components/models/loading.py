@@ -44,7 +44,7 @@ def load_once(key: tuple[str, ...], load: Callable[[], T]) -> T:
 def load_model(
     kind: str, spec: str, device: str, precision: str, build: Callable[[str, str, ComputePrecision], T]
 ) -> T:
-    """A detector or embedder, loaded at most once per process, device and precision.
+    """A detector or embedder, loaded at most once per process for its weights, device and precision.
 
     `build(spec, device, precision)` makes it from weights; a plug-in is made by its own factory
     and chooses its own precision.
@@ -53,7 +53,9 @@ def load_model(
     if is_plugin_spec(spec):
         return load_once((kind, spec, resolved), lambda: load_plugin(spec, resolved))
     computed = pick_precision(precision, resolved)
-    return load_once((kind, spec, resolved, computed), lambda: build(spec, resolved, computed))
+    # Keyed by the weights' id too: a long-lived process (the warm host) must not keep serving
+    # weights that were replaced at the same path.
+    return load_once((kind, spec, model_id(spec), resolved, computed), lambda: build(spec, resolved, computed))
 
 
 def model_id(spec: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +38,17 @@ def test_model_loads_once_per_process(tiny_clip: Path) -> None:
 def test_unit_rows_leaves_zero_rows_finite() -> None:
     rows = unit_rows(np.array([[3.0, 4.0], [0.0, 0.0]]))
     np.testing.assert_allclose(rows, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_weights_replaced_at_the_same_path_are_loaded_again(tmp_path: Path) -> None:
+    """A long-lived process (the warm host) must not keep serving the weights a folder used to hold."""
+    from tests.tiny_models import build_tiny_clip
+
+    folder = build_tiny_clip(tmp_path / "clip", seed=1)
+    before = load_embedder(str(folder), "cpu")
+    assert load_embedder(str(folder), "cpu") is before
+    shutil.rmtree(folder)
+    build_tiny_clip(folder, seed=2)
+    after = load_embedder(str(folder), "cpu")
+    assert after is not before
+    assert not np.allclose(after.embed_texts(["a bus"]), before.embed_texts(["a bus"]))

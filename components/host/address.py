@@ -1,0 +1,97 @@
+"""Where a warm host listens, and which host may serve a command.
+
+A host serves only commands that would behave exactly as a fresh process would: same Python, same
+cropsearch code, same installed packages, same environment, same working directory. All of that
+goes into the host's key, so editing the code, installing a package or exporting a variable
+starts a new host instead of reusing a stale one. The folder holding the sockets is the user's
+alone (0700, checked), and the host checks each caller's uid as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import sysconfig
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.errors import CropsearchError
+
+# Variables a shell or terminal sets per window or per command; they change nothing a command does.
+_VOLATILE_VARIABLES = frozenset(
+    {"_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "TERM_SESSION_ID", "WINDOWID", "SSH_TTY", "SSH_CLIENT"}
+    | {"SSH_CONNECTION", "TMUX_PANE", "STY", "WINDOW", "PS1", "PROMPT_COMMAND", "HISTFILE", "OLDPWD"}
+)
+
+
+class HostUnavailable(CropsearchError):
+    """No warm host can be used here; the command runs in its own process instead."""
+
+
+@dataclass(frozen=True)
+class HostAddress:
+    """A host's files: its socket, the lock only a live host holds, and its log."""
+
+    folder: Path
+    key: str
+
+    @property
+    def socket(self) -> Path:
+        return self.folder / f"{self.key}.sock"
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / f"{self.key}.lock"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / f"{self.key}.log"
+
+
+def hosts_folder(environment: Mapping[str, str]) -> Path:
+    """The user's folder for host sockets: under XDG_RUNTIME_DIR (a per-user tmpfs) when set, else ~/.cache."""
+    runtime = environment.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "cropsearch"
+    return Path(environment.get("HOME", "~")).expanduser() / ".cache" / "cropsearch" / "hosts"
+
+
+def private_folder(folder: Path) -> Path:
+    """Make `folder` (mode 0700) or check an existing one is this user's alone: nobody else may reach a host."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = folder.lstat()
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise HostUnavailable(f"{folder} must be a folder only this user can open (mode 0700) to hold host sockets")
+    return folder
+
+
+def code_fingerprint(package_folders: Iterable[Path]) -> str:
+    """Names, sizes and mtimes of every cropsearch source file, and the installed packages' folder.
+
+    Stat calls only (a few ms): the key must be cheap, since every `cropsearch` process computes it.
+    Installing, upgrading or removing a package changes the site-packages folder's mtime.
+    """
+    digest = hashlib.sha256()
+    for folder in package_folders:
+        for path in sorted(folder.rglob("*.py")):
+            status = path.stat()
+            digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    for name in ("purelib", "platlib"):
+        site = Path(sysconfig.get_paths()[name])
+        if site.exists():
+            digest.update(f"{site}\0{site.stat().st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def host_address(
+    folder: Path, python: str, code: str, environment: Mapping[str, str], working_dir: Path
+) -> HostAddress:
+    """The address of the host that may serve a command from this Python, code, environment and directory."""
+    digest = hashlib.sha256()
+    digest.update(f"{python}\0{code}\0{working_dir.resolve()}\n".encode())
+    for name in sorted(set(environment) - _VOLATILE_VARIABLES):
+        digest.update(f"{name}={environment[name]}\0".encode())
+    # 16 hex digits keep the socket's path well under the 108 bytes a Unix socket allows.
+    return HostAddress(folder, digest.hexdigest()[:16])

@@ -1,0 +1,68 @@
+"""The warm host process: `python -m flows.host FOLDER KEY`, started in the background by `cropsearch`.
+
+It imports the flows, starts the one Prefect API its runs report to (a temporary one, as any
+`cropsearch` process would, unless PREFECT_API_URL names a server), then serves CLI commands
+until it has been idle for `IDLE_SECONDS`. Models stay loaded between commands (`load_once`).
+The Prefect API must be up before the first command: a server started during one would inherit
+that caller's terminal and keep its pipes open after the command ended.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from components.host.address import HostAddress
+from components.host.server import host_lock, serve
+
+IDLE_SECONDS = 15 * 60
+
+
+def run_cli_command(argv: list[str]) -> int:
+    """One `cropsearch` command, as its own process would run it; its exit status."""
+    from flows.cli import main
+
+    try:
+        main(argv, prog_name="cropsearch")
+    except SystemExit as ended:
+        return ended.code if isinstance(ended.code, int) else (0 if ended.code is None else 1)
+    return 0
+
+
+def warm_up() -> None:
+    """Import what commands run and start their Prefect API, before any caller's terminal is attached."""
+    from flows.cli import quiet_prefect_defaults
+
+    quiet_prefect_defaults()
+    from prefect.client.orchestration import get_client
+
+    import flows.demo  # noqa: F401  (imports index, query and evaluate too)
+
+    with get_client(sync_client=True) as client:
+        client.api_healthcheck()
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)  # runs atexit, which stops the temporary Prefect API with the host
+
+
+def main(folder: Path, key: str, idle_seconds: float = IDLE_SECONDS) -> int:
+    address = HostAddress(folder, key)
+    signal.signal(signal.SIGTERM, _stop)
+    with host_lock(address) as held:
+        if not held:
+            return 0  # another caller started this host first
+        started = time.perf_counter()
+        warm_up()
+        warm = time.perf_counter() - started
+        print(f"host {key} warm in {warm:.1f} s; exits after {idle_seconds:.0f} idle seconds", flush=True)
+        serve(address, run_cli_command, idle_seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    idle = float(sys.argv[3]) if len(sys.argv) > 3 else IDLE_SECONDS
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2], idle))

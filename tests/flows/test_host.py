@@ -1,0 +1,189 @@
+"""The warm host, through the real `cropsearch` console command as a person runs it.
+
+Each test starts real host processes in a sockets folder of its own (XDG_RUNTIME_DIR) and stops
+them at the end. What a command prints, its exit status and what it writes must be the same as
+the same command run in a process of its own (`--no-host`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components.host.address import HostUnavailable, code_fingerprint, host_address, private_folder
+from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER
+
+CROPSEARCH = str(Path(sys.executable).parent / "cropsearch")
+REPO = Path(__file__).resolve().parents[2]
+WORLD_MODELS = ["--detector", str(WORLD_DETECTOR), "--embedder", str(WORLD_EMBEDDER), "--device", "cpu"]
+WAITING_MODELS = [
+    "--detector", "plugin:tests.plugins:colour_blob_detector", "--embedder", "plugin:tests.plugins:waiting_embedder",
+    "--device", "cpu",
+]  # fmt: skip
+
+
+class Workspace:
+    """A folder to run `cropsearch` in, with its own sockets folder; `run` is one command as a process."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.environment = {**os.environ, "XDG_RUNTIME_DIR": str(folder / "run"), "PYTHONPATH": str(REPO)}
+
+    def start(self, *arguments: str, **environment: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [CROPSEARCH, *arguments], cwd=self.folder, env={**self.environment, **environment},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def run(self, *arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
+        process = self.start(*arguments, **environment)
+        stdout, stderr = process.communicate(timeout=300)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    def hosts(self) -> list[dict[str, str]]:
+        """`cropsearch host status` as rows: pid, folder, commands, idle, busy."""
+        lines = self.run("host", "status").stdout.strip().splitlines()
+        if lines == ["no warm host is running"]:
+            return []
+        names = re.split(r"\s{2,}", lines[0])
+        return [dict(zip(names, re.split(r"\s{2,}", line), strict=True)) for line in lines[1:]]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, photo_folder: Path) -> Iterator[Workspace]:
+    space = Workspace(tmp_path)
+    yield space
+    space.run("host", "stop")
+
+
+def _hits(output: str) -> list[str]:
+    """The hits table (without the grid's file name, which is stamped with the second it was made)."""
+    return [line for line in output.splitlines() if not line.startswith("grid: ")]
+
+
+def test_hosted_commands_print_and_exit_as_their_own_process_would(workspace: Workspace) -> None:
+    index = ["index", "--source", "photos", "--data-dir", "data", *WORLD_MODELS]
+    first = workspace.run(*index)
+    assert first.returncode == 0, first.stderr
+    assert "images indexed now      10" in first.stdout
+    assert "Flow run" in first.stderr and "Flow run" not in first.stdout  # Prefect's log stays on stderr
+    [host] = workspace.hosts()
+    assert host["commands"] == "1" and host["folder"] == str(workspace.folder)
+
+    again = workspace.run(*index)
+    assert again.returncode == 0 and "no new work" in again.stdout
+
+    query = ["query", "a red circle", "-k", "3", "--data-dir", "data", "--device", "cpu"]
+    hosted, alone = workspace.run(*query), workspace.run("--no-host", *query)
+    assert hosted.returncode == alone.returncode == 0, hosted.stderr + alone.stderr
+    assert _hits(hosted.stdout) == _hits(alone.stdout) and len(_hits(hosted.stdout)) == 4
+
+    wrong = workspace.run("query", "x", "-k", "0", "--data-dir", "data")
+    assert wrong.returncode == 2 and "error: k: Input should be greater than or equal to 1" in wrong.stderr
+    assert wrong.stdout == ""
+    [same] = workspace.hosts()
+    assert same["pid"] == host["pid"] and same["commands"] == "4"  # the --no-host query never reached it
+
+
+def test_a_busy_host_leaves_the_next_command_to_run_itself(workspace: Workspace) -> None:
+    index = ["index", "--source", "photos", "--data-dir", "data", *WAITING_MODELS]
+    waiting = workspace.start(*index)
+    started = workspace.folder / "embedding-started"
+    deadline = time.monotonic() + 240
+    while not started.exists():
+        assert waiting.poll() is None and time.monotonic() < deadline, waiting.communicate()
+        time.sleep(0.1)
+    [busy] = workspace.hosts()
+    assert busy["busy"] == "yes"
+    meanwhile = workspace.run("query", "x", "-k", "0")  # answered by a process of its own
+    assert meanwhile.returncode == 2 and "error: k:" in meanwhile.stderr
+    (workspace.folder / "release").touch()
+    stdout, stderr = waiting.communicate(timeout=240)
+    assert waiting.returncode == 0 and "images indexed now      10" in stdout, stderr
+    [done] = workspace.hosts()
+    assert done["pid"] == busy["pid"] and done["commands"] == "1" and done["busy"] == "no"
+
+
+def test_ctrl_c_cancels_the_hosted_command_and_the_host_with_it(workspace: Workspace) -> None:
+    index = ["index", "--source", "photos", "--data-dir", "data", *WAITING_MODELS]
+    waiting = workspace.start(*index)
+    started = workspace.folder / "embedding-started"
+    deadline = time.monotonic() + 240
+    while not started.exists():
+        assert waiting.poll() is None and time.monotonic() < deadline, waiting.communicate()
+        time.sleep(0.1)
+    [host] = workspace.hosts()
+    waiting.send_signal(signal.SIGINT)
+    waiting.communicate(timeout=120)
+    assert waiting.returncode == 130
+    deadline = time.monotonic() + 60
+    while _alive(int(host["pid"])):
+        assert time.monotonic() < deadline, "the host outlived its cancelled command"
+        time.sleep(0.1)
+    (workspace.folder / "release").touch()
+    rerun = workspace.run(*index)  # a fresh host finishes the work; nothing half-written is left in the way
+    assert rerun.returncode == 0 and "images indexed now      10" in rerun.stdout, rerun.stderr
+    [fresh] = workspace.hosts()
+    assert fresh["pid"] != host["pid"]
+
+
+def test_a_killed_host_is_replaced_and_another_environment_gets_its_own(workspace: Workspace) -> None:
+    query = ["query", "x", "-k", "0"]
+    assert workspace.run(*query).returncode == 2
+    [host] = workspace.hosts()
+    os.kill(int(host["pid"]), signal.SIGKILL)  # its socket file stays behind
+    while _alive(int(host["pid"])):
+        time.sleep(0.05)
+    again = workspace.run(*query)
+    assert again.returncode == 2 and "error: k:" in again.stderr
+    [fresh] = workspace.hosts()
+    assert fresh["pid"] != host["pid"]
+    elsewhere = workspace.run(*query, CROPSEARCH_TEST_VARIABLE="1")
+    assert elsewhere.returncode == 2 and "error: k:" in elsewhere.stderr
+    assert len(workspace.hosts()) == 2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().split(") ")[-1][0] != "Z"
+
+
+def test_a_sockets_folder_others_can_open_is_refused_and_commands_run_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "run" / "cropsearch"
+    shared.mkdir(parents=True)
+    shared.chmod(0o755)
+    with pytest.raises(HostUnavailable, match="only this user can open"):
+        private_folder(shared)
+    done = Workspace(tmp_path).run("query", "x", "-k", "0")
+    assert done.returncode == 2 and "error: k:" in done.stderr
+    assert list(shared.iterdir()) == []  # no socket was made where others could reach it
+
+
+def test_the_host_key_follows_code_environment_and_folder_not_the_terminal(tmp_path: Path) -> None:
+    package = tmp_path / "package"
+    shutil.copytree(REPO / "schemas", package)
+    code = code_fingerprint([package])
+    base = {"HOME": "/home/someone", "PATH": "/usr/bin"}
+    python = "/usr/bin/python3"
+    key = host_address(tmp_path, python, code, base, tmp_path).key
+    assert host_address(tmp_path, python, code, {**base, "COLUMNS": "80", "PWD": "/x"}, tmp_path).key == key
+    assert host_address(tmp_path, python, code, {**base, "PREFECT_API_URL": "http://h"}, tmp_path).key != key
+    assert host_address(tmp_path, python, code, base, package).key != key
+    assert host_address(tmp_path, "/opt/python", code, base, tmp_path).key != key
+    edited = package / "params.py"
+    edited.write_text(edited.read_text() + "\n# edited\n")
+    assert code_fingerprint([package]) != code
