@@ -32,6 +32,15 @@ class IndexReport(BaseModel):
         self.seconds_per_stage[stage] = self.seconds_per_stage.get(stage, 0.0) + seconds
 
 
+# Scores are shown, and compared with a `min_score`, to this many decimals: a person who pastes a
+# hit's shown score back as the cutoff keeps that hit.
+SCORE_DECIMALS = 4
+
+
+def shown_score(score: float) -> float:
+    return round(score, SCORE_DECIMALS)
+
+
 class FoldedHit(BaseModel):
     """A lower-ranked hit on the same parent as a QueryHit, kept under it."""
 

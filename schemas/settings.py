@@ -176,7 +176,10 @@ class SearchSettings(SettingsGroup):
     min_area_fraction: float = Field(0.0, ge=0.0, le=1.0, description="minimum share of the parent a crop covers")
     one_hit_per_image: bool = Field(True, description="return the best hit per parent; fold the rest under it")
     min_score: float | None = Field(
-        None, ge=-1.0, le=1.0, description="leave out hits whose cosine score is under this; none keeps all"
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="leave out hits whose cosine score, as shown (4 decimals), is under this; none keeps all",
     )
 
     def query_fields(self) -> dict[str, str]:

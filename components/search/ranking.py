@@ -9,7 +9,7 @@ import numpy as np
 
 from components.store.reader import StoreReader
 from components.store.schema import search_filter
-from schemas.results import FoldedHit, QueryHit
+from schemas.results import FoldedHit, QueryHit, shown_score
 from schemas.settings import SearchSettings
 
 # With one hit per image, several rows can share a parent: fetch this many rows per wanted hit
@@ -40,7 +40,7 @@ def find_hits(store: StoreReader, query_vector: np.ndarray, settings: SearchSett
         fetched_all = len(rows) < fetch
         if settings.min_score is not None:
             # Rows come best first: once one falls under the cutoff, fetching more finds none above it.
-            kept = [row for row in rows if row["score"] >= settings.min_score]
+            kept = [row for row in rows if shown_score(row["score"]) >= settings.min_score]
             fetched_all = fetched_all or len(kept) < len(rows)
             rows = kept
         groups = group_by_parent(rows, settings.k, settings.one_hit_per_image)

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from components.pipeline.images import ImageDecodeError, decode_rgb
 from components.store.objects import ObjectFiles
-from schemas.results import QueryHit
+from schemas.results import SCORE_DECIMALS, QueryHit
 
 _THUMB = 224
 _LABEL_HEIGHT = 18
@@ -133,7 +133,7 @@ def hits_table(hits: Sequence[QueryHit]) -> list[dict[str, str]]:
     return [
         {
             "rank": str(hit.rank),
-            "score": f"{hit.score:.4f}",
+            "score": f"{hit.score:.{SCORE_DECIMALS}f}",
             "kind": hit.kind,
             "class": hit.crop.class_name if hit.crop else "-",
             "parent": hit.image.uri,

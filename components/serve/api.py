@@ -29,7 +29,7 @@ from components.serve.pictures import PictureMissing, Pictures, check_size
 from components.serve.searcher import Searcher, UnknownId, is_record_id
 from components.store.objects import ObjectFiles
 from schemas.records import CropRecord, ImageRecord
-from schemas.results import QueryHit
+from schemas.results import QueryHit, shown_score
 from schemas.serve import ServeParams
 from schemas.settings import SearchSettings
 
@@ -83,7 +83,7 @@ def hit_json(hit: QueryHit) -> dict[str, Any]:
     crop = hit.crop
     return {
         "rank": hit.rank,
-        "score": round(hit.score, 6),
+        "score": shown_score(hit.score),
         "kind": hit.kind,
         "class_name": crop.class_name if crop else None,
         "box": [crop.x1, crop.y1, crop.x2, crop.y2] if crop else None,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from components.search.ranking import find_hits, group_by_parent
+from components.search.render import hits_table
 from components.store.reader import StoreReader
 from components.store.writer import StoreWriter
 from schemas.settings import SearchSettings
@@ -60,3 +61,19 @@ def test_hits_whose_parent_is_not_written_yet_are_left_out(tmp_path: Path) -> No
     hits = find_hits(StoreReader(store.uri), np.array([1, 0, 0], dtype=np.float32), SearchSettings(k=5))
     assert [h.image.image_id for h in hits] == [written.image_id]
     assert hits[0].rank == 1
+
+
+def test_a_shown_score_pasted_back_as_the_cutoff_keeps_that_hit(tmp_path: Path) -> None:
+    """Scores are shown to 4 decimals; a cutoff compared with the unrounded score dropped the very hit it came from."""
+    store = StoreWriter(str(tmp_path / "db"))
+    near, far = image("near"), image("far")
+    store.upsert_images([near, far])
+    # cos = 0.47236..., shown 0.4724: above the raw score, equal to the shown one.
+    angle = np.arccos(0.472362)
+    store.upsert_embeddings([embedding(near, [np.cos(angle), np.sin(angle), 0]), embedding(far, [0, 1, 0])], "m1")
+    query = np.array([1, 0, 0], dtype=np.float32)
+    everything = find_hits(StoreReader(store.uri), query, SearchSettings(k=5))
+    shown = hits_table(everything)[0]["score"]
+    assert shown == "0.4724" and everything[0].score < float(shown)
+    kept = find_hits(StoreReader(store.uri), query, SearchSettings(k=5, min_score=float(shown)))
+    assert [hit.image.image_id for hit in kept] == [near.image_id]

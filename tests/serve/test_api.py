@@ -14,7 +14,7 @@ from components.search.render import hits_table
 from components.serve.client import ask_server
 from components.store.database import Database
 from flows.query import query
-from schemas.results import QueryHit
+from schemas.results import QueryHit, shown_score
 from schemas.settings import SearchSettings
 from tests.serve.conftest import WorldIndex
 from tests.serve.live import client
@@ -85,8 +85,8 @@ def test_serve_and_the_query_flow_return_the_same_hits(server: str, world_index:
     assert [(h.rank, h.kind, h.image.image_id, h.crop.crop_id if h.crop else None) for h in served] == [
         (h.rank, h.kind, h.image.image_id, h.crop.crop_id if h.crop else None) for h in flowed
     ]
-    # One process, one embedder: the same vector; scores differ only by the JSON's six decimals.
-    assert [h.score for h in served] == pytest.approx([h.score for h in flowed], abs=1e-6)
+    # One process, one embedder: the same vector; the JSON gives scores as shown, to SCORE_DECIMALS.
+    assert [h.score for h in served] == [shown_score(h.score) for h in flowed]
 
 
 def test_the_cli_asks_a_running_server_and_prints_the_flows_table(server: str) -> None:

@@ -83,7 +83,7 @@ function hitCard(hit) {
     element("div", { class: "pair" }, [matched, opener]),
     element("div", { class: "label" }, [
       element("span", { class: "class", text: `#${hit.rank} ${what}${folded}` }),
-      element("span", { class: "score", text: hit.score.toFixed(3) }),
+      element("span", { class: "score", text: hit.score.toFixed(4) }),  // SCORE_DECIMALS: what min_score compares
     ]),
     more,
   ]);
