@@ -8,7 +8,8 @@ is (first run - unchanged re-run) / photos, so a run's fixed cost (Prefect, regi
 drops out, and it is set beside one Pillow decode of the same photos, on one thread.
 
 Per run: an unchanged re-index of a 9-photo folder and a query, each `cropsearch` started as a
-process exactly as a person types it, timed end to end (the world models, committed with the code).
+process exactly as a person types it, timed end to end (the world models, committed with the code):
+with the warm host that `cropsearch` starts and reuses, and with `--no-host` beside them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, IndexParams
 FREE_DETECTOR = "plugin:bench.free_models:fixed_boxes_detector"
 FREE_EMBEDDER = "plugin:bench.free_models:constant_embedder"
 RUN_COST_PHOTOS = 9
+CROPSEARCH = str(Path(sys.executable).parent / "cropsearch")
 
 
 def _free_model_params(plan: Plan, source: Path, data_dir: Path) -> IndexParams:
@@ -79,9 +81,10 @@ def measure_per_photo(plan: Plan) -> dict[str, Any]:
 
 
 def _timed_command(arguments: list[str], cwd: Path) -> float:
+    """`cropsearch ARGUMENTS` as a person types it (the console script, so the warm host is used), in seconds."""
+    environment = {**child_environment(), "XDG_RUNTIME_DIR": str(cwd / "run")}  # hosts of this measurement only
     started = time.perf_counter()
-    command = [sys.executable, "-m", "flows.cli", *arguments]
-    done = subprocess.run(command, cwd=cwd, env=child_environment(), capture_output=True, text=True)
+    done = subprocess.run([CROPSEARCH, *arguments], cwd=cwd, env=environment, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"cropsearch {' '.join(arguments)} failed:\n{done.stderr[-2000:]}")
@@ -89,17 +92,27 @@ def _timed_command(arguments: list[str], cwd: Path) -> float:
 
 
 def measure_run_cost(plan: Plan) -> dict[str, float]:
-    """An unchanged re-index of 9 photos and a query, as processes a person starts (the first index run is untimed)."""
+    """An unchanged re-index of 9 photos and a query as processes a person starts, with the warm host and without.
+
+    The first index run (untimed as a re-run) starts the host: its time is what the first command of a
+    session costs. `--no-host` runs each command in its own process, as every command ran before the host.
+    """
     work = plan.work / "run-cost"
-    shutil.rmtree(work / "data", ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     write_photos(work / "photos", RUN_COST_PHOTOS, seed=9)
     index = ["index", "--source", "photos", "--detector", str(WORLD_DETECTOR), "--embedder", str(WORLD_EMBEDDER)]
     index += ["--device", "cpu", "--data-dir", "data"]
-    _timed_command(index, work)
-    return {
-        "rerun_seconds": _timed_command(index, work),
-        "query_seconds": _timed_command(["query", "a red circle", "--device", "cpu", "--data-dir", "data"], work),
-    }
+    query = ["query", "a red circle", "--device", "cpu", "--data-dir", "data"]
+    try:
+        return {
+            "first_seconds": _timed_command(index, work),
+            "rerun_seconds": _timed_command(index, work),
+            "query_seconds": _timed_command(query, work),
+            "rerun_alone_seconds": _timed_command(["--no-host", *index], work),
+            "query_alone_seconds": _timed_command(["--no-host", *query], work),
+        }
+    finally:
+        _timed_command(["host", "stop"], work)
 
 
 def measure_overhead(plan: Plan) -> dict[str, Any]:
@@ -117,16 +130,24 @@ def overhead_rows(figures: Figures) -> list[Row]:
             ratio <= TARGETS["overhead_per_decode"],
         ),
         Row(
-            f"`cropsearch index`, unchanged {RUN_COST_PHOTOS}-photo folder, as a process",
-            f"{run_cost['rerun_seconds']:.1f} s",
+            f"`cropsearch index`, unchanged {RUN_COST_PHOTOS}-photo folder, as a process (warm host)",
+            f"{run_cost['rerun_seconds']:.2f} s",
             f"<= {TARGETS['run_seconds']:.0f} s",
             run_cost["rerun_seconds"] <= TARGETS["run_seconds"],
         ),
         Row(
-            "`cropsearch query`, cold, as a process",
-            f"{run_cost['query_seconds']:.1f} s",
+            "`cropsearch query`, a new process (warm host)",
+            f"{run_cost['query_seconds']:.2f} s",
             f"<= {TARGETS['run_seconds']:.0f} s",
             run_cost["query_seconds"] <= TARGETS["run_seconds"],
+        ),
+        Row(
+            "the same two in processes of their own (`--no-host`: every command before the host)",
+            f"{run_cost['rerun_alone_seconds']:.1f} s / {run_cost['query_alone_seconds']:.1f} s",
+        ),
+        Row(
+            f"a session's first command (starts the host; indexes the {RUN_COST_PHOTOS} photos)",
+            f"{run_cost['first_seconds']:.1f} s",
         ),
     ]
 

@@ -9,6 +9,7 @@ that caller's terminal and keep its pipes open after the command ended.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -45,6 +46,18 @@ def warm_up() -> None:
         client.api_healthcheck()
 
 
+def stop_superseded_hosts(address: HostAddress) -> None:
+    """Stop idle hosts that differ from this one only by code or settings files: after an edit nothing reaches them."""
+    from components.host.address import environment_digest
+    from components.host.client import ask_host, live_hosts
+
+    ours = environment_digest(sys.executable, os.environ, Path.cwd())
+    for other in live_hosts(address.folder):
+        status = ask_host(other, "status") if other.key != address.key else None
+        if status is not None and status.get("environment") == ours and not status["busy"]:
+            ask_host(other, "stop")
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)  # runs atexit, which stops the temporary Prefect API with the host
 
@@ -55,6 +68,7 @@ def main(folder: Path, key: str, idle_seconds: float = IDLE_SECONDS) -> int:
     with host_lock(address) as held:
         if not held:
             return 0  # another caller started this host first
+        stop_superseded_hosts(address)
         started = time.perf_counter()
         warm_up()
         warm = time.perf_counter() - started

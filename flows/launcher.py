@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from components.host.address import HostUnavailable, code_fingerprint, host_address, hosts_folder, private_folder
@@ -26,6 +27,13 @@ def _package_folders() -> list[Path]:
     import schemas
 
     return [Path(package.__file__).parent for package in (components, flows, schemas)]  # type: ignore[arg-type]
+
+
+def _settings_files(environment: Mapping[str, str], working_dir: Path) -> list[Path]:
+    """Files Prefect reads its settings from at start-up; a host started before they changed is stale."""
+    prefect_home = Path(environment.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    profiles = Path(environment.get("PREFECT_PROFILES_PATH", prefect_home / "profiles.toml")).expanduser()
+    return [profiles, working_dir / "prefect.toml", working_dir / ".env", working_dir / "pyproject.toml"]
 
 
 def _hosted(argv: list[str]) -> bool:
@@ -54,8 +62,9 @@ def run_hosted(argv: list[str]) -> int | None:
         folder = private_folder(hosts_folder(os.environ))
     except (HostUnavailable, OSError):
         return None
-    code = code_fingerprint(_package_folders())
-    address = host_address(folder, sys.executable, code, os.environ, Path.cwd())
+    working_dir = Path.cwd()
+    code = code_fingerprint(_package_folders(), _settings_files(os.environ, working_dir))
+    address = host_address(folder, sys.executable, code, os.environ, working_dir)
     return run_on_host(address, argv, lambda: _start_host(folder, address.key, address.log), HOST_START_SECONDS)
 
 

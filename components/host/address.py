@@ -67,17 +67,22 @@ def private_folder(folder: Path) -> Path:
     return folder
 
 
-def code_fingerprint(package_folders: Iterable[Path]) -> str:
-    """Names, sizes and mtimes of every cropsearch source file, and the installed packages' folder.
+def code_fingerprint(package_folders: Iterable[Path], settings_files: Iterable[Path] = ()) -> str:
+    """Names, sizes and mtimes of every cropsearch source file, of settings files, and of the installed packages.
 
     Stat calls only (a few ms): the key must be cheap, since every `cropsearch` process computes it.
-    Installing, upgrading or removing a package changes the site-packages folder's mtime.
+    Installing, upgrading or removing a package changes the site-packages folder's mtime. Settings
+    files are those a library reads at start-up (Prefect's profiles, where `stack up` saves its API).
     """
     digest = hashlib.sha256()
-    for folder in package_folders:
-        for path in sorted(folder.rglob("*.py")):
+    files = [path for folder in package_folders for path in sorted(folder.rglob("*.py"))]
+    for path in [*files, *settings_files]:
+        try:
             status = path.stat()
-            digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            digest.update(f"{path}\0absent\n".encode())
+            continue
+        digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
     for name in ("purelib", "platlib"):
         site = Path(sysconfig.get_paths()[name])
         if site.exists():
@@ -85,13 +90,19 @@ def code_fingerprint(package_folders: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
+def environment_digest(python: str, environment: Mapping[str, str], working_dir: Path) -> str:
+    """Everything a host's key covers except the code: hosts that share it differ only by an edit or an install."""
+    digest = hashlib.sha256()
+    digest.update(f"{python}\0{working_dir.resolve()}\n".encode())
+    for name in sorted(set(environment) - _VOLATILE_VARIABLES):
+        digest.update(f"{name}={environment[name]}\0".encode())
+    return digest.hexdigest()
+
+
 def host_address(
     folder: Path, python: str, code: str, environment: Mapping[str, str], working_dir: Path
 ) -> HostAddress:
     """The address of the host that may serve a command from this Python, code, environment and directory."""
-    digest = hashlib.sha256()
-    digest.update(f"{python}\0{code}\0{working_dir.resolve()}\n".encode())
-    for name in sorted(set(environment) - _VOLATILE_VARIABLES):
-        digest.update(f"{name}={environment[name]}\0".encode())
+    key = hashlib.sha256(f"{code}\0{environment_digest(python, environment, working_dir)}".encode()).hexdigest()
     # 16 hex digits keep the socket's path well under the 108 bytes a Unix socket allows.
-    return HostAddress(folder, digest.hexdigest()[:16])
+    return HostAddress(folder, key[:16])

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from components.host.address import HostAddress
@@ -107,21 +108,25 @@ def run_on_host(address: HostAddress, argv: list[str], start_host: StartHost, wa
         return int(reply["exit"])
 
 
-def ask_hosts(folder: os.PathLike[str] | str, op: str) -> list[dict[str, Any]]:
-    """Send `op` ("status" or "stop") to every live host in `folder`; their answers."""
-    from pathlib import Path
+def ask_host(address: HostAddress, op: str) -> dict[str, Any] | None:
+    """Send `op` ("status" or "stop") to the host at `address`; its answer, or None if none is listening."""
+    connection = _connect(address)
+    if connection is None:
+        return None
+    with connection:
+        try:
+            send_message(connection, {"op": op})
+            answer, _ = MessageReader(connection).next_message()
+        except OSError:
+            return None
+    return answer
 
-    answers = []
-    for path in sorted(Path(folder).glob("*.sock")):
-        connection = _connect(HostAddress(path.parent, path.stem))
-        if connection is None:
-            continue
-        with connection:
-            try:
-                send_message(connection, {"op": op})
-                answer, _ = MessageReader(connection).next_message()
-            except OSError:
-                continue
-        if answer is not None:
-            answers.append({"socket": str(path), **answer})
-    return answers
+
+def live_hosts(folder: Path) -> list[HostAddress]:
+    return [HostAddress(path.parent, path.stem) for path in sorted(folder.glob("*.sock"))]
+
+
+def ask_hosts(folder: Path, op: str) -> list[dict[str, Any]]:
+    """Send `op` to every live host in `folder`; their answers."""
+    answers = [(address, ask_host(address, op)) for address in live_hosts(folder)]
+    return [{"socket": str(address.socket), **answer} for address, answer in answers if answer is not None]

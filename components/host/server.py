@@ -22,9 +22,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
-from components.host.address import HostAddress
+from components.host.address import HostAddress, environment_digest
 from components.host.protocol import MessageReader, send_message
 
 RunCommand = Callable[[list[str]], int]
@@ -85,6 +86,7 @@ def _status(state: _HostState, address: HostAddress) -> dict[str, Any]:
         "pid": os.getpid(),
         "key": address.key,
         "cwd": os.getcwd(),
+        "environment": environment_digest(sys.executable, os.environ, Path.cwd()),
         "started": state.started,
         "commands_run": state.commands_run,
         "idle_seconds": round(time.monotonic() - state.last_used, 1),

@@ -149,7 +149,15 @@ def test_a_killed_host_is_replaced_and_another_environment_gets_its_own(workspac
     assert fresh["pid"] != host["pid"]
     elsewhere = workspace.run(*query, CROPSEARCH_TEST_VARIABLE="1")
     assert elsewhere.returncode == 2 and "error: k:" in elsewhere.stderr
-    assert len(workspace.hosts()) == 2
+    both = {host["pid"] for host in workspace.hosts()}
+    assert len(both) == 2 and fresh["pid"] in both
+    other = (both - {fresh["pid"]}).pop()
+
+    # A settings file Prefect reads changes: a new host, and the one it supersedes stops, not the other environment's.
+    (workspace.folder / "prefect.toml").write_text("# settings for this folder\n")
+    assert workspace.run(*query).returncode == 2
+    after = {host["pid"] for host in workspace.hosts()}
+    assert len(after) == 2 and other in after and fresh["pid"] not in after
 
 
 def _alive(pid: int) -> bool:
@@ -187,3 +195,7 @@ def test_the_host_key_follows_code_environment_and_folder_not_the_terminal(tmp_p
     edited = package / "params.py"
     edited.write_text(edited.read_text() + "\n# edited\n")
     assert code_fingerprint([package]) != code
+    profiles = tmp_path / "profiles.toml"
+    without = code_fingerprint([package], [profiles])
+    profiles.write_text("[profiles.local]\nPREFECT_API_URL = 'http://127.0.0.1:4200/api'\n")  # what `stack up` saves
+    assert code_fingerprint([package], [profiles]) != without
