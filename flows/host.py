@@ -9,14 +9,16 @@ that caller's terminal and keep its pipes open after the command ended.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from types import FrameType
 
-from components.host.address import HostAddress
+from components.host.address import HostAddress, environment_digest
 from components.host.server import host_lock, serve
 
 IDLE_SECONDS = 15 * 60
@@ -28,9 +30,21 @@ def run_cli_command(argv: list[str]) -> int:
 
     try:
         main(argv, prog_name="cropsearch")
+    except HostStopping:
+        raise
     except SystemExit as ended:
-        return ended.code if isinstance(ended.code, int) else (0 if ended.code is None else 1)
+        if isinstance(ended.code, int) or ended.code is None:
+            return ended.code or 0
+        print(ended.code, file=sys.stderr)  # `sys.exit("message")`, as Python itself would show it
+        return 1
+    except Exception:
+        traceback.print_exc()  # still on the caller's stderr, as their own process would have shown it
+        return 1
     return 0
+
+
+class HostStopping(BaseException):
+    """SIGTERM to the host: not a command's exit, so no command catches it as one."""
 
 
 def warm_up() -> None:
@@ -46,12 +60,10 @@ def warm_up() -> None:
         client.api_healthcheck()
 
 
-def stop_superseded_hosts(address: HostAddress) -> None:
+def stop_superseded_hosts(address: HostAddress, ours: str) -> None:
     """Stop idle hosts that differ from this one only by code or settings files: after an edit nothing reaches them."""
-    from components.host.address import environment_digest
     from components.host.client import ask_host, live_hosts
 
-    ours = environment_digest(sys.executable, os.environ, Path.cwd())
     for other in live_hosts(address.folder):
         status = ask_host(other, "status") if other.key != address.key else None
         if status is not None and status.get("environment") == ours and not status["busy"]:
@@ -59,7 +71,7 @@ def stop_superseded_hosts(address: HostAddress) -> None:
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)  # runs atexit, which stops the temporary Prefect API with the host
+    raise HostStopping  # ends serve(); the normal exit runs atexit, which stops the temporary Prefect API
 
 
 def main(folder: Path, key: str, idle_seconds: float = IDLE_SECONDS) -> int:
@@ -68,12 +80,15 @@ def main(folder: Path, key: str, idle_seconds: float = IDLE_SECONDS) -> int:
     with host_lock(address) as held:
         if not held:
             return 0  # another caller started this host first
-        stop_superseded_hosts(address)
+        # The environment as the caller had it: warm_up adds Prefect defaults to this process's own.
+        environment = environment_digest(sys.executable, os.environ, Path.cwd())
+        stop_superseded_hosts(address, environment)
         started = time.perf_counter()
         warm_up()
         warm = time.perf_counter() - started
         print(f"host {key} warm in {warm:.1f} s; exits after {idle_seconds:.0f} idle seconds", flush=True)
-        serve(address, run_cli_command, idle_seconds)
+        with contextlib.suppress(HostStopping):
+            serve(address, run_cli_command, idle_seconds, environment)
     return 0
 
 

@@ -45,7 +45,8 @@ def _hosted(argv: list[str]) -> bool:
 def _start_host(folder: Path, key: str, log: Path) -> subprocess.Popen[bytes]:
     with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "flows.host", str(folder), key],
+            # -P: `-m` would put the working folder first on sys.path; the console script does not.
+            [sys.executable, "-P", "-m", "flows.host", str(folder), key],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,

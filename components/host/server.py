@@ -22,16 +22,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
-from components.host.address import HostAddress, environment_digest
+from components.host.address import HostAddress
 from components.host.protocol import MessageReader, send_message
 
 RunCommand = Callable[[list[str]], int]
 _TERMINAL_FDS = (0, 1, 2)
 # How long a cancelled command may take to unwind before the host ends itself and it.
 CANCEL_GRACE_SECONDS = 10.0
+# How long a caller has to send its request once connected.
+REQUEST_SECONDS = 5.0
 
 
 @dataclass
@@ -44,6 +45,7 @@ class _Request:
 
 @dataclass
 class _HostState:
+    environment: str
     started: float = field(default_factory=time.time)
     commands_run: int = 0
     last_used: float = field(default_factory=time.monotonic)
@@ -86,7 +88,7 @@ def _status(state: _HostState, address: HostAddress) -> dict[str, Any]:
         "pid": os.getpid(),
         "key": address.key,
         "cwd": os.getcwd(),
-        "environment": environment_digest(sys.executable, os.environ, Path.cwd()),
+        "environment": state.environment,
         "started": state.started,
         "commands_run": state.commands_run,
         "idle_seconds": round(time.monotonic() - state.last_used, 1),
@@ -103,18 +105,24 @@ def _accept_forever(
             connection, _ = listener.accept()
         except OSError:
             return  # the listener was closed: the host is stopping
+        fds: list[int] = []
         try:
             if _peer_uid(connection) != os.getuid():
                 connection.close()
                 continue
+            connection.settimeout(REQUEST_SECONDS)  # a caller that connects and says nothing stalls nobody
             reader = MessageReader(connection)
             message, fds = reader.next_message(max_fds=len(_TERMINAL_FDS))
-            op = (message or {}).get("op")
-            if op == "run" and len(fds) == len(_TERMINAL_FDS) and state.busy.acquire(blocking=False):
-                runs.put(_Request(connection, reader, [str(arg) for arg in message["argv"]], fds))  # type: ignore[index]
+            op = message.get("op") if isinstance(message, dict) else None
+            argv = message.get("argv") if isinstance(message, dict) else None
+            well_formed = op == "run" and isinstance(argv, list) and len(fds) == len(_TERMINAL_FDS)
+            if well_formed and state.busy.acquire(blocking=False):
+                connection.settimeout(None)
+                runs.put(_Request(connection, reader, [str(arg) for arg in argv], fds))  # type: ignore[union-attr]
                 continue
             for fd in fds:
                 os.close(fd)
+            fds = []
             if op == "run":
                 send_message(connection, {"busy": True})
             elif op == "status":
@@ -124,7 +132,10 @@ def _accept_forever(
                 state.stopping.set()
                 runs.put(None)  # type: ignore[arg-type]
             connection.close()
-        except (OSError, ValueError):
+        except Exception:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             connection.close()
 
 
@@ -175,7 +186,13 @@ def _run(request: _Request, run_command: RunCommand, state: _HostState) -> bool:
                 os.killpg(os.getpid(), signal.SIGKILL)
             os._exit(130)
 
-    send_message(request.connection, {"started": True})
+    try:
+        send_message(request.connection, {"started": True})
+    except OSError:  # the caller left before its command started: nothing to run
+        for fd in request.fds:
+            os.close(fd)
+        request.connection.close()
+        return True
     threading.Thread(target=watch_for_cancel, name="host-cancel-watch", daemon=True).start()
     status = 130
     try:
@@ -194,12 +211,13 @@ def _run(request: _Request, run_command: RunCommand, state: _HostState) -> bool:
     return not cancelled.is_set()
 
 
-def serve(address: HostAddress, run_command: RunCommand, idle_seconds: float) -> None:
+def serve(address: HostAddress, run_command: RunCommand, idle_seconds: float, environment: str) -> None:
     """Serve commands until `idle_seconds` pass without one, a caller stops the host or cancels a command.
 
-    The caller holds `host_lock(address)` and has already warmed up what commands need.
+    The caller holds `host_lock(address)` and has already warmed up what commands need; `environment`
+    is its `environment_digest`, reported in its status so a newer host can tell it supersedes this one.
     """
-    state = _HostState()
+    state = _HostState(environment)
     runs: queue.Queue[_Request] = queue.Queue()
     listener = _listening_socket(address)
     threading.Thread(

@@ -49,8 +49,10 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
         "serve: a picture once cached (256 px JPEG) p50/p95",
         "serve: 8 clients at once for 5 s (text queries)",
         "pipeline cost per photo beyond zero-cost models (40 photos, 8 boxes) / one decode",
-        "`cropsearch index`, unchanged 9-photo folder, as a process",
-        "`cropsearch query`, cold, as a process",
+        "`cropsearch index`, unchanged 9-photo folder, as a process (warm host)",
+        "`cropsearch query`, a new process (warm host)",
+        "the same two in processes of their own (`--no-host`: every command before the host)",
+        "a session's first command (starts the host; indexes the 9 photos)",
     ):
         assert measure in table
     # The CPU is named with the instruction sets that decide bf16's speed, above the table too.
