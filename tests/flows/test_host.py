@@ -94,14 +94,19 @@ def test_hosted_commands_print_and_exit_as_their_own_process_would(workspace: Wo
     assert same["pid"] == host["pid"] and same["commands"] == "4"  # the --no-host query never reached it
 
 
-def test_a_busy_host_leaves_the_next_command_to_run_itself(workspace: Workspace) -> None:
-    index = ["index", "--source", "photos", "--data-dir", "data", *WAITING_MODELS]
+def _index_held_mid_run(workspace: Workspace, index: list[str]) -> subprocess.Popen[str]:
+    """Start `index` with the waiting embedder; return once it is embedding (and stays there until `release`)."""
     waiting = workspace.start(*index)
-    started = workspace.folder / "embedding-started"
     deadline = time.monotonic() + 240
-    while not started.exists():
+    while not (workspace.folder / "embedding-started").exists():
         assert waiting.poll() is None and time.monotonic() < deadline, waiting.communicate()
         time.sleep(0.1)
+    return waiting
+
+
+def test_a_busy_host_leaves_the_next_command_to_run_itself(workspace: Workspace) -> None:
+    index = ["index", "--source", "photos", "--data-dir", "data", *WAITING_MODELS]
+    waiting = _index_held_mid_run(workspace, index)
     [busy] = workspace.hosts()
     assert busy["busy"] == "yes"
     meanwhile = workspace.run("query", "x", "-k", "0")  # answered by a process of its own
@@ -115,12 +120,7 @@ def test_a_busy_host_leaves_the_next_command_to_run_itself(workspace: Workspace)
 
 def test_ctrl_c_cancels_the_hosted_command_and_the_host_with_it(workspace: Workspace) -> None:
     index = ["index", "--source", "photos", "--data-dir", "data", *WAITING_MODELS]
-    waiting = workspace.start(*index)
-    started = workspace.folder / "embedding-started"
-    deadline = time.monotonic() + 240
-    while not started.exists():
-        assert waiting.poll() is None and time.monotonic() < deadline, waiting.communicate()
-        time.sleep(0.1)
+    waiting = _index_held_mid_run(workspace, index)
     [host] = workspace.hosts()
     waiting.send_signal(signal.SIGINT)
     waiting.communicate(timeout=120)
