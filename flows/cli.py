@@ -357,10 +357,18 @@ def stack_down(**options: Any) -> None:
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
-@main.group()
+def _host_help() -> str:
+    from flows.host import IDLE_SECONDS
+
+    return (
+        "The warm host: one background process per code version, environment and folder that serves "
+        f"index/query/eval/demo commands with everything loaded; it exits after {IDLE_SECONDS // 60} idle minutes."
+    )
+
+
+@main.group(help=_host_help())
 def host() -> None:
-    """The warm host: one background process per code version, environment and folder that serves
-    index/query/eval/demo commands with everything loaded; it exits after 15 idle minutes."""
+    pass
 
 
 def _hosts(op: str) -> list[dict[str, Any]]:

@@ -93,5 +93,4 @@ def main(folder: Path, key: str, idle_seconds: float = IDLE_SECONDS) -> int:
 
 
 if __name__ == "__main__":
-    idle = float(sys.argv[3]) if len(sys.argv) > 3 else IDLE_SECONDS
-    sys.exit(main(Path(sys.argv[1]), sys.argv[2], idle))
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2]))

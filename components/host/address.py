@@ -22,7 +22,7 @@ from components.errors import CropsearchError
 # Variables a shell or terminal sets per window or per command; they change nothing a command does.
 _VOLATILE_VARIABLES = frozenset(
     {"_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "TERM_SESSION_ID", "WINDOWID", "SSH_TTY", "SSH_CLIENT"}
-    | {"SSH_CONNECTION", "TMUX_PANE", "STY", "WINDOW", "PS1", "PROMPT_COMMAND", "HISTFILE", "OLDPWD"}
+    | {"SSH_CONNECTION", "TMUX_PANE", "STY", "WINDOW", "PS1", "PROMPT_COMMAND", "HISTFILE"}
 )
 
 

@@ -97,7 +97,7 @@ def _status(state: _HostState, address: HostAddress) -> dict[str, Any]:
 
 
 def _accept_forever(
-    listener: socket.socket, address: HostAddress, state: _HostState, runs: queue.Queue[_Request]
+    listener: socket.socket, address: HostAddress, state: _HostState, runs: queue.Queue[_Request | None]
 ) -> None:
     """Answer status and stop here; hand a run to the main thread, or say busy while one runs."""
     while not state.stopping.is_set():
@@ -130,7 +130,7 @@ def _accept_forever(
             elif op == "stop":
                 send_message(connection, {"stopping": True})
                 state.stopping.set()
-                runs.put(None)  # type: ignore[arg-type]
+                runs.put(None)  # wakes the main thread to stop
             connection.close()
         except Exception:
             for fd in fds:
@@ -218,7 +218,7 @@ def serve(address: HostAddress, run_command: RunCommand, idle_seconds: float, en
     is its `environment_digest`, reported in its status so a newer host can tell it supersedes this one.
     """
     state = _HostState(environment)
-    runs: queue.Queue[_Request] = queue.Queue()
+    runs: queue.Queue[_Request | None] = queue.Queue()
     listener = _listening_socket(address)
     threading.Thread(
         target=_accept_forever, args=(listener, address, state, runs), name="host-accept", daemon=True
