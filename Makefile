@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 
-.PHONY: install index query test lint browser stack-up stack-down tiny-models bench bench-scale mutate clean
+.PHONY: install index query test lint browser stack-up stack-down tiny-models bench bench-scale bench-reliability mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench: install
 ## Workers vs throughput: the index flow on the thread runner, local Ray and local Dask (~5 min); ARGS="--quick" ~2 min.
 bench-scale: install
 	$(TEST_ENV) $(BIN)/python -m bench.scale $(ARGS)
+
+## Kills in every stage, a Ray worker killed mid-chunk, the hostile-input corpus -> docs/reliability.md (~25 min).
+bench-reliability: install
+	$(TEST_ENV) $(BIN)/python -m bench.reliability $(ARGS)
 
 ## Mutation testing of the store and the pipeline (pyproject's [tool.mutmut]; ~30 min on 2 cores, not in CI).
 ## ARGS picks mutants, e.g. ARGS='"components.pipeline.sources*"'; `mutmut results` lists the survivors.

@@ -45,6 +45,7 @@ from schemas.params import ChunkConfig, IndexParams, signature_of
 from schemas.policy import OperatorPolicy
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 from schemas.results import IndexReport
+from schemas.stages import IndexStage, stage_marker
 
 # Bump when what a cached task produces changes, so old cache entries stop matching. 2: the
 # components moved into subpackages, and results pickled under the old module paths must not load.
@@ -151,6 +152,15 @@ def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *arg
     return result
 
 
+@contextmanager
+def announced(stage: IndexStage) -> Iterator[None]:
+    """Log the stage's start and, unless it raised, its end: the markers `schemas/stages.py` describes."""
+    logger = get_run_logger()
+    logger.info(stage_marker(stage, "started"))
+    yield
+    logger.info(stage_marker(stage, "finished"))
+
+
 def acquire_folder(
     source: str, data_dir: Path, checksum: str | None, show_progress: bool = False, policy: OperatorPolicy | None = None
 ) -> Path:
@@ -160,12 +170,16 @@ def acquire_folder(
         return Path(source).expanduser().resolve()
     if kind == "url":
         destination = download_path(source, data_dir)
-        archive = _fresh(download_source, sources.is_unchanged, source, destination, checksum, show_progress, policy)
+        fetched = (source, destination, checksum, show_progress, policy)
+        with announced("download"):
+            archive = _fresh(download_source, sources.is_unchanged, *fetched)
     else:
         archive = hash_local_archive(Path(source).expanduser())
     stem = Path(archive.path).name.removesuffix(".zip")
     destination = data_dir / "sources" / f"{stem}-{archive.sha256[:12]}"
-    unzipped = _fresh(unzip_source, lambda got: sources.describe_folder(Path(got.path)) == got, archive, destination)
+    still_unzipped = lambda got: sources.describe_folder(Path(got.path)) == got  # noqa: E731
+    with announced("unzip"):
+        unzipped = _fresh(unzip_source, still_unzipped, archive, destination)
     return Path(unzipped.path)
 
 
@@ -182,10 +196,12 @@ class IndexRun:
     show_progress: bool
 
     @contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
+    def timed(self, stage: IndexStage, seconds_as: str | None = None) -> Iterator[None]:
+        """Announce the stage and add its seconds to the report (under `seconds_as` if given)."""
         started = time.perf_counter()
-        yield
-        self.report.add_seconds(stage, time.perf_counter() - started)
+        with announced(stage):
+            yield
+        self.report.add_seconds(seconds_as or stage, time.perf_counter() - started)
 
 
 def start_run(params: IndexParams, show_progress: bool) -> IndexRun:
@@ -288,10 +304,16 @@ def submitted_in_order(
         pending.append((chunk, submit(chunk), time.perf_counter()))
         if len(pending) >= ahead:
             chunk_done, future, started = pending.popleft()
-            yield chunk_done, future.result(), started
+            yield chunk_done, _awaited(future), started
     while pending:
         chunk_done, future, started = pending.popleft()
-        yield chunk_done, future.result(), started
+        yield chunk_done, _awaited(future), started
+
+
+def _awaited(future: Any) -> stages.ChunkWork:
+    """A chunk's model work, announced as the stage the flow spends waiting for it."""
+    with announced("model work"):
+        return future.result()
 
 
 def write_chunk(run: IndexRun, chunk: list[ImageRecord], work: stages.ChunkWork) -> None:
@@ -328,7 +350,7 @@ def upkeep(run: IndexRun) -> None:
             run.report.fragments = compact_tables(run.params)
         merged = (f"{name} {before} -> {after} fragments" for name, (before, after) in run.report.fragments.items())
         logger.info("compacted: %s", ", ".join(merged))
-    with run.timed("index"):
+    with run.timed("index build", seconds_as="index"):
         for change in maintain_indexes(run.params):
             logger.info("%s", change)
 

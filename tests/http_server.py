@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class LocalHttpServer:
     """Serve `files[path] = bytes`. Set `drop_after[path] = n` to cut the next transfer after n bytes,
-    `redirects[path] = url` to answer 302 with that location, and add a path to `ignore_range` to
-    answer it whole, as servers without Range support do."""
+    `redirects[path] = url` to answer 302 with that location, `bytes_per_second[path] = n` to send it
+    no faster than that, and add a path to `ignore_range` to answer it whole, as servers without
+    Range support do."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.redirects: dict[str, str] = {}
         self.drop_after: dict[str, int] = {}
+        self.bytes_per_second: dict[str, int] = {}
         self.ignore_range: set[str] = set()
         self.requests: list[dict[str, str]] = []
         server = self
@@ -60,10 +63,21 @@ class LocalHttpServer:
                 if not send_body:
                     return
                 cut = server.drop_after.pop(self.path, None)
-                self.wfile.write(body[start:cut] if cut is not None else body[start:])
+                self._send(body[start:cut] if cut is not None else body[start:])
                 if cut is not None:
                     self.wfile.flush()
                     self.close_connection = True
+
+            def _send(self, data: bytes) -> None:
+                rate = server.bytes_per_second.get(self.path)
+                piece = len(data) if rate is None else max(1, rate // 20)
+                try:
+                    for offset in range(0, len(data), piece):
+                        self.wfile.write(data[offset : offset + piece])
+                        if rate is not None:
+                            time.sleep(piece / rate)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client went away mid-transfer (a killed download)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

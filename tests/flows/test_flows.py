@@ -6,6 +6,7 @@ import base64
 import gc
 import io
 import json
+import logging
 import re
 import shutil
 import zipfile
@@ -23,6 +24,7 @@ from flows.index_coco import index_coco
 from flows.query import query
 from schemas.params import IndexParams, QueryParams
 from schemas.records import EmbeddingRecord
+from schemas.stages import INDEX_STAGES, STAGE_MARKER
 from tests.conftest import write_scene
 from tests.http_server import LocalHttpServer
 
@@ -208,6 +210,41 @@ def test_a_download_cut_off_mid_transfer_is_retried_and_resumed_by_the_flow(
     assert len(transfers) == 2 and "Range" not in transfers[0]
     resumed_at = int(transfers[1]["Range"].removeprefix("bytes=").removesuffix("-"))  # what the cut left on disk
     assert 0 < resumed_at <= len(archive) // 2
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_a_run_announces_every_stage_the_crash_loop_aims_at(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path, http_server: LocalHttpServer
+) -> None:
+    """Issue 24: the crash loop aims its kills by these markers; a stage renamed or left silent fails here."""
+    http_server.files["/stages.zip"] = zip_of(sorted(photo_folder.iterdir())[:3])
+    params = tiny_params(http_server.url("/stages.zip"), tmp_path / "data", tiny_yolo, tiny_clip)
+    handler, flow_runs = _Lines(), logging.getLogger("prefect.flow_runs")
+    flow_runs.addHandler(handler)
+    try:
+        index_coco(**params.flat())
+    finally:
+        flow_runs.removeHandler(handler)
+    announced = [(found["stage"], found["event"]) for line in handler.lines if (found := STAGE_MARKER.search(line))]
+    assert [stage for stage, event in announced if event == "started"] == [
+        "acquire", "download", "unzip", "register", "plan", *["model work", "write"], "compact", "index build",
+    ]  # fmt: skip
+    assert {stage for stage, _ in announced} == set(INDEX_STAGES)
+    open_stages: list[str] = []
+    for stage, event in announced:  # every stage that starts finishes, innermost first
+        if event == "started":
+            open_stages.append(stage)
+        else:
+            assert open_stages.pop() == stage
+    assert open_stages == []
 
 
 def zip_of(paths: list[Path]) -> bytes:
