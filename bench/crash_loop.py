@@ -255,6 +255,7 @@ class KillPoint:
     aimed_at: str
     killed_during: str
     half_written_crop_files: int  # temporary files the kill left mid-write (the next run must not keep them)
+    crop_files_ahead_of_rows: int  # whole crop files the kill left without their rows (their chunk was not written)
     rows_compared: int
     files_compared: int
     found: dict[str, int]  # problems() and file_problems() against the reference
@@ -357,12 +358,25 @@ def _kill_and_rerun(source: str, data_dir: Path, aim: Aim, reference: DataState)
     status, lines = run_index(command, aim)
     landed = landing(markers_in(lines), killed=status == -signal.SIGKILL)
     half_written = sum(1 for _ in (data_dir / "crops").rglob(".*.tmp"))
+    ahead = _crop_files_ahead_of_rows(data_dir)
     run_to_completion(command)
     state = snapshot(data_dir)
     found = problems(state.tables, reference.tables) | file_problems(state, reference)
     rows = sum(len(rows) for rows in reference.tables.values())
     shutil.rmtree(data_dir)
-    return KillPoint(aim.stage, landed, half_written, rows, len(reference.crop_files), found)
+    return KillPoint(aim.stage, landed, half_written, ahead, rows, len(reference.crop_files), found)
+
+
+def _crop_files_ahead_of_rows(data_dir: Path) -> int:
+    """Crop files on disk that no crop row names yet: the kill came while a chunk's files were being written."""
+    files = {path for path in (data_dir / "crops").rglob("*.jpg") if not path.name.startswith(".")}
+    if not files:
+        return 0
+    try:
+        crops = lancedb.connect(str(data_dir / "lancedb")).open_table(CROPS).to_arrow().column("uri").to_pylist()
+    except (FileNotFoundError, ValueError):  # killed before the first chunk was written: no crops table yet
+        crops = []
+    return len(files - {Path(uri) for uri in crops})
 
 
 def print_report(report: CrashReport) -> None:
@@ -372,6 +386,7 @@ def print_report(report: CrashReport) -> None:
     print(f"aimed at: {dict(report.aimed_at)}")
     print(f"killed during: {dict(report.killed_during)}")
     print(f"crop files a kill left half-written: {sum(point.half_written_crop_files for point in report.points)}")
+    print(f"crop files a kill left without their rows: {sum(p.crop_files_ahead_of_rows for p in report.points)}")
     print(f"rows compared: {report.rows_compared}", *(f"{name}: {report.total(name)}" for name in PROBLEMS), sep="  ")
 
 

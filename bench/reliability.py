@@ -77,7 +77,8 @@ def render(figures: dict[str, Any]) -> str:
         "its tables and crop files compared with an unbroken run's.",
         "",
         "| killed during | points | rows compared | lost | duplicated | orphans | extra rows "
-        "| crop files compared | files without a row | rows without a file | half-written files left by the kill |",
+        "| crop files compared | files without a row | rows without a file "
+        "| the kill left: crop files without rows yet / half-written |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     landed_in = [*INDEX_STAGES, START_UP, BETWEEN, WIND_DOWN, NOT_KILLED]
@@ -93,7 +94,8 @@ def render(figures: dict[str, Any]) -> str:
             f"| {stage} | {len(here)} | {sum(p['rows_compared'] for p in here)} | {total('lost')} "
             f"| {total('duplicated')} | {total('orphans')} | {total('extra')} "
             f"| {sum(p['files_compared'] for p in here)} | {total('files without a row')} "
-            f"| {total('rows without a file')} | {sum(p['half_written_crop_files'] for p in here)} |"
+            f"| {total('rows without a file')} | {sum(p['crop_files_ahead_of_rows'] for p in here)} "
+            f"/ {sum(p['half_written_crop_files'] for p in here)} |"
         )
     missed = [f"{p['aimed_at']} -> {p['killed_during']}" for p in points if p["aimed_at"] != p["killed_during"]]
     lines += ["", f"Aimed elsewhere than they landed: {', '.join(missed) if missed else 'none'}."]

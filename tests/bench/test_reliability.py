@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.crash_loop import PROBLEMS
 from bench.hostile import hostile_corpus
 from bench.reliability import REPORT_END, REPORT_START, passed, publish
 
@@ -20,6 +21,16 @@ def test_every_hostile_input_is_refused_naming_what_was_refused() -> None:
     assert "169.254.169.254" in results["source on a host not allowed (cloud metadata)"].how
 
 
+NO_PROBLEMS = dict.fromkeys(PROBLEMS, 0)
+
+
+def _point(aimed_at: str, killed_during: str, half_written: int, ahead: int) -> dict[str, object]:
+    return {
+        "aimed_at": aimed_at, "killed_during": killed_during, "half_written_crop_files": half_written,
+        "crop_files_ahead_of_rows": ahead, "rows_compared": 10, "files_compared": 4, "found": NO_PROBLEMS,
+    }  # fmt: skip
+
+
 FIGURES = {
     "machine": {
         "cpu_features": "Test CPU (AVX2)", "cores": 2, "memory_gib": 8.0, "auto_precision_on_cpu": "fp32",
@@ -28,14 +39,7 @@ FIGURES = {
     "kills": {
         "stages_asked": 2,
         "stages_covered": 2,
-        "points": [
-            {"aimed_at": "write", "killed_during": "write", "half_written_crop_files": 1, "rows_compared": 10,
-             "files_compared": 4, "found": dict.fromkeys(("lost", "duplicated", "orphans", "extra",
-             "files without a row", "rows without a file", "files unlike the reference"), 0)},
-            {"aimed_at": "compact", "killed_during": "wind-down", "half_written_crop_files": 0, "rows_compared": 10,
-             "files_compared": 4, "found": dict.fromkeys(("lost", "duplicated", "orphans", "extra",
-             "files without a row", "rows without a file", "files unlike the reference"), 0)},
-        ],
+        "points": [_point("write", "write", 1, 3), _point("compact", "wind-down", 0, 0)],
         "failures": [],
     },
     "cluster_fault": {
@@ -53,7 +57,7 @@ def test_the_report_is_written_from_its_figures_between_its_markers(tmp_path: Pa
     publish(FIGURES, document)
     first = document.read_text()
     assert first.startswith("# Reliability\n\nProse stays.\n") and first.count(REPORT_START) == 1
-    assert "| write | 1 | 10 | 0 |" in first and "| wind-down | 1 |" in first
+    assert "| write | 1 | 10 | 0 |" in first and "| 3 / 1 |" in first and "| wind-down | 1 |" in first
     assert "compact -> wind-down" in first and "zip \\| pipe" in first and "abc1234" in first
     publish({**FIGURES, "hostile": []}, document)  # a second run replaces the report, prose untouched
     second = document.read_text()
