@@ -54,6 +54,16 @@ def naming_damaged_tables(method: Callable[..., Result]) -> Callable[..., Result
     return named
 
 
+def never_committed(error: ValueError) -> bool:
+    """Whether LanceDB refused to open a table it lists because no version of it was ever committed.
+
+    A run killed while LanceDB created the table leaves its folder (data written, no version): it
+    is listed, never readable, and holds nothing. Such a table counts as absent, and the next write
+    creates it over that folder (found by the crash loop, `bench/crash_loop.py`).
+    """
+    return "was not found" in str(error)
+
+
 class Database:
     """One LanceDB database holding a cropsearch index: a local folder or an s3:// URI."""
 
@@ -75,7 +85,12 @@ class Database:
         if name not in self._tables:
             if name not in self._table_names():
                 return None
-            self._tables[name] = self._db.open_table(name)
+            try:
+                self._tables[name] = self._db.open_table(name)
+            except ValueError as error:
+                if not never_committed(error):
+                    raise
+                return None
         return self._tables[name]
 
     def _embeddings_metadata(self, key: bytes) -> str | None:

@@ -19,7 +19,7 @@ import numpy as np
 from lancedb.background_loop import LOOP
 
 from components.errors import StoreMismatchError
-from components.store.database import Database, naming_damaged_tables
+from components.store.database import Database, naming_damaged_tables, never_committed
 from components.store.schema import (
     ANN_NPROBES,
     ANN_REFINE_FACTOR,
@@ -57,7 +57,12 @@ class StoreReader(Database):
         if name not in self._reader_tables:
             if name not in (await self._reader.list_tables()).tables:
                 return None
-            self._reader_tables[name] = await self._reader.open_table(name)
+            try:
+                self._reader_tables[name] = await self._reader.open_table(name)
+            except ValueError as error:
+                if not never_committed(error):
+                    raise
+                return None
         return self._reader_tables[name]
 
     async def _lookup(self, name: str, column: str, ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ import pytest
 
 from components.errors import StoreMismatchError
 from components.store.reader import StoreReader
+from components.store.recovery import restore_readable
 from components.store.schema import EMBEDDINGS
 from components.store.writer import StoreWriter
 from schemas.records import ImageRecord
@@ -158,3 +159,22 @@ def test_an_index_built_before_a_scalar_index_was_added_gets_it_on_the_next_run(
     assert writer.maintain_indexes(min_rows=100) == ["indexed embeddings.id", "indexed images.image_id"]
     assert {tuple(index.columns) for index in embeddings.list_indices()} == {("vector",), ("id",)}
     assert writer.maintain_indexes(min_rows=100) == []
+
+
+def test_a_table_a_kill_left_before_its_first_commit_is_made_anew(tmp_path: Path) -> None:
+    """Issue 24's crash loop: SIGKILL while LanceDB created the images table left its folder with data and no
+    version; LanceDB lists such a table but cannot open it, and every later run failed calling the index damaged."""
+    parent = image("a")
+    StoreWriter(str(tmp_path / "db")).upsert_crops([crop(parent, "c1")])  # the database exists, with crops
+    unfinished = tmp_path / "db" / "images.lance"
+    (unfinished / "data").mkdir(parents=True)
+    (unfinished / "data" / "0123.lance").write_bytes(b"half a fragment")
+    (unfinished / "_versions").mkdir()
+    writer = StoreWriter(str(tmp_path / "db"))
+    assert writer.images_by_id([parent.image_id]) == {}  # nothing of it was ever committed
+    images, crops = StoreReader(str(tmp_path / "db")).records_of_hits([parent.image_id], [])
+    assert images == {} and crops == {}  # a query meanwhile reads it as absent too
+    assert [restored.table for restored in restore_readable(str(tmp_path / "db"))] == ["crops"]  # and `restore`
+    writer.upsert_images([parent])
+    assert writer.counts() == {"images": 1, "crops": 1, "embeddings": 0}
+    assert StoreWriter(str(tmp_path / "db")).images_by_id([parent.image_id]) == {parent.image_id: parent}
