@@ -234,7 +234,7 @@ def problems(tables: dict[str, list[tuple]], reference: dict[str, list[tuple]]) 
 
 PROBLEMS = (
     "lost", "duplicated", "orphans", "extra",
-    "files without a row", "rows without a file", "files unlike the reference",
+    "files without a row", "rows without a file", "files unlike the reference", "reruns failed",
 )  # fmt: skip
 
 
@@ -258,7 +258,8 @@ class KillPoint:
     crop_files_ahead_of_rows: int  # whole crop files the kill left without their rows (their chunk was not written)
     rows_compared: int
     files_compared: int
-    found: dict[str, int]  # problems() and file_problems() against the reference
+    found: dict[str, int]  # problems() and file_problems() against the reference, and whether the rerun failed
+    rerun_error: str = ""  # the run after the kill failed: its error (the data folder is kept)
 
     @property
     def survived(self) -> bool:
@@ -339,7 +340,10 @@ def crash_loop(
                 point = _kill_and_rerun(source, work / f"point-{len(report.points):03d}", aim, reference)
                 report.points.append(point)
                 if not point.survived:
-                    report.failures.append(f"point {len(report.points) - 1} ({point.where}): {point.found}")
+                    problems_seen = {name: count for name, count in point.found.items() if count}
+                    report.failures.append(
+                        f"point {len(report.points) - 1} ({point.where}): {problems_seen} {point.rerun_error}".rstrip()
+                    )
                 if point.killed_during == aim.stage:
                     break
                 aim = Aim(aim.stage, aim.anchor, aim.delay / 2)
@@ -359,10 +363,15 @@ def _kill_and_rerun(source: str, data_dir: Path, aim: Aim, reference: DataState)
     landed = landing(markers_in(lines), killed=status == -signal.SIGKILL)
     half_written = sum(1 for _ in (data_dir / "crops").rglob(".*.tmp"))
     ahead = _crop_files_ahead_of_rows(data_dir)
-    run_to_completion(command)
-    state = snapshot(data_dir)
-    found = problems(state.tables, reference.tables) | file_problems(state, reference)
     rows = sum(len(rows) for rows in reference.tables.values())
+    try:
+        run_to_completion(command)
+    except RuntimeError as error:  # the run after the kill must finish the work; that it failed is the finding
+        found = dict.fromkeys(PROBLEMS, 0) | {"reruns failed": 1}
+        last_words = [line for line in str(error).splitlines() if "Error" in line] or [str(error)]
+        return KillPoint(aim.stage, landed, half_written, ahead, rows, 0, found, last_words[-1][:300])
+    state = snapshot(data_dir)
+    found = problems(state.tables, reference.tables) | file_problems(state, reference) | {"reruns failed": 0}
     shutil.rmtree(data_dir)
     return KillPoint(aim.stage, landed, half_written, ahead, rows, len(reference.crop_files), found)
 

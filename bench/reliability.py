@@ -76,10 +76,11 @@ def render(figures: dict[str, Any]) -> str:
         f"{kills['stages_asked']} stages the reference run passed through. After each, one normal run; "
         "its tables and crop files compared with an unbroken run's.",
         "",
-        "| killed during | points | rows compared | lost | duplicated | orphans | extra rows "
+        "| killed during | points | runs after the kill that failed | rows compared | lost | duplicated | orphans "
+        "| extra rows "
         "| crop files compared | files without a row | rows without a file "
         "| the kill left: crop files without rows yet / half-written |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     landed_in = [*INDEX_STAGES, START_UP, BETWEEN, WIND_DOWN, NOT_KILLED]
     for stage in landed_in:
@@ -91,7 +92,8 @@ def render(figures: dict[str, Any]) -> str:
             return sum(point["found"][name] for point in here)
 
         lines.append(
-            f"| {stage} | {len(here)} | {sum(p['rows_compared'] for p in here)} | {total('lost')} "
+            f"| {stage} | {len(here)} | {total('reruns failed')} | {sum(p['rows_compared'] for p in here)} "
+            f"| {total('lost')} "
             f"| {total('duplicated')} | {total('orphans')} | {total('extra')} "
             f"| {sum(p['files_compared'] for p in here)} | {total('files without a row')} "
             f"| {total('rows without a file')} | {sum(p['crop_files_ahead_of_rows'] for p in here)} "

@@ -57,7 +57,7 @@ def test_the_report_is_written_from_its_figures_between_its_markers(tmp_path: Pa
     publish(FIGURES, document)
     first = document.read_text()
     assert first.startswith("# Reliability\n\nProse stays.\n") and first.count(REPORT_START) == 1
-    assert "| write | 1 | 10 | 0 |" in first and "| 3 / 1 |" in first and "| wind-down | 1 |" in first
+    assert "| write | 1 | 0 | 10 | 0 |" in first and "| 3 / 1 |" in first and "| wind-down | 1 |" in first
     assert "compact -> wind-down" in first and "zip \\| pipe" in first and "abc1234" in first
     publish({**FIGURES, "hostile": []}, document)  # a second run replaces the report, prose untouched
     second = document.read_text()
