@@ -38,12 +38,24 @@ BENCHMARKS = {
         "`python -m bench.scale` (about 5 min). The index flow over one source on each task runner, cluster "
         "start and the workers' model loading included, and whether the tables equal the thread runner's.",
     ),
+    "min-score": (
+        "What `--min-score` keeps with the world's CLIP: `python -m bench.min_score`",
+        "The world's 300 held-out scenes indexed with the committed world models; every category query "
+        "('a photo of a red triangle') and every scene's caption asked as `cropsearch query` asks by default "
+        "(whole images and crops, one hit per photo, k=50). For each cutoff: hits kept per query, the share "
+        "of them that hold what was asked (precision) and of each query's relevant photos among them (recall; "
+        "a category has ~90 relevant photos, so k=50 caps its recall near 0.55).",
+    ),
     "precision": (
         "fp32 against bf16 on this CPU: `python -m bench.precision`",
         "Each model's forward passes in fp32 and bf16, interleaved pair by pair; whether `--precision auto` "
         "chose the faster one on this CPU.",
     ),
 }
+
+
+# Benchmarks whose JSON lives in docs/bench/ too but whose report is a page of its own.
+PUBLISHED_ELSEWHERE = {"reliability"}  # docs/reliability.md, written by `python -m bench.reliability`
 
 
 def newest_figures(folder: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
@@ -120,7 +132,8 @@ def render_page(found: dict[str, tuple[Path, dict[str, Any]]]) -> str:
         "[findings.md](findings.md).",
         "",
     ]
-    order = [name for name in BENCHMARKS if name in found] + sorted(set(found) - set(BENCHMARKS))
+    shown = set(found) - PUBLISHED_ELSEWHERE
+    order = [name for name in BENCHMARKS if name in shown] + sorted(shown - set(BENCHMARKS))
     parts += [section(name, *found[name]) for name in order]
     parts.append(HOW_TO)
     return "\n".join(parts).rstrip() + "\n"
