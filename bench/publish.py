@@ -43,8 +43,9 @@ BENCHMARKS = {
         "The world's 300 held-out scenes indexed with the committed world models; every category query "
         "('a photo of a red triangle') and every scene's caption asked as `cropsearch query` asks by default "
         "(whole images and crops, one hit per photo, k=50). For each cutoff: hits kept per query, the share "
-        "of them that hold what was asked (precision) and of each query's relevant photos among them (recall; "
-        "a category has ~90 relevant photos, so k=50 caps its recall near 0.55).",
+        "of them that hold what was asked (precision) and of each query's relevant photos among them (recall, "
+        "capped by k=50 against 66-92 relevant photos a category); for a caption, how often the photo it "
+        "describes is kept.",
     ),
     "precision": (
         "fp32 against bf16 on this CPU: `python -m bench.precision`",
