@@ -10,19 +10,16 @@ as a gap in its coverage instead of passing unnoticed.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
-IndexStage = Literal[
-    "acquire", "download", "unzip", "register", "plan", "model work", "write", "compact", "index build"
-]
 # In the order a run passes through them. `download` and `unzip` happen inside `acquire`, and only
 # for a zip source (a URL is downloaded first). `model work` is the flow waiting for a chunk's
 # detection, crops and vectors (crop files are written then, on threads of the worker); during a
 # chunk's `write` the next chunk's model work goes on beside it.
-INDEX_STAGES: tuple[IndexStage, ...] = (
-    "acquire", "download", "unzip", "register", "plan", "model work", "write", "compact", "index build",
-)  # fmt: skip
-STAGE_EVENTS = ("started", "finished")
+IndexStage = Literal[
+    "acquire", "download", "unzip", "register", "plan", "model work", "write", "compact", "index build"
+]
+INDEX_STAGES: tuple[IndexStage, ...] = get_args(IndexStage)
 STAGE_MARKER = re.compile(r"stage '(?P<stage>[a-z ]+)' (?P<event>started|finished)")
 
 
