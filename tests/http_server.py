@@ -70,7 +70,7 @@ class LocalHttpServer:
 
             def _send(self, data: bytes) -> None:
                 rate = server.bytes_per_second.get(self.path)
-                piece = len(data) if rate is None else max(1, rate // 20)
+                piece = max(1, len(data) if rate is None else rate // 20)  # an empty body: one empty step
                 try:
                     for offset in range(0, len(data), piece):
                         self.wfile.write(data[offset : offset + piece])
