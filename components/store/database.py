@@ -64,6 +64,18 @@ def never_committed(error: ValueError) -> bool:
     return "was not found" in str(error)
 
 
+def open_committed(db: Any, name: str) -> Any | None:
+    """The table `name` of a LanceDB connection, or None when it is absent or was never committed."""
+    if name not in db.list_tables().tables:
+        return None
+    try:
+        return db.open_table(name)
+    except ValueError as error:
+        if not never_committed(error):
+            raise
+        return None
+
+
 class Database:
     """One LanceDB database holding a cropsearch index: a local folder or an s3:// URI."""
 
@@ -77,20 +89,13 @@ class Database:
         self._db = lancedb.connect(uri, **self.connection_options)
         self._tables: dict[str, Any] = {}
 
-    def _table_names(self) -> set[str]:
-        return set(self._db.list_tables().tables)
-
     def _open(self, name: str) -> Any | None:
         # Handles are kept: opening costs two round trips, and a kept handle still reads the latest commit.
         if name not in self._tables:
-            if name not in self._table_names():
+            table = open_committed(self._db, name)
+            if table is None:
                 return None
-            try:
-                self._tables[name] = self._db.open_table(name)
-            except ValueError as error:
-                if not never_committed(error):
-                    raise
-                return None
+            self._tables[name] = table
         return self._tables[name]
 
     def _embeddings_metadata(self, key: bytes) -> str | None:

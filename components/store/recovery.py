@@ -16,7 +16,7 @@ from typing import Any
 import lancedb
 
 from components.errors import StoreCorruptError
-from components.store.database import never_committed
+from components.store.database import open_committed
 from components.store.schema import CROPS, EMBEDDINGS, IMAGES, KEY_OF_TABLE
 from schemas.settings import ObjectStoreSettings
 
@@ -39,17 +39,6 @@ def _reads(table: Any, key: str) -> bool:
     return True
 
 
-def _open_committed(db: Any, name: str) -> Any | None:
-    if name not in db.list_tables().tables:
-        return None
-    try:
-        return db.open_table(name)
-    except ValueError as error:
-        if not never_committed(error):
-            raise
-        return None
-
-
 def restore_readable(uri: str, settings: ObjectStoreSettings | None = None) -> list[Restored]:
     """Make the newest versions that read, all from before one moment, the current ones; report each table.
 
@@ -59,7 +48,7 @@ def restore_readable(uri: str, settings: ObjectStoreSettings | None = None) -> l
     """
     options = (settings or ObjectStoreSettings()).lance_storage_options() if "://" in uri else {}
     db = lancedb.connect(uri, storage_options=options or None)
-    tables = {name: table for name in (IMAGES, CROPS, EMBEDDINGS) if (table := _open_committed(db, name)) is not None}
+    tables = {name: table for name in (IMAGES, CROPS, EMBEDDINGS) if (table := open_committed(db, name)) is not None}
     history = {name: sorted(table.list_versions(), key=lambda v: v["version"]) for name, table in tables.items()}
     rows_before = {name: _rows_if_readable(table, name) for name, table in tables.items()}
     before = datetime.max
