@@ -46,7 +46,7 @@ ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 class ClusterFault:
     worker_killed: bool = False
     first_run_status: int = 0
-    first_run_new_images: int = 0
+    first_run_new_images: int = -1
     first_run_says: str = ""  # what the run said of the fault: Ray's retry, or its last error
     second_run_new_images: int = -1
     problems: dict[str, int] = field(default_factory=dict)
@@ -117,10 +117,11 @@ def cluster_fault(work: Path, source: str) -> ClusterFault:
 
 
 def _new_images(log: str) -> int:
+    """The count in the run's closing "indexed N new images" line; -1 (failing the check) when no such line."""
     for line in reversed(log.splitlines()):
         if "indexed " in line and " new images" in line:
             return int(line.split("indexed ", 1)[1].split(" ", 1)[0])
-    return 0
+    return -1
 
 
 def main() -> None:
