@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import Row, machine, machine_header, render, write_figures
+from bench.world_index import index_held_out_world
 from schemas.params import EvalParams
 
 CUTOFFS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
@@ -38,24 +39,13 @@ class ScoredHit:
 
 def scored_hits(scenes: int, work: Path) -> tuple[list[ScoredHit], dict[int, int]]:
     """Every hit of every world query with its score and relevance, and each query's count of relevant photos."""
-    from components.evaluation.ground_truth import world_queries
-    from components.evaluation.synthetic import CLASS_NAMES, read_world, write_world
     from components.models.embedder import load_embedder
     from components.search.ranking import find_hits
     from components.store.reader import StoreReader
-    from flows.index_coco import index_coco
-    from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, WORLD_IMAGE_SIZE
+    from schemas.params import WORLD_EMBEDDER
     from schemas.settings import SearchSettings
 
-    folder = work / "scenes"
-    seed = EvalParams.model_fields["world_seed"].default
-    write_world(folder, range(seed, seed + scenes))
-    db_uri = str(work / "lancedb")
-    index_coco(
-        source=str(folder), data_dir=work, db_uri=db_uri, detector=str(WORLD_DETECTOR),
-        embedder=str(WORLD_EMBEDDER), image_size=WORLD_IMAGE_SIZE, device="cpu",
-    )  # fmt: skip
-    queries = world_queries(read_world(folder), CLASS_NAMES)
+    db_uri, queries = index_held_out_world(scenes, work)
     embedder = load_embedder(str(WORLD_EMBEDDER), "cpu")
     texts = [query.text for query in queries]
     vectors = np.concatenate([embedder.embed_texts(texts[i : i + 256]) for i in range(0, len(texts), 256)])

@@ -47,6 +47,14 @@ BENCHMARKS = {
         "capped by k=50 against 66-92 relevant photos a category); for a caption, how often the photo it "
         "describes is kept.",
     ),
+    "search-modes": (
+        "Vector, text and hybrid search on the world: `python -m bench.search_modes`",
+        "The world's 300 held-out scenes indexed with the committed world models; every category query and "
+        "every scene's caption asked as `cropsearch query` asks (whole images and crops, one hit per photo, "
+        "k=50) in each `--mode`. mAP, P@10 and recall@k as `cropsearch eval` scores them, R@5 by the size "
+        "of the object asked for (each bucket scored over its own relevant photos); "
+        "the time is the search, fold and join alone (the query's encoding is not in it).",
+    ),
     "precision": (
         "fp32 against bf16 on this CPU: `python -m bench.precision`",
         "Each model's forward passes in fp32 and bf16, interleaved pair by pair; whether `--precision auto` "

@@ -25,6 +25,10 @@ class StoreMismatchError(CropsearchError):
     """The database holds data that does not fit this request (another embedder, a missing table)."""
 
 
+class TextIndexMissing(StoreMismatchError):
+    """A text or hybrid query on an index made before text search: one index run adds what it needs."""
+
+
 class StoreCorruptError(CropsearchError):
     """A table's data files are damaged or missing; its earlier versions may still read."""
 

@@ -176,14 +176,13 @@ def query(text: str | None, image: Path | None, server: str | None, **options: A
 
             result = ask_server(server, text, image, params.search, os.environ.get("CROPSEARCH_TOKEN"))
         else:
-            check_query_can_start(params)
+            check_query_can_start(params, text_query=text is not None)
             from flows.query import query as query_flow
 
             result = _run_flow(query_flow, text=text, image=image, **params.flat())
     except (CropsearchError, ValueError) as error:
         _fail(error)
-    if not result.hits:
-        click.echo("no hits")
+    click.echo(f"{len(result.hits) or 'no'} hits, ranked by {result.mode} search")
     _print_rows(hits_table(result.hits))
     if result.grid_path:
         click.echo(f"grid: {result.grid_path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from schemas.records import CropRecord, EmbeddingKind, ImageRecord, SkippedFile
+from schemas.settings import Ranking
 
 
 class IndexReport(BaseModel):
@@ -51,7 +52,10 @@ class FoldedHit(BaseModel):
 
 class QueryHit(BaseModel):
     rank: int
-    score: float = Field(description="cosine similarity of the query and the hit's vector")
+    score: float = Field(
+        description="vector: cosine similarity of the query and the hit's vector; text: BM25 of the query's words; "
+        "hybrid: the reciprocal-rank-fusion score of the two rankings"
+    )
     kind: EmbeddingKind
     image: ImageRecord = Field(description="the parent photo")
     crop: CropRecord | None = Field(None, description="the crop that matched; none for whole-image hits")
@@ -60,6 +64,7 @@ class QueryHit(BaseModel):
 
 class QueryResult(BaseModel):
     query: str
+    mode: Ranking = Field("vector", description="what ranked the hits (what `auto` resolved to)")
     hits: list[QueryHit]
     grid_path: str | None = None
 

@@ -14,6 +14,8 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 from schemas.flat import SettingsGroup
 
 QueryKinds = Literal["image", "crop", "both"]
+QueryMode = Literal["auto", "vector", "text", "hybrid"]
+Ranking = Literal["vector", "text", "hybrid"]  # what `auto` resolves to, query by query
 TaskRunnerName = Literal["thread", "ray", "dask"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISION_HELP = "auto (fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32), fp32, bf16 or fp16"
@@ -179,8 +181,29 @@ class SearchSettings(SettingsGroup):
         None,
         ge=-1.0,
         le=1.0,
-        description="leave out hits whose cosine score, as shown (4 decimals), is under this; none keeps all",
+        description="leave out hits whose cosine score, as shown (4 decimals), is under this; none keeps all "
+        "(vector mode only)",
     )
+    mode: QueryMode = Field(
+        "auto",
+        description="vector: CLIP similarity; text: the words of crops' class names and images' captions (BM25); "
+        "hybrid: both rankings fused by reciprocal rank; auto: hybrid for a text query, vector for a picture, "
+        "with --min-score, or on an index without its text index",
+    )
+
+    @model_validator(mode="after")
+    def _cutoff_fits_the_mode(self) -> SearchSettings:
+        if self.min_score is not None and self.mode in ("text", "hybrid"):
+            raise ValueError(
+                f"min_score: a cosine cutoff, for --mode vector (or auto); --mode {self.mode} ranks by "
+                + ("BM25" if self.mode == "text" else "reciprocal-rank fusion")
+                + ", whose scores are on another scale"
+            )
+        return self
+
+    def ranked_by(self, ranking: Ranking) -> SearchSettings:
+        """These settings with `mode` resolved to the ranking a query gets (see `search_mode`)."""
+        return self.model_copy(update={"mode": ranking})
 
     def query_fields(self) -> dict[str, str]:
         """The settings as URL query or form fields (the search API's); defaults are left out."""

@@ -16,7 +16,7 @@ import numpy as np
 from components.models.embedder import Embedder
 from components.search.ranking import find_hits
 from components.store.reader import StoreReader
-from schemas.settings import SearchSettings
+from schemas.settings import QueryMode, SearchSettings
 
 SIZE_BUCKETS = ("small", "medium", "large")
 ALL = "all"
@@ -31,9 +31,12 @@ class EvalQuery:
 
 @dataclass(frozen=True)
 class SearchMode:
+    """What a query searches (`kinds`), how its hits are listed, and what ranks them (`--mode`)."""
+
     name: str
     kinds: str
     one_hit_per_image: bool = True
+    ranking: QueryMode = "vector"
 
 
 MODES = (
@@ -138,13 +141,13 @@ def evaluate_rankings(
 def rank_with_index(
     store: StoreReader, embedder: Embedder, queries: Sequence[EvalQuery], k: int, batch: int = 256
 ) -> Callable[[int, SearchMode], list[str]]:
-    """`rank(query_index, mode)` answered by the real query path (prefiltered kNN + parent join), as file names."""
+    """`rank(query_index, mode)` answered by the real query path (prefiltered search + parent join), as file names."""
     texts = [query.text for query in queries]
     vectors = np.concatenate([embedder.embed_texts(texts[i : i + batch]) for i in range(0, len(texts), batch)])
 
     def rank(index: int, mode: SearchMode) -> list[str]:
-        params = SearchSettings(k=k, kinds=mode.kinds, one_hit_per_image=mode.one_hit_per_image)  # type: ignore[arg-type]
-        return [Path(hit.image.uri).name for hit in find_hits(store, vectors[index], params)]
+        params = SearchSettings(k=k, kinds=mode.kinds, one_hit_per_image=mode.one_hit_per_image, mode=mode.ranking)  # type: ignore[arg-type]
+        return [Path(hit.image.uri).name for hit in find_hits(store, vectors[index], params, texts[index])]
 
     return rank
 

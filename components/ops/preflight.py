@@ -12,9 +12,10 @@ from components.errors import CropsearchError, SourceError, StoreMismatchError
 from components.models.loading import check_detector_available, check_embedder_available, model_id
 from components.pipeline.images import ImageDecodeError, check_decodes
 from components.pipeline.sources import check_url_reachable, classify_source
+from components.search.ranking import search_mode
 from components.store.database import Database
 from schemas.params import EvalParams, IndexParams, QueryParams
-from schemas.settings import ObjectStoreSettings, is_object_store_uri
+from schemas.settings import ObjectStoreSettings, Ranking, is_object_store_uri
 
 _LOCAL_HINT = "use --source with a local folder or .zip of images"
 
@@ -122,19 +123,24 @@ def check_object_store(settings: ObjectStoreSettings, *uris: str) -> None:
         settings.check_endpoint()
 
 
-def check_query_can_start(params: QueryParams) -> str:
-    """Validate the embedder against the index; return the embedder spec to load (by default the index's own)."""
+def check_query_can_start(params: QueryParams, text_query: bool = True) -> tuple[str, Ranking]:
+    """Validate the embedder and the mode against the index.
+
+    Returns the embedder spec (by default the index's own) and the ranking the query gets (`auto` resolved).
+    """
     check_db_exists(params.resolved_db_uri)
     check_object_store(params.object_store, params.resolved_db_uri)
     store = Database(params.resolved_db_uri, params.object_store)
+    ranking = search_mode(params.search, text_query, store)
     embedder = params.embedder or store.embedder_spec_of_index()
     if embedder is None:
         raise StoreMismatchError(f"no index at {params.resolved_db_uri}: run `cropsearch index` first")
-    check_embedder_available(embedder)
+    if ranking != "text":  # words alone need no model
+        check_embedder_available(embedder)
     store.check_embedder(model_id(embedder))
     if params.search.classes:
         check_classes_known(params.search.classes, store.class_names())
-    return embedder
+    return embedder, ranking
 
 
 def check_classes_known(classes: Sequence[str], known: set[str]) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from components.errors import TextIndexMissing
+from components.store.database import Database
 from components.store.reader import StoreReader
 from components.store.schema import search_filter
 from schemas.results import FoldedHit, QueryHit, shown_score
-from schemas.settings import SearchSettings
+from schemas.settings import Ranking, SearchSettings
 
 # With one hit per image, several rows can share a parent: fetch this many rows per wanted hit
 # first, and more only when the folded list comes out short. Every fetched row costs a refined
@@ -31,12 +33,18 @@ def group_by_parent(rows: Sequence[dict[str, Any]], k: int, one_hit_per_image: b
     return list(groups.values())
 
 
-def find_hits(store: StoreReader, query_vector: np.ndarray, settings: SearchSettings) -> list[QueryHit]:
-    """The k best hits for a query vector, each joined to its parent image (and crop) in batched lookups."""
+def find_hits(
+    store: StoreReader, query_vector: np.ndarray | None, settings: SearchSettings, text: str | None = None
+) -> list[QueryHit]:
+    """The k best hits for a query, each joined to its parent image (and crop) in batched lookups.
+
+    `settings.mode` says what ranks them: the vector (vector), the words of `text` (text), or both (hybrid).
+    """
+    search = ranked_rows(store, query_vector, text, search_mode(settings, text is not None, store))
     where = search_filter(settings.kinds, settings.classes, settings.min_confidence, settings.min_area_fraction)
     fetch = settings.k * (_OVERFETCH if settings.one_hit_per_image else 1)
     while True:
-        rows = store.search(query_vector, where, fetch)
+        rows = search(where, fetch)
         fetched_all = len(rows) < fetch
         if settings.min_score is not None:
             # Rows come best first: once one falls under the cutoff, fetching more finds none above it.
@@ -48,6 +56,42 @@ def find_hits(store: StoreReader, query_vector: np.ndarray, settings: SearchSett
             break
         fetch *= _OVERFETCH
     return join_records(store, groups)
+
+
+def search_mode(settings: SearchSettings, text_query: bool, store: Database) -> Ranking:
+    """The ranking a query gets: `auto` resolved, and a mode whose needs are not met refused by name.
+
+    `auto` is hybrid where it can be: on the world's scenes it found the photo a caption describes far
+    more often than vector search did, at nearly the same category mAP (docs/evaluation.md, "Search modes").
+    """
+    if settings.mode == "auto":
+        usable = text_query and settings.min_score is None and store.has_text_index()
+        return "hybrid" if usable else "vector"
+    if settings.mode == "vector":
+        return "vector"
+    if not text_query:
+        raise ValueError(f"mode: --mode {settings.mode} searches words, and a picture has none; use --mode vector")
+    if not store.has_text_index():
+        raise TextIndexMissing(
+            f"mode: the index at {store.uri} has no text index yet (it was made before text search); "
+            f"run `cropsearch index` over it once (an unchanged run adds it), then --mode {settings.mode} works"
+        )
+    return settings.mode
+
+
+def ranked_rows(
+    store: StoreReader, query_vector: np.ndarray | None, text: str | None, ranking: Ranking
+) -> Callable[[str, int], list[dict[str, Any]]]:
+    """`search(where, limit)` for a ranking whose half of the query (vector, words, or both) is given."""
+    if ranking != "vector" and text is None:
+        raise ValueError(f"mode: --mode {ranking} searches words, and this query has none; use --mode vector")
+    if ranking != "text" and query_vector is None:
+        raise ValueError(f"mode: --mode {ranking} needs the query's vector")
+    if ranking == "text":
+        return lambda where, limit: store.search_text(text, where, limit)  # type: ignore[arg-type]
+    if ranking == "hybrid":
+        return lambda where, limit: store.search_hybrid(query_vector, text, where, limit)  # type: ignore[arg-type]
+    return lambda where, limit: store.search(query_vector, where, limit)  # type: ignore[arg-type]
 
 
 def join_records(store: StoreReader, groups: list[list[dict[str, Any]]]) -> list[QueryHit]:

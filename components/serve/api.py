@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from components.errors import CropsearchError, StoreMismatchError
+from components.errors import CropsearchError, StoreMismatchError, TextIndexMissing
 from components.pipeline.images import ImageDecodeError, decode_rgb
 from components.serve.pictures import PictureMissing, Pictures, check_size
 from components.serve.searcher import Searcher, UnknownId, is_record_id
@@ -31,7 +31,7 @@ from components.store.objects import ObjectFiles
 from schemas.records import CropRecord, ImageRecord
 from schemas.results import QueryHit, shown_score
 from schemas.serve import ServeParams
-from schemas.settings import SearchSettings
+from schemas.settings import Ranking, SearchSettings
 
 PAGE = Path(__file__).resolve().parent / "page"
 _TEXT_LIMIT = 1000
@@ -95,8 +95,10 @@ def hit_json(hit: QueryHit) -> dict[str, Any]:
     }
 
 
-def _answer(hits: list[QueryHit], started: float) -> dict[str, Any]:
-    return {"hits": [hit_json(hit) for hit in hits], "took_ms": round((time.perf_counter() - started) * 1000, 1)}
+def _answer(found: tuple[list[QueryHit], Ranking], started: float) -> dict[str, Any]:
+    hits, ranking = found
+    took_ms = round((time.perf_counter() - started) * 1000, 1)
+    return {"hits": [hit_json(hit) for hit in hits], "mode": ranking, "took_ms": took_ms}
 
 
 def parse_box(value: str | None) -> list[float] | None:
@@ -124,6 +126,7 @@ def _decoded_upload(data: bytes, limit: int) -> Image.Image:
 _STATUS_OF_ERROR: dict[type[Exception], tuple[int, str]] = {
     UnknownId: (404, "id"),
     PictureMissing: (404, "id"),
+    TextIndexMissing: (409, "mode"),  # an index made before text search, until one index run adds it
     StoreMismatchError: (503, "db"),  # no index there (yet)
     CropsearchError: (500, "db"),  # a damaged table, named with the command that restores it
 }
@@ -219,8 +222,7 @@ def create_app(searcher: Searcher, params: ServeParams) -> FastAPI:
         searcher.check_embedder_named(fields.get("embedder"))
         picture = await run_in_threadpool(_decoded_upload, data, params.max_upload_bytes)
         box = parse_box(fields.get("box"))
-        hits = await run_in_threadpool(searcher.search_picture, picture, box, settings)
-        return _answer(hits, started)
+        return _answer(await run_in_threadpool(searcher.search_picture, picture, box, settings), started)
 
     @app.get("/api/similar/{record_id}")
     def similar(record_id: str, request: Request) -> dict[str, Any]:

@@ -37,4 +37,5 @@ def ask_server(
     if response.status_code != 200:
         raise CropsearchError(f"--server {server}: {body.get('error', response.reason_phrase)}")
     described = text if text is not None else f"image {image}"
-    return QueryResult(query=described, hits=[QueryHit.model_validate(hit) for hit in body["hits"]])
+    hits = [QueryHit.model_validate(hit) for hit in body["hits"]]
+    return QueryResult(query=described, mode=body.get("mode", "vector"), hits=hits)

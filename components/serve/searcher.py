@@ -16,12 +16,12 @@ from components.models.embedder import Embedder, load_embedder
 from components.models.loading import check_embedder_available, model_id
 from components.ops.preflight import check_classes_known, check_db_exists, check_object_store
 from components.search.encoding import picture_vector, text_vector
-from components.search.ranking import find_hits
+from components.search.ranking import find_hits, search_mode
 from components.store.reader import StoreReader
 from schemas.records import CropRecord, ImageRecord
 from schemas.results import QueryHit
 from schemas.serve import ServeParams
-from schemas.settings import SearchSettings
+from schemas.settings import Ranking, SearchSettings
 
 # Class names change only when an index run writes; reading them costs a scan of the crops' column.
 _CLASSES_KEPT_SECONDS = 5.0
@@ -90,28 +90,35 @@ class Searcher:
             self._known_classes = (now, set(self.reader.class_counts()))
         check_classes_known(settings.classes, self._known_classes[1])
 
-    def _encoded_search(self, encode: Callable[[Embedder], np.ndarray], settings: SearchSettings) -> list[QueryHit]:
+    def _encoded_search(
+        self, encode: Callable[[Embedder], np.ndarray], settings: SearchSettings, text: str | None = None
+    ) -> tuple[list[QueryHit], Ranking]:
+        ranking = search_mode(settings, text is not None, self.reader)
         self.check_classes(settings)
-        model, _ = self.embedder()
-        with self._encoding:
-            vector = encode(model)
-        return find_hits(self.reader, vector, settings)
+        vector = None
+        if ranking != "text":  # words alone are searched without the model
+            model, _ = self.embedder()
+            with self._encoding:
+                vector = encode(model)
+        return find_hits(self.reader, vector, settings.ranked_by(ranking), text), ranking
 
-    def search_text(self, text: str, settings: SearchSettings) -> list[QueryHit]:
-        return self._encoded_search(lambda model: text_vector(model, text), settings)
+    def search_text(self, text: str, settings: SearchSettings) -> tuple[list[QueryHit], Ranking]:
+        """The hits for a text, and what ranked them (`auto` resolved)."""
+        return self._encoded_search(lambda model: text_vector(model, text), settings, text)
 
     def search_picture(
         self, picture: Image.Image, box: Sequence[float] | None, settings: SearchSettings
-    ) -> list[QueryHit]:
+    ) -> tuple[list[QueryHit], Ranking]:
         return self._encoded_search(lambda model: picture_vector(model, picture, box), settings)
 
-    def similar(self, record_id: str, settings: SearchSettings) -> list[QueryHit]:
+    def similar(self, record_id: str, settings: SearchSettings) -> tuple[list[QueryHit], Ranking]:
         """More like a stored image or crop, from its stored vector (nothing is encoded again)."""
+        ranking = search_mode(settings, False, self.reader)
         vector = self.reader.stored_vector(record_id) if is_record_id(record_id) else None
         if vector is None:
             raise UnknownId(f"no image or crop {record_id!r} in the index")
         self.check_classes(settings)
-        return find_hits(self.reader, vector, settings)
+        return find_hits(self.reader, vector, settings.ranked_by(ranking)), ranking
 
     def image(self, image_id: str) -> ImageRecord:
         found = self.reader.images_by_id([image_id]) if is_record_id(image_id) else {}

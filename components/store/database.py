@@ -21,6 +21,7 @@ from components.store.schema import (
     EMBEDDINGS,
     IMAGES,
     KEY_OF_TABLE,
+    TEXT_COLUMN,
     crop_records,
     id_filters,
     image_records,
@@ -122,6 +123,14 @@ class Database:
                 f"the index at {self.uri} holds vectors of embedder {existing!r}, not {embedder_id!r}; "
                 f"use the same --embedder, or another --db for the new model"
             )
+
+    @naming_damaged_tables
+    def has_text_index(self) -> bool:
+        """Whether text and hybrid queries can run: the embeddings carry their full-text index."""
+        table = self._open(EMBEDDINGS)
+        return table is not None and any(
+            index.index_type == "FTS" and TEXT_COLUMN in index.columns for index in table.list_indices()
+        )
 
     def damaged_tables(self) -> list[str]:
         """The tables whose current version does not read whole (a data file damaged or missing)."""

@@ -11,7 +11,7 @@ to 1,000 images, against +5.7% without it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import lancedb
@@ -26,6 +26,7 @@ from components.store.schema import (
     CROPS,
     EMBEDDINGS,
     IMAGES,
+    TEXT_COLUMN,
     crop_records,
     id_filters,
     image_records,
@@ -50,6 +51,13 @@ class StoreReader(Database):
         self._reader: Any | None = None
         self._reader_tables: dict[str, Any] = {}
         self._reader_lookup_columns: dict[str, list[str]] = {}
+        self._text_index_seen = False
+
+    def has_text_index(self) -> bool:
+        # Once built, a text index stays: only its absence is asked again, query by query.
+        if not self._text_index_seen:
+            self._text_index_seen = super().has_text_index()
+        return self._text_index_seen
 
     async def _reader_table(self, name: str) -> Any | None:
         if self._reader is None:
@@ -115,33 +123,74 @@ class StoreReader(Database):
     def search(self, vector: np.ndarray, where: str, limit: int) -> list[dict[str, Any]]:
         """Nearest embeddings by cosine similarity among rows passing `where` (a prefilter, applied in LanceDB).
 
-        Rows come back as `id`, `kind`, `image_id`, `crop_id` and `score`.
+        Rows come back as `id`, `kind`, `image_id`, `crop_id` and `score`, as from every search here.
         """
-        rows = _query_reads(self._nearest(np.asarray(vector, dtype=np.float32), where, limit))
-        for row in rows:
-            row["score"] = 1.0 - row.pop("_distance")
-            # An image's own vector has the image's id; a crop's has the crop's id.
-            is_image = row["id"] == row["image_id"]
-            row["kind"] = "image" if is_image else "crop"
-            row["crop_id"] = None if is_image else row["id"]
-        return rows
+        vector = np.asarray(vector, dtype=np.float32)
+        rows = _query_reads(self._ranked(lambda table: _nearest(table, vector), "_distance", where, limit))
+        return _hit_rows(rows, [1.0 - row.pop("_distance") for row in rows])
 
-    async def _nearest(self, vector: np.ndarray, where: str, limit: int) -> list[dict[str, Any]]:
+    @naming_damaged_tables
+    def search_text(self, text: str, where: str, limit: int) -> list[dict[str, Any]]:
+        """The rows whose class names best match the words of `text` (BM25 over the text index)."""
+        words = _match(text)
+        rows = _query_reads(self._ranked(lambda table: table.query().nearest_to_text(words), "_score", where, limit))
+        return _hit_rows(rows, [row.pop("_score") for row in rows])
+
+    @naming_damaged_tables
+    def search_hybrid(self, vector: np.ndarray, text: str, where: str, limit: int) -> list[dict[str, Any]]:
+        """Both rankings under one prefilter, fused by LanceDB's reciprocal-rank-fusion reranker."""
+        from lancedb.rerankers import RRFReranker
+
+        vector = np.asarray(vector, dtype=np.float32)
+
+        def fused(table: Any) -> Any:
+            return _nearest(table, vector).nearest_to_text(_match(text)).rerank(RRFReranker())
+
+        rows = _query_reads(self._ranked(fused, None, where, limit))
+        return _hit_rows(rows, [row.pop("_relevance_score") for row in rows])
+
+    async def _ranked(
+        self, search: Callable[[Any], Any], score: str | None, where: str, limit: int
+    ) -> list[dict[str, Any]]:
         table = await self._reader_table(EMBEDDINGS)
         if table is None:
             raise StoreMismatchError(f"no index at {self.uri}: run `cropsearch index` first")
-        query = (
-            table.vector_search(vector)
-            .column("vector")
-            .distance_type("cosine")
-            # Each selected column is one more random read per hit: at 1M rows, 2 ms for 20 hits.
-            # `kind` and `crop_id` follow from these two, so they are not read.
-            .select(["id", "image_id", "_distance"])
-            .limit(limit)
-            # Used only once an ANN index exists; refining makes its distances exact.
-            .nprobes(ANN_NPROBES)
-            .refine_factor(ANN_REFINE_FACTOR)
-        )
+        # Each selected column is one more random read per hit: at 1M rows, 2 ms for 20 hits.
+        # `kind` and `crop_id` follow from these two, so they are not read.
+        # The score is named where the search makes it (LanceDB warns otherwise); a hybrid adds its own.
+        query = search(table).select(["id", "image_id", *([score] if score else [])]).limit(limit)
         if where:
-            query = query.where(where)  # the async API prefilters by default
+            query = query.where(where)  # the async API prefilters by default, both halves of a hybrid too
         return (await query.to_arrow()).to_pylist()
+
+
+def _nearest(table: Any, vector: np.ndarray) -> Any:
+    return (
+        table.vector_search(vector)
+        .column("vector")
+        .distance_type("cosine")
+        # Used only once an ANN index exists; refining makes its distances exact.
+        .nprobes(ANN_NPROBES)
+        .refine_factor(ANN_REFINE_FACTOR)
+    )
+
+
+def _match(text: str) -> Any:
+    """The words of `text` as a match query: tokenized by the index's own tokenizer, never parsed as syntax.
+
+    A plain string would reach the same place today; a MatchQuery says so, and keeps quotes,
+    `AND`/`OR`, `field:` and wildcards in user text from ever meaning anything but words.
+    """
+    from lancedb.query import MatchQuery
+
+    return MatchQuery(text, TEXT_COLUMN)
+
+
+def _hit_rows(rows: list[dict[str, Any]], scores: Sequence[float]) -> list[dict[str, Any]]:
+    for row, score in zip(rows, scores, strict=True):
+        row["score"] = float(score)
+        # An image's own vector has the image's id; a crop's has the crop's id.
+        is_image = row["id"] == row["image_id"]
+        row["kind"] = "image" if is_image else "crop"
+        row["crop_id"] = None if is_image else row["id"]
+    return rows

@@ -41,6 +41,13 @@ ANN_EF_CONSTRUCTION = 150
 ANN_NPROBES = 20
 ANN_REFINE_FACTOR = 10
 
+# The words a text query searches: each embedding row's class names, a crop's own class or every
+# class its image holds. An image's caption is made of those same names ("this image contains
+# 2 person, 1 tv"), so this column holds the caption's words without the template. LanceDB's
+# native full-text index (BM25) is built over it at any size: unlike vectors, words cannot be
+# searched without one. It lowercases, stems ("plants" finds "potted plant") and drops stop words.
+TEXT_COLUMN = "class_names"
+
 _PRIMARY_KEY = {"lance-schema:unenforced-primary-key": "true"}
 _HEX_ID = re.compile(r"^[0-9a-f]{16,64}$")
 _IN_LIST_CHUNK = 500

@@ -24,6 +24,7 @@ from components.store.schema import (
     IMAGES,
     IMAGES_SCHEMA,
     SCALAR_INDEXES,
+    TEXT_COLUMN,
     embeddings_schema,
     id_filters,
     record_rows,
@@ -151,20 +152,25 @@ class StoreWriter(Database):
 
     @naming_damaged_tables
     def maintain_indexes(self, min_rows: int) -> list[str]:
-        """Build the ANN and the scalar indexes once the embeddings reach `min_rows`; fold new rows into them after.
+        """Keep the embeddings' text index, build the ANN and scalar indexes at `min_rows`, fold new rows in.
 
         Returns what it did, in words, for the run's log (nothing when nothing was needed).
         """
-        from lancedb.index import IvfHnswSq
+        from lancedb.index import FTS, IvfHnswSq
 
         embeddings = self._open(EMBEDDINGS)
         if embeddings is None:
             return []
         done = []
+        # At any size, and where an index was made before text search existed: an unchanged run adds it.
+        if not self.has_text_index():
+            # Positions would serve phrase queries only; a class name is two or three words.
+            embeddings.create_index(TEXT_COLUMN, config=FTS(with_position=False))
+            done.append(f"built the text index over {embeddings.count_rows()} embeddings")
         if "vector" not in self._indexed_columns(embeddings):
             rows = embeddings.count_rows()
             if rows < min_rows:
-                return []
+                return done
             config = IvfHnswSq(distance_type="cosine", ef_construction=ANN_EF_CONSTRUCTION)
             embeddings.create_index("vector", config=config)
             done.append(f"built the vector index over {rows} embeddings")
@@ -177,11 +183,10 @@ class StoreWriter(Database):
                 if column not in indexed:
                     table.create_scalar_index(column)
                     done.append(f"indexed {name}.{column}")
-        if done:
-            return done  # indexes just built cover every row
         for name in SCALAR_INDEXES:
             table = self._open(name)
-            # Each index of a table counts the same new rows: the most any one lacks is how many are new.
+            # Each index of a table counts the same new rows: the most any one lacks is how many are new
+            # (none where every index was just built).
             unindexed = max((index.num_unindexed_rows for index in table.list_indices()), default=0) if table else 0
             if unindexed:
                 table.optimize()  # compacts fragments and adds the new rows to the table's indexes

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from components.errors import SourceError
+from components.errors import CropsearchError, SourceError
 from components.ops.preflight import download_path
 from components.pipeline.report import report_table
 from components.store.schema import CROPS, EMBEDDINGS, IMAGES
@@ -416,3 +416,24 @@ def test_a_folder_of_every_photo_format_indexes_each_turned_as_a_viewer_shows_it
         box = (crop["x1"], crop["y1"], crop["x2"], crop["y2"])
         # Lossy formats (JPEG, HEIC, AVIF) blur the block's edge by a pixel or two.
         assert all(abs(got - want) <= 3 for got, want in zip(box, expected, strict=True)), (name, box)
+
+
+def test_a_text_mode_query_searches_words_without_loading_the_model(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    """`--mode text` reads the text index alone: it answers while the embedder is gone, where vector search cannot."""
+    embedder = tmp_path / "clip"
+    shutil.copytree(tiny_clip, embedder)
+    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, embedder)
+    index_coco(**params.flat())
+    class_name, count = max(StoreWriter(params.resolved_db_uri).class_counts().items(), key=lambda item: item[1])
+    options = QueryParams(data_dir=tmp_path / "data", kinds="crop", one_hit_per_image=False, k=count, render=False)
+
+    shutil.rmtree(embedder)
+    result = query(text=class_name, **{**options.flat(), "mode": "text"})
+    assert result.mode == "text" and len(result.hits) == count
+    assert {hit.crop.class_name for hit in result.hits if hit.crop} == {class_name}
+    with pytest.raises(CropsearchError, match="embedder"):
+        query(text=class_name, **options.flat())  # auto: hybrid, which needs the model
+    with pytest.raises(ValueError, match=r"^mode: --mode text searches words, and a picture has none"):
+        query(image=str(photo_folder / "bus.jpg"), **{**options.flat(), "mode": "text"})

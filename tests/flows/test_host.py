@@ -85,7 +85,8 @@ def test_hosted_commands_print_and_exit_as_their_own_process_would(workspace: Wo
     query = ["query", "a red circle", "-k", "3", "--data-dir", "data", "--device", "cpu"]
     hosted, alone = workspace.run(*query), workspace.run("--no-host", *query)
     assert hosted.returncode == alone.returncode == 0, hosted.stderr + alone.stderr
-    assert _hits(hosted.stdout) == _hits(alone.stdout) and len(_hits(hosted.stdout)) == 4
+    # "3 hits, ranked by hybrid search", the table's header and its 3 rows
+    assert _hits(hosted.stdout) == _hits(alone.stdout) and len(_hits(hosted.stdout)) == 5
 
     wrong = workspace.run("query", "x", "-k", "0", "--data-dir", "data")
     assert wrong.returncode == 2 and "error: k: Input should be greater than or equal to 1" in wrong.stderr

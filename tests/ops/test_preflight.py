@@ -102,7 +102,8 @@ def test_query_defaults_to_the_embedder_of_the_index(tmp_path: Path, tiny_clip: 
     store.upsert_embeddings(
         [embedding(image("a"), [1, 0, 0], model=model_id(str(tiny_clip)))], model_id(str(tiny_clip)), str(tiny_clip)
     )
-    assert check_query_can_start(QueryParams(data_dir=tmp_path)) == str(tiny_clip)
+    # Written without an index run, so without a text index: `auto` is vector search there.
+    assert check_query_can_start(QueryParams(data_dir=tmp_path)) == (str(tiny_clip), "vector")
 
 
 def test_coco_evaluation_names_every_unreachable_download_and_the_offline_alternative(

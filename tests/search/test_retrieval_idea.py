@@ -44,8 +44,9 @@ def test_whole_image_search_misses_the_small_object_and_crop_search_finds_it(
     report = index_coco(source=str(folder), data_dir=tmp_path / "data", detector=DETECTOR, embedder=EMBEDDER)
     assert report.images_new == 5 and report.crops == 1
 
-    def search(kinds: str) -> list:
-        params = QueryParams(data_dir=tmp_path / "data", embedder=EMBEDDER, k=4, kinds=kinds, render=False)
+    def search(kinds: str, mode: str = "vector") -> list:
+        # The idea is about vectors: what a whole photo's embedding loses. Words are checked last.
+        params = QueryParams(data_dir=tmp_path / "data", embedder=EMBEDDER, k=4, kinds=kinds, mode=mode, render=False)
         return query(text="red", **params.flat()).hits
 
     whole_only = search("image")
@@ -65,3 +66,7 @@ def test_whole_image_search_misses_the_small_object_and_crop_search_finds_it(
     both = search("both")
     assert both[0].kind == "crop" and both[0].image.uri == str(target.resolve())
     assert both[0].score > 0.95 > max(hit.score for hit in whole_only)
+
+    # A whole photo also carries the words of what was found in it: hybrid search ranks the scene first
+    # among whole images, where its vector alone came nowhere.
+    assert search("image", mode="hybrid")[0].image.uri == str(target.resolve())

@@ -131,6 +131,8 @@ def test_the_ann_index_is_built_only_past_the_threshold_and_keeps_up_with_new_ro
     query = vectors[7]
     exact = [row["id"] for row in reader.search(query, "", 10)]
 
+    # Words need their index at any size (text search has no exact fallback); vectors only past the threshold.
+    assert writer.maintain_indexes(min_rows=1000) == ["built the text index over 600 embeddings"]
     assert writer.maintain_indexes(min_rows=1000) == []
     built = writer.maintain_indexes(min_rows=500)
     assert built[0] == "built the vector index over 600 embeddings"
@@ -150,14 +152,19 @@ def test_the_ann_index_is_built_only_past_the_threshold_and_keeps_up_with_new_ro
 
 
 def test_an_index_built_before_a_scalar_index_was_added_gets_it_on_the_next_run(writer: StoreWriter) -> None:
-    """Indexes made by earlier code had no index on embeddings.id; "more like this" scans 1M ids without it."""
+    """Indexes made by earlier code had no index on embeddings.id ("more like this" scans 1M ids without it)
+    and no text index (text and hybrid queries refuse to run without one)."""
     from lancedb.index import IvfHnswSq
 
     write_images_with_vectors(writer, [f"p{n}" for n in range(300)], unit_vectors(300, 32, seed=0))
     embeddings = writer._open(EMBEDDINGS)
     embeddings.create_index("vector", config=IvfHnswSq(distance_type="cosine"))  # as the earlier code left it
-    assert writer.maintain_indexes(min_rows=100) == ["indexed embeddings.id", "indexed images.image_id"]
-    assert {tuple(index.columns) for index in embeddings.list_indices()} == {("vector",), ("id",)}
+    assert writer.maintain_indexes(min_rows=100) == [
+        "built the text index over 300 embeddings",
+        "indexed embeddings.id",
+        "indexed images.image_id",
+    ]
+    assert {tuple(index.columns) for index in embeddings.list_indices()} == {("vector",), ("id",), ("class_names",)}
     assert writer.maintain_indexes(min_rows=100) == []
 
 

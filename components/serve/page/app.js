@@ -34,6 +34,7 @@ function filters() {
   fields.set("kinds", document.querySelector("input[name=kinds]:checked").value);
   fields.set("k", $("k").value);
   fields.set("one_hit_per_image", $("one-per-photo").checked ? "true" : "false");
+  if ($("mode").value !== "auto") fields.set("mode", $("mode").value);
   const minScore = Number($("min-score").value);
   if (minScore > 0) fields.set("min_score", String(minScore));
   const classes = [...document.querySelectorAll("#class-list input:checked")].map((box) => box.value);
@@ -94,7 +95,7 @@ function show(answer, described) {
   list.replaceChildren(...answer.hits.map(hitCard));
   const status = $("status");
   status.classList.remove("error");
-  status.textContent = `${answer.hits.length} hits for ${described} in ${answer.took_ms} ms`;
+  status.textContent = `${answer.hits.length} hits for ${described}, ranked by ${answer.mode}, in ${answer.took_ms} ms`;
 }
 
 function failed(error) {
@@ -250,6 +251,7 @@ function searchFromAddress() {
   }
   if (asked.get("one_hit_per_image")) $("one-per-photo").checked = asked.get("one_hit_per_image") !== "false";
   if (asked.get("min_score")) $("min-score").value = asked.get("min_score");
+  if ([...$("mode").options].some((option) => option.value === asked.get("mode"))) $("mode").value = asked.get("mode");
   const classes = new Set((asked.get("classes") || "").split(",").filter(Boolean));
   for (const box of document.querySelectorAll("#class-list input")) box.checked = classes.has(box.value);
   search();
