@@ -137,7 +137,7 @@ def check_query_can_start(params: QueryParams, text_query: bool = True) -> tuple
         raise StoreMismatchError(f"no index at {params.resolved_db_uri}: run `cropsearch index` first")
     if ranking != "text":  # words alone need no model
         check_embedder_available(embedder)
-    store.check_embedder(model_id(embedder))
+        store.check_embedder(model_id(embedder))
     if params.search.classes:
         check_classes_known(params.search.classes, store.class_names())
     return embedder, ranking

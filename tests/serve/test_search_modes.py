@@ -70,6 +70,17 @@ def test_hybrid_fuses_the_vector_and_the_text_rankings(searcher: Searcher, world
     assert max(scores) <= 2 / 61 + 1e-6
 
 
+@pytest.mark.parametrize("mode", ["text", "hybrid"])
+def test_text_and_hybrid_keep_the_prefilters_and_the_parent_join(searcher: Searcher, mode: str) -> None:
+    settings = SearchSettings(mode=mode, kinds="crop", classes=["blue circle"], min_area_fraction=0.01, k=8)
+    hits, _ = searcher.search_text("a blue triangle", settings)  # "blue" matches the filtered class, "triangle" not
+    assert hits
+    for hit in hits:
+        assert hit.kind == "crop" and hit.crop is not None and hit.crop.class_name == "blue circle"
+        assert hit.crop.area_fraction >= 0.01 and hit.crop.image_id == hit.image.image_id
+    assert len({hit.image.image_id for hit in hits}) == len(hits)  # one hit per photo, the rest folded
+
+
 def test_auto_is_hybrid_for_words_and_vector_for_pictures_and_cutoffs(
     searcher: Searcher, world_index: WorldIndex
 ) -> None:
