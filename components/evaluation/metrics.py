@@ -44,6 +44,9 @@ MODES = (
     SearchMode("crops", "crop"),
     SearchMode("whole + crops", "both"),
     SearchMode("whole + crops, every hit", "both", one_hit_per_image=False),
+    # What `--mode` changes, over what a query searches by default: words alone, and words with vectors.
+    SearchMode("whole + crops, text", "both", ranking="text"),
+    SearchMode("whole + crops, hybrid", "both", ranking="hybrid"),
 )
 
 
