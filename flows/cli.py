@@ -90,13 +90,14 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 
 def _fail(error: Exception) -> typing.NoReturn:
     if isinstance(error, ValidationError):
-        message = "; ".join(
-            # A check of the whole model names its field in its own text.
-            f"{'.'.join(map(str, flat_location(item['loc'], IndexParams, QueryParams, ServeParams))) or 'input'}: "
-            f"{item['msg'].removeprefix('Value error, ')}"
-            if item["loc"]
-            else item["msg"].removeprefix("Value error, ")
+        located = (
+            (".".join(map(str, flat_location(item["loc"], IndexParams, QueryParams, ServeParams))), item["msg"])
             for item in error.errors()
+        )
+        # A check of a whole model (or group of settings) names its field in its own text.
+        message = "; ".join(
+            f"{where}: {text.removeprefix('Value error, ')}" if where else text.removeprefix("Value error, ")
+            for where, text in located
         )
     else:
         message = str(error)
@@ -182,7 +183,8 @@ def query(text: str | None, image: Path | None, server: str | None, **options: A
             result = _run_flow(query_flow, text=text, image=image, **params.flat())
     except (CropsearchError, ValueError) as error:
         _fail(error)
-    click.echo(f"{len(result.hits) or 'no'} hits, ranked by {result.mode} search")
+    count = len(result.hits)
+    click.echo(f"{count or 'no'} hit{'' if count == 1 else 's'}, ranked by {result.mode} search")
     _print_rows(hits_table(result.hits))
     if result.grid_path:
         click.echo(f"grid: {result.grid_path}")

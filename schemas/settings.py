@@ -182,7 +182,7 @@ class SearchSettings(SettingsGroup):
         ge=-1.0,
         le=1.0,
         description="leave out hits whose cosine score, as shown (4 decimals), is under this; none keeps all "
-        "(vector mode only)",
+        "(a cosine cutoff: with --mode vector or auto)",
     )
     mode: QueryMode = Field(
         "auto",

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from components.errors import TextIndexMissing
+from components.errors import StoreMismatchError, TextIndexMissing
 from components.store.database import Database
 from components.store.reader import StoreReader
 from components.store.schema import search_filter
@@ -70,7 +70,12 @@ def search_mode(settings: SearchSettings, text_query: bool, store: Database) -> 
     if settings.mode == "vector":
         return "vector"
     if not text_query:
-        raise ValueError(f"mode: --mode {settings.mode} searches words, and a picture has none; use --mode vector")
+        raise ValueError(
+            f"mode: --mode {settings.mode} searches words, and this query has none (a picture, or a stored "
+            "vector); use --mode vector"
+        )
+    if store.embedder_of_index() is None:
+        raise StoreMismatchError(f"no index at {store.uri}: run `cropsearch index` first")
     if not store.has_text_index():
         raise TextIndexMissing(
             f"mode: the index at {store.uri} has no text index yet (it was made before text search); "

@@ -73,8 +73,11 @@ def search_settings(values: Mapping[str, str], allowed: set[str]) -> SearchSetti
         return SearchSettings(**given)
     except ValidationError as error:
         first = error.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else None
-        raise ApiError(422, field, f"{field}: {first['msg'].removeprefix('Value error, ')}") from error
+        message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a check across settings names its field in its own text
+            raise ApiError(422, _blamed(ValueError(message)).field, message) from error
+        field = str(first["loc"][0])
+        raise ApiError(422, field, f"{field}: {message}") from error
 
 
 def hit_json(hit: QueryHit) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import lancedb
 import numpy as np
+import pyarrow as pa
 from lancedb.background_loop import LOOP
 
 from components.errors import StoreMismatchError
@@ -126,42 +127,49 @@ class StoreReader(Database):
         Rows come back as `id`, `kind`, `image_id`, `crop_id` and `score`, as from every search here.
         """
         vector = np.asarray(vector, dtype=np.float32)
-        rows = _query_reads(self._ranked(lambda table: _nearest(table, vector), "_distance", where, limit))
+        rows = _query_reads(self._ranked(lambda table: _nearest(table, vector), "_distance", where, limit)).to_pylist()
         return _hit_rows(rows, [1.0 - row.pop("_distance") for row in rows])
 
     @naming_damaged_tables
     def search_text(self, text: str, where: str, limit: int) -> list[dict[str, Any]]:
         """The rows whose class names best match the words of `text` (BM25 over the text index)."""
         words = _match(text)
-        rows = _query_reads(self._ranked(lambda table: table.query().nearest_to_text(words), "_score", where, limit))
+        found = self._ranked(lambda table: table.query().nearest_to_text(words), "_score", where, limit)
+        rows = _query_reads(found).to_pylist()
         return _hit_rows(rows, [row.pop("_score") for row in rows])
 
     @naming_damaged_tables
     def search_hybrid(self, vector: np.ndarray, text: str, where: str, limit: int) -> list[dict[str, Any]]:
-        """Both rankings under one prefilter, fused by LanceDB's reciprocal-rank-fusion reranker."""
+        """Both rankings under one prefilter, side by side, fused by LanceDB's reciprocal-rank-fusion reranker.
+
+        The two searches are run here rather than as LanceDB's hybrid query, whose halves cannot name
+        their score columns and so log two deprecation warnings per query; the fusion is LanceDB's own.
+        """
         from lancedb.rerankers import RRFReranker
 
-        vector = np.asarray(vector, dtype=np.float32)
+        vector, words = np.asarray(vector, dtype=np.float32), _match(text)
 
-        def fused(table: Any) -> Any:
-            return _nearest(table, vector).nearest_to_text(_match(text)).rerank(RRFReranker())
+        async def both() -> list[pa.Table]:
+            return await asyncio.gather(
+                self._ranked(lambda table: _nearest(table, vector).with_row_id(), "_distance", where, limit),
+                self._ranked(lambda table: table.query().nearest_to_text(words).with_row_id(), "_score", where, limit),
+            )
 
-        rows = _query_reads(self._ranked(fused, None, where, limit))
+        by_vector, by_words = _query_reads(both())
+        rows = RRFReranker().rerank_hybrid(text, by_vector, by_words).slice(0, limit).to_pylist()
         return _hit_rows(rows, [row.pop("_relevance_score") for row in rows])
 
-    async def _ranked(
-        self, search: Callable[[Any], Any], score: str | None, where: str, limit: int
-    ) -> list[dict[str, Any]]:
+    async def _ranked(self, search: Callable[[Any], Any], score: str, where: str, limit: int) -> pa.Table:
         table = await self._reader_table(EMBEDDINGS)
         if table is None:
             raise StoreMismatchError(f"no index at {self.uri}: run `cropsearch index` first")
         # Each selected column is one more random read per hit: at 1M rows, 2 ms for 20 hits.
-        # `kind` and `crop_id` follow from these two, so they are not read.
-        # The score is named where the search makes it (LanceDB warns otherwise); a hybrid adds its own.
-        query = search(table).select(["id", "image_id", *([score] if score else [])]).limit(limit)
+        # `kind` and `crop_id` follow from these two, so they are not read. The score is named where
+        # the search makes it: LanceDB warns otherwise.
+        query = search(table).select(["id", "image_id", score]).limit(limit)
         if where:
-            query = query.where(where)  # the async API prefilters by default, both halves of a hybrid too
-        return (await query.to_arrow()).to_pylist()
+            query = query.where(where)  # the async API prefilters by default
+        return await query.to_arrow()
 
 
 def _nearest(table: Any, vector: np.ndarray) -> Any:
@@ -188,6 +196,7 @@ def _match(text: str) -> Any:
 
 def _hit_rows(rows: list[dict[str, Any]], scores: Sequence[float]) -> list[dict[str, Any]]:
     for row, score in zip(rows, scores, strict=True):
+        row.pop("_rowid", None)  # what a fusion matched the two rankings' rows on
         row["score"] = float(score)
         # An image's own vector has the image's id; a crop's has the crop's id.
         is_image = row["id"] == row["image_id"]

@@ -167,15 +167,15 @@ class StoreWriter(Database):
             # Positions would serve phrase queries only; a class name is two or three words.
             embeddings.create_index(TEXT_COLUMN, config=FTS(with_position=False))
             done.append(f"built the text index over {embeddings.count_rows()} embeddings")
-        if "vector" not in self._indexed_columns(embeddings):
-            rows = embeddings.count_rows()
-            if rows < min_rows:
-                return done
+        vector_indexed = "vector" in self._indexed_columns(embeddings)
+        if not vector_indexed and (rows := embeddings.count_rows()) >= min_rows:
             config = IvfHnswSq(distance_type="cosine", ef_construction=ANN_EF_CONSTRUCTION)
             embeddings.create_index("vector", config=config)
             done.append(f"built the vector index over {rows} embeddings")
-        # Also where an index made before a column joined SCALAR_INDEXES lacks it.
-        for name, columns in SCALAR_INDEXES.items():
+            vector_indexed = True
+        # The join keys' indexes come with the vector index; also where an index made before a column
+        # joined SCALAR_INDEXES lacks it.
+        for name, columns in SCALAR_INDEXES.items() if vector_indexed else ():
             if (table := self._open(name)) is None:
                 continue
             indexed = self._indexed_columns(table)

@@ -64,6 +64,9 @@ def test_bad_parameters_exit_2_naming_the_field() -> None:
     assert result.exit_code == 2 and "error: k: Input should be greater than or equal to 1" in result.output
     both = CliRunner().invoke(main, ["query", "x", "--image", "a.jpg"])
     assert both.exit_code == 2 and "exactly one of text or image" in both.output
+    # A check across two settings is blamed on the one it names, as a field check is.
+    crossed = CliRunner().invoke(main, ["query", "x", "--mode", "hybrid", "--min-score", "0.5"])
+    assert crossed.exit_code == 2 and crossed.output.startswith("error: min_score: a cosine cutoff"), crossed.output
 
 
 def test_default_run_offline_fails_within_seconds_naming_what_is_unreachable(tmp_path: Path) -> None:

@@ -28,7 +28,10 @@ def test_world_evaluation_indexes_each_setting_and_reports_every_mode_and_bucket
     )
     assert set(summary.means) == {"padding 0, max_detections 20", "padding 0.2, max_detections 20"}
     first = summary.means["padding 0, max_detections 20"]
-    assert set(first) == {"whole images", "crops", "whole + crops", "whole + crops, every hit"}
+    assert set(first) == {
+        "whole images", "crops", "whole + crops", "whole + crops, every hit",
+        "whole + crops, text", "whole + crops, hybrid",
+    }  # fmt: skip
     # Random weights rank at random, but not without rules: every one of the 10 scenes has a whole-image
     # vector, so a caption's one relevant scene is always within the top 10, and recall never falls with k.
     captions = first["whole images"]["caption"]["all"]

@@ -435,5 +435,5 @@ def test_a_text_mode_query_searches_words_without_loading_the_model(
     assert {hit.crop.class_name for hit in result.hits if hit.crop} == {class_name}
     with pytest.raises(CropsearchError, match="embedder"):
         query(text=class_name, **options.flat())  # auto: hybrid, which needs the model
-    with pytest.raises(ValueError, match=r"^mode: --mode text searches words, and a picture has none"):
+    with pytest.raises(ValueError, match=r"^mode: --mode text searches words, and this query has none"):
         query(image=str(photo_folder / "bus.jpg"), **{**options.flat(), "mode": "text"})

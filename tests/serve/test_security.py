@@ -112,6 +112,8 @@ def test_bad_parameters_are_4xx_naming_the_field(server: str) -> None:
         ({"text": "x", "k": "many"}, "k"),
         ({"text": "x", "kinds": "people"}, "kinds"),
         ({"text": "x", "min_score": "2"}, "min_score"),
+        ({"text": "x", "mode": "hybrid", "min_score": "0.5"}, "min_score"),  # a check across two settings
+        ({"text": "x", "mode": "sql"}, "mode"),
         ({"text": "x", "classes": "red circle,unicorn"}, "classes"),
         ({"text": ""}, "text"),
         ({"text": "x" * 1001}, "text"),
@@ -121,6 +123,7 @@ def test_bad_parameters_are_4xx_naming_the_field(server: str) -> None:
         response = http.get("/api/search", params=params)
         assert 400 <= response.status_code < 500, (params, response.status_code)
         assert response.json()["field"] == field, (params, response.json())
+        assert response.json()["error"].startswith(f"{field}: "), (params, response.json())
     assert http.get("/api/images/" + "a" * 64, params={"size": "99999"}).json()["field"] == "size"
 
 

@@ -34,7 +34,6 @@ function filters() {
   fields.set("kinds", document.querySelector("input[name=kinds]:checked").value);
   fields.set("k", $("k").value);
   fields.set("one_hit_per_image", $("one-per-photo").checked ? "true" : "false");
-  if ($("mode").value !== "auto") fields.set("mode", $("mode").value);
   const minScore = Number($("min-score").value);
   if (minScore > 0) fields.set("min_score", String(minScore));
   const classes = [...document.querySelectorAll("#class-list input:checked")].map((box) => box.value);
@@ -119,6 +118,8 @@ async function search() {
     const text = $("text").value.trim();
     if (!text) return;
     fields.set("text", text);
+    // Words rank text queries only: a photo and "more like this" are searched by their vectors.
+    if ($("mode").value !== "auto") fields.set("mode", $("mode").value);
     state.lastQuery = search;
     show(await api("/api/search?" + fields), `“${text}”`);
   } catch (error) { failed(error); }
