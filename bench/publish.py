@@ -55,6 +55,15 @@ BENCHMARKS = {
         "of the object asked for (each bucket scored over its own relevant photos); "
         "the time is the search, fold and join alone (the query's encoding is not in it).",
     ),
+    "whole-frame": (
+        "Crops nearly the whole photo, left unembedded: `python -m bench.whole_frame`",
+        "The world's 300 held-out scenes indexed once per `--whole-frame-area` value, each into a fresh "
+        "database: 1 (every crop embedded, as indexes made before the setting hold), the default 0.9, and "
+        "values low enough to reach the world's largest objects (no box covers more than about a third of "
+        "a scene). Crops, crops without a vector, embedding rows, the index run's seconds, and category "
+        "mAP and small-object R@5 (whole images and crops, one hit per photo, vector search, k=50) with "
+        "their change from 1.",
+    ),
     "precision": (
         "fp32 against bf16 on this CPU: `python -m bench.precision`",
         "Each model's forward passes in fp32 and bf16, interleaved pair by pair; whether `--precision auto` "

@@ -109,7 +109,8 @@ def register(paths: list[Path], source_name: str, threads: int) -> tuple[list[Im
 @task(cache_policy=NO_CACHE, persist_result=False)
 def plan_stage(params: IndexParams, images: list[ImageRecord], signature: str) -> list[ImageRecord]:
     files = ObjectFiles(params.object_store)
-    return stages.plan_stage(_writer(params), images, signature, params.resolved_source_name, files)
+    whole_frame_area = params.detection.whole_frame_area
+    return stages.plan_stage(_writer(params), images, signature, params.resolved_source_name, files, whole_frame_area)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -333,6 +334,8 @@ def write_chunk(run: IndexRun, chunk: list[ImageRecord], work: stages.ChunkWork)
     report.model_batches += work.model_batches
     report.images_new += sum(1 for e in work.embeddings if e.kind == "image")
     report.crops += len(work.crops)
+    whole_frame = run.params.detection.whole_frame_area
+    report.whole_frame_crops += sum(1 for crop in work.crops if crop.area_fraction >= whole_frame)
     report.embeddings += len(work.embeddings)
     # Prefect keeps a finished task's result in a reference cycle (its future and the done-callback
     # the future registered), so dropping our reference frees nothing until a full garbage

@@ -20,6 +20,9 @@ class IndexReport(BaseModel):
         default_factory=dict, description="files passed over as not photos: suffix ('' for none) -> count"
     )
     crops: int = 0
+    whole_frame_crops: int = Field(
+        0, description="of the crops, those covering at least --whole-frame-area of their photo: no vector of their own"
+    )
     embeddings: int = 0
     model_batches: int = Field(0, description="detector and embedder forward passes run")
     seconds_per_stage: dict[str, float] = Field(

@@ -86,6 +86,12 @@ class ObjectStoreSettings(SettingsGroup):
         return given
 
 
+# Near-full-frame crops: the whole photo's vector already stands for them. The lowest value allowed
+# bounds what each run's plan scans for crops that lack a vector after the value was raised.
+WHOLE_FRAME_AREA_DEFAULT = 0.9
+WHOLE_FRAME_AREA_MIN = 0.25
+
+
 class DetectionSettings(SettingsGroup):
     """How objects are found and cut out. Changing any of these re-indexes affected images."""
 
@@ -100,10 +106,22 @@ class DetectionSettings(SettingsGroup):
     min_box_pixels: int = Field(16, ge=1, description="drop boxes whose shorter side is below this many pixels")
     padding: float = Field(0.0, ge=0.0, le=1.0, description="grow each crop by this fraction of its size for context")
     image_size: int = Field(640, ge=32, le=4096, description="detector input size in pixels")
+    whole_frame_area: float = Field(
+        WHOLE_FRAME_AREA_DEFAULT,
+        ge=WHOLE_FRAME_AREA_MIN,
+        le=1.0,
+        description="crops covering at least this share of their photo keep their row and file but get no "
+        "vector of their own: the photo's stands for them (1 embeds every crop short of the whole frame)",
+    )
 
     def fingerprint(self) -> dict[str, object]:
-        """The settings that change which crops exist, as plain data for hashing."""
-        return self.model_dump(include=set(DetectionSettings.model_fields))
+        """The settings that change which crops exist, as plain data for hashing.
+
+        `whole_frame_area` changes only which crops have vectors, and each run's plan brings the stored
+        vectors in line with it (`StoreWriter.drop_whole_frame_vectors`): indexes made before it existed,
+        and a changed value, need no detection again.
+        """
+        return self.model_dump(include=set(DetectionSettings.model_fields) - {"whole_frame_area"})
 
 
 class BatchSettings(SettingsGroup):

@@ -30,7 +30,7 @@ from components.store.objects import ObjectFiles
 from components.store.writer import StoreWriter
 from schemas.params import ChunkConfig
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
-from schemas.settings import DetectionSettings
+from schemas.settings import WHOLE_FRAME_AREA_DEFAULT, DetectionSettings
 
 T = TypeVar("T")
 
@@ -40,13 +40,20 @@ def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
 
 
 def plan_stage(
-    store: StoreWriter, images: Sequence[ImageRecord], signature: str, source: str, files: ObjectFiles | None = None
+    store: StoreWriter,
+    images: Sequence[ImageRecord],
+    signature: str,
+    source: str,
+    files: ObjectFiles | None = None,
+    whole_frame_area: float = WHOLE_FRAME_AREA_DEFAULT,
 ) -> list[ImageRecord]:
-    """Bring the store in line with the files as they are now, and return the images that need model work.
+    """Bring the store in line with the files and settings as they are now, and return the images that need model work.
 
     A file whose bytes changed leaves its old image (and crops and vectors) under its path: those
     are removed. An already indexed image seen under a new path gets its uri updated, without model
-    work. Everything not yet indexed with `signature` is returned.
+    work. Crops covering at least `whole_frame_area` of their photo lose their vectors, also without
+    model work; an image whose crop lacks a vector it now should have is indexed again. Everything
+    not yet indexed with `signature` is returned.
     """
     current_id_of = {record.uri: record.image_id for record in images}
     current_ids = set(current_id_of.values())
@@ -60,6 +67,8 @@ def plan_stage(
     _delete_files(store.remove_images(replaced), files)
     stored = store.images_by_id([record.image_id for record in images])
     indexed = {image_id for image_id, record in stored.items() if record.index_signature == signature}
+    store.drop_whole_frame_vectors(whole_frame_area)
+    indexed -= store.images_with_crops_lacking_vectors(whole_frame_area)
     moved = [
         stored[record.image_id].model_copy(update={"uri": record.uri})
         for record in images
@@ -124,6 +133,7 @@ def model_stage(images: Sequence[ImageRecord], models: ChunkModels, config: Chun
     steps = image_embedding_steps(models.embedder)
     decoded = _decoded(images, threads, work.skipped)
     detected = prefetched(_detected(decoded, models, detection, batching.detect_batch_size or 1, work))
+    unembedded: list[CropRecord] = []  # appended from the decode threads: list.append is atomic
     with CropFileWriter(ObjectFiles(config.object_store), threads) as writer:
 
         def prepared(found: _Found) -> tuple[list[_Embeddable], Any]:
@@ -137,8 +147,11 @@ def model_stage(images: Sequence[ImageRecord], models: ChunkModels, config: Chun
             encoded = encoded_crops(found.pixels, found.crops, config.crops_uri, detection.padding)
             writer.submit([(crop.uri, data) for crop, data in encoded])
             classes = sorted({crop.class_name for crop in found.crops})
-            embeddable = [(found.record, classes), *((crop, [crop.class_name]) for crop, _ in encoded)]
-            pictures = [found.pixels, *(decode_rgb(io.BytesIO(data)) for _, data in encoded)]
+            # A crop nearly the whole photo keeps its row, file and class, not a vector: the photo's stands for it.
+            own = [(crop, data) for crop, data in encoded if crop.area_fraction < detection.whole_frame_area]
+            unembedded.extend(crop for crop, _ in encoded if crop.area_fraction >= detection.whole_frame_area)
+            embeddable = [(found.record, classes), *((crop, [crop.class_name]) for crop, _ in own)]
+            pictures = [found.pixels, *(decode_rgb(io.BytesIO(data)) for _, data in own)]
             return embeddable, steps.prepare(pictures)
 
         groups = mapped_ahead(prepared, detected, threads)
@@ -153,6 +166,7 @@ def model_stage(images: Sequence[ImageRecord], models: ChunkModels, config: Chun
             )
             work.crops.extend(item for item, _ in items if isinstance(item, CropRecord))
         writer.finish()
+    work.crops.extend(unembedded)
     work.seconds["waiting"] = time.perf_counter() - started - work.seconds["detect"] - work.seconds["embed"]
     return work
 

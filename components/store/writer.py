@@ -30,7 +30,7 @@ from components.store.schema import (
     record_rows,
 )
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
-from schemas.settings import ObjectStoreSettings
+from schemas.settings import WHOLE_FRAME_AREA_MIN, ObjectStoreSettings
 
 # One chunk's upsert takes about a second; a write still running after this is stuck, not slow.
 # (A probe here saw four concurrent `merge_insert`s into one table spin for 30+ minutes.)
@@ -113,6 +113,35 @@ class StoreWriter(Database):
         if (embeddings := self._open(EMBEDDINGS)) is not None:
             self._delete_ids(embeddings, "id", [row["crop_id"] for row in stale])
         return [row["uri"] for row in stale if row["uri"]]
+
+    @naming_damaged_tables
+    def drop_whole_frame_vectors(self, whole_frame_area: float) -> int:
+        """Delete the vectors of crops covering at least `whole_frame_area` of their photo; returns how many."""
+        embeddings = self._open(EMBEDDINGS)
+        if embeddings is None:
+            return 0
+        where = f"kind = 'crop' AND area_fraction >= {float(whole_frame_area)!r}"
+        count = embeddings.count_rows(where)
+        if count:
+            embeddings.delete(where)
+        return count
+
+    @naming_damaged_tables
+    def images_with_crops_lacking_vectors(self, whole_frame_area: float) -> set[str]:
+        """Images holding a crop under `whole_frame_area` without its vector: left by a lower value before.
+
+        Only crops of at least WHOLE_FRAME_AREA_MIN can lack one, so only those are compared.
+        """
+        crops, embeddings = self._open(CROPS), self._open(EMBEDDINGS)
+        if crops is None or embeddings is None:
+            return set()
+        band = f"area_fraction >= {WHOLE_FRAME_AREA_MIN!r} AND area_fraction < {float(whole_frame_area)!r}"
+        cut = crops.search().where(band).select(["crop_id", "image_id"]).limit(None).to_arrow().to_pylist()
+        if not cut:
+            return set()
+        embedded = embeddings.search().where(f"kind = 'crop' AND {band}").select(["id"]).limit(None).to_arrow()
+        have = set(embedded.column("id").to_pylist())
+        return {row["image_id"] for row in cut if row["crop_id"] not in have}
 
     @naming_damaged_tables
     def remove_images(self, image_ids: Sequence[str]) -> list[str]:

@@ -60,6 +60,35 @@ def test_stages_produce_linked_images_crops_and_vectors(tmp_path: Path, store: S
     assert {record.index_signature for record in stored.values()} == {"sig"}
 
 
+def test_a_crop_nearly_the_whole_photo_keeps_its_row_file_and_class_but_no_vector(
+    tmp_path: Path, store: StoreWriter
+) -> None:
+    close_up = picture(tmp_path / "close-up.png", (2, 2, 118, 88))  # 116 x 86 of 120 x 90: 92.6% of the photo
+    images, _ = register_images([close_up, picture(tmp_path / "small.png", (10, 10, 40, 30))], "t")
+    work = blob_model_stage(images, tmp_path / "crops", detect_batch_size=2, embed_batch_size=8)
+    big, small = sorted(work.crops, key=lambda crop: -crop.area_fraction)
+    assert big.area_fraction == pytest.approx(116 * 86 / (120 * 90)) and Path(big.uri).is_file()
+    assert {e.id for e in work.embeddings} == {images[0].image_id, images[1].image_id, small.crop_id}
+    assert next(e for e in work.embeddings if e.id == images[0].image_id).class_names == ["red"]
+    stages.write_stage(store, images, work.crops, work.embeddings, "sig", "mean", "mean")
+    assert store.images_by_id([images[0].image_id])[images[0].image_id].caption == "this image contains 1 red"
+    assert store.counts() == {"images": 2, "crops": 2, "embeddings": 3}
+
+    # A higher value asks for the big crop's vector: its photo alone is indexed again.
+    assert stages.plan_stage(store, images, "sig", "t", whole_frame_area=1.0) == [images[0]]
+    work = blob_model_stage(
+        [images[0]], tmp_path / "crops", detect_batch_size=2, embed_batch_size=8,
+        detection=DetectionSettings(whole_frame_area=1.0),
+    )  # fmt: skip
+    stages.write_stage(store, [images[0]], work.crops, work.embeddings, "sig", "mean", "mean")
+    assert store.counts() == {"images": 2, "crops": 2, "embeddings": 4}
+    assert stages.plan_stage(store, images, "sig", "t", whole_frame_area=1.0) == []
+
+    # Back to the default: the plan drops that vector, and nothing needs the models.
+    assert stages.plan_stage(store, images, "sig", "t", whole_frame_area=0.9) == []
+    assert store.counts() == {"images": 2, "crops": 2, "embeddings": 3}
+
+
 def test_a_file_that_stops_decoding_is_skipped_by_the_stage(tmp_path: Path) -> None:
     path = picture(tmp_path / "a.png", (10, 10, 40, 30))
     images, _ = register_images([path], "t")
@@ -116,6 +145,7 @@ def blob_model_stage(
     embed_batch_size: int,
     decode_threads: int = 1,
     embedder: Embedder | None = None,
+    detection: DetectionSettings | None = None,
 ) -> stages.ChunkWork:
     """`model_stage` with the colour-blob detector, default settings, and the mean-colour embedder or `embedder`."""
     models = stages.ChunkModels(ColourBlobDetector(), "blob", embedder or MeanColourEmbedder(), "mean")
@@ -127,7 +157,7 @@ def blob_model_stage(
         embedder="plugin:tests.plugins:mean_colour_embedder",
         device="cpu",
         precision="fp32",
-        detection=DetectionSettings(),
+        detection=detection or DetectionSettings(),
         batching=batching,
         crops_uri=str(crops_dir),
         object_store=ObjectStoreSettings(),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components.store.reader import StoreReader
 from flows.index_coco import index_coco
 from flows.query import query
 from schemas.params import QueryParams
@@ -70,3 +71,34 @@ def test_whole_image_search_misses_the_small_object_and_crop_search_finds_it(
     # A whole photo also carries the words of what was found in it: hybrid search ranks the scene first
     # among whole images, where its vector alone came nowhere.
     assert search("image", mode="hybrid")[0].image.uri == str(target.resolve())
+
+
+def test_a_close_up_is_found_as_its_photo_and_an_older_index_drops_its_vector_without_model_work(
+    scenes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A crop nearly the whole photo adds nothing the photo's own vector lacks (issue 23, item 4)."""
+    folder, target = scenes
+    close_up = np.full((240, 320, 3), 128, dtype=np.uint8)
+    close_up[4:236, 6:314] = (210, 30, 30)  # the red thing fills 93% of the frame
+    Image.fromarray(close_up).save(folder / "close-up.png")
+    index = {"source": str(folder), "data_dir": tmp_path / "data", "detector": DETECTOR, "embedder": EMBEDDER}
+
+    older = index_coco(**index, whole_frame_area=1.0)  # what indexes made before the setting hold
+    assert (older.crops, older.whole_frame_crops, older.embeddings) == (2, 0, 6 + 2)
+    upgraded = index_coco(**index)
+    assert (upgraded.images_new, upgraded.model_batches) == (0, 0)
+    params = QueryParams(data_dir=tmp_path / "data", embedder=EMBEDDER, k=6, mode="vector", render=False)
+    store = StoreReader(params.resolved_db_uri)
+    assert store.counts() == {"images": 6, "crops": 2, "embeddings": 6 + 1}
+
+    crops = query(text="red", **{**params.flat(), "kinds": "crop"}).hits
+    assert [hit.image.uri for hit in crops] == [str(target.resolve())]  # the close-up's crop is no hit
+    both = query(text="red", **params.flat()).hits
+    # The pure red crop first; then the close-up, by its photo's vector, ahead of every warm photo.
+    assert [(hit.image.uri, hit.kind) for hit in both[:2]] == [
+        (str(target.resolve()), "crop"),
+        (str((folder / "close-up.png").resolve()), "image"),
+    ]
+    assert [crop.class_name for crop in store.crops_of_image(both[1].image.image_id)] == ["red"]  # row kept
+    fresh = index_coco(**{**index, "data_dir": tmp_path / "fresh"})
+    assert (fresh.crops, fresh.whole_frame_crops, fresh.embeddings) == (2, 1, 6 + 1)
