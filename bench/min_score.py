@@ -14,16 +14,13 @@ kept. Prints the table and writes it as JSON (`bench.publish` puts it in docs/pe
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench.report import Row, machine, machine_header, render, write_figures
-from bench.world_index import index_held_out_world
-from schemas.params import EvalParams
+from bench.report import Row
+from bench.world_index import index_held_out_world, world_bench_main
 
 CUTOFFS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 K = 50
@@ -76,20 +73,9 @@ def cutoff_rows(hits: list[ScoredHit], relevant_counts: dict[int, int]) -> list[
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", type=int, default=EvalParams.model_fields["world_scenes"].default)
-    parser.add_argument("--out", type=Path, default=Path("data/bench"))
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cropsearch-min-score-") as work:
-        hits, relevant_counts = scored_hits(args.scenes, Path(work))
-    rows = cutoff_rows(hits, relevant_counts)
-    facts = machine()
-    print(machine_header(facts))
-    print(render(rows))
-    args.out.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {write_figures(args.out, 'min-score', {'machine': facts, 'scenes': args.scenes, 'k': K}, rows)}")
+def measure(scenes: int, work: Path) -> tuple[list[Row], dict[str, int]]:
+    return cutoff_rows(*scored_hits(scenes, work)), {"k": K}
 
 
 if __name__ == "__main__":
-    main()
+    world_bench_main("min-score", __doc__, measure)

@@ -13,17 +13,14 @@ for. Prints the table and writes it as JSON (`bench.publish` puts it in docs/per
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.report import Row, machine, machine_header, render, write_figures
-from bench.world_index import index_held_out_world
+from bench.report import Row
+from bench.world_index import index_held_out_world, world_bench_main
 from components.evaluation.metrics import EvalResult, SearchMode
-from schemas.params import EvalParams
 from schemas.settings import QueryMode
 
 RANKINGS: tuple[QueryMode, ...] = ("vector", "text", "hybrid")
@@ -75,21 +72,9 @@ def mode_rows(result: EvalResult, seconds: dict[str, list[float]]) -> list[Row]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", type=int, default=EvalParams.model_fields["world_scenes"].default)
-    parser.add_argument("--out", type=Path, default=Path("data/bench"))
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cropsearch-search-modes-") as work:
-        result, seconds = measured_modes(args.scenes, Path(work))
-    rows = mode_rows(result, seconds)
-    facts = machine()
-    print(machine_header(facts))
-    print(render(rows))
-    args.out.mkdir(parents=True, exist_ok=True)
-    figures = {"machine": facts, "scenes": args.scenes, "k": K}
-    print(f"wrote {write_figures(args.out, 'search-modes', figures, rows)}")
+def measure(scenes: int, work: Path) -> tuple[list[Row], dict[str, int]]:
+    return mode_rows(*measured_modes(scenes, work)), {"k": K}
 
 
 if __name__ == "__main__":
-    main()
+    world_bench_main("search-modes", __doc__, measure)

@@ -6,8 +6,13 @@ What `bench.min_score`, `bench.search_modes` and `bench.whole_frame` measure ove
 
 from __future__ import annotations
 
+import argparse
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from bench.report import Row, machine, machine_header, render, write_figures
 from components.evaluation.metrics import EvalQuery
 from schemas.params import EvalParams
 from schemas.results import IndexReport
@@ -40,3 +45,24 @@ def index_held_out_world(scenes: int, work: Path) -> tuple[str, list[EvalQuery]]
     db_uri = str(work / "lancedb")
     index_world(work / "scenes", work, db_uri)
     return db_uri, queries
+
+
+def world_bench_main(
+    benchmark: str, doc: str, measure: Callable[[int, Path], tuple[list[Row], dict[str, Any]]]
+) -> None:
+    """A world benchmark's command line (`--scenes`, `--out`) around `measure(scenes, work)`: rows, figures.
+
+    Prints the machine and the table, and writes the JSON `bench.publish` reads.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=EvalParams.model_fields["world_scenes"].default)
+    parser.add_argument("--out", type=Path, default=Path("data/bench"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix=f"cropsearch-{benchmark}-") as work:
+        rows, figures = measure(args.scenes, Path(work))
+    facts = machine()
+    print(machine_header(facts))
+    print(render(rows))
+    args.out.mkdir(parents=True, exist_ok=True)
+    figures = {"machine": facts, "scenes": args.scenes, **figures}
+    print(f"wrote {write_figures(args.out, benchmark, figures, rows)}")
