@@ -55,6 +55,7 @@ class PipelineRuns:
         return {
             "images": report.images_new,
             "crops": report.crops,
+            "embedded_crops": report.crops - report.whole_frame_crops,  # what the compute floor must embed
             "seconds": seconds,
             "seconds_per_stage": report.seconds_per_stage,
             "detect_batch_size": batching.detect_batch_size,
@@ -80,7 +81,7 @@ def measure_indexing(plan: Plan, models: Models) -> dict[str, Any]:
     for number, folder in enumerate(folders):
         photos = sorted(folder.glob("*.jpg"))
         ran = pipeline.run(photos, number)
-        compute = floor.seconds(ran["images"], ran["crops"], ran["detect_batch_size"], ran["embed_batch_size"])
+        compute = floor.seconds(ran["images"], ran["embedded_crops"], ran["detect_batch_size"], ran["embed_batch_size"])
         looped = loop.run(photos[: plan.baseline_images // plan.rounds])
         rounds.append({"pipeline": ran, "floor": compute, "loop": looped})
         if ran["torch_threads"] != looped["torch_threads"]:

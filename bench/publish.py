@@ -58,8 +58,8 @@ BENCHMARKS = {
     "whole-frame": (
         "Crops nearly the whole photo, left unembedded: `python -m bench.whole_frame`",
         "The world's 300 held-out scenes indexed once per `--whole-frame-area` value, each into a fresh "
-        "database: 1 (every crop embedded, as indexes made before the setting hold), the default 0.9, and "
-        "values low enough to reach the world's largest objects (no box covers more than about a third of "
+        "database: 1 (on the world every crop embedded, as indexes made before the setting hold), the default "
+        "0.9, and values low enough to reach the world's largest objects (no box covers more than about a third of "
         "a scene). Crops, crops without a vector, embedding rows, the index run's seconds, and category "
         "mAP and small-object R@5 (whole images and crops, one hit per photo, vector search, k=50) with "
         "their change from 1.",

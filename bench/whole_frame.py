@@ -3,8 +3,8 @@
     python -m bench.whole_frame [--scenes 300]
 
 Indexes the world's held-out scenes once per `--whole-frame-area` value (each into a fresh
-database, the same scenes and models): 1 (every crop short of the whole frame embedded, what
-indexes held before the setting), the default 0.9, and values low enough to reach the world's
+database, the same scenes and models): 1 (only exact whole-frame boxes left out: on the world,
+every crop embedded, as indexes held before the setting), the default 0.9, and values low enough to reach the world's
 largest objects (a scene is 256 px and its objects 10 to 150 px across, so no box covers more than
 about a third of one). For each: crops, the crops left without a vector, embedding rows, the
 index run's seconds, and retrieval as `cropsearch eval` scores it (whole images and crops, one hit

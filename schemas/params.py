@@ -254,6 +254,9 @@ def form_fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
 
 
 def signature_of(detector_id: str, embedder_id: str, settings: DetectionSettings) -> str:
-    """Hash of everything that decides an image's crops and vectors; equal signature = nothing to redo."""
+    """Hash of the models and detection settings that decide an image's crops; equal signature = nothing to redo.
+
+    Which crops have vectors (`whole_frame_area`) is left out: each run's plan applies it to stored crops.
+    """
     payload = {"v": 1, "detector": detector_id, "embedder": embedder_id, "detection": settings.fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

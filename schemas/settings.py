@@ -87,13 +87,15 @@ class ObjectStoreSettings(SettingsGroup):
 
 
 # Near-full-frame crops: the whole photo's vector already stands for them. The lowest value allowed
-# bounds what each run's plan scans for crops that lack a vector after the value was raised.
+# bounds how many crops each run's plan compares with their vectors (a filtered scan of one column
+# finds them) to learn which lack one after the value was raised.
 WHOLE_FRAME_AREA_DEFAULT = 0.9
 WHOLE_FRAME_AREA_MIN = 0.25
 
 
 class DetectionSettings(SettingsGroup):
-    """How objects are found and cut out. Changing any of these re-indexes affected images."""
+    """How objects are found and cut out. Changing any of these re-indexes affected images, but
+    `whole_frame_area`, which each run applies to the stored crops' vectors."""
 
     confidence: float = Field(0.25, ge=0.0, le=1.0, description="minimum detection confidence")
     iou: float = Field(0.7, gt=0.0, le=1.0, description="IoU threshold of non-maximum suppression")

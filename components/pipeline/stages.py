@@ -68,7 +68,10 @@ def plan_stage(
     stored = store.images_by_id([record.image_id for record in images])
     indexed = {image_id for image_id, record in stored.items() if record.index_signature == signature}
     store.drop_whole_frame_vectors(whole_frame_area)
-    indexed -= store.images_with_crops_lacking_vectors(whole_frame_area)
+    lacking = store.images_with_crops_lacking_vectors(whole_frame_area) & indexed
+    # Marked not indexed before any model work: a run killed while re-indexing them redoes it.
+    store.upsert_images([stored[image_id].model_copy(update={"index_signature": ""}) for image_id in lacking])
+    indexed -= lacking
     moved = [
         stored[record.image_id].model_copy(update={"uri": record.uri})
         for record in images
@@ -259,7 +262,8 @@ def write_stage(
     embedder_spec: str,
     files: ObjectFiles | None = None,
 ) -> None:
-    """Upsert a finished chunk. Images go last: an image marked indexed always has its crops and vectors."""
+    """Upsert a finished chunk. Images go last: an image marked indexed always has its crops and their vectors
+    (every crop's but those covering at least `--whole-frame-area` of their photo)."""
     embedded = {record.image_id for record in embeddings if record.kind == "image"}
     done = [record for record in images if record.image_id in embedded]
     store.upsert_crops(crops)

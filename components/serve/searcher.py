@@ -115,6 +115,8 @@ class Searcher:
         """More like a stored image or crop, from its stored vector (nothing is encoded again)."""
         ranking = search_mode(settings, False, self.reader)
         vector = self.reader.stored_vector(record_id) if is_record_id(record_id) else None
+        if vector is None and (crop := self.reader.crops_by_id([record_id]).get(record_id)) is not None:
+            vector = self.reader.stored_vector(crop.image_id)  # nearly the whole photo: the photo's stands for it
         if vector is None:
             raise UnknownId(f"no image or crop {record_id!r} in the index")
         self.check_classes(settings)

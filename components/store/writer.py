@@ -130,7 +130,8 @@ class StoreWriter(Database):
     def images_with_crops_lacking_vectors(self, whole_frame_area: float) -> set[str]:
         """Images holding a crop under `whole_frame_area` without its vector: left by a lower value before.
 
-        Only crops of at least WHOLE_FRAME_AREA_MIN can lack one, so only those are compared.
+        Only crops of at least WHOLE_FRAME_AREA_MIN can lack one, so only those are read and compared
+        (both tables are scanned on `area_fraction` to find them).
         """
         crops, embeddings = self._open(CROPS), self._open(EMBEDDINGS)
         if crops is None or embeddings is None:

@@ -76,6 +76,8 @@ def test_a_crop_nearly_the_whole_photo_keeps_its_row_file_and_class_but_no_vecto
 
     # A higher value asks for the big crop's vector: its photo alone is indexed again.
     assert stages.plan_stage(store, images, "sig", "t", whole_frame_area=1.0) == [images[0]]
+    # Marked not indexed before its model work: a run killed mid re-index redoes it.
+    assert store.images_by_id([images[0].image_id])[images[0].image_id].index_signature == ""
     work = blob_model_stage(
         [images[0]], tmp_path / "crops", detect_batch_size=2, embed_batch_size=8,
         detection=DetectionSettings(whole_frame_area=1.0),

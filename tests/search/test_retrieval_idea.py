@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components.serve.searcher import Searcher
 from components.store.reader import StoreReader
 from flows.index_coco import index_coco
 from flows.query import query
 from schemas.params import QueryParams
+from schemas.serve import ServeParams
+from schemas.settings import SearchSettings
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -83,7 +86,7 @@ def test_a_close_up_is_found_as_its_photo_and_an_older_index_drops_its_vector_wi
     Image.fromarray(close_up).save(folder / "close-up.png")
     index = {"source": str(folder), "data_dir": tmp_path / "data", "detector": DETECTOR, "embedder": EMBEDDER}
 
-    older = index_coco(**index, whole_frame_area=1.0)  # what indexes made before the setting hold
+    older = index_coco(**index, whole_frame_area=1.0)  # no box here is the exact frame: as indexes made before
     assert (older.crops, older.whole_frame_crops, older.embeddings) == (2, 0, 6 + 2)
     upgraded = index_coco(**index)
     assert (upgraded.images_new, upgraded.model_batches) == (0, 0)
@@ -99,6 +102,10 @@ def test_a_close_up_is_found_as_its_photo_and_an_older_index_drops_its_vector_wi
         (str(target.resolve()), "crop"),
         (str((folder / "close-up.png").resolve()), "image"),
     ]
-    assert [crop.class_name for crop in store.crops_of_image(both[1].image.image_id)] == ["red"]  # row kept
+    [close_up_crop] = store.crops_of_image(both[1].image.image_id)
+    assert close_up_crop.class_name == "red"  # its row is kept, and the photo viewer lists it
+    searcher = Searcher(ServeParams(db_uri=params.resolved_db_uri, device="cpu"))
+    alike, _ = searcher.similar(close_up_crop.crop_id, SearchSettings(kinds="image", k=1))
+    assert alike[0].image.image_id == both[1].image.image_id  # more like it: its photo's vector, nearest itself
     fresh = index_coco(**{**index, "data_dir": tmp_path / "fresh"})
     assert (fresh.crops, fresh.whole_frame_crops, fresh.embeddings) == (2, 1, 6 + 1)
