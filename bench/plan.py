@@ -24,8 +24,11 @@ from schemas.settings import DetectionSettings
 
 CROPS_PER_IMAGE = 8
 # Random detectors find nothing at normal thresholds: these settings make every image give exactly
-# CROPS_PER_IMAGE crops, for the pipeline, the loop and the probes alike.
-FIXED_CROPS = DetectionSettings(confidence=0.0001, max_detections=CROPS_PER_IMAGE, min_box_pixels=1)
+# CROPS_PER_IMAGE crops, for the pipeline, the loop and the probes alike. Random boxes can cover
+# most of a photo: every crop is embedded (`whole_frame_area` 1), as the loop embeds every crop.
+FIXED_CROPS = DetectionSettings(
+    confidence=0.0001, max_detections=CROPS_PER_IMAGE, min_box_pixels=1, whole_frame_area=1.0
+)
 STEPS = ("indexing", "memory", "queries", "overhead")
 TARGETS = {
     "speedup": 4.0,
