@@ -14,7 +14,7 @@ def report_table(report: IndexReport) -> list[dict[str, str]]:
         {"measure": "files skipped", "value": str(len(report.skipped))},
         {"measure": "files ignored", "value": describe_ignored(report.ignored) or "0"},
         {"measure": "crops", "value": str(report.crops)},
-        {"measure": "crops nearly the whole photo (no vector)", "value": str(report.whole_frame_crops)},
+        {"measure": "crops without a vector", "value": str(report.whole_frame_crops)},  # nearly the whole photo
         {"measure": "embeddings", "value": str(report.embeddings)},
         {"measure": "model batches", "value": str(report.model_batches)},
     ]
