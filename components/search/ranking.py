@@ -74,22 +74,24 @@ def search_mode(settings: SearchSettings, text_query: bool, store: Database) -> 
             f"mode: --mode {settings.mode} searches words, and this query has none (a picture, or a stored "
             "vector); use --mode vector"
         )
+    # Asked first: a reader keeps a text index it has seen, so a query re-checking its resolved mode reads nothing.
+    if store.has_text_index():
+        return settings.mode
     if store.embedder_of_index() is None:
         raise StoreMismatchError(f"no index at {store.uri}: run `cropsearch index` first")
-    if not store.has_text_index():
-        raise TextIndexMissing(
-            f"mode: the index at {store.uri} has no text index yet (it was made before text search); "
-            f"run `cropsearch index` over it once (an unchanged run adds it), then --mode {settings.mode} works"
-        )
-    return settings.mode
+    raise TextIndexMissing(
+        f"mode: the index at {store.uri} has no text index yet (it was made before text search); "
+        f"run `cropsearch index` over it once (an unchanged run adds it), then --mode {settings.mode} works"
+    )
 
 
 def ranked_rows(
     store: StoreReader, query_vector: np.ndarray | None, text: str | None, ranking: Ranking
 ) -> Callable[[str, int], list[dict[str, Any]]]:
-    """`search(where, limit)` for a ranking whose half of the query (vector, words, or both) is given."""
-    if ranking != "vector" and text is None:
-        raise ValueError(f"mode: --mode {ranking} searches words, and this query has none; use --mode vector")
+    """`search(where, limit)` for a ranking whose half of the query (vector, words, or both) is given.
+
+    A word ranking without words is refused before this, by `search_mode`.
+    """
     if ranking != "text" and query_vector is None:
         raise ValueError(f"mode: --mode {ranking} needs the query's vector")
     if ranking == "text":
