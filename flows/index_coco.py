@@ -334,8 +334,8 @@ def write_chunk(run: IndexRun, chunk: list[ImageRecord], work: stages.ChunkWork)
     report.model_batches += work.model_batches
     report.images_new += sum(1 for e in work.embeddings if e.kind == "image")
     report.crops += len(work.crops)
-    whole_frame = run.params.detection.whole_frame_area
-    report.whole_frame_crops += sum(1 for crop in work.crops if crop.area_fraction >= whole_frame)
+    detection = run.params.detection
+    report.whole_frame_crops += sum(1 for crop in work.crops if not detection.embeds_crop(crop.area_fraction))
     report.embeddings += len(work.embeddings)
     # Prefect keeps a finished task's result in a reference cycle (its future and the done-callback
     # the future registered), so dropping our reference frees nothing until a full garbage

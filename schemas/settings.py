@@ -116,6 +116,10 @@ class DetectionSettings(SettingsGroup):
         "vector of their own: the photo's stands for them (1 embeds every crop short of the whole frame)",
     )
 
+    def embeds_crop(self, area_fraction: float) -> bool:
+        """Whether a crop covering `area_fraction` of its photo gets a vector of its own (see `whole_frame_area`)."""
+        return area_fraction < self.whole_frame_area
+
     def fingerprint(self) -> dict[str, object]:
         """The settings that change which crops exist, as plain data for hashing.
 

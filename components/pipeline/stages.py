@@ -151,8 +151,8 @@ def model_stage(images: Sequence[ImageRecord], models: ChunkModels, config: Chun
             writer.submit([(crop.uri, data) for crop, data in encoded])
             classes = sorted({crop.class_name for crop in found.crops})
             # A crop nearly the whole photo keeps its row, file and class, not a vector: the photo's stands for it.
-            own = [(crop, data) for crop, data in encoded if crop.area_fraction < detection.whole_frame_area]
-            unembedded.extend(crop for crop, _ in encoded if crop.area_fraction >= detection.whole_frame_area)
+            own = [(crop, data) for crop, data in encoded if detection.embeds_crop(crop.area_fraction)]
+            unembedded.extend(crop for crop, _ in encoded if not detection.embeds_crop(crop.area_fraction))
             embeddable = [(found.record, classes), *((crop, [crop.class_name]) for crop, _ in own)]
             pictures = [found.pixels, *(decode_rgb(io.BytesIO(data)) for _, data in own)]
             return embeddable, steps.prepare(pictures)
