@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import BaseModel, ValidationError
 
-from components.errors import CropsearchError
+from components.errors import CropsearchError, StoreMismatchError
 from components.ops.preflight import (
     check_db_exists,
     check_eval_can_start,
@@ -25,6 +25,8 @@ from components.ops.preflight import (
     check_object_store,
     check_query_can_start,
     check_query_image,
+    index_embedders,
+    resolve_embedder,
 )
 from components.pipeline.report import report_table
 from components.search.render import hits_table
@@ -145,7 +147,7 @@ def index(**options: Any) -> None:
     """Index images: download/unzip if needed, detect objects, embed images and crops, store in LanceDB."""
     try:
         params = IndexParams(**_given(options))
-        check_index_can_start(params)
+        check_index_can_start(params, index_embedders(params))
         from flows.index_coco import index_coco  # Prefect is imported only once the inputs are known good
 
         report = _run_flow(index_coco, **params.flat(), show_progress=True)
@@ -184,7 +186,8 @@ def query(text: str | None, image: Path | None, server: str | None, **options: A
     except (CropsearchError, ValueError) as error:
         _fail(error)
     count = len(result.hits)
-    click.echo(f"{count or 'no'} hit{'' if count == 1 else 's'}, ranked by {result.mode} search")
+    over = f" over {result.embedder}'s vectors" if result.embedder and result.mode != "text" else ""
+    click.echo(f"{count or 'no'} hit{'' if count == 1 else 's'}, ranked by {result.mode} search{over}")
     _print_rows(hits_table(result.hits))
     if result.grid_path:
         click.echo(f"grid: {result.grid_path}")
@@ -264,6 +267,51 @@ def restore(db_uri: str, **options: Any) -> None:
         click.echo("run `cropsearch index` again to redo what the lost versions held")
     else:
         click.echo("every table reads: nothing to restore")
+
+
+@main.command()
+@click.option("--db", "db_uri", default=DEFAULT_DB_URI, show_default=True, help="LanceDB folder or s3:// URI")
+@click.option(
+    "--default",
+    "make_default",
+    metavar="EMBEDDER",
+    help="make queries that name no --embedder use this one (its id, or the path or hub id it was loaded from); "
+    "switching back is the rollback",
+)
+@click.option("--drop", metavar="EMBEDDER", help="remove this embedder's vectors (not the default's)")
+@options_from(ObjectStoreSettings)
+def models(db_uri: str, make_default: str | None, drop: str | None, **options: Any) -> None:
+    """List the embedders whose vectors the index holds; switch the default one, or drop one.
+
+    `cropsearch index --embedder B` adds an embedder: it embeds every stored photo and crop with B,
+    with no detection.
+    """
+    from components.store.writer import StoreWriter
+
+    if make_default and drop:
+        _fail(ValueError("--default, --drop: give one of them"))
+
+    def change(settings: ObjectStoreSettings) -> list[dict[str, str]]:
+        store = StoreWriter(db_uri, settings)
+        if not store.vector_tables():
+            raise StoreMismatchError(f"no embedders in the index at {db_uri}: run `cropsearch index` first")
+        if make_default:
+            store.set_default_embedder(resolve_embedder(store, make_default, "--default")[0])
+        if drop:
+            dropped = resolve_embedder(store, drop, "--drop")[0]
+            click.echo(f"dropped {store.drop_embedder(dropped)} vectors of {dropped}")
+        return [
+            {
+                "embedder": held.embedder,
+                "default": "yes" if held.default else "",
+                "dim": str(held.dim),
+                "vectors": str(held.vectors),
+                "loaded from": held.spec,
+            }
+            for held in store.indexed_embedders()
+        ]
+
+    _print_rows(_on_existing_database(db_uri, options, change))
 
 
 @main.command("eval")

@@ -2,8 +2,10 @@
 
 Download and unzip are cached on their inputs (URL + checksum, archive hash); every other task
 is cheap to decide and re-runs skip images already indexed with the same models and settings.
-The tasks wrap the stages of `components/pipeline/` one to one and carry their names; the flow
-body is five steps: gather the photos, plan, index the chunks, upkeep, report.
+An index holds one or more embedders' vectors: new photos are embedded by all of them, and an
+embedder added with `--embedder` embeds the photos already there from their stored crops, with
+no detection. The tasks wrap the stages of `components/pipeline/` one to one and carry their
+names; the flow body is five steps: gather the photos, plan, index the chunks, upkeep, report.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from prefect.utilities.annotations import quote
 from tqdm import tqdm
 
 from components.errors import InterruptedDownload, SourceError
-from components.models.loading import portable_spec
 from components.ops import trust
-from components.ops.preflight import check_index_can_start, download_path
+from components.ops.preflight import check_index_can_start, download_path, index_embedders
 from components.pipeline import sources, stages
 from components.pipeline.config import chunk_config, on_this_machine
 from components.pipeline.formats import PHOTO_FORMATS, describe_ignored
@@ -41,7 +42,7 @@ from flows import deployed
 from flows.parameters import takes_fields_of
 from flows.runners import chunk_runner, chunk_task_options, runs_on_a_temporary_api, workers_report_here
 from schemas.files import ExtractedFolder, ListedFiles, LocalFile
-from schemas.params import ChunkConfig, IndexParams, signature_of
+from schemas.params import ChunkConfig, IndexParams, legacy_signature_of, signature_of
 from schemas.policy import OperatorPolicy
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 from schemas.results import IndexReport
@@ -107,17 +108,32 @@ def register(paths: list[Path], source_name: str, threads: int) -> tuple[list[Im
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def plan_stage(params: IndexParams, images: list[ImageRecord], signature: str) -> list[ImageRecord]:
-    files = ObjectFiles(params.object_store)
-    whole_frame_area = params.detection.whole_frame_area
-    return stages.plan_stage(_writer(params), images, signature, params.resolved_source_name, files, whole_frame_area)
+def plan_stage(
+    params: IndexParams, images: list[ImageRecord], signature: str, embedders: list[str], legacy_signatures: list[str]
+) -> stages.IndexPlan:
+    files, writer = ObjectFiles(params.object_store), _writer(params)
+    source, whole_frame_area = params.resolved_source_name, params.detection.whole_frame_area
+    return stages.plan_stage(writer, images, signature, source, files, whole_frame_area, embedders, legacy_signatures)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def model_stage(images: list[ImageRecord], config: ChunkConfig, detector_id: str, embedder_id: str) -> stages.ChunkWork:
-    """Detect, crop and embed one chunk, on whichever worker the task runner chose; models load once per worker."""
+def model_stage(
+    images: list[ImageRecord],
+    config: ChunkConfig,
+    detector_id: str,
+    embedder_ids: list[str],
+    stored_crops: dict[str, list[CropRecord]] | None = None,
+) -> stages.ChunkWork:
+    """Detect, crop and embed one chunk (or, given `stored_crops`, only embed), on whichever worker the task
+    runner chose; models load once per worker."""
     here = on_this_machine(config)
-    return stages.model_stage(images, stages.load_chunk_models(here, detector_id, embedder_id), here)
+    models = stages.load_chunk_models(here, detector_id, embedder_ids, detect=stored_crops is None)
+    return stages.model_stage(images, models, here, stored_crops)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def stored_crops_of(params: IndexParams, images: list[ImageRecord]) -> dict[str, list[CropRecord]]:
+    return _writer(params).crops_of_images([record.image_id for record in images])
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -127,10 +143,15 @@ def write_stage(
     crops: list[CropRecord],
     embeddings: list[EmbeddingRecord],
     signature: str,
-    embedder_id: str,
+    embedder_specs: dict[str, str],
 ) -> None:
     writer, files = _writer(params), ObjectFiles(params.object_store)
-    stages.write_stage(writer, images, crops, embeddings, signature, embedder_id, portable_spec(params.embedder), files)
+    stages.write_stage(writer, images, crops, embeddings, signature, embedder_specs, files)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def write_vectors_stage(params: IndexParams, embeddings: list[EmbeddingRecord], embedder_specs: dict[str, str]) -> None:
+    stages.write_vectors_stage(_writer(params), embeddings, embedder_specs)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -191,7 +212,7 @@ class IndexRun:
     params: IndexParams
     config: ChunkConfig
     detector_id: str
-    embedder_id: str
+    embedders: dict[str, str]  # id -> spec: the index's embedders and the one --embedder adds
     report: IndexReport
     progress_id: Any
     show_progress: bool
@@ -205,15 +226,22 @@ class IndexRun:
         self.report.add_seconds(seconds_as or stage, time.perf_counter() - started)
 
 
-def start_run(params: IndexParams, show_progress: bool) -> IndexRun:
-    """Check that the run can start, and resolve what every step will need."""
-    detector_id, embedder_id = check_index_can_start(params)
-    signature = signature_of(detector_id, embedder_id, params.detection)
+def start_run(params: IndexParams, show_progress: bool, policy: OperatorPolicy | None) -> IndexRun:
+    """Check that the run can start, and resolve what every step will need.
+
+    The embedders an index records are read from the database a parameter names: in a deployed run
+    each passes the operator's model policy before anything of it is read or loaded.
+    """
+    recorded = index_embedders(params)
+    for spec in recorded.values():
+        deployed.hold_model(spec, policy, "embedder recorded in the index")
+    detector_id, embedders = check_index_can_start(params, recorded)
+    signature = signature_of(detector_id, params.detection)
     return IndexRun(
         params=params,
-        config=chunk_config(params),
+        config=chunk_config(params, list(embedders.values())),
         detector_id=detector_id,
-        embedder_id=embedder_id,
+        embedders=embedders,
         report=IndexReport(source=params.source, db_uri=params.resolved_db_uri, index_signature=signature),
         progress_id=create_progress_artifact(0.0, key="index-progress", description=f"indexing {params.source}"),
         show_progress=show_progress,
@@ -245,35 +273,54 @@ def gather_photos(run: IndexRun, policy: OperatorPolicy | None) -> list[ImageRec
     return images
 
 
-def plan(run: IndexRun, images: list[ImageRecord]) -> list[ImageRecord]:
-    """The images that need model work; the store is brought in line with moved and changed files first."""
+def plan(run: IndexRun, images: list[ImageRecord]) -> stages.IndexPlan:
+    """The model work left; the store is brought in line with moved and changed files first."""
+    legacy = sorted(
+        {legacy_signature_of(run.detector_id, embedder, run.params.detection) for embedder in run.embedders}
+    )
     with run.timed("plan"):
-        todo = plan_stage(run.params, quote(images), run.report.index_signature)
+        planned = plan_stage(run.params, quote(images), run.report.index_signature, list(run.embedders), legacy)
+    todo = planned.detect
     run.report.images_already_indexed = len(images) - len(todo)
     logger = get_run_logger()
+    if planned.upgraded:
+        logger.info("%d images indexed before several embedders: their signature rewritten", planned.upgraded)
     if not todo:
-        logger.info("nothing to index: all %d images are already indexed with these models and settings", len(images))
+        logger.info("nothing to detect: all %d images are already indexed with these models and settings", len(images))
     else:
         logger.info(
             "%d images found, %d already indexed, %d to index in chunks of %d",
             *(len(images), run.report.images_already_indexed, len(todo), run.params.batching.chunk_size),
         )
-    return todo
+    for embedder, missing in planned.embed.items():
+        logger.info(
+            "%d indexed images to embed with %s (from their stored crops, no detection)", len(missing), embedder
+        )
+    return planned
 
 
-def index_in_chunks(run: IndexRun, todo: list[ImageRecord]) -> None:
-    """Each chunk's model work on the task runner, written here as it finishes: one chunk durable at a time."""
+def index_in_chunks(run: IndexRun, todo: list[ImageRecord], embed_only: str | None = None) -> None:
+    """Each chunk's model work on the task runner, written here as it finishes: one chunk durable at a time.
+
+    With `embed_only` (an embedder id), the photos were detected before: that embedder alone embeds
+    them and their stored crops, and only its vectors are written.
+    """
     params, chunk_size = run.params, run.params.batching.chunk_size
     chunk_count = -(-len(todo) // chunk_size)
+    embedder_ids = [embed_only] if embed_only else list(run.embedders)
+    config = run.config.model_copy(update={"embedders": [run.embedders[embedder] for embedder in embedder_ids]})
 
     def submit(chunk: list[ImageRecord]) -> Any:
         # Not `quote`d: Ray hands a quoted list to the task wrapped once more. Walking a chunk's
         # image records for futures costs milliseconds; the vectors coming back are never walked.
-        parameters = {"images": chunk, "config": run.config, "detector_id": run.detector_id}
-        return runner.submit(model_stage, parameters={**parameters, "embedder_id": run.embedder_id})
+        parameters = {"images": chunk, "config": config, "detector_id": run.detector_id, "embedder_ids": embedder_ids}
+        if embed_only:
+            parameters["stored_crops"] = stored_crops_of(params, quote(chunk))
+        return runner.submit(model_stage, parameters=parameters)
 
+    doing = f"embedding with {embed_only}" if embed_only else "indexing"
     with (
-        tqdm(total=len(todo), unit="img", desc="indexing", disable=not (run.show_progress and todo)) as bar,
+        tqdm(total=len(todo), unit="img", desc=doing, disable=not (run.show_progress and todo)) as bar,
         workers_report_here(params.runner),
         chunk_runner(params.runner) as runner,
         chunk_task_options(params.runner),
@@ -282,12 +329,15 @@ def index_in_chunks(run: IndexRun, todo: list[ImageRecord]) -> None:
         finished = submitted_in_order(chunks, submit, ahead=params.runner.workers + 1)
         for number, (chunk, work, submitted_at) in enumerate(finished, start=1):
             crops_before = run.report.crops
-            write_chunk(run, chunk, work)
+            if embed_only:
+                write_vectors(run, embed_only, work)
+            else:
+                write_chunk(run, chunk, work)
             bar.update(len(chunk))
             update_progress_artifact(run.progress_id, 100.0 * min(1.0, number * chunk_size / len(todo)))
             get_run_logger().info(
-                "chunk %d of %d: %d images, %d crops in %.1f s",
-                *(number, chunk_count, len(chunk), run.report.crops - crops_before),
+                "chunk %d of %d (%s): %d images, %d crops in %.1f s",
+                *(number, chunk_count, doing, len(chunk), run.report.crops - crops_before),
                 time.perf_counter() - submitted_at,
             )
 
@@ -326,16 +376,32 @@ def write_chunk(run: IndexRun, chunk: list[ImageRecord], work: stages.ChunkWork)
     report = run.report
     with run.timed("write"):
         write_stage(
-            run.params, quote(chunk), quote(work.crops), quote(work.embeddings), report.index_signature, run.embedder_id
+            run.params, quote(chunk), quote(work.crops), quote(work.embeddings), report.index_signature, run.embedders
         )
+    report.images_new += len({record.image_id for record in work.embeddings if record.kind == "image"})
+    report.crops += len(work.crops)
+    detection = run.params.detection
+    report.whole_frame_crops += sum(1 for crop in work.crops if not detection.embeds_crop(crop.area_fraction))
+    _count_and_free(run, work)
+
+
+def write_vectors(run: IndexRun, embedder_id: str, work: stages.ChunkWork) -> None:
+    """Write one chunk of an embedder's vectors of photos detected before; durable when this returns."""
+    with run.timed("write"):
+        write_vectors_stage(run.params, quote(work.embeddings), run.embedders)
+    embedded = sum(1 for record in work.embeddings if record.kind == "image")
+    run.report.images_embedded[embedder_id] = run.report.images_embedded.get(embedder_id, 0) + embedded
+    _count_and_free(run, work)
+
+
+def _count_and_free(run: IndexRun, work: stages.ChunkWork) -> None:
+    """Add a written chunk's figures to the report, and free its records."""
+    report = run.report
     for stage, seconds in work.seconds.items():
         report.add_seconds(stage, seconds)
     report.skipped.extend(work.skipped)
     report.model_batches += work.model_batches
-    report.images_new += sum(1 for e in work.embeddings if e.kind == "image")
-    report.crops += len(work.crops)
-    detection = run.params.detection
-    report.whole_frame_crops += sum(1 for crop in work.crops if not detection.embeds_crop(crop.area_fraction))
+    report.detector_batches += work.detector_batches
     report.embeddings += len(work.embeddings)
     # Prefect keeps a finished task's result in a reference cycle (its future and the done-callback
     # the future registered), so dropping our reference frees nothing until a full garbage
@@ -401,11 +467,13 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
     """
     params = IndexParams(**fields)
     policy = deployed.hold_index_run(params)
-    run = start_run(params, show_progress)
+    run = start_run(params, show_progress, policy)
     images = gather_photos(run, policy)
     # The server-wide limit serialises deployments; the file lock covers runs without a server too.
     with _one_writer_at_a_time(params.writer_limit), exclusive_writer(params.resolved_db_uri):
-        todo = plan(run, images)
-        index_in_chunks(run, todo)
+        planned = plan(run, images)
+        index_in_chunks(run, planned.detect)
+        for embedder, detected_before in planned.embed.items():
+            index_in_chunks(run, detected_before, embed_only=embedder)
         upkeep(run)
     return publish_report(run)

@@ -37,8 +37,8 @@ def embed_query(query_input: QueryInput, embedder: str, device: str, precision: 
 
 
 @task(cache_policy=NO_CACHE)
-def search(vector: list[float] | None, text: str | None, params: QueryParams) -> list[QueryHit]:
-    store = StoreReader(params.resolved_db_uri, params.object_store)
+def search(vector: list[float] | None, text: str | None, params: QueryParams, embedder_id: str) -> list[QueryHit]:
+    store = StoreReader(params.resolved_db_uri, params.object_store, embedder_id)
     return find_hits(store, None if vector is None else np.asarray(vector, dtype=np.float32), params.search, text)
 
 
@@ -84,20 +84,25 @@ def query(**fields: Any) -> QueryResult:
     policy = deployed.hold_query_run(params, query_input.image)
     if query_input.image is not None:
         check_query_image(query_input.image)
-    embedder, ranking = check_query_can_start(params, text_query=query_input.text is not None)
+    embedder, embedder_id, ranking = check_query_can_start(params, text_query=query_input.text is not None)
     vector = None
     if ranking != "text":  # words alone are searched without the model
         deployed.hold_model(embedder, policy, "embedder" if params.embedder else "embedder recorded in the index")
         vector = embed_query(query_input, embedder, params.device, params.precision)
-    hits = search(vector, query_input.text, params.model_copy(update={"search": params.search.ranked_by(ranking)}))
+    ranked = params.model_copy(update={"search": params.search.ranked_by(ranking)})
+    hits = search(vector, query_input.text, ranked, embedder_id)
     grid_dir = params.data_dir.resolve() / "queries" if params.render else None
     page = policy.search_page if policy is not None else None
     link = search_page_link(page, query_input.text, params) if page and query_input.text is not None else ""
     grid_path = publish(describe(query_input), quote(hits), grid_dir, params, link)
     logger = get_run_logger()
-    logger.info("%d hits for %s, ranked by %s search", len(hits), describe(query_input), ranking)
+    logger.info("%d hits for %s, ranked by %s search over %s", len(hits), describe(query_input), ranking, embedder_id)
     for row in hits_table(hits):
         logger.info("#%s %s %s %s %s", row["rank"], row["score"], row["class"], row["parent"], row["box"])
     return QueryResult(
-        query=describe(query_input), mode=ranking, hits=hits, grid_path=str(grid_path) if grid_path else None
+        query=describe(query_input),
+        mode=ranking,
+        embedder=embedder_id,
+        hits=hits,
+        grid_path=str(grid_path) if grid_path else None,
     )

@@ -64,7 +64,11 @@ class IndexParams(FlatParams):
         None, description="folder or s3:// URI the crop files go to; defaults to <data_dir>/crops"
     )
     detector: str = Field(DEFAULT_DETECTOR, description="YOLO weights: an ultralytics name or a local .pt path")
-    embedder: str = Field(DEFAULT_EMBEDDER, description="CLIP model: a Hugging Face id or a local folder")
+    embedder: str | None = Field(
+        None,
+        description=f"CLIP model (a Hugging Face id or a local folder) to add to the index's embedders; none keeps "
+        f"the ones it has ({DEFAULT_EMBEDDER} for a new index). Every embedder of the index embeds new photos",
+    )
     device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     precision: Precision = Field("auto", description=f"numeric precision of the models: {PRECISION_HELP}")
     batching: BatchSettings = Field(default_factory=BatchSettings)
@@ -88,7 +92,9 @@ class IndexParams(FlatParams):
 
     @field_validator("source", "detector", "embedder")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
@@ -127,7 +133,7 @@ class ChunkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     detector: str
-    embedder: str
+    embedders: list[str] = Field(description="every embedder a chunk's photos and crops are embedded with")
     device: Device
     precision: Precision
     detection: DetectionSettings
@@ -253,10 +259,22 @@ def form_fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
     return model.flat_fields() if issubclass(model, FlatParams) else dict(model.model_fields)
 
 
-def signature_of(detector_id: str, embedder_id: str, settings: DetectionSettings) -> str:
-    """Hash of the models and detection settings that decide an image's crops; equal signature = nothing to redo.
+def signature_of(detector_id: str, settings: DetectionSettings) -> str:
+    """Hash of the detector and detection settings that decide an image's crops; equal signature = nothing to redetect.
 
-    Which crops have vectors (`whole_frame_area`) is left out: each run's plan applies it to stored crops.
+    Embedders are left out: each one's vectors are kept apart, and each run's plan finds the photos an
+    embedder has not embedded yet. So is which crops have vectors (`whole_frame_area`): each run's
+    plan applies it to stored crops.
+    """
+    payload = {"v": 2, "detector": detector_id, "detection": settings.fingerprint()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def legacy_signature_of(detector_id: str, embedder_id: str, settings: DetectionSettings) -> str:
+    """The signature indexes made before several embedders recorded: detector, embedder and settings.
+
+    A photo carrying it for the index's embedder was detected with these settings; each run's plan
+    rewrites it as `signature_of`, without model work.
     """
     payload = {"v": 1, "detector": detector_id, "embedder": embedder_id, "detection": settings.fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

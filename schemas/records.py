@@ -28,8 +28,8 @@ class ImageRecord(BaseModel):
     caption: str = Field(default="", description='e.g. "this image contains 2 person, 1 tv"')
     index_signature: str = Field(
         default="",
-        description="hash of detector, embedder and detection settings this image was indexed with; "
-        "empty until the image is fully indexed",
+        description="hash of the detector and detection settings this image's crops were found with; empty "
+        "until the image, its crops and their vectors of every embedder the index had then are written",
     )
     indexed_at: datetime | None = None
 

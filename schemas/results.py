@@ -1,4 +1,4 @@
-"""What the flows return: an index run's report and a query's ranked hits."""
+"""What the flows return: an index run's report, a query's ranked hits, the embedders an index holds."""
 
 from __future__ import annotations
 
@@ -24,7 +24,12 @@ class IndexReport(BaseModel):
         0, description="of the crops, those covering at least --whole-frame-area of their photo: no vector of their own"
     )
     embeddings: int = 0
+    images_embedded: dict[str, int] = Field(
+        default_factory=dict,
+        description="embedder -> already detected images embedded by it alone in this run (an added embedder)",
+    )
     model_batches: int = Field(0, description="detector and embedder forward passes run")
+    detector_batches: int = Field(0, description="of those, the detector's")
     seconds_per_stage: dict[str, float] = Field(
         default_factory=dict, description="seconds per stage; detect/crop/embed add up every worker's time"
     )
@@ -68,6 +73,7 @@ class QueryHit(BaseModel):
 class QueryResult(BaseModel):
     query: str
     mode: Ranking = Field("vector", description="what ranked the hits (what `auto` resolved to)")
+    embedder: str | None = Field(None, description="the embedder whose vectors were searched")
     hits: list[QueryHit]
     grid_path: str | None = None
 
@@ -80,3 +86,14 @@ class EvalSummary(BaseModel):
     plot_path: str
     # index setting -> mode -> query group -> size bucket -> metric -> mean over queries
     means: dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]]
+
+
+class IndexedEmbedder(BaseModel):
+    """One embedder whose vectors an index holds (`cropsearch models`)."""
+
+    embedder: str = Field(description="the embedder's id, as its vectors record it")
+    spec: str = Field(description="where it was loaded from: a hub id or an absolute path")
+    dim: int
+    vectors: int = Field(description="rows in its vector table: whole images and crops")
+    default: bool = Field(description="whether queries that name no embedder use it")
+    table: str = Field(description="the LanceDB table holding its vectors")

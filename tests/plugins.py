@@ -55,8 +55,39 @@ class MeanColourEmbedder:
         return unit_rows(np.stack([np.eye(3, dtype=np.float32)[COLOUR_NAMES.index(text)] for text in texts]))
 
 
+class CountingColourBlobDetector(ColourBlobDetector):
+    """Counts its forward passes (batches) in this process: a test that must see none reads `batches`."""
+
+    batches = 0
+
+    def detect(self, images: Sequence[Image.Image], settings: DetectionSettings) -> list[list[Detection]]:
+        CountingColourBlobDetector.batches += 1
+        return super().detect(images, settings)
+
+
+class MeanAndSpreadEmbedder:
+    """A second 6-d space: a picture's mean RGB and its spread; a colour word is the mean of that colour."""
+
+    dim = 6
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        rows = [np.asarray(image, dtype=np.float32).reshape(-1, 3) for image in images]
+        return unit_rows(np.stack([np.concatenate([row.mean(axis=0), row.std(axis=0)]) for row in rows]))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return unit_rows(np.stack([np.eye(6, dtype=np.float32)[COLOUR_NAMES.index(text)] for text in texts]))
+
+
 def colour_blob_detector(device: str) -> ColourBlobDetector:
     return ColourBlobDetector()
+
+
+def counting_colour_blob_detector(device: str) -> CountingColourBlobDetector:
+    return CountingColourBlobDetector()
+
+
+def mean_and_spread_embedder(device: str) -> MeanAndSpreadEmbedder:
+    return MeanAndSpreadEmbedder()
 
 
 def mean_colour_embedder(device: str) -> MeanColourEmbedder:

@@ -94,11 +94,11 @@ def main(
         print(f"detect with torch threads {torch_threads}", per_image(started), flush=True)
     torch.set_num_threads(threads_before)
 
-    models = stages.ChunkModels(detector, "d", embedder, "e")
+    models = stages.ChunkModels(detector, "d", {"e": embedder})
     for threads in (1, 8):
         config = ChunkConfig(
             detector=detector_spec,
-            embedder=embedder_spec,
+            embedders=[embedder_spec],
             device=device,
             precision=precision,
             detection=settings,

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from components.errors import CropsearchError, SourceError, StoreMismatchError
-from components.models.loading import check_detector_available, check_embedder_available, model_id
+from components.models.loading import check_detector_available, check_embedder_available, model_id, portable_spec
 from components.pipeline.images import ImageDecodeError, check_decodes
 from components.pipeline.sources import check_url_reachable, classify_source
 from components.search.ranking import search_mode
 from components.store.database import Database
-from schemas.params import EvalParams, IndexParams, QueryParams
+from schemas.params import DEFAULT_EMBEDDER, EvalParams, IndexParams, QueryParams
 from schemas.settings import ObjectStoreSettings, Ranking, is_object_store_uri
 
 _LOCAL_HINT = "use --source with a local folder or .zip of images"
@@ -91,24 +91,52 @@ def check_eval_can_start(params: EvalParams) -> None:
     _collect(checks)
 
 
-def check_index_can_start(params: IndexParams) -> tuple[str, str]:
-    """Validate source, models and database; return the (detector id, embedder id) the run will record.
-
-    Source and models are all checked before failing, so an offline user learns every flag to
-    change from one run instead of one per run.
-    """
-    _collect(
-        [
-            (_check_source, params),
-            (check_detector_available, params.detector),
-            (check_embedder_available, params.embedder),
-        ]
-    )
+def index_embedders(params: IndexParams) -> dict[str, str]:
+    """The embedders whose vectors the index holds, id -> where each was loaded from (read, nothing loaded)."""
     _check_db_location(params.resolved_db_uri)
-    embedder_id = model_id(params.embedder)
     check_object_store(params.object_store, params.resolved_db_uri, params.resolved_crops_uri)
-    Database(params.resolved_db_uri, params.object_store).check_embedder(embedder_id)
-    return model_id(params.detector), embedder_id
+    if "://" not in params.resolved_db_uri and not Path(params.resolved_db_uri).is_dir():
+        return {}
+    store = Database(params.resolved_db_uri, params.object_store)
+    return {embedder_id: store.embedder_spec(embedder_id) for embedder_id in store.vector_tables()}
+
+
+def _check_recorded_embedder(recorded: tuple[str, str]) -> None:
+    """An embedder the index holds must still load as the same weights: every new photo is embedded by it too."""
+    embedder_id, spec = recorded
+    drop = f"or drop its vectors with `cropsearch models --drop {embedder_id}`"
+    try:
+        check_embedder_available(spec)
+    except CropsearchError as error:
+        raise type(error)(f"the index's embedder {embedder_id!r} cannot be loaded: {error}; {drop}") from error
+    if model_id(spec) != embedder_id:
+        raise StoreMismatchError(
+            f"the index's embedder {embedder_id!r} now loads from {spec!r} as {model_id(spec)!r}: its weights "
+            f"changed in place; put them back, or add the new ones with --embedder and {drop}"
+        )
+
+
+def check_index_can_start(params: IndexParams, recorded: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """Validate source, models and database; return the detector id and the run's embedders (id -> spec).
+
+    The run's embedders are those the index holds (`recorded`, from `index_embedders`) and the one
+    `--embedder` adds (`openai/clip-vit-base-patch32` for an index with none). Source and models
+    are all checked before failing, so an offline user learns every flag to change from one run
+    instead of one per run.
+    """
+    asked = params.embedder or (None if recorded else DEFAULT_EMBEDDER)
+    checks: list[tuple[Callable[[Any], object], Any]] = [
+        (_check_source, params),
+        (check_detector_available, params.detector),
+        *((_check_recorded_embedder, pair) for pair in recorded.items()),
+    ]
+    if asked is not None:
+        checks.append((check_embedder_available, asked))
+    _collect(checks)
+    embedders = dict(recorded)
+    if asked is not None:
+        embedders[model_id(asked)] = portable_spec(asked)
+    return model_id(params.detector), embedders
 
 
 def check_object_store(settings: ObjectStoreSettings, *uris: str) -> None:
@@ -123,24 +151,42 @@ def check_object_store(settings: ObjectStoreSettings, *uris: str) -> None:
         settings.check_endpoint()
 
 
-def check_query_can_start(params: QueryParams, text_query: bool = True) -> tuple[str, Ranking]:
+def resolve_embedder(store: Database, name: str, option: str = "--embedder") -> tuple[str, str]:
+    """The (id, spec) of the embedder of the index that `name` names: its id as `cropsearch models` lists it,
+    the path or hub id it was loaded from, or weights with its id; an error naming `option` otherwise."""
+    held = store.vector_tables()
+    if name in held:
+        return name, store.embedder_spec(name)
+    for embedder_id in held:
+        if store.embedder_spec(embedder_id) in (name, portable_spec(name)):
+            return embedder_id, store.embedder_spec(embedder_id)
+    embedder_id = model_id(name)
+    store.check_embedder(embedder_id, option)
+    return embedder_id, portable_spec(name)
+
+
+def check_query_can_start(params: QueryParams, text_query: bool = True) -> tuple[str, str, Ranking]:
     """Validate the embedder and the mode against the index.
 
-    Returns the embedder spec (by default the index's own) and the ranking the query gets (`auto` resolved).
+    Returns the embedder's spec and id (by default the index's default embedder) and the ranking the
+    query gets (`auto` resolved).
     """
     check_db_exists(params.resolved_db_uri)
     check_object_store(params.object_store, params.resolved_db_uri)
     store = Database(params.resolved_db_uri, params.object_store)
     ranking = search_mode(params.search, text_query, store)
-    embedder = params.embedder or store.embedder_spec_of_index()
-    if embedder is None:
+    default = store.default_embedder()
+    if default is None:
         raise StoreMismatchError(f"no index at {params.resolved_db_uri}: run `cropsearch index` first")
+    if params.embedder is not None:
+        embedder_id, spec = resolve_embedder(store, params.embedder)
+    else:
+        embedder_id, spec = default, store.embedder_spec(default)
     if ranking != "text":  # words alone need no model
-        check_embedder_available(embedder)
-        store.check_embedder(model_id(embedder))
+        check_embedder_available(spec)
     if params.search.classes:
         check_classes_known(params.search.classes, store.class_names())
-    return embedder, ranking
+    return spec, embedder_id, ranking
 
 
 def check_classes_known(classes: Sequence[str], known: set[str]) -> None:

@@ -8,6 +8,7 @@ per core.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from components.models.devices import default_decode_threads, default_detect_batch_size, pick_device, pick_precision
@@ -16,14 +17,14 @@ from schemas.params import ChunkConfig, IndexParams
 from schemas.settings import is_object_store_uri
 
 
-def chunk_config(params: IndexParams) -> ChunkConfig:
-    """The run's chunk settings, with local paths made absolute for workers in other directories."""
+def chunk_config(params: IndexParams, embedder_specs: Sequence[str]) -> ChunkConfig:
+    """The run's chunk settings for these embedders, with local paths made absolute for workers in other directories."""
     crops_uri = params.resolved_crops_uri
     if not is_object_store_uri(crops_uri):
         crops_uri = str(Path(crops_uri).expanduser().resolve())
     return ChunkConfig(
         detector=portable_spec(params.detector),
-        embedder=portable_spec(params.embedder),
+        embedders=[portable_spec(spec) for spec in embedder_specs],
         device=params.device,
         precision=params.precision,
         detection=params.detection,

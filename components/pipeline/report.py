@@ -17,6 +17,11 @@ def report_table(report: IndexReport) -> list[dict[str, str]]:
         {"measure": "crops without a vector", "value": str(report.whole_frame_crops)},  # nearly the whole photo
         {"measure": "embeddings", "value": str(report.embeddings)},
         {"measure": "model batches", "value": str(report.model_batches)},
+        {"measure": "of them, the detector's", "value": str(report.detector_batches)},
+    ]
+    rows += [
+        {"measure": f"images embedded by {embedder} (added)", "value": str(count)}
+        for embedder, count in report.images_embedded.items()
     ]
     rows += [
         {"measure": f"seconds: {stage}", "value": f"{secs:.2f}"} for stage, secs in report.seconds_per_stage.items()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from components.models.detector import Detection, Detector, load_detector
-from components.models.embedder import Embedder, image_embedding_steps, load_embedder
+from components.models.embedder import Embedder, EmbeddingSteps, image_embedding_steps, load_embedder
 from components.pipeline.crop_writer import CropFileWriter
 from components.pipeline.crops import caption_for, encoded_crops, to_crop_records
 from components.pipeline.images import ImageDecodeError, decode_rgb, read_as_registered
@@ -39,6 +39,15 @@ def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
     return iter(lambda: list(islice(items, size)), [])
 
 
+@dataclass
+class IndexPlan:
+    """What a run has to do: photos to detect (and embed with every embedder), and photos one embedder lacks."""
+
+    detect: list[ImageRecord] = field(default_factory=list)
+    embed: dict[str, list[ImageRecord]] = field(default_factory=dict)
+    upgraded: int = 0  # photos whose signature from before several embedders was rewritten, without model work
+
+
 def plan_stage(
     store: StoreWriter,
     images: Sequence[ImageRecord],
@@ -46,14 +55,19 @@ def plan_stage(
     source: str,
     files: ObjectFiles | None = None,
     whole_frame_area: float = WHOLE_FRAME_AREA_DEFAULT,
-) -> list[ImageRecord]:
-    """Bring the store in line with the files and settings as they are now, and return the images that need model work.
+    embedder_ids: Sequence[str] = (),
+    legacy_signatures: Collection[str] = (),
+) -> IndexPlan:
+    """Bring the store in line with the files and settings as they are now, and say which model work is left.
 
     A file whose bytes changed leaves its old image (and crops and vectors) under its path: those
     are removed. An already indexed image seen under a new path gets its uri updated, without model
     work. Crops covering at least `whole_frame_area` of their photo lose their vectors, also without
-    model work; an image whose crop lacks a vector it now should have is indexed again. Everything
-    not yet indexed with `signature` is returned.
+    model work; an image whose crop lacks a vector it now should have is indexed again. An image
+    carrying one of `legacy_signatures` (the index's embedders under the older signature) was
+    detected with these settings: its signature is rewritten in place. Everything not detected
+    with `signature` is to be detected (and embedded by every embedder); of the rest, each photo an
+    embedder of `embedder_ids` has no vector of is to be embedded by it, from its stored crops.
     """
     current_id_of = {record.uri: record.image_id for record in images}
     current_ids = set(current_id_of.values())
@@ -66,6 +80,9 @@ def plan_stage(
     ]
     _delete_files(store.remove_images(replaced), files)
     stored = store.images_by_id([record.image_id for record in images])
+    legacy = [record for record in stored.values() if record.index_signature in legacy_signatures]
+    stored |= {record.image_id: record.model_copy(update={"index_signature": signature}) for record in legacy}
+    store.upsert_images([stored[record.image_id] for record in legacy])
     indexed = {image_id for image_id, record in stored.items() if record.index_signature == signature}
     store.drop_whole_frame_vectors(whole_frame_area)
     lacking = store.images_with_crops_lacking_vectors(whole_frame_area) & indexed
@@ -78,7 +95,14 @@ def plan_stage(
         if record.image_id in indexed and stored[record.image_id].uri != record.uri
     ]
     store.upsert_images(moved)
-    return [record for record in images if record.image_id not in indexed]
+    detected = [record for record in images if record.image_id in indexed]
+    embed = {}
+    for embedder_id in embedder_ids:
+        have = store.image_ids_embedded_by(embedder_id)
+        if missing := [record for record in detected if record.image_id not in have]:
+            embed[embedder_id] = missing
+    detect = [record for record in images if record.image_id not in indexed]
+    return IndexPlan(detect=detect, embed=embed, upgraded=len(legacy))
 
 
 @dataclass
@@ -93,38 +117,52 @@ class ChunkWork:
     embeddings: list[EmbeddingRecord] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     model_batches: int = 0
+    detector_batches: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ChunkModels:
-    """The loaded models a chunk's work runs, with the ids their records carry."""
+    """The loaded models a chunk's work runs, with the ids their records carry: embedder id -> embedder."""
 
-    detector: Detector
+    detector: Detector | None
     detector_id: str
-    embedder: Embedder
-    embedder_id: str
+    embedders: Mapping[str, Embedder]
 
 
-def load_chunk_models(config: ChunkConfig, detector_id: str, embedder_id: str) -> ChunkModels:
-    """The models `config` names, loaded once per process: a worker keeps them for every chunk it gets."""
-    return ChunkModels(
-        load_detector(config.detector, config.device, config.precision),
-        detector_id,
-        load_embedder(config.embedder, config.device, config.precision),
-        embedder_id,
-    )
+def load_chunk_models(
+    config: ChunkConfig, detector_id: str, embedder_ids: Sequence[str], detect: bool = True
+) -> ChunkModels:
+    """The models `config` names, loaded once per process: a worker keeps them for every chunk it gets.
+
+    `embedder_ids` pair with `config.embedders`; without `detect` no detector is loaded (embedding stored crops).
+    """
+    detector = load_detector(config.detector, config.device, config.precision) if detect else None
+    embedders = {
+        embedder_id: load_embedder(spec, config.device, config.precision)
+        for embedder_id, spec in zip(embedder_ids, config.embedders, strict=True)
+    }
+    return ChunkModels(detector, detector_id, embedders)
 
 
-def model_stage(images: Sequence[ImageRecord], models: ChunkModels, config: ChunkConfig) -> ChunkWork:
+def model_stage(
+    images: Sequence[ImageRecord],
+    models: ChunkModels,
+    config: ChunkConfig,
+    stored_crops: Mapping[str, list[CropRecord]] | None = None,
+) -> ChunkWork:
     """Detect, crop and embed one chunk: the part of indexing that needs the models, and no database.
 
     Each photo is read and decoded once. That one picture goes to the detector, and then, with its
-    boxes, to the embedder (whole and cut into its crops) and to the crop-file writer threads.
+    boxes, to every embedder (whole and cut into its crops) and to the crop-file writer threads.
     Reading and decoding, preparing model input and writing files all run on `decode_threads`
     threads each, beside the forward passes; detection runs a batch ahead of embedding. A photo
     that does not decode is skipped (reported once). The crops come back with their file uris,
     every file written: an image whose records are written has its crop files.
+
+    Given `stored_crops` (image id -> its crops, as the index holds them), the photos were detected
+    before: no detector runs, their crops are cut from the stored boxes as they were then and
+    embedded, no crop file is written, and only vectors come back (an embedder added to an index).
 
     It runs wherever the task runner puts it (this process, a Ray or Dask worker); the flow writes
     its result. `config` must be resolved for this machine (`config.on_this_machine`).
@@ -133,9 +171,12 @@ def model_stage(images: Sequence[ImageRecord], models: ChunkModels, config: Chun
     threads = batching.decode_threads or 1
     work = ChunkWork(seconds={"detect": 0.0, "embed": 0.0})
     started = time.perf_counter()
-    steps = image_embedding_steps(models.embedder)
+    steps = _every_embedders_steps(models.embedders)
     decoded = _decoded(images, threads, work.skipped)
-    detected = prefetched(_detected(decoded, models, detection, batching.detect_batch_size or 1, work))
+    if stored_crops is None:
+        detected = prefetched(_detected(decoded, models, detection, batching.detect_batch_size or 1, work))
+    else:
+        detected = (_Found(record, pixels, stored_crops.get(record.image_id, [])) for record, pixels in decoded)
     unembedded: list[CropRecord] = []  # appended from the decode threads: list.append is atomic
     with CropFileWriter(ObjectFiles(config.object_store), threads) as writer:
 
@@ -143,12 +184,13 @@ def model_stage(images: Sequence[ImageRecord], models: ChunkModels, config: Chun
             """A photo and its crops as model input, with what each vector stands for (on a decode thread).
 
             Each crop is cut from the one decode and encoded as its file's JPEG once; the bytes go to
-            the writer threads, and the model sees those very bytes decoded, the picture a hit
+            the writer threads, and the models see those very bytes decoded, the picture a hit
             shows (the world CLIP ranks crops cut straight from the pixels visibly worse:
             docs/findings.md), without writing and reading a file between.
             """
             encoded = encoded_crops(found.pixels, found.crops, config.crops_uri, detection.padding)
-            writer.submit([(crop.uri, data) for crop, data in encoded])
+            if stored_crops is None:
+                writer.submit([(crop.uri, data) for crop, data in encoded])
             classes = sorted({crop.class_name for crop in found.crops})
             # A crop nearly the whole photo keeps its row, file and class, not a vector: the photo's stands for it.
             own = [(crop, data) for crop, data in encoded if detection.embeds_crop(crop.area_fraction)]
@@ -158,20 +200,57 @@ def model_stage(images: Sequence[ImageRecord], models: ChunkModels, config: Chun
             return embeddable, steps.prepare(pictures)
 
         groups = mapped_ahead(prepared, detected, threads)
-        # Batches are joined on a thread of their own too, while the model embeds the one before.
+        # Batches are joined on a thread of their own too, while the models embed the one before.
         for items, batch in prefetched(_rebatched(groups, batching.embed_batch_size, steps.join)):
-            forward_started = time.perf_counter()
-            vectors = steps.forward(batch)
-            work.seconds["embed"] += time.perf_counter() - forward_started
-            work.model_batches += 1
-            work.embeddings.extend(
-                _embedding_record(item, vector, models.embedder_id) for item, vector in zip(items, vectors, strict=True)
-            )
-            work.crops.extend(item for item, _ in items if isinstance(item, CropRecord))
+            for embedder_id, vectors in steps.forward(batch, work):
+                work.embeddings.extend(
+                    _embedding_record(item, vector, embedder_id) for item, vector in zip(items, vectors, strict=True)
+                )
+            if stored_crops is None:
+                work.crops.extend(item for item, _ in items if isinstance(item, CropRecord))
         writer.finish()
-    work.crops.extend(unembedded)
+    if stored_crops is None:
+        work.crops.extend(unembedded)
     work.seconds["waiting"] = time.perf_counter() - started - work.seconds["detect"] - work.seconds["embed"]
     return work
+
+
+class _PreparedForEach:
+    """One batch as every embedder's own model input, sliced together (`batch[:n]` slices each)."""
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self.parts = tuple(parts)
+
+    def __getitem__(self, index: slice) -> _PreparedForEach:
+        return _PreparedForEach([part[index] for part in self.parts])
+
+
+@dataclass(frozen=True)
+class _EveryEmbeddersSteps:
+    """The embedding steps of several embedders run as one: each picture prepared for each, then each forward pass."""
+
+    steps: Mapping[str, EmbeddingSteps]
+
+    def prepare(self, pictures: Sequence[Image.Image]) -> _PreparedForEach:
+        return _PreparedForEach([step.prepare(pictures) for step in self.steps.values()])
+
+    def join(self, groups: Sequence[_PreparedForEach]) -> _PreparedForEach:
+        return _PreparedForEach(
+            [step.join([group.parts[i] for group in groups]) for i, step in enumerate(self.steps.values())]
+        )
+
+    def forward(self, batch: _PreparedForEach, work: ChunkWork) -> Iterator[tuple[str, np.ndarray]]:
+        """Each embedder's vectors of the batch, its forward pass timed and counted in `work`."""
+        for (embedder_id, step), part in zip(self.steps.items(), batch.parts, strict=True):
+            forward_started = time.perf_counter()
+            vectors = step.forward(part)
+            work.seconds["embed"] += time.perf_counter() - forward_started
+            work.model_batches += 1
+            yield embedder_id, vectors
+
+
+def _every_embedders_steps(embedders: Mapping[str, Embedder]) -> _EveryEmbeddersSteps:
+    return _EveryEmbeddersSteps({embedder_id: image_embedding_steps(model) for embedder_id, model in embedders.items()})
 
 
 @dataclass(frozen=True)
@@ -216,10 +295,12 @@ def _detected(
         if settings.max_detections == 0:
             found: list[list[Detection]] = [[] for _ in batch]
         else:
+            assert models.detector is not None, "a chunk to detect needs its detector loaded"
             detect_started = time.perf_counter()
             found = models.detector.detect([pixels for _, pixels in batch], settings)
             work.seconds["detect"] += time.perf_counter() - detect_started
             work.model_batches += 1
+            work.detector_batches += 1
         for (record, pixels), detections in zip(batch, found, strict=True):
             yield _Found(record, pixels, to_crop_records(record, detections, models.detector_id, settings))
 
@@ -258,16 +339,15 @@ def write_stage(
     crops: Sequence[CropRecord],
     embeddings: Sequence[EmbeddingRecord],
     index_signature: str,
-    embedder_id: str,
-    embedder_spec: str,
+    embedder_specs: Mapping[str, str],
     files: ObjectFiles | None = None,
 ) -> None:
     """Upsert a finished chunk. Images go last: an image marked indexed always has its crops and their vectors
-    (every crop's but those covering at least `--whole-frame-area` of their photo)."""
+    of every embedder (every crop's but those covering at least `--whole-frame-area` of their photo)."""
     embedded = {record.image_id for record in embeddings if record.kind == "image"}
     done = [record for record in images if record.image_id in embedded]
     store.upsert_crops(crops)
-    store.upsert_embeddings(embeddings, embedder_id, embedder_spec)
+    write_vectors_stage(store, embeddings, embedder_specs)
     stale = store.remove_crops_except([record.image_id for record in done], [crop.crop_id for crop in crops])
     _delete_files(stale, files)
     crops_of = _crops_by_image(crops)
@@ -284,6 +364,17 @@ def write_stage(
             for record in done
         ]
     )
+
+
+def write_vectors_stage(
+    store: StoreWriter, embeddings: Sequence[EmbeddingRecord], embedder_specs: Mapping[str, str]
+) -> None:
+    """Upsert each embedder's vectors into its own table: one commit per embedder, a photo's and its crops' together."""
+    by_embedder: dict[str, list[EmbeddingRecord]] = defaultdict(list)
+    for record in embeddings:
+        by_embedder[record.model].append(record)
+    for embedder_id, records in by_embedder.items():
+        store.upsert_embeddings(records, embedder_id, embedder_specs[embedder_id])
 
 
 def _delete_files(uris: Sequence[str], files: ObjectFiles | None) -> None:

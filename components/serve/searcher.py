@@ -14,9 +14,10 @@ from PIL import Image
 from components.errors import StoreMismatchError
 from components.models.embedder import Embedder, load_embedder
 from components.models.loading import check_embedder_available, model_id
-from components.ops.preflight import check_classes_known, check_db_exists, check_object_store
+from components.ops.preflight import check_classes_known, check_db_exists, check_object_store, resolve_embedder
 from components.search.encoding import picture_vector, text_vector
 from components.search.ranking import find_hits, search_mode
+from components.store.database import Database
 from components.store.reader import StoreReader
 from schemas.records import CropRecord, ImageRecord
 from schemas.results import QueryHit
@@ -52,7 +53,11 @@ class Searcher:
             check_db_exists(params.db_uri)
         if params.embedder is not None:
             check_embedder_available(params.embedder)
-        self.reader = StoreReader(params.db_uri, params.object_store)
+        # Named, the embedder's vectors are the ones searched, words included; else the index's default's.
+        embedder_id = None
+        if params.embedder is not None and not params.wait_for_index:
+            embedder_id = resolve_embedder(Database(params.db_uri, params.object_store), params.embedder)[0]
+        self.reader = StoreReader(params.db_uri, params.object_store, embedder_id)
         self._embedder: Embedder | None = None
         self._embedder_spec: str | None = None
         self._loading = threading.Lock()
@@ -64,10 +69,13 @@ class Searcher:
         """The warm embedder and its spec; StoreMismatchError while no index (or another embedder's) is there."""
         with self._loading:
             if self._embedder is None:
-                spec = self.params.embedder or self.reader.embedder_spec_of_index()
-                if spec is None:
+                if self.reader.default_embedder() is None:
                     raise StoreMismatchError(f"no index at {self.db_uri} yet: run `cropsearch index` first")
-                self.reader.check_embedder(model_id(spec))
+                if self.params.embedder is not None:
+                    embedder_id, spec = resolve_embedder(self.reader, self.params.embedder)
+                    self.reader.embedder_id = embedder_id
+                else:
+                    spec = self.reader.embedder_spec(self.reader.searched_embedder())  # type: ignore[arg-type]
                 self._embedder = load_embedder(spec, self.params.device, self.params.precision)
                 self._embedder_spec = spec
             assert self._embedder_spec is not None
@@ -147,7 +155,7 @@ class Searcher:
             "images": counts["images"],
             "crops": counts["crops"],
             "embeddings": counts["embeddings"],
-            "embedder": self.reader.embedder_of_index(),
+            "embedder": self.reader.searched_embedder(),
             "classes": self.reader.class_counts(),
             "last_write": last.isoformat() if last else None,
         }

@@ -1,7 +1,13 @@
-"""One cropsearch database, opened: its tables, the embedder it records, its damaged tables, lookups by id.
+"""One cropsearch database, opened: its tables, the embedders it holds, its damaged tables, lookups by id.
 
 What the writer (indexing) and the reader (queries) share. Both open LanceDB's sync connection
 with a zero consistency interval, so every read sees the latest commit, also other processes'.
+
+An index holds vectors of one or more embedders, one table each (`schema.py`); the embedders are
+found by listing the tables and reading each one's schema, so a table and the record of its
+embedder can never disagree. One of them is the default, the one queries naming none use: the
+one `index_settings` names, else the first (`embeddings`), which is also how an index made before
+several embedders read.
 """
 
 from __future__ import annotations
@@ -16,19 +22,24 @@ import lancedb
 from components.errors import StoreMismatchError, damaged_table
 from components.store.schema import (
     CROPS,
+    DEFAULT_EMBEDDER_SETTING,
     EMBEDDER_METADATA_KEY,
     EMBEDDER_SPEC_METADATA_KEY,
     EMBEDDINGS,
     IMAGES,
     KEY_OF_TABLE,
+    SETTINGS,
     TEXT_COLUMN,
     crop_records,
     id_filters,
     image_records,
+    is_vector_table,
+    key_of_table,
     lookup_columns,
     sql_string,
 )
 from schemas.records import CropRecord, ImageRecord
+from schemas.results import IndexedEmbedder
 from schemas.settings import ObjectStoreSettings
 
 Result = TypeVar("Result")
@@ -99,35 +110,97 @@ class Database:
             self._tables[name] = table
         return self._tables[name]
 
-    def _embeddings_metadata(self, key: bytes) -> str | None:
-        table = self._open(EMBEDDINGS)
+    def table_names(self) -> list[str]:
+        """Every table of the database (LanceDB lists them a page at a time)."""
+        names: list[str] = []
+        page = self._db.list_tables()
+        names.extend(page.tables)
+        while page.page_token:
+            page = self._db.list_tables(page_token=page.page_token)
+            names.extend(page.tables)
+        return names
+
+    @naming_damaged_tables
+    def vector_tables(self) -> dict[str, str]:
+        """Embedder id -> the table of its vectors, the first embedder's (`embeddings`) first."""
+        found: dict[str, str] = {}
+        for name in sorted(filter(is_vector_table, self.table_names()), key=lambda name: (name != EMBEDDINGS, name)):
+            if (table := self._open(name)) is not None:
+                embedder = (table.schema.metadata or {}).get(EMBEDDER_METADATA_KEY, b"").decode()
+                found.setdefault(embedder or name, name)
+        return found
+
+    def _setting(self, key: str) -> str | None:
+        table = self._open(SETTINGS)
         if table is None:
             return None
-        return (table.schema.metadata or {}).get(key, b"").decode() or None
+        rows = table.search().where(f"key = {sql_string(key)}").select(["value"]).limit(1).to_arrow().to_pylist()
+        return rows[0]["value"] if rows else None
 
     @naming_damaged_tables
+    def default_embedder(self) -> str | None:
+        """The embedder queries use when they name none; None while the index holds no vectors."""
+        tables = self.vector_tables()
+        chosen = self._setting(DEFAULT_EMBEDDER_SETTING)
+        if chosen in tables:
+            return chosen
+        return next(iter(tables), None)
+
     def embedder_of_index(self) -> str | None:
-        """The embedder id the embeddings table was built with, or None when there is none yet."""
-        return self._embeddings_metadata(EMBEDDER_METADATA_KEY)
+        """The default embedder's id (see `default_embedder`), or None when there is none yet."""
+        return self.default_embedder()
 
     @naming_damaged_tables
-    def embedder_spec_of_index(self) -> str | None:
-        """Where that embedder was loaded from (a hub id or an absolute path)."""
-        return self._embeddings_metadata(EMBEDDER_SPEC_METADATA_KEY)
+    def embedder_spec(self, embedder_id: str) -> str:
+        """Where an embedder of this index was loaded from (a hub id or an absolute path)."""
+        table = self._open(self.vector_tables()[embedder_id])
+        return (table.schema.metadata or {}).get(EMBEDDER_SPEC_METADATA_KEY, b"").decode() or embedder_id
 
-    def check_embedder(self, embedder_id: str) -> None:
-        """Refuse to mix or compare vectors of two different embedders."""
-        existing = self.embedder_of_index()
-        if existing is not None and existing != embedder_id:
+    def embedder_spec_of_index(self) -> str | None:
+        """Where the default embedder was loaded from, or None when the index holds no vectors."""
+        default = self.default_embedder()
+        return None if default is None else self.embedder_spec(default)
+
+    def vector_table_of(self, embedder_id: str | None = None) -> Any | None:
+        """The table of an embedder's vectors (None: the default embedder's); None when the index has none."""
+        embedder_id = embedder_id or self.default_embedder()
+        name = self.vector_tables().get(embedder_id or "")
+        return None if name is None else self._open(name)
+
+    @naming_damaged_tables
+    def indexed_embedders(self) -> list[IndexedEmbedder]:
+        """Every embedder with vectors here: id, source, width, rows and which is the default."""
+        default = self.default_embedder()
+        listed = []
+        for embedder, name in self.vector_tables().items():
+            table = self._open(name)
+            listed.append(
+                IndexedEmbedder(
+                    embedder=embedder,
+                    spec=self.embedder_spec(embedder),
+                    dim=table.schema.field("vector").type.list_size,
+                    vectors=table.count_rows(),
+                    default=embedder == default,
+                    table=name,
+                )
+            )
+        return listed
+
+    def check_embedder(self, embedder_id: str, option: str = "--embedder") -> None:
+        """Refuse to search with an embedder whose vectors the index does not hold, naming the ones it does."""
+        tables = self.vector_tables()
+        if tables and embedder_id not in tables:
+            default = self.default_embedder()
+            held = ", ".join(f"{name} (default)" if name == default else name for name in tables)
             raise StoreMismatchError(
-                f"the index at {self.uri} holds vectors of embedder {existing!r}, not {embedder_id!r}; "
-                f"use the same --embedder, or another --db for the new model"
+                f"{option}: the index at {self.uri} holds no vectors of embedder {embedder_id!r}; it holds {held}. "
+                f"Add them with `cropsearch index --embedder {embedder_id}`, or name one it holds"
             )
 
     @naming_damaged_tables
-    def has_text_index(self) -> bool:
-        """Whether text and hybrid queries can run: the embeddings carry their full-text index."""
-        table = self._open(EMBEDDINGS)
+    def has_text_index(self, embedder_id: str | None = None) -> bool:
+        """Whether text and hybrid queries can run: the embedder's vectors carry their full-text index."""
+        table = self.vector_table_of(embedder_id)
         return table is not None and any(
             index.index_type == "FTS" and TEXT_COLUMN in index.columns for index in table.list_indices()
         )
@@ -135,20 +208,23 @@ class Database:
     def damaged_tables(self) -> list[str]:
         """The tables whose current version does not read whole (a data file damaged or missing)."""
         damaged = []
-        for name, key in KEY_OF_TABLE.items():
+        for name in self.table_names():
+            if not (name in KEY_OF_TABLE or is_vector_table(name)):
+                continue
             try:
                 table = self._open(name)
                 if table is not None:
-                    table.search().select([key]).limit(None).to_arrow()
+                    table.search().select([key_of_table(name)]).limit(None).to_arrow()
             except (RuntimeError, OSError, ValueError):
                 damaged.append(name)
         return damaged
 
     @naming_damaged_tables
     def counts(self) -> dict[str, int]:
-        return {
-            name: (table.count_rows() if (table := self._open(name)) else 0) for name in (IMAGES, CROPS, EMBEDDINGS)
-        }
+        """Rows of images, crops and the default embedder's vectors (`indexed_embedders` counts each one's)."""
+        counted = {name: (table.count_rows() if (table := self._open(name)) else 0) for name in (IMAGES, CROPS)}
+        vectors = self.vector_table_of()
+        return {**counted, EMBEDDINGS: vectors.count_rows() if vectors is not None else 0}
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -203,5 +279,6 @@ class Database:
     @naming_damaged_tables
     def last_write(self) -> datetime | None:
         """When the index last changed: the newest commit of any of its tables."""
-        stamps = [table.list_versions()[-1]["timestamp"] for name in KEY_OF_TABLE if (table := self._open(name))]
+        names = [name for name in self.table_names() if name in KEY_OF_TABLE or is_vector_table(name)]
+        stamps = [table.list_versions()[-1]["timestamp"] for name in names if (table := self._open(name))]
         return max(stamps, default=None)

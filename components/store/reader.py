@@ -25,7 +25,6 @@ from components.store.schema import (
     ANN_NPROBES,
     ANN_REFINE_FACTOR,
     CROPS,
-    EMBEDDINGS,
     IMAGES,
     TEXT_COLUMN,
     crop_records,
@@ -45,19 +44,39 @@ def _query_reads(reads: Coroutine[Any, Any, Result]) -> Result:
 
 
 class StoreReader(Database):
-    """The reads of a query; the async connection opens on the first query and stays open."""
+    """The reads of a query; the async connection opens on the first query and stays open.
 
-    def __init__(self, uri: str, object_store: ObjectStoreSettings | None = None) -> None:
+    It searches one embedder's vectors: `embedder_id`'s, or (None) the index's default embedder's,
+    as it is on the first search; a reader keeps that table for its life.
+    """
+
+    def __init__(
+        self, uri: str, object_store: ObjectStoreSettings | None = None, embedder_id: str | None = None
+    ) -> None:
         super().__init__(uri, object_store)
+        self.embedder_id = embedder_id
+        self._vectors: str | None = None
         self._reader: Any | None = None
         self._reader_tables: dict[str, Any] = {}
         self._reader_lookup_columns: dict[str, list[str]] = {}
         self._text_index_seen = False
 
-    def has_text_index(self) -> bool:
+    def searched_embedder(self) -> str | None:
+        """The embedder whose vectors this reader searches; None while the index holds none."""
+        return self.embedder_id or self.default_embedder()
+
+    def _vector_table_name(self) -> str | None:
+        if self._vectors is None:
+            embedder = self.searched_embedder()
+            if embedder is not None:
+                self.check_embedder(embedder)
+                self._vectors = self.vector_tables().get(embedder)
+        return self._vectors
+
+    def has_text_index(self, embedder_id: str | None = None) -> bool:
         # Once built, a text index stays: only its absence is asked again, query by query.
         if not self._text_index_seen:
-            self._text_index_seen = super().has_text_index()
+            self._text_index_seen = super().has_text_index(embedder_id or self.embedder_id)
         return self._text_index_seen
 
     async def _reader_table(self, name: str) -> Any | None:
@@ -104,8 +123,10 @@ class StoreReader(Database):
     def stored_vector(self, embedding_id: str) -> np.ndarray | None:
         """The vector stored for an image or a crop (by its id), or None when the index holds none."""
 
+        name = self._vector_table_name()
+
         async def one() -> list[dict[str, Any]]:
-            table = await self._reader_table(EMBEDDINGS)
+            table = None if name is None else await self._reader_table(name)
             if table is None:
                 return []
             found = table.query().where(f"id = {sql_string(embedding_id)}").select(["vector"]).limit(1)
@@ -127,14 +148,17 @@ class StoreReader(Database):
         Rows come back as `id`, `kind`, `image_id`, `crop_id` and `score`, as from every search here.
         """
         vector = np.asarray(vector, dtype=np.float32)
-        rows = _query_reads(self._ranked(lambda table: _nearest(table, vector), "_distance", where, limit)).to_pylist()
+        vectors = self._vector_table_name()
+        found = self._ranked(vectors, lambda table: _nearest(table, vector), "_distance", where, limit)
+        rows = _query_reads(found).to_pylist()
         return _hit_rows(rows, [1.0 - row.pop("_distance") for row in rows])
 
     @naming_damaged_tables
     def search_text(self, text: str, where: str, limit: int) -> list[dict[str, Any]]:
         """The rows whose class names best match the words of `text` (BM25 over the text index)."""
         words = _match(text)
-        found = self._ranked(lambda table: table.query().nearest_to_text(words), "_score", where, limit)
+        search = lambda table: table.query().nearest_to_text(words)  # noqa: E731
+        found = self._ranked(self._vector_table_name(), search, "_score", where, limit)
         rows = _query_reads(found).to_pylist()
         return _hit_rows(rows, [row.pop("_score") for row in rows])
 
@@ -148,19 +172,25 @@ class StoreReader(Database):
         from lancedb.rerankers import RRFReranker
 
         vector, words = np.asarray(vector, dtype=np.float32), _match(text)
+        vectors = self._vector_table_name()
 
         async def both() -> list[pa.Table]:
             return await asyncio.gather(
-                self._ranked(lambda table: _nearest(table, vector).with_row_id(), "_distance", where, limit),
-                self._ranked(lambda table: table.query().nearest_to_text(words).with_row_id(), "_score", where, limit),
+                self._ranked(vectors, lambda table: _nearest(table, vector).with_row_id(), "_distance", where, limit),
+                self._ranked(
+                    vectors, lambda table: table.query().nearest_to_text(words).with_row_id(), "_score", where, limit
+                ),
             )
 
         by_vector, by_words = _query_reads(both())
         rows = RRFReranker().rerank_hybrid(text, by_vector, by_words).slice(0, limit).to_pylist()
         return _hit_rows(rows, [row.pop("_relevance_score") for row in rows])
 
-    async def _ranked(self, search: Callable[[Any], Any], score: str, where: str, limit: int) -> pa.Table:
-        table = await self._reader_table(EMBEDDINGS)
+    async def _ranked(
+        self, vectors: str | None, search: Callable[[Any], Any], score: str, where: str, limit: int
+    ) -> pa.Table:
+        # `vectors` (the table's name) is found before: the sync API must not be called on the reads' loop.
+        table = None if vectors is None else await self._reader_table(vectors)
         if table is None:
             raise StoreMismatchError(f"no index at {self.uri}: run `cropsearch index` first")
         # Each selected column is one more random read per hit: at 1M rows, 2 ms for 20 hits.

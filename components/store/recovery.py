@@ -2,7 +2,8 @@
 
 LanceDB writes each change as a new version and keeps older ones (a week, see `StoreWriter.compact`),
 so a damaged or lost data file costs only the changes since the last version that reads. Tables
-are versioned apart, so all three go back to one moment: writes put an image's crops and vectors
+are versioned apart, so all of them (images, crops, each embedder's vectors, the settings) go back
+to one moment: writes put an image's crops and vectors
 before the image row that marks it indexed, and a state taken at one moment keeps that promise.
 The next `cropsearch index` redoes whatever the lost versions held.
 """
@@ -17,7 +18,7 @@ import lancedb
 
 from components.errors import StoreCorruptError
 from components.store.database import open_committed
-from components.store.schema import CROPS, EMBEDDINGS, IMAGES, KEY_OF_TABLE
+from components.store.schema import KEY_OF_TABLE, is_vector_table, key_of_table
 from schemas.settings import ObjectStoreSettings
 
 
@@ -48,7 +49,8 @@ def restore_readable(uri: str, settings: ObjectStoreSettings | None = None) -> l
     """
     options = (settings or ObjectStoreSettings()).lance_storage_options() if "://" in uri else {}
     db = lancedb.connect(uri, storage_options=options or None)
-    tables = {name: table for name in (IMAGES, CROPS, EMBEDDINGS) if (table := open_committed(db, name)) is not None}
+    names = [name for name in db.list_tables().tables if name in KEY_OF_TABLE or is_vector_table(name)]
+    tables = {name: table for name in names if (table := open_committed(db, name)) is not None}
     history = {name: sorted(table.list_versions(), key=lambda v: v["version"]) for name, table in tables.items()}
     rows_before = {name: _rows_if_readable(table, name) for name, table in tables.items()}
     before = datetime.max
@@ -85,10 +87,10 @@ def _newest_readable(table: Any, name: str, versions: list[dict[str, Any]], mome
     newest = _newest_before(versions, moment)
     for version in sorted((v["version"] for v in versions if v["version"] <= newest), reverse=True):
         table.checkout(version)
-        if _reads(table, KEY_OF_TABLE[name]):
+        if _reads(table, key_of_table(name)):
             return version
     raise StoreCorruptError(f"no version of table {name!r} at {uri} reads; rebuild the index with `cropsearch index`")
 
 
 def _rows_if_readable(table: Any, name: str) -> int | None:
-    return table.count_rows() if _reads(table, KEY_OF_TABLE[name]) else None
+    return table.count_rows() if _reads(table, key_of_table(name)) else None

@@ -1,13 +1,16 @@
 """The tables' layout: Arrow schemas, rows made from records and records read from rows, and filters.
 
-Three tables, `images`, `crops` and `embeddings`, each keyed on a content-derived id declared as
-the primary key (which also keeps concurrent upserts from duplicating rows), so writing the same
-records twice leaves the same rows. User text reaches a filter only through `sql_string`, ids
-only after `id_filters` checked them.
+Tables `images` and `crops`, and one vector table per embedder: `embeddings` for the index's first
+embedder, `embeddings_<hash of the embedder id>` for each one added later, each bound to its
+embedder and width in its schema. Each is keyed on a content-derived id declared as the primary
+key (which also keeps concurrent upserts from duplicating rows), so writing the same records twice
+leaves the same rows. `index_settings` holds the index's few settings (its default embedder).
+User text reaches a filter only through `sql_string`, ids only after `id_filters` checked them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -17,12 +20,32 @@ import pyarrow as pa
 from schemas.records import CropRecord, ImageRecord
 from schemas.settings import QueryKinds
 
-IMAGES, CROPS, EMBEDDINGS = "images", "crops", "embeddings"
-KEY_OF_TABLE = {IMAGES: "image_id", CROPS: "crop_id", EMBEDDINGS: "id"}
+IMAGES, CROPS, EMBEDDINGS, SETTINGS = "images", "crops", "embeddings", "index_settings"
+KEY_OF_TABLE = {IMAGES: "image_id", CROPS: "crop_id", EMBEDDINGS: "id", SETTINGS: "key"}
+# The setting naming the embedder queries use when they name none (`cropsearch models --default`).
+DEFAULT_EMBEDDER_SETTING = "default_embedder"
 # Join keys looked up by id after every search, indexed once the vector index exists.
 # Built beside the ANN index: the join keys, an embedding's id ("more like this" reads a stored
-# vector by it: a scan of 1M ids took ~40 ms) and a crop's parent (a photo's crops).
+# vector by it: a scan of 1M ids took ~40 ms) and a crop's parent (a photo's crops). Every vector
+# table gets the `EMBEDDINGS` entry.
 SCALAR_INDEXES = {EMBEDDINGS: ("id",), IMAGES: ("image_id",), CROPS: ("crop_id", "image_id")}
+_ADDED_VECTOR_TABLE = re.compile(rf"^{EMBEDDINGS}_[0-9a-f]{{12}}$")
+
+
+def is_vector_table(name: str) -> bool:
+    """Whether a table holds one embedder's vectors: `embeddings` or `embeddings_<12 hex>`."""
+    return name == EMBEDDINGS or _ADDED_VECTOR_TABLE.match(name) is not None
+
+
+def added_vector_table(embedder_id: str) -> str:
+    """The vector table of an embedder added to an index that has one: named by its id's hash."""
+    return f"{EMBEDDINGS}_{hashlib.sha256(embedder_id.encode()).hexdigest()[:12]}"
+
+
+def key_of_table(name: str) -> str:
+    return "id" if is_vector_table(name) else KEY_OF_TABLE[name]
+
+
 EMBEDDER_METADATA_KEY = b"cropsearch.embedder"
 # Where the embedder was loaded from, so a query can default to the model the index was built with.
 EMBEDDER_SPEC_METADATA_KEY = b"cropsearch.embedder_spec"
@@ -93,8 +116,11 @@ CROPS_SCHEMA = pa.schema(
 )
 
 
+SETTINGS_SCHEMA = pa.schema([_key("key"), pa.field("value", pa.string())])
+
+
 def embeddings_schema(dim: int, embedder_id: str, embedder_spec: str) -> pa.Schema:
-    """The embeddings table is bound to one embedder: its id, source and width live in the schema."""
+    """A vector table is bound to one embedder: its id, source and width live in the schema."""
     return pa.schema(
         [
             _key("id"),

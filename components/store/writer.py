@@ -2,7 +2,8 @@
 
 Indexing's side of the database, on LanceDB's sync API. Every write is a `merge_insert` keyed on
 the table's id column, so writing the same records twice leaves the same rows. One writer per
-database at a time (`locks.py`, and the Prefect writer limit across machines).
+database at a time (`locks.py`, and the Prefect writer limit across machines). What removes crops
+removes their vectors from every embedder's table.
 """
 
 from __future__ import annotations
@@ -20,13 +21,19 @@ from components.store.schema import (
     ANN_EF_CONSTRUCTION,
     CROPS,
     CROPS_SCHEMA,
+    DEFAULT_EMBEDDER_SETTING,
     EMBEDDINGS,
     IMAGES,
     IMAGES_SCHEMA,
     SCALAR_INDEXES,
+    SETTINGS,
+    SETTINGS_SCHEMA,
     TEXT_COLUMN,
+    added_vector_table,
+    crop_records,
     embeddings_schema,
     id_filters,
+    lookup_columns,
     record_rows,
 )
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
@@ -84,17 +91,75 @@ class StoreWriter(Database):
 
     @naming_damaged_tables
     def upsert_embeddings(self, records: Sequence[EmbeddingRecord], embedder_id: str, embedder_spec: str = "") -> None:
+        """Upsert one embedder's vectors into its table, made on its first vectors (an embedder added to the index)."""
         if not records:
             return
-        self.check_embedder(embedder_id)
         if any(record.model != embedder_id for record in records):
             raise StoreMismatchError(f"refusing to write vectors of another embedder than {embedder_id!r}")
-        schema = embeddings_schema(len(records[0].vector), embedder_id, embedder_spec or embedder_id)
-        table = self._open_or_create(EMBEDDINGS, schema)
+        dims = {len(record.vector) for record in records}
+        if len(dims) != 1:
+            raise StoreMismatchError(f"embedder {embedder_id!r} gave vectors of {sorted(dims)} dimensions at once")
+        dim = dims.pop()
+        tables = self.vector_tables()
+        name = tables.get(embedder_id) or (added_vector_table(embedder_id) if tables else EMBEDDINGS)
+        table = self._open_or_create(name, embeddings_schema(dim, embedder_id, embedder_spec or embedder_id))
         width = table.schema.field("vector").type.list_size
-        if width != len(records[0].vector):
-            raise StoreMismatchError(f"vectors have {len(records[0].vector)} dimensions; the index holds {width}")
+        if width != dim:
+            raise StoreMismatchError(
+                f"embedder {embedder_id!r} gave vectors of {dim} dimensions; its vectors in the index have {width} "
+                f"(the same id with another width: its weights changed in place?)"
+            )
         self._upsert(table, "id", [r.model_dump() for r in records])
+
+    def _vector_tables_open(self) -> list[Any]:
+        return [table for name in self.vector_tables().values() if (table := self._open(name)) is not None]
+
+    @naming_damaged_tables
+    def image_ids_embedded_by(self, embedder_id: str) -> set[str]:
+        """The images that have a whole-image vector of this embedder.
+
+        An image's vector and its crops' are written in one upsert, so an image that has its own has
+        them all (but those of crops covering at least `--whole-frame-area`, which have none).
+        """
+        table = self.vector_table_of(embedder_id)
+        if table is None:
+            return set()
+        found = table.search().where("kind = 'image'").select(["image_id"]).limit(None).to_arrow()
+        return set(found.column("image_id").to_pylist())
+
+    @naming_damaged_tables
+    def crops_of_images(self, image_ids: Sequence[str]) -> dict[str, list[CropRecord]]:
+        """Each image's stored crops (images without crops are left out), for embedding them again."""
+        crops = self._open(CROPS)
+        if crops is None or not image_ids:
+            return {}
+        grouped: dict[str, list[CropRecord]] = {}
+        for crop in crop_records(self._rows(crops, "image_id", image_ids, lookup_columns(crops.schema))).values():
+            grouped.setdefault(crop.image_id, []).append(crop)
+        return grouped
+
+    # -- the embedders -------------------------------------------------------------------
+
+    @naming_damaged_tables
+    def set_default_embedder(self, embedder_id: str) -> None:
+        """Make queries that name no embedder use this one (one row, one commit: the switch is atomic)."""
+        self.check_embedder(embedder_id, option="--default")
+        table = self._open_or_create(SETTINGS, SETTINGS_SCHEMA)
+        self._upsert(table, "key", [{"key": DEFAULT_EMBEDDER_SETTING, "value": embedder_id}])
+
+    @naming_damaged_tables
+    def drop_embedder(self, embedder_id: str) -> int:
+        """Remove one embedder's vectors (its table); returns how many there were. The default is refused."""
+        self.check_embedder(embedder_id, option="--drop")
+        if embedder_id == self.default_embedder():
+            others = [name for name in self.vector_tables() if name != embedder_id]
+            hint = f"switch first with `cropsearch models --default {others[0]}`" if others else "it is the only one"
+            raise ValueError(f"--drop: {embedder_id!r} is the default embedder; {hint}")
+        name = self.vector_tables()[embedder_id]
+        rows = self._open(name).count_rows()
+        self._db.drop_table(name)
+        self._tables.pop(name, None)
+        return rows
 
     @naming_damaged_tables
     def remove_crops_except(self, image_ids: Sequence[str], keep_crop_ids: Iterable[str]) -> list[str]:
@@ -110,20 +175,20 @@ class StoreWriter(Database):
             row for row in self._rows(crops, "image_id", image_ids, ["crop_id", "uri"]) if row["crop_id"] not in keep
         ]
         self._delete_ids(crops, "crop_id", [row["crop_id"] for row in stale])
-        if (embeddings := self._open(EMBEDDINGS)) is not None:
+        for embeddings in self._vector_tables_open():
             self._delete_ids(embeddings, "id", [row["crop_id"] for row in stale])
         return [row["uri"] for row in stale if row["uri"]]
 
     @naming_damaged_tables
     def drop_whole_frame_vectors(self, whole_frame_area: float) -> int:
-        """Delete the vectors of crops covering at least `whole_frame_area` of their photo; returns how many."""
-        embeddings = self._open(EMBEDDINGS)
-        if embeddings is None:
-            return 0
+        """Delete the vectors of crops covering at least `whole_frame_area` of their photo, every embedder's;
+        returns how many."""
         where = f"kind = 'crop' AND area_fraction >= {float(whole_frame_area)!r}"
-        count = embeddings.count_rows(where)
-        if count:
-            embeddings.delete(where)
+        count = 0
+        for embeddings in self._vector_tables_open():
+            if found := embeddings.count_rows(where):
+                embeddings.delete(where)
+                count += found
         return count
 
     @naming_damaged_tables
@@ -131,26 +196,27 @@ class StoreWriter(Database):
         """Images holding a crop under `whole_frame_area` without its vector: left by a lower value before.
 
         Only crops of at least WHOLE_FRAME_AREA_MIN can lack one, so only those are read and compared
-        (both tables are scanned on `area_fraction` to find them).
+        (the tables are scanned on `area_fraction` to find them), in every embedder's table.
         """
-        crops, embeddings = self._open(CROPS), self._open(EMBEDDINGS)
-        if crops is None or embeddings is None:
+        crops, vector_tables = self._open(CROPS), self._vector_tables_open()
+        if crops is None or not vector_tables:
             return set()
         band = f"area_fraction >= {WHOLE_FRAME_AREA_MIN!r} AND area_fraction < {float(whole_frame_area)!r}"
         cut = crops.search().where(band).select(["crop_id", "image_id"]).limit(None).to_arrow().to_pylist()
-        if not cut:
-            return set()
-        embedded = embeddings.search().where(f"kind = 'crop' AND {band}").select(["id"]).limit(None).to_arrow()
-        have = set(embedded.column("id").to_pylist())
-        return {row["image_id"] for row in cut if row["crop_id"] not in have}
+        lacking: set[str] = set()
+        for embeddings in vector_tables if cut else ():
+            embedded = embeddings.search().where(f"kind = 'crop' AND {band}").select(["id"]).limit(None).to_arrow()
+            have = set(embedded.column("id").to_pylist())
+            lacking |= {row["image_id"] for row in cut if row["crop_id"] not in have}
+        return lacking
 
     @naming_damaged_tables
     def remove_images(self, image_ids: Sequence[str]) -> list[str]:
         """Delete images with everything derived from them; returns the removed crop file uris."""
         removed_uris = self.remove_crops_except(image_ids, keep_crop_ids=())
-        for name, key in ((EMBEDDINGS, "image_id"), (IMAGES, "image_id")):
-            if (table := self._open(name)) is not None:
-                self._delete_ids(table, key, image_ids)
+        for table in [*self._vector_tables_open(), self._open(IMAGES)]:
+            if table is not None:
+                self._delete_ids(table, "image_id", image_ids)
         return removed_uris
 
     def _delete_ids(self, table: Any, column: str, ids: Sequence[str]) -> None:
@@ -163,7 +229,7 @@ class StoreWriter(Database):
         """How many data fragments each table has: every chunk's upsert adds one or more."""
         return {
             name: table.stats()["fragment_stats"]["num_fragments"]
-            for name in (IMAGES, CROPS, EMBEDDINGS)
+            for name in (IMAGES, CROPS, *self.vector_tables().values())
             if (table := self._open(name)) is not None
         }
 
@@ -182,38 +248,35 @@ class StoreWriter(Database):
 
     @naming_damaged_tables
     def maintain_indexes(self, min_rows: int) -> list[str]:
-        """Keep the embeddings' text index, build the ANN and scalar indexes at `min_rows`, fold new rows in.
+        """Keep each embedder's text index, build the ANN and scalar indexes at `min_rows`, fold new rows in.
 
         Returns what it did, in words, for the run's log (nothing when nothing was needed).
         """
         from lancedb.index import FTS, IvfHnswSq
 
-        embeddings = self._open(EMBEDDINGS)
-        if embeddings is None:
-            return []
         done = []
-        # At any size, and where an index was made before text search existed: an unchanged run adds it.
-        if not self.has_text_index():
-            # Positions would serve phrase queries only; a class name is two or three words.
-            embeddings.create_index(TEXT_COLUMN, config=FTS(with_position=False))
-            done.append(f"built the text index over {embeddings.count_rows()} embeddings")
-        vector_indexed = "vector" in self._indexed_columns(embeddings)
-        if not vector_indexed and (rows := embeddings.count_rows()) >= min_rows:
-            config = IvfHnswSq(distance_type="cosine", ef_construction=ANN_EF_CONSTRUCTION)
-            embeddings.create_index("vector", config=config)
-            done.append(f"built the vector index over {rows} embeddings")
-            vector_indexed = True
-        # The join keys' indexes come with the vector index; also where an index made before a column
+        any_vector_index = False
+        for embedder, name in self.vector_tables().items():
+            embeddings = self._open(name)
+            # At any size, and where an index was made before text search existed: an unchanged run adds it.
+            if not self.has_text_index(embedder):
+                # Positions would serve phrase queries only; a class name is two or three words.
+                embeddings.create_index(TEXT_COLUMN, config=FTS(with_position=False))
+                done.append(f"built the text index over {embeddings.count_rows()} embeddings of {embedder}")
+            vector_indexed = "vector" in self._indexed_columns(embeddings)
+            if not vector_indexed and (rows := embeddings.count_rows()) >= min_rows:
+                config = IvfHnswSq(distance_type="cosine", ef_construction=ANN_EF_CONSTRUCTION)
+                embeddings.create_index("vector", config=config)
+                done.append(f"built the vector index over {rows} embeddings of {embedder}")
+                vector_indexed = True
+            any_vector_index = any_vector_index or vector_indexed
+            if vector_indexed:
+                done.extend(self._scalar_indexes(name, SCALAR_INDEXES[EMBEDDINGS]))
+        # The join keys' indexes come with a vector index; also where an index made before a column
         # joined SCALAR_INDEXES lacks it.
-        for name, columns in SCALAR_INDEXES.items() if vector_indexed else ():
-            if (table := self._open(name)) is None:
-                continue
-            indexed = self._indexed_columns(table)
-            for column in columns:
-                if column not in indexed:
-                    table.create_scalar_index(column)
-                    done.append(f"indexed {name}.{column}")
-        for name in SCALAR_INDEXES:
+        for name in (IMAGES, CROPS) if any_vector_index else ():
+            done.extend(self._scalar_indexes(name, SCALAR_INDEXES[name]))
+        for name in (*self.vector_tables().values(), IMAGES, CROPS):
             table = self._open(name)
             # Each index of a table counts the same new rows: the most any one lacks is how many are new
             # (none where every index was just built).
@@ -222,6 +285,19 @@ class StoreWriter(Database):
                 table.optimize()  # compacts fragments and adds the new rows to the table's indexes
                 done.append(f"added {unindexed} new rows to the indexes of {name}")
         return done
+
+    def _scalar_indexes(self, name: str, columns: Sequence[str]) -> list[str]:
+        """Index each of these columns of a table that lacks it; returns what it did."""
+        table = self._open(name)
+        if table is None:
+            return []
+        indexed = self._indexed_columns(table)
+        made = []
+        for column in columns:
+            if column not in indexed:
+                table.create_scalar_index(column)
+                made.append(f"indexed {name}.{column}")
+        return made
 
     @staticmethod
     def _indexed_columns(table: Any) -> set[str]:

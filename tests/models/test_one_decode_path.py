@@ -57,7 +57,7 @@ def _photos(folder: Path) -> list[Path]:
 def _config(detector: str, embedder: str, crops: Path, settings: DetectionSettings) -> ChunkConfig:
     return ChunkConfig(
         detector=detector,
-        embedder=embedder,
+        embedders=[embedder],
         device="cpu",
         precision="fp32",
         detection=settings,
@@ -83,7 +83,7 @@ def test_the_one_decode_path_gives_the_reference_boxes_vectors_and_rows(
     detector = load_detector(detector_spec, "cpu", "fp32")
     embedder = load_embedder(embedder_spec, "cpu", "fp32")
     config = _config(detector_spec, embedder_spec, tmp_path / "crops", settings)
-    work = stages.model_stage(images, stages.ChunkModels(detector, "d", embedder, "e"), config)
+    work = stages.model_stage(images, stages.ChunkModels(detector, "d", {"e": embedder}), config)
     assert not work.skipped and len(work.crops) >= len(images)  # every photo, and some boxes to compare
 
     crops_of: dict[str, list[CropRecord]] = {}
@@ -113,7 +113,7 @@ def test_the_one_decode_path_gives_the_reference_boxes_vectors_and_rows(
             reference_vectors[key] = vector
 
     store = StoreWriter(str(tmp_path / "db"))
-    stages.write_stage(store, images, work.crops, work.embeddings, "sig", "e", embedder_spec)
+    stages.write_stage(store, images, work.crops, work.embeddings, "sig", {"e": embedder_spec})
     rows = store._open("embeddings").to_arrow().to_pylist()
     assert sorted(row["id"] for row in rows) == sorted(reference_vectors)  # one row each, no more, no fewer
     for row in rows:

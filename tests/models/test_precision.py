@@ -187,7 +187,7 @@ def test_precision_is_not_part_of_what_decides_reindexing() -> None:
     from schemas.params import signature_of
 
     bf16, fp32 = IndexParams(precision="bf16"), IndexParams(precision="fp32")
-    assert signature_of("d", "e", bf16.detection) == signature_of("d", "e", fp32.detection)
+    assert signature_of("d", bf16.detection) == signature_of("d", fp32.detection)
 
 
 def test_the_benchmark_clip_is_the_released_architecture(tmp_path_factory) -> None:

@@ -9,7 +9,12 @@ import pytest
 
 from components.errors import CropsearchError, ModelUnavailableError, SourceError, StoreMismatchError
 from components.models.loading import check_detector_available, check_embedder_available, model_id
-from components.ops.preflight import check_eval_can_start, check_index_can_start, check_query_can_start
+from components.ops.preflight import (
+    check_eval_can_start,
+    check_index_can_start,
+    check_query_can_start,
+    index_embedders,
+)
 from components.store.writer import StoreWriter
 from schemas.params import EvalParams, IndexParams, QueryParams
 from tests.records import crop, embedding, image
@@ -47,18 +52,33 @@ def test_official_yolo_weights_keep_their_name_once_downloaded(tmp_path: Path, m
     assert model_id("best.pt").startswith("best.pt@")
 
 
-def test_index_refuses_a_database_of_another_embedder(tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
-    db = tmp_path / "db"
-    StoreWriter(str(db)).upsert_embeddings([embedding(image("a"), [1, 0, 0], model="other")], "other")
+def test_an_embedder_joins_the_ones_the_index_holds(tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
+    db, held = tmp_path / "db", "plugin:tests.plugins:mean_colour_embedder"
+    StoreWriter(str(db)).upsert_embeddings([embedding(image("a"), [1, 0, 0], model=held)], held, held)
     params = IndexParams(source=str(tmp_path), detector=str(tiny_yolo), embedder=str(tiny_clip), db_uri=str(db))
-    with pytest.raises(StoreMismatchError, match="holds vectors of embedder 'other'"):
-        check_index_can_start(params)
+    assert check_index_can_start(params, index_embedders(params)) == (
+        model_id(str(tiny_yolo)),
+        {held: held, model_id(str(tiny_clip)): str(tiny_clip)},
+    )
+    # Without --embedder, a run keeps the index's embedders (not the default model).
+    alone = params.model_copy(update={"embedder": None})
+    assert check_index_can_start(alone, index_embedders(alone))[1] == {held: held}
 
 
-def test_a_query_with_another_embedder_than_the_index_is_refused(tmp_path: Path, tiny_clip: Path) -> None:
+def test_an_embedder_of_the_index_that_no_longer_loads_is_named_with_the_way_out(
+    tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    db = tmp_path / "db"
+    StoreWriter(str(db)).upsert_embeddings([embedding(image("a"), [1, 0, 0], model="gone@1")], "gone@1", "/gone")
+    params = IndexParams(source=str(tmp_path), detector=str(tiny_yolo), embedder=str(tiny_clip), db_uri=str(db))
+    with pytest.raises(CropsearchError, match=r"the index's embedder 'gone@1' cannot be loaded: .*--drop gone@1"):
+        check_index_can_start(params, index_embedders(params))
+
+
+def test_a_query_with_an_embedder_the_index_lacks_is_refused(tmp_path: Path, tiny_clip: Path) -> None:
     """The README's "querying with another embedder is refused": vectors of two models never meet."""
     StoreWriter(str(tmp_path / "lancedb")).upsert_embeddings([embedding(image("a"), [1, 0, 0], model="other")], "other")
-    with pytest.raises(StoreMismatchError, match="holds vectors of embedder 'other'"):
+    with pytest.raises(StoreMismatchError, match=r"--embedder: .* holds no vectors of embedder .*; it holds other"):
         check_query_can_start(QueryParams(data_dir=tmp_path, embedder=str(tiny_clip)))
 
 
@@ -68,7 +88,7 @@ def test_index_refuses_a_db_path_that_is_a_file(tmp_path: Path, tiny_yolo: Path,
         source=str(tmp_path), detector=str(tiny_yolo), embedder=str(tiny_clip), db_uri=str(tmp_path / "db")
     )
     with pytest.raises(ValueError, match="is a file"):
-        check_index_can_start(params)
+        check_index_can_start(params, index_embedders(params))
 
 
 def test_unreachable_source_names_the_url_and_the_local_alternative(
@@ -80,13 +100,13 @@ def test_unreachable_source_names_the_url_and_the_local_alternative(
     with pytest.raises(
         SourceError, match=r"cannot reach http://127.0.0.1:9/val2017.zip: connection refused; use --source"
     ):
-        check_index_can_start(params)
+        check_index_can_start(params, index_embedders(params))
 
 
 def test_every_unavailable_input_is_named_at_once(tmp_path: Path) -> None:
     params = IndexParams(source="http://127.0.0.1:9/val2017.zip", data_dir=tmp_path, detector=str(tmp_path / "x.pt"))
     with pytest.raises(CropsearchError) as raised:
-        check_index_can_start(params)
+        check_index_can_start(params, index_embedders(params))
     message = str(raised.value)
     assert message.startswith("cannot start:")
     assert all(flag in message for flag in ("--source", "--detector", "--embedder"))
@@ -103,7 +123,8 @@ def test_query_defaults_to_the_embedder_of_the_index(tmp_path: Path, tiny_clip: 
         [embedding(image("a"), [1, 0, 0], model=model_id(str(tiny_clip)))], model_id(str(tiny_clip)), str(tiny_clip)
     )
     # Written without an index run, so without a text index: `auto` is vector search there.
-    assert check_query_can_start(QueryParams(data_dir=tmp_path)) == (str(tiny_clip), "vector")
+    clip_id = model_id(str(tiny_clip))
+    assert check_query_can_start(QueryParams(data_dir=tmp_path)) == (str(tiny_clip), clip_id, "vector")
 
 
 def test_coco_evaluation_names_every_unreachable_download_and_the_offline_alternative(

@@ -14,9 +14,9 @@ from components.pipeline import stages
 from components.pipeline.images import register_images
 from components.store.writer import StoreWriter
 from schemas.params import ChunkConfig
-from schemas.records import ImageRecord
+from schemas.records import CropRecord, ImageRecord
 from schemas.settings import BatchSettings, DetectionSettings, ObjectStoreSettings
-from tests.plugins import ColourBlobDetector, MeanColourEmbedder
+from tests.plugins import ColourBlobDetector, CountingColourBlobDetector, MeanAndSpreadEmbedder, MeanColourEmbedder
 
 
 def picture(path: Path, box: tuple[int, int, int, int] | None, colour: tuple[int, int, int] = (230, 20, 20)) -> Path:
@@ -32,7 +32,7 @@ def picture(path: Path, box: tuple[int, int, int, int] | None, colour: tuple[int
 def index(store: StoreWriter, images: list[ImageRecord], crops_dir: Path, signature: str = "sig") -> None:
     """Model work and write over `images`, as the flow does for one chunk."""
     work = blob_model_stage(images, crops_dir, detect_batch_size=2, embed_batch_size=2)
-    stages.write_stage(store, images, work.crops, work.embeddings, signature, "mean", "mean")
+    stages.write_stage(store, images, work.crops, work.embeddings, signature, {"mean": "mean"})
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_stages_produce_linked_images_crops_and_vectors(tmp_path: Path, store: S
     whole_a = next(e for e in work.embeddings if e.id == images[0].image_id)
     assert whole_a.class_names == ["red"]
 
-    stages.write_stage(store, images, work.crops, work.embeddings, "sig", "mean", "mean")
+    stages.write_stage(store, images, work.crops, work.embeddings, "sig", {"mean": "mean"})
     stored = store.images_by_id([image.image_id for image in images])
     assert stored[images[0].image_id].caption == "this image contains 1 red"
     assert stored[images[1].image_id].caption == "no objects detected"
@@ -70,24 +70,24 @@ def test_a_crop_nearly_the_whole_photo_keeps_its_row_file_and_class_but_no_vecto
     assert big.area_fraction == pytest.approx(116 * 86 / (120 * 90)) and Path(big.uri).is_file()
     assert {e.id for e in work.embeddings} == {images[0].image_id, images[1].image_id, small.crop_id}
     assert next(e for e in work.embeddings if e.id == images[0].image_id).class_names == ["red"]
-    stages.write_stage(store, images, work.crops, work.embeddings, "sig", "mean", "mean")
+    stages.write_stage(store, images, work.crops, work.embeddings, "sig", {"mean": "mean"})
     assert store.images_by_id([images[0].image_id])[images[0].image_id].caption == "this image contains 1 red"
     assert store.counts() == {"images": 2, "crops": 2, "embeddings": 3}
 
     # A higher value asks for the big crop's vector: its photo alone is indexed again.
-    assert stages.plan_stage(store, images, "sig", "t", whole_frame_area=1.0) == [images[0]]
+    assert stages.plan_stage(store, images, "sig", "t", whole_frame_area=1.0).detect == [images[0]]
     # Marked not indexed before its model work: a run killed mid re-index redoes it.
     assert store.images_by_id([images[0].image_id])[images[0].image_id].index_signature == ""
     work = blob_model_stage(
         [images[0]], tmp_path / "crops", detect_batch_size=2, embed_batch_size=8,
         detection=DetectionSettings(whole_frame_area=1.0),
     )  # fmt: skip
-    stages.write_stage(store, [images[0]], work.crops, work.embeddings, "sig", "mean", "mean")
+    stages.write_stage(store, [images[0]], work.crops, work.embeddings, "sig", {"mean": "mean"})
     assert store.counts() == {"images": 2, "crops": 2, "embeddings": 4}
-    assert stages.plan_stage(store, images, "sig", "t", whole_frame_area=1.0) == []
+    assert stages.plan_stage(store, images, "sig", "t", whole_frame_area=1.0).detect == []
 
     # Back to the default: the plan drops that vector, and nothing needs the models.
-    assert stages.plan_stage(store, images, "sig", "t", whole_frame_area=0.9) == []
+    assert stages.plan_stage(store, images, "sig", "t", whole_frame_area=0.9).detect == []
     assert store.counts() == {"images": 2, "crops": 2, "embeddings": 3}
 
 
@@ -120,24 +120,75 @@ def test_plan_skips_indexed_images_and_follows_moves_and_edits(tmp_path: Path, s
     a = picture(tmp_path / "photos/a.png", (10, 10, 40, 30))
     b = picture(tmp_path / "photos/b.png", (50, 20, 90, 60), colour=(20, 20, 230))
     images, _ = register_images([a, b], "t")
-    assert stages.plan_stage(store, images, "sig", "t") == images
+    assert stages.plan_stage(store, images, "sig", "t").detect == images
     index(store, images, tmp_path / "crops")
-    assert stages.plan_stage(store, images, "sig", "t") == []
-    assert stages.plan_stage(store, images, "other-settings", "t") == images
+    assert stages.plan_stage(store, images, "sig", "t").detect == []
+    assert stages.plan_stage(store, images, "other-settings", "t").detect == images
 
     moved = tmp_path / "photos/renamed.png"
     shutil.move(a, moved)
     images, _ = register_images([moved, b], "t")
-    assert stages.plan_stage(store, images, "sig", "t") == []
+    assert stages.plan_stage(store, images, "sig", "t").detect == []
     assert store.images_by_id([images[0].image_id])[images[0].image_id].uri == str(moved.resolve())
 
     picture(b, (5, 5, 30, 30), colour=(20, 230, 20))  # same path, new bytes
     images, _ = register_images([moved, b], "t")
-    todo = stages.plan_stage(store, images, "sig", "t")
+    todo = stages.plan_stage(store, images, "sig", "t").detect
     assert [record.uri for record in todo] == [str(b.resolve())]
     assert store.counts() == {"images": 1, "crops": 1, "embeddings": 2}  # the old b and its crop are gone
     index(store, todo, tmp_path / "crops")
     assert store.counts() == {"images": 2, "crops": 2, "embeddings": 4}
+
+
+def test_every_embedder_embeds_the_same_pictures_as_it_would_alone(tmp_path: Path) -> None:
+    paths = [picture(tmp_path / f"{n}.png", (5 + 9 * n, 5, 50, 40 + n), colour=(30 * n, 200, 20)) for n in range(3)]
+    images = register_images(paths, "t")[0]
+    both = blob_model_stage(
+        images, tmp_path / "crops", 2, 4, embedders={"mean": MeanColourEmbedder(), "spread": MeanAndSpreadEmbedder()}
+    )
+    assert both.model_batches == 2 + 2 * 2  # the detector's two, and each embedder's two of 6 pictures
+    for embedder_id, alone in (("mean", MeanColourEmbedder()), ("spread", MeanAndSpreadEmbedder())):
+        single = blob_model_stage(images, tmp_path / "crops", 2, 4, embedders={embedder_id: alone})
+        assert [(e.id, e.kind, e.vector) for e in both.embeddings if e.model == embedder_id] == [
+            (e.id, e.kind, e.vector) for e in single.embeddings
+        ]
+        assert both.crops == single.crops
+
+
+def test_stored_crops_are_embedded_as_they_were_cut_without_the_detector_or_new_files(
+    tmp_path: Path, store: StoreWriter
+) -> None:
+    paths = [picture(tmp_path / f"{n}.png", (5 + 9 * n, 5, 50, 40 + n), colour=(30 * n, 200, 20)) for n in range(3)]
+    images = register_images([*paths, picture(tmp_path / "plain.png", None)], "t")[0]
+    index(store, images, tmp_path / "crops")
+    assert stages.plan_stage(store, images, "sig", "t", embedder_ids=["mean"]).embed == {}
+    planned = stages.plan_stage(store, images, "sig", "t", embedder_ids=["mean", "spread"])
+    assert (planned.detect, planned.embed) == ([], {"spread": images})
+
+    detector = CountingColourBlobDetector()
+    before = CountingColourBlobDetector.batches
+    added = blob_model_stage(
+        images, tmp_path / "no-files", 2, 4, embedders={"spread": MeanAndSpreadEmbedder()},
+        stored_crops=store.crops_of_images([record.image_id for record in images]), detector=detector,
+    )  # fmt: skip
+    assert CountingColourBlobDetector.batches == before and added.detector_batches == 0
+    assert added.crops == [] and not (tmp_path / "no-files").exists()
+    fresh = blob_model_stage(images, tmp_path / "fresh", 2, 4, embedders={"spread": MeanAndSpreadEmbedder()})
+    assert [(e.id, e.vector) for e in added.embeddings] == [(e.id, e.vector) for e in fresh.embeddings]
+
+    stages.write_vectors_stage(store, added.embeddings, {"spread": "spread"})
+    assert stages.plan_stage(store, images, "sig", "t", embedder_ids=["mean", "spread"]).embed == {}
+    assert [held.vectors for held in store.indexed_embedders()] == [7, 7]
+
+
+def test_an_older_signature_of_the_index_is_rewritten_without_model_work(tmp_path: Path, store: StoreWriter) -> None:
+    images = register_images([picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", None)], "t")[0]
+    index(store, images, tmp_path / "crops", signature="older")
+    planned = stages.plan_stage(store, images, "sig", "t", embedder_ids=["mean"], legacy_signatures=["older"])
+    assert (planned.detect, planned.embed, planned.upgraded) == ([], {}, 2)
+    assert {record.index_signature for record in store.images_by_id([i.image_id for i in images]).values()} == {"sig"}
+    assert stages.plan_stage(store, images, "sig", "t", legacy_signatures=["older"]).upgraded == 0
+    assert stages.plan_stage(store, images, "sig", "t", legacy_signatures=["other"]).detect == []
 
 
 def blob_model_stage(
@@ -148,15 +199,21 @@ def blob_model_stage(
     decode_threads: int = 1,
     embedder: Embedder | None = None,
     detection: DetectionSettings | None = None,
+    embedders: dict[str, Embedder] | None = None,
+    stored_crops: dict[str, list[CropRecord]] | None = None,
+    detector: ColourBlobDetector | None = None,
 ) -> stages.ChunkWork:
-    """`model_stage` with the colour-blob detector, default settings, and the mean-colour embedder or `embedder`."""
-    models = stages.ChunkModels(ColourBlobDetector(), "blob", embedder or MeanColourEmbedder(), "mean")
+    """`model_stage` with the colour-blob detector, default settings, and the mean-colour embedder, `embedder`
+    (as "mean") or `embedders`."""
+    models = stages.ChunkModels(
+        detector or ColourBlobDetector(), "blob", embedders or {"mean": embedder or MeanColourEmbedder()}
+    )
     batching = BatchSettings(
         detect_batch_size=detect_batch_size, embed_batch_size=embed_batch_size, decode_threads=decode_threads
     )
     config = ChunkConfig(
         detector="plugin:tests.plugins:colour_blob_detector",
-        embedder="plugin:tests.plugins:mean_colour_embedder",
+        embedders=["plugin:tests.plugins:mean_colour_embedder"],
         device="cpu",
         precision="fp32",
         detection=detection or DetectionSettings(),
@@ -164,7 +221,7 @@ def blob_model_stage(
         crops_uri=str(crops_dir),
         object_store=ObjectStoreSettings(),
     )
-    return stages.model_stage(images, models, config)
+    return stages.model_stage(images, models, config, stored_crops)
 
 
 def test_model_stage_runs_detect_crop_embed_and_reports_a_bad_file_once(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.flat import flat_location
-from schemas.params import COCO_VAL2017_URL, IndexParams, QueryInput, QueryParams, signature_of
+from schemas.params import COCO_VAL2017_URL, IndexParams, QueryInput, QueryParams, legacy_signature_of, signature_of
 from schemas.settings import DetectionSettings
 
 
@@ -51,17 +51,23 @@ def test_defaults_point_at_coco_and_the_published_models() -> None:
     assert params.source == COCO_VAL2017_URL
     assert params.resolved_checksum == "md5:442b8da7639aecaf257c1dceb8ba8c80"
     assert params.resolved_source_name == "coco-val2017"
-    assert params.detector == "yolov10x.pt" and params.embedder == "openai/clip-vit-base-patch32"
+    assert (
+        params.detector == "yolov10x.pt" and params.embedder is None
+    )  # the index's embedders; CLIP B/32 for a new one
     assert params.resolved_db_uri == "data/lancedb"
 
 
 def test_signature_changes_with_anything_that_changes_the_crops() -> None:
-    base = signature_of("det", "emb", DetectionSettings())
-    assert base == signature_of("det", "emb", IndexParams(limit=5, chunk_size=3).detection)  # not detection settings
-    assert base != signature_of("det2", "emb", DetectionSettings())
-    assert base != signature_of("det", "emb2", DetectionSettings())
-    assert base != signature_of("det", "emb", DetectionSettings(padding=0.1))
-    assert base != signature_of("det", "emb", DetectionSettings(classes=["cat"]))
+    base = signature_of("det", DetectionSettings())
+    assert base == signature_of("det", IndexParams(limit=5, chunk_size=3).detection)  # not detection settings
+    assert base != signature_of("det2", DetectionSettings())
+    assert base != signature_of("det", DetectionSettings(padding=0.1))
+    assert base != signature_of("det", DetectionSettings(classes=["cat"]))
+    # Embedders are not in it (each one's vectors are planned apart); the older signature had them.
+    assert legacy_signature_of("det", "emb", DetectionSettings()) != legacy_signature_of(
+        "det", "emb2", DetectionSettings()
+    )
+    assert base != legacy_signature_of("det", "emb", DetectionSettings())
 
 
 @pytest.mark.parametrize(

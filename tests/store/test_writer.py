@@ -1,4 +1,4 @@
-"""Indexing's writes in a real database folder: upserts by id, removals, embedder binding, compaction, indexes."""
+"""Indexing's writes in a real database folder: upserts by id, removals, compaction, indexes (see test_embedders)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.errors import StoreMismatchError
 from components.store.reader import StoreReader
 from components.store.recovery import restore_readable
 from components.store.schema import EMBEDDINGS
@@ -39,17 +38,6 @@ def test_upsert_updates_changed_fields(writer: StoreWriter) -> None:
     writer.upsert_images([parent.model_copy(update={"caption": "new", "index_signature": "sig"})])
     assert writer.images_by_id([parent.image_id])[parent.image_id].index_signature == "sig"
     assert writer.counts()["images"] == 1
-
-
-def test_vectors_of_another_embedder_are_refused(writer: StoreWriter) -> None:
-    parent = image("a")
-    writer.upsert_embeddings([embedding(parent, [1, 0, 0])], "m1")
-    with pytest.raises(StoreMismatchError, match="holds vectors of embedder 'm1', not 'm2'"):
-        writer.upsert_embeddings([embedding(parent, [1, 0, 0], model="m2")], "m2")
-    with pytest.raises(StoreMismatchError):
-        writer.check_embedder("m2")
-    writer.check_embedder("m1")
-    assert writer.embedder_of_index() == "m1"
 
 
 def test_remove_crops_except_drops_stale_crops_and_their_vectors(writer: StoreWriter) -> None:
@@ -132,10 +120,10 @@ def test_the_ann_index_is_built_only_past_the_threshold_and_keeps_up_with_new_ro
     exact = [row["id"] for row in reader.search(query, "", 10)]
 
     # Words need their index at any size (text search has no exact fallback); vectors only past the threshold.
-    assert writer.maintain_indexes(min_rows=1000) == ["built the text index over 600 embeddings"]
+    assert writer.maintain_indexes(min_rows=1000) == ["built the text index over 600 embeddings of m1"]
     assert writer.maintain_indexes(min_rows=1000) == []
     built = writer.maintain_indexes(min_rows=500)
-    assert built[0] == "built the vector index over 600 embeddings"
+    assert built[0] == "built the vector index over 600 embeddings of m1"
     assert "indexed images.image_id" in built and "indexed embeddings.id" in built
     assert writer.maintain_indexes(min_rows=500) == []  # nothing new: nothing to do
 
@@ -160,7 +148,7 @@ def test_an_index_built_before_a_scalar_index_was_added_gets_it_on_the_next_run(
     embeddings = writer._open(EMBEDDINGS)
     embeddings.create_index("vector", config=IvfHnswSq(distance_type="cosine"))  # as the earlier code left it
     assert writer.maintain_indexes(min_rows=100) == [
-        "built the text index over 300 embeddings",
+        "built the text index over 300 embeddings of m1",
         "indexed embeddings.id",
         "indexed images.image_id",
     ]
