@@ -64,6 +64,14 @@ BENCHMARKS = {
         "mAP and small-object R@5 (whole images and crops, one hit per photo, vector search, k=50) with "
         "their change from 1.",
     ),
+    "add-embedder": (
+        "Adding an embedder to an index: `python -m bench.add_embedder`",
+        "The world's 300 held-out scenes indexed with the committed world models (embedder A), then "
+        "`cropsearch index --embedder B` over that index, B being CLIP ViT-B/32 (the released architecture, "
+        "random weights: the real model's cost); beside it a fresh index made with B alone, what trying B "
+        "cost before an index could hold two embedders. Seconds end to end and in the detector's and the "
+        "embedders' forward passes, and the detector's batches when B is added.",
+    ),
     "precision": (
         "fp32 against bf16 on this CPU: `python -m bench.precision`",
         "Each model's forward passes in fp32 and bf16, interleaved pair by pair; whether `--precision auto` "

@@ -29,13 +29,15 @@ def held_out_world(scenes: int, folder: Path) -> list[EvalQuery]:
 
 
 def index_world(folder: Path, work: Path, db_uri: str, **settings: object) -> IndexReport:
-    """Index the scenes in `folder` with the world's models (and any index `settings`) into `db_uri`."""
+    """Index the scenes in `folder` with the world's models (and any index `settings`, another embedder among
+    them) into `db_uri`."""
     from flows.index_coco import index_coco
     from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, WORLD_IMAGE_SIZE
 
+    settings = {"embedder": str(WORLD_EMBEDDER), **settings}
     return index_coco(
         source=str(folder), data_dir=work, db_uri=db_uri, detector=str(WORLD_DETECTOR),
-        embedder=str(WORLD_EMBEDDER), image_size=WORLD_IMAGE_SIZE, device="cpu", **settings,
+        image_size=WORLD_IMAGE_SIZE, device="cpu", **settings,
     )  # fmt: skip
 
 

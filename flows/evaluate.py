@@ -22,6 +22,7 @@ from components.evaluation.ground_truth import coco_queries, world_queries
 from components.evaluation.report import markdown_report, recall_plot
 from components.evaluation.synthetic import CLASS_NAMES, read_world, write_world
 from components.models.embedder import load_embedder
+from components.models.loading import model_id
 from components.ops.preflight import check_eval_can_start
 from components.search.render import data_uri
 from components.store.database import Database
@@ -53,7 +54,9 @@ def indexed_file_names(db_uri: str, source_name: str) -> set[str]:
 def score_index(
     db_uri: str, embedder: str, device: str, queries: list[metrics.EvalQuery], setting: str
 ) -> metrics.EvalResult:
-    rank = metrics.rank_with_index(StoreReader(db_uri), load_embedder(embedder, device), queries, MAX_K)
+    """Score one embedder's vectors of an index (an index may hold several, each searched alone)."""
+    store = StoreReader(db_uri, embedder_id=model_id(embedder))
+    rank = metrics.rank_with_index(store, load_embedder(embedder, device), queries, MAX_K)
     return metrics.evaluate_rankings(setting, queries, rank)
 
 
@@ -88,20 +91,22 @@ def evaluate(**fields: Any) -> EvalSummary:
         for max_detections in params.max_detections:
             setting = f"padding {padding:g}, max_detections {max_detections}"
             db_uri = str(out / f"{name}-padding{padding:g}-max{max_detections}" / "lancedb")
-            index_coco(
-                source=source,
-                source_name=name,
-                limit=params.limit,
-                data_dir=params.data_dir,
-                db_uri=db_uri,
-                detector=params.resolved_detector,
-                embedder=params.resolved_embedder,
-                device=params.device,
-                confidence=params.confidence,
-                image_size=params.resolved_image_size,
-                padding=padding,
-                max_detections=max_detections,
-            )
+            # The first embedder indexes; each further one embeds the same stored crops (no detection).
+            for embedder in params.resolved_embedders:
+                index_coco(
+                    source=source,
+                    source_name=name,
+                    limit=params.limit,
+                    data_dir=params.data_dir,
+                    db_uri=db_uri,
+                    detector=params.resolved_detector,
+                    embedder=embedder,
+                    device=params.device,
+                    confidence=params.confidence,
+                    image_size=params.resolved_image_size,
+                    padding=padding,
+                    max_detections=max_detections,
+                )
             if queries is None:  # every setting indexes the same images: one set of queries serves all
                 names = indexed_file_names(db_uri, name)
                 if annotations is None:
@@ -114,11 +119,15 @@ def evaluate(**fields: Any) -> EvalSummary:
                         params.captions_per_image,
                     )
                 logger.info("%d images indexed, %d queries", len(names), len(queries))
-            results.append(score_index(db_uri, params.resolved_embedder, params.device, quote(queries), setting))
+            for embedder in params.resolved_embedders:
+                named = f"{setting}, embedder {Path(embedder).name}" if len(params.resolved_embedders) > 1 else setting
+                results.append(score_index(db_uri, embedder, params.device, quote(queries), named))
 
     title = f"Retrieval quality: {name}"
     notes = [
-        f"detector `{params.resolved_detector}`, embedder `{params.resolved_embedder}`, confidence {params.confidence}",
+        f"detector `{params.resolved_detector}`, "
+        + ", ".join(f"embedder `{embedder}`" for embedder in params.resolved_embedders)
+        + f" (over the same detections), confidence {params.confidence}",
         "categories: query 'a photo of a {name}'; relevant = images holding one; an image is small when all its "
         "instances of the category are (COCO area < 32^2 small, < 96^2 medium)",
         "bucket metrics leave the other buckets' relevant images out of the ranking; mAP = AP averaged over categories",

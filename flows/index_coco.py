@@ -236,6 +236,9 @@ def start_run(params: IndexParams, show_progress: bool, policy: OperatorPolicy |
     for spec in recorded.values():
         deployed.hold_model(spec, policy, "embedder recorded in the index")
     detector_id, embedders = check_index_can_start(params, recorded)
+    for embedder_id, spec in embedders.items():
+        if embedder_id not in recorded:  # --embedder was held with the parameters; the default for a new index here
+            deployed.hold_model(spec, policy, "embedder")
     signature = signature_of(detector_id, params.detection)
     return IndexRun(
         params=params,

@@ -184,6 +184,11 @@ class EvalParams(FlatParams):
     world_seed: int = Field(1_000_000, ge=0, description="world: seed of the first scene (training used 0..)")
     detector: str | None = Field(None, description="YOLO weights; default yolov10x.pt (coco) or the world's own")
     embedder: str | None = Field(None, description="CLIP model; default openai/clip-vit-base-patch32 or the world's")
+    embedders: list[str] = Field(
+        default_factory=list,
+        description="CLIP models to compare side by side over the same detections (one index, a vector table "
+        "each), e.g. A,B; default: --embedder alone",
+    )
     paddings: list[float] = Field(
         default_factory=lambda: [0.0], description="crop paddings to compare (one index each)"
     )
@@ -204,6 +209,11 @@ class EvalParams(FlatParams):
     @property
     def resolved_embedder(self) -> str:
         return self.embedder or (DEFAULT_EMBEDDER if self.benchmark == "coco" else str(WORLD_EMBEDDER))
+
+    @property
+    def resolved_embedders(self) -> list[str]:
+        """The embedders compared, the first indexing the benchmark and the others embedding its crops."""
+        return list(dict.fromkeys(self.embedders)) or [self.resolved_embedder]
 
     @property
     def resolved_image_size(self) -> int:

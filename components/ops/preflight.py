@@ -80,7 +80,7 @@ def check_eval_can_start(params: EvalParams) -> None:
     """Everything an evaluation downloads or loads, checked at once before any work."""
     checks: list[tuple[Callable[[Any], object], Any]] = [
         (check_detector_available, params.resolved_detector),
-        (check_embedder_available, params.resolved_embedder),
+        *((check_embedder_available, embedder) for embedder in params.resolved_embedders),
     ]
     if params.benchmark == "coco":
         hint = "use --source and --annotations with local copies, or --benchmark world to evaluate offline"

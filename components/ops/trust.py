@@ -134,6 +134,7 @@ def check_eval_run(params: EvalParams, policy: OperatorPolicy, deployed: Mapping
         check_source(params.annotations, policy, "annotations")
     _check_writes(params, policy, deployed)
     check_model(params.resolved_detector, policy, "detector")
-    check_model(params.resolved_embedder, policy, "embedder")
+    for embedder in params.resolved_embedders:
+        check_model(embedder, policy, "embedders" if params.embedders else "embedder")
     _check_fixed(params, deployed)
     _check_caps(params, policy)

@@ -290,6 +290,10 @@ def hostile(
                 "index-coco/adhoc", source=stack.source_root, detector=downloaded, **common
             ),
             "recorded plug-in": stack.deployment_run("query/adhoc", text="red", db_uri=planted, **common),
+            # An index run embeds new photos with every embedder its database records.
+            "recorded plug-in, index": stack.deployment_run(
+                "index-coco/adhoc", source=stack.source_root, db_uri=planted, **common
+            ),
             "private folder": stack.deployment_run("index-coco/adhoc", source=private, **common),
             "other host": stack.deployment_run(
                 "index-coco/adhoc", source=server.url("/x.zip").replace("127.0.0.1", "localhost"), **common
@@ -328,6 +332,7 @@ def hostile(
     [
         ("weights", "is outside the folders deployed runs may load weights from"),  # item 1
         ("recorded plug-in", "embedder recorded in the index 'plugin:tests.plugins:marker_embedder': plug-ins run"),
+        ("recorded plug-in, index", "embedder recorded in the index 'plugin:tests.plugins:marker_embedder': plug-ins"),
         ("private folder", "is outside the folders deployed runs may index"),  # item 3
         ("other host", "its host is not one deployed runs may reach"),
         ("no writer limit", "writer_limit: fixed by the deployment"),

@@ -46,3 +46,25 @@ def test_world_evaluation_indexes_each_setting_and_reports_every_mode_and_bucket
         json.loads((tmp_path / "data" / "eval" / "world-1000000-10-results.json").read_text())["benchmark"] == "world"
     )
     assert "data:image/jpeg;base64," in latest_artifact("eval-report").data  # the plot, inline
+
+
+def test_embedders_are_compared_side_by_side_over_one_set_of_detections(
+    tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    from components.models.loading import model_id
+    from components.store.writer import StoreWriter
+    from schemas.params import WORLD_EMBEDDER
+
+    embedders = [str(tiny_clip), str(WORLD_EMBEDDER)]
+    summary = evaluate(
+        benchmark="world", world_scenes=10, detector=str(tiny_yolo), embedders=embedders, confidence=0.0001,
+        data_dir=tmp_path / "data", device="cpu",
+    )  # fmt: skip
+    setting = "padding 0, max_detections 20"
+    assert set(summary.means) == {f"{setting}, embedder tiny-clip", f"{setting}, embedder clip"}
+    # One index: the second embedder embedded the first one's stored crops (no second detection).
+    [index] = (tmp_path / "data" / "eval").glob("world-*-padding0-max20/lancedb")
+    held = {item.embedder: item.vectors for item in StoreWriter(str(index)).indexed_embedders()}
+    assert set(held) == {model_id(spec) for spec in embedders} and len(set(held.values())) == 1
+    report = Path(summary.report_path).read_text()
+    assert f"{setting}, embedder tiny-clip" in report and f"{setting}, embedder clip" in report
