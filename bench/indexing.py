@@ -51,7 +51,7 @@ class PipelineRuns:
         for photo in new_photos:
             shutil.copyfile(photo, self.source / f"round-{round_number}-{photo.name}")
         seconds, report = run_flow(self.params)
-        batching = on_this_machine(chunk_config(self.params)).batching
+        batching = on_this_machine(chunk_config(self.params, [self.models.embedder])).batching
         return {
             "images": report.images_new,
             "crops": report.crops,

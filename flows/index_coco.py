@@ -27,7 +27,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.utilities.annotations import quote
 from tqdm import tqdm
 
-from components.errors import InterruptedDownload, SourceError
+from components.errors import InterruptedDownload, SourceError, StoreMismatchError
 from components.ops import trust
 from components.ops.preflight import check_index_can_start, download_path, index_embedders
 from components.pipeline import sources, stages
@@ -213,6 +213,7 @@ class IndexRun:
     config: ChunkConfig
     detector_id: str
     embedders: dict[str, str]  # id -> spec: the index's embedders and the one --embedder adds
+    recorded: list[str]  # the index's embedders when the run started
     report: IndexReport
     progress_id: Any
     show_progress: bool
@@ -245,6 +246,7 @@ def start_run(params: IndexParams, show_progress: bool, policy: OperatorPolicy |
         config=chunk_config(params, list(embedders.values())),
         detector_id=detector_id,
         embedders=embedders,
+        recorded=list(recorded),
         report=IndexReport(source=params.source, db_uri=params.resolved_db_uri, index_signature=signature),
         progress_id=create_progress_artifact(0.0, key="index-progress", description=f"indexing {params.source}"),
         show_progress=show_progress,
@@ -278,6 +280,14 @@ def gather_photos(run: IndexRun, policy: OperatorPolicy | None) -> list[ImageRec
 
 def plan(run: IndexRun, images: list[ImageRecord]) -> stages.IndexPlan:
     """The model work left; the store is brought in line with moved and changed files first."""
+    held_now = list(_writer(run.params).vector_tables())
+    if sorted(held_now) != sorted(run.recorded):
+        # Read before the writer slot was ours: a run that waited must not write by an outdated list.
+        raise StoreMismatchError(
+            f"the embedders of the index at {run.params.resolved_db_uri} changed while this run waited to write "
+            f"({', '.join(run.recorded) or 'none'} -> {', '.join(held_now) or 'none'}); nothing was written: "
+            "run it again"
+        )
     legacy = sorted(
         {legacy_signature_of(run.detector_id, embedder, run.params.detection) for embedder in run.embedders}
     )

@@ -174,14 +174,15 @@ def check_query_can_start(params: QueryParams, text_query: bool = True) -> tuple
     check_db_exists(params.resolved_db_uri)
     check_object_store(params.object_store, params.resolved_db_uri)
     store = Database(params.resolved_db_uri, params.object_store)
-    ranking = search_mode(params.search, text_query, store)
     default = store.default_embedder()
     if default is None:
+        search_mode(params.search, text_query, store)  # a mode that cannot be is named before the missing index
         raise StoreMismatchError(f"no index at {params.resolved_db_uri}: run `cropsearch index` first")
     if params.embedder is not None:
         embedder_id, spec = resolve_embedder(store, params.embedder)
     else:
         embedder_id, spec = default, store.embedder_spec(default)
+    ranking = search_mode(params.search, text_query, store, embedder_id)
     if ranking != "text":  # words alone need no model
         check_embedder_available(spec)
     if params.search.classes:

@@ -58,14 +58,15 @@ def find_hits(
     return join_records(store, groups)
 
 
-def search_mode(settings: SearchSettings, text_query: bool, store: Database) -> Ranking:
+def search_mode(settings: SearchSettings, text_query: bool, store: Database, embedder_id: str | None = None) -> Ranking:
     """The ranking a query gets: `auto` resolved, and a mode whose needs are not met refused by name.
 
     `auto` is hybrid where it can be: on the world's scenes it found the photo a caption describes far
     more often than vector search did, at nearly the same category mAP (docs/evaluation.md, "Search modes").
+    The text index asked about is `embedder_id`'s (None: the store's own choice, the default's for a `Database`).
     """
     if settings.mode == "auto":
-        usable = text_query and settings.min_score is None and store.has_text_index()
+        usable = text_query and settings.min_score is None and store.has_text_index(embedder_id)
         return "hybrid" if usable else "vector"
     if settings.mode == "vector":
         return "vector"
@@ -75,7 +76,7 @@ def search_mode(settings: SearchSettings, text_query: bool, store: Database) -> 
             "vector); use --mode vector"
         )
     # Asked first: a reader keeps a text index it has seen, so a query re-checking its resolved mode reads nothing.
-    if store.has_text_index():
+    if store.has_text_index(embedder_id):
         return settings.mode
     if store.embedder_of_index() is None:
         raise StoreMismatchError(f"no index at {store.uri}: run `cropsearch index` first")

@@ -73,9 +73,11 @@ class Searcher:
                     raise StoreMismatchError(f"no index at {self.db_uri} yet: run `cropsearch index` first")
                 if self.params.embedder is not None:
                     embedder_id, spec = resolve_embedder(self.reader, self.params.embedder)
-                    self.reader.embedder_id = embedder_id
                 else:
-                    spec = self.reader.embedder_spec(self.reader.searched_embedder())  # type: ignore[arg-type]
+                    embedder_id = self.reader.searched_embedder()  # type: ignore[assignment]
+                    spec = self.reader.embedder_spec(embedder_id)
+                # The vectors searched are the loaded model's, also for searches made before it loaded.
+                self.reader.search_embedder(embedder_id)
                 self._embedder = load_embedder(spec, self.params.device, self.params.precision)
                 self._embedder_spec = spec
             assert self._embedder_spec is not None

@@ -65,12 +65,18 @@ class StoreReader(Database):
         """The embedder whose vectors this reader searches; None while the index holds none."""
         return self.embedder_id or self.default_embedder()
 
+    def search_embedder(self, embedder_id: str) -> None:
+        """Search this embedder's vectors from now on (a server binds the one it loaded)."""
+        if embedder_id != self.embedder_id:
+            self.embedder_id, self._vectors, self._text_index_seen = embedder_id, None, False
+
     def _vector_table_name(self) -> str | None:
         if self._vectors is None:
-            embedder = self.searched_embedder()
-            if embedder is not None:
+            tables = self.vector_tables()
+            embedder = self.embedder_id or self.default_embedder()
+            if embedder is not None and embedder not in tables:
                 self.check_embedder(embedder)
-                self._vectors = self.vector_tables().get(embedder)
+            self._vectors = tables.get(embedder or "")
         return self._vectors
 
     def has_text_index(self, embedder_id: str | None = None) -> bool:

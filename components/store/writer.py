@@ -122,8 +122,10 @@ class StoreWriter(Database):
         them all (but those of crops covering at least `--whole-frame-area`, which have none).
         """
         table = self.vector_table_of(embedder_id)
-        if table is None:
-            return set()
+        return set() if table is None else self._image_ids_with_vectors(table)
+
+    @staticmethod
+    def _image_ids_with_vectors(table: Any) -> set[str]:
         found = table.search().where("kind = 'image'").select(["image_id"]).limit(None).to_arrow()
         return set(found.column("image_id").to_pylist())
 
@@ -207,7 +209,10 @@ class StoreWriter(Database):
         for embeddings in vector_tables if cut else ():
             embedded = embeddings.search().where(f"kind = 'crop' AND {band}").select(["id"]).limit(None).to_arrow()
             have = set(embedded.column("id").to_pylist())
-            lacking |= {row["image_id"] for row in cut if row["crop_id"] not in have}
+            # A photo this embedder has not embedded at all (one being added, a run cut short) is the
+            # plan's to embed, from its stored crops: it is no reason to detect it again.
+            photos = self._image_ids_with_vectors(embeddings)
+            lacking |= {row["image_id"] for row in cut if row["crop_id"] not in have and row["image_id"] in photos}
         return lacking
 
     @naming_damaged_tables

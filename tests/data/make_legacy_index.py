@@ -2,8 +2,9 @@
 
 Its embeddings table is bound to one embedder in its schema, and each image's index signature
 hashes detector, embedder and detection settings together. `tests/store/test_embedders.py` copies it
-and checks that today's code reads and upgrades it in place. Run again, this script would write
-today's layout, so it is kept as the record of how the fixture came to be, not as a generator.
+and checks that today's code reads and upgrades it in place. It is kept as the record of how the
+fixture came to be, not as a generator: it calls the stages as they were at that commit, and no
+longer runs against today's (their signatures changed with several embedders).
 
     python -m tests.data.make_legacy_index tests/data/legacy-index
 """

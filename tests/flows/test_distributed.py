@@ -198,7 +198,7 @@ def test_index_and_query_with_the_database_and_crops_on_s3(
 def test_an_http_endpoint_needs_allow_http_and_the_error_names_it(
     tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
 ) -> None:
-    from components.ops.preflight import check_index_can_start
+    from components.ops.preflight import check_index_can_start, index_embedders
 
     params = IndexParams(
         source=str(tmp_path),
@@ -208,4 +208,4 @@ def test_an_http_endpoint_needs_allow_http_and_the_error_names_it(
         embedder=str(tiny_clip),
     )
     with pytest.raises(ValueError, match="s3_allow_http"):
-        check_index_can_start(params)
+        check_index_can_start(params, index_embedders(params))

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from components.errors import StoreMismatchError
 from components.store.schema import EMBEDDINGS, added_vector_table
 from components.store.writer import StoreWriter
 from flows.cli import main
@@ -158,3 +159,17 @@ def test_an_index_in_the_one_embedder_layout_is_upgraded_in_place_and_takes_a_se
     assert added.detector_batches == 0 and added.images_embedded == {SPREAD: 4} and added.embeddings == 7
     assert set(vectors_of(db, added_vector_table(SPREAD))) == set(before)
     assert vectors_of(db, EMBEDDINGS) == before and store.default_embedder() == LEGACY_EMBEDDER
+
+
+def test_a_run_whose_embedders_changed_while_it_waited_to_write_stops_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photos, data = coloured_photos(tmp_path / "photos", 2), tmp_path / "data"
+    index_coco(source=str(photos), data_dir=data, detector=DETECTOR, embedder=MEAN, device="cpu")
+    coloured_photos(photos, 3)
+    # As if `cropsearch models`/another index run changed the embedders between this run's start and its plan.
+    monkeypatch.setattr("flows.index_coco.index_embedders", lambda params: {})
+    with pytest.raises(StoreMismatchError, match=r"changed while this run waited to write .* run it again"):
+        index_coco(source=str(photos), data_dir=data, detector=DETECTOR, embedder=SPREAD, device="cpu")
+    store = StoreWriter(str(data / "lancedb"))
+    assert list(store.vector_tables()) == [MEAN] and store.counts()["images"] == 3

@@ -106,3 +106,20 @@ def test_an_index_in_the_one_embedder_layout_reads_as_one_with_a_default_embedde
     assert store.has_text_index() and store.counts() == {"images": 4, "crops": 3, "embeddings": 7}
     red = StoreReader(str(tmp_path / "lancedb")).search(np.array([1.0, 0, 0]), "kind = 'crop'", 1)
     assert store.crops_by_id([red[0]["crop_id"]])[red[0]["crop_id"]].class_name == "red"
+
+
+def test_a_photo_an_embedder_has_not_reached_yet_is_not_taken_for_one_lacking_a_crop_vector(
+    writer: StoreWriter,
+) -> None:
+    """An embedder being added (or a run cut short) holds some photos: the rest are the plan's to embed, not
+    photos to detect again for a crop vector their table seems to lack."""
+    a, b = image("a"), image("b")
+    big_a, big_b = (crop(parent, "big").model_copy(update={"area_fraction": 0.5}) for parent in (a, b))
+    writer.upsert_images([a, b])
+    writer.upsert_crops([big_a, big_b])
+    rows = [embedding(record, [1, 0, 0]) for record in (a, b, big_a, big_b)]
+    writer.upsert_embeddings(rows, "m1")
+    writer.upsert_embeddings([embedding(a, [1, 0, 0, 0], "m2"), embedding(big_a, [0, 1, 0, 0], "m2")], "m2")
+    assert writer.images_with_crops_lacking_vectors(0.9) == set()  # b is m2's to embed, a is whole
+    writer._open(added_vector_table("m2")).delete(f"id = '{big_a.crop_id}'")
+    assert writer.images_with_crops_lacking_vectors(0.9) == {a.image_id}
