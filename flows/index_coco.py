@@ -278,16 +278,37 @@ def gather_photos(run: IndexRun, policy: OperatorPolicy | None) -> list[ImageRec
     return images
 
 
+def follow_embedders_changed_while_waiting(run: IndexRun) -> None:
+    """Bring the run's embedders in line with the index's as they are now that the writer slot is ours.
+
+    They were read when the run started, and a run that waited may find them changed. One dropped
+    meanwhile is left out (writing it would make its table again, half full). One added meanwhile
+    is not taken up (its weights were never checked by this run): the photos this run writes lose
+    their rows in its table (`write_stage`), so the next run embeds them with it.
+    """
+    held_now = set(_writer(run.params).vector_tables())
+    dropped = [embedder for embedder in run.recorded if embedder not in held_now]
+    added = sorted(held_now - set(run.embedders))
+    for embedder in dropped:
+        del run.embedders[embedder]
+    if dropped or added:
+        get_run_logger().warning(
+            "the index's embedders changed while this run waited to write: dropped %s, added %s; "
+            "this run embeds with %s",
+            ", ".join(dropped) or "none",
+            ", ".join(added) or "none",
+            ", ".join(run.embedders),
+        )
+    if not run.embedders:
+        raise StoreMismatchError(
+            f"every embedder this run was to embed with was dropped from the index at "
+            f"{run.params.resolved_db_uri} while it waited to write; nothing was written: give --embedder"
+        )
+
+
 def plan(run: IndexRun, images: list[ImageRecord]) -> stages.IndexPlan:
     """The model work left; the store is brought in line with moved and changed files first."""
-    held_now = list(_writer(run.params).vector_tables())
-    if sorted(held_now) != sorted(run.recorded):
-        # Read before the writer slot was ours: a run that waited must not write by an outdated list.
-        raise StoreMismatchError(
-            f"the embedders of the index at {run.params.resolved_db_uri} changed while this run waited to write "
-            f"({', '.join(run.recorded) or 'none'} -> {', '.join(held_now) or 'none'}); nothing was written: "
-            "run it again"
-        )
+    follow_embedders_changed_while_waiting(run)
     legacy = sorted(
         {legacy_signature_of(run.detector_id, embedder, run.params.detection) for embedder in run.embedders}
     )

@@ -348,6 +348,9 @@ def write_stage(
     done = [record for record in images if record.image_id in embedded]
     store.upsert_crops(crops)
     write_vectors_stage(store, embeddings, embedder_specs)
+    # An embedder added while this run waited to write holds the photos' older vectors: they go, so
+    # the next run's plan embeds them with it (a photo that has its own vector must have its crops').
+    store.remove_vectors_of_images([record.image_id for record in done], keep_embedders=embedder_specs)
     stale = store.remove_crops_except([record.image_id for record in done], [crop.crop_id for crop in crops])
     _delete_files(stale, files)
     crops_of = _crops_by_image(crops)

@@ -216,6 +216,14 @@ class StoreWriter(Database):
         return lacking
 
     @naming_damaged_tables
+    def remove_vectors_of_images(self, image_ids: Sequence[str], keep_embedders: Iterable[str]) -> None:
+        """Delete these images' vectors (their own and their crops') from every embedder's table but those kept."""
+        keep = set(keep_embedders)
+        for embedder, name in self.vector_tables().items():
+            if embedder not in keep and (table := self._open(name)) is not None:
+                self._delete_ids(table, "image_id", image_ids)
+
+    @naming_damaged_tables
     def remove_images(self, image_ids: Sequence[str]) -> list[str]:
         """Delete images with everything derived from them; returns the removed crop file uris."""
         removed_uris = self.remove_crops_except(image_ids, keep_crop_ids=())

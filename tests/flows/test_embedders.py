@@ -11,7 +11,6 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from components.errors import StoreMismatchError
 from components.store.schema import EMBEDDINGS, added_vector_table
 from components.store.writer import StoreWriter
 from flows.cli import main
@@ -161,15 +160,30 @@ def test_an_index_in_the_one_embedder_layout_is_upgraded_in_place_and_takes_a_se
     assert vectors_of(db, EMBEDDINGS) == before and store.default_embedder() == LEGACY_EMBEDDER
 
 
-def test_a_run_whose_embedders_changed_while_it_waited_to_write_stops_before_writing(
+def test_a_run_follows_embedders_added_or_dropped_while_it_waited_to_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A run reads the index's embedders when it starts and may wait for the writer slot before it plans."""
     photos, data = coloured_photos(tmp_path / "photos", 2), tmp_path / "data"
-    index_coco(source=str(photos), data_dir=data, detector=DETECTOR, embedder=MEAN, device="cpu")
-    coloured_photos(photos, 3)
-    # As if `cropsearch models`/another index run changed the embedders between this run's start and its plan.
-    monkeypatch.setattr("flows.index_coco.index_embedders", lambda params: {})
-    with pytest.raises(StoreMismatchError, match=r"changed while this run waited to write .* run it again"):
-        index_coco(source=str(photos), data_dir=data, detector=DETECTOR, embedder=SPREAD, device="cpu")
+    index = {"source": str(photos), "data_dir": data, "detector": DETECTOR, "device": "cpu"}
+    index_coco(**index, embedder=MEAN)
     store = StoreWriter(str(data / "lancedb"))
-    assert list(store.vector_tables()) == [MEAN] and store.counts()["images"] == 3
+    before = store.image_ids_embedded_by(MEAN)
+    coloured_photos(photos, 3)
+
+    # MEAN appeared after this run read the embedders: it is left to the next run, never half-written.
+    monkeypatch.setattr("flows.index_coco.index_embedders", lambda params: {})
+    raced = index_coco(**index, embedder=SPREAD)
+    assert (raced.images_new, raced.images_embedded) == (1, {SPREAD: 3})
+    assert store.image_ids_embedded_by(MEAN) == before and len(store.image_ids_embedded_by(SPREAD)) == 4
+    monkeypatch.undo()
+    caught_up = index_coco(**index)
+    assert caught_up.images_embedded == {MEAN: 1} and caught_up.detector_batches == 0
+    assert store.image_ids_embedded_by(MEAN) == store.image_ids_embedded_by(SPREAD)
+
+    # SPREAD was dropped after this run read the embedders: it is not made again, half full.
+    assert CliRunner().invoke(main, ["models", "--db", str(data / "lancedb"), "--drop", SPREAD]).exit_code == 0
+    monkeypatch.setattr("flows.index_coco.index_embedders", lambda params: {MEAN: MEAN, SPREAD: SPREAD})
+    coloured_photos(photos, 4)
+    assert index_coco(**index).images_new == 1
+    assert list(store.vector_tables()) == [MEAN]
