@@ -180,6 +180,11 @@ def test_stored_crops_are_embedded_as_they_were_cut_without_the_detector_or_new_
     assert stages.plan_stage(store, images, "sig", "t", embedder_ids=["mean", "spread"]).embed == {}
     assert [held.vectors for held in store.indexed_embedders()] == [7, 7]
 
+    # Photos written again by a run without "spread" (one that read the embedders before it was added)
+    # lose their "spread" rows, so the next plan embeds them with it instead of trusting older crops' vectors.
+    index(store, images[:2], tmp_path / "crops")
+    assert stages.plan_stage(store, images, "sig", "t", embedder_ids=["mean", "spread"]).embed == {"spread": images[:2]}
+
 
 def test_an_older_signature_of_the_index_is_rewritten_without_model_work(tmp_path: Path, store: StoreWriter) -> None:
     images = register_images([picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", None)], "t")[0]
