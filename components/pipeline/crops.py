@@ -103,10 +103,13 @@ def encoded_jpeg(picture: Image.Image) -> bytes:
 
 
 def encoded_crops(
-    parent: Image.Image, crops: Sequence[CropRecord], crops_dir: Path | str, padding: float
+    parent: Image.Image, crops: Sequence[CropRecord], root: str, padding: float
 ) -> list[tuple[CropRecord, bytes]]:
-    """Each crop of one decoded parent with its file's uri (`<crops_dir>/<id[:2]>/<id>.jpg`) and its JPEG bytes."""
-    root = crops_root(crops_dir)
+    """Each crop of one decoded parent with its file's uri (`<root>/<id[:2]>/<id>.jpg`) and its JPEG bytes.
+
+    `root` comes from `crops_root`, made once for many photos: resolving a local folder is a
+    `realpath`, 2% of py-spy's samples of the pipeline's own work when it was made per photo.
+    """
     return [
         (crop.model_copy(update={"uri": _under(root, crop.crop_id)}), encoded_jpeg(pixels))
         for crop, pixels in zip(crops, cut_crops(parent, crops, padding), strict=True)
@@ -128,7 +131,7 @@ def materialize_crops(
     """
     files = files or ObjectFiles()
     saved = []
-    for crop, data in encoded_crops(parent, crops, crops_dir, padding):
+    for crop, data in encoded_crops(parent, crops, crops_root(crops_dir), padding):
         files.write_bytes(crop.uri, data)
         saved.append(crop)
     return saved

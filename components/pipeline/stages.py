@@ -23,7 +23,7 @@ from PIL import Image
 from components.models.detector import Detection, Detector, load_detector
 from components.models.embedder import Embedder, EmbeddingSteps, image_embedding_steps, load_embedder
 from components.pipeline.crop_writer import CropFileWriter
-from components.pipeline.crops import caption_for, encoded_crops, to_crop_records
+from components.pipeline.crops import caption_for, crops_root, encoded_crops, to_crop_records
 from components.pipeline.images import ImageDecodeError, decode_rgb, read_as_registered
 from components.pipeline.prefetch import mapped_ahead, prefetched
 from components.store.objects import ObjectFiles
@@ -178,6 +178,7 @@ def model_stage(
     else:
         detected = (_Found(record, pixels, stored_crops.get(record.image_id, [])) for record, pixels in decoded)
     unembedded: list[CropRecord] = []  # appended from the decode threads: list.append is atomic
+    root = crops_root(config.crops_uri)
     with CropFileWriter(ObjectFiles(config.object_store), threads) as writer:
 
         def prepared(found: _Found) -> tuple[list[_Embeddable], Any]:
@@ -188,7 +189,7 @@ def model_stage(
             shows (the world CLIP ranks crops cut straight from the pixels visibly worse:
             docs/findings.md), without writing and reading a file between.
             """
-            encoded = encoded_crops(found.pixels, found.crops, config.crops_uri, detection.padding)
+            encoded = encoded_crops(found.pixels, found.crops, root, detection.padding)
             if stored_crops is None:
                 writer.submit([(crop.uri, data) for crop, data in encoded])
             classes = sorted({crop.class_name for crop in found.crops})
