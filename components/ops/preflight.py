@@ -97,8 +97,7 @@ def index_embedders(params: IndexParams) -> dict[str, str]:
     check_object_store(params.object_store, params.resolved_db_uri, params.resolved_crops_uri)
     if "://" not in params.resolved_db_uri and not Path(params.resolved_db_uri).is_dir():
         return {}
-    store = Database(params.resolved_db_uri, params.object_store)
-    return {embedder_id: store.embedder_spec(embedder_id) for embedder_id in store.vector_tables()}
+    return Database(params.resolved_db_uri, params.object_store).embedder_specs()
 
 
 def _check_recorded_embedder(recorded: tuple[str, str]) -> None:
@@ -154,12 +153,12 @@ def check_object_store(settings: ObjectStoreSettings, *uris: str) -> None:
 def resolve_embedder(store: Database, name: str, option: str = "--embedder") -> tuple[str, str]:
     """The (id, spec) of the embedder of the index that `name` names: its id as `cropsearch models` lists it,
     the path or hub id it was loaded from, or weights with its id; an error naming `option` otherwise."""
-    held = store.vector_tables()
-    if name in held:
-        return name, store.embedder_spec(name)
-    for embedder_id in held:
-        if store.embedder_spec(embedder_id) in (name, portable_spec(name)):
-            return embedder_id, store.embedder_spec(embedder_id)
+    specs = store.embedder_specs()
+    if name in specs:
+        return name, specs[name]
+    for embedder_id, spec in specs.items():
+        if spec in (name, portable_spec(name)):
+            return embedder_id, spec
     embedder_id = model_id(name)
     store.check_embedder(embedder_id, option)
     return embedder_id, portable_spec(name)

@@ -78,7 +78,7 @@ def search_mode(settings: SearchSettings, text_query: bool, store: Database, emb
     # Asked first: a reader keeps a text index it has seen, so a query re-checking its resolved mode reads nothing.
     if store.has_text_index(embedder_id):
         return settings.mode
-    if store.embedder_of_index() is None:
+    if store.default_embedder() is None:
         raise StoreMismatchError(f"no index at {store.uri}: run `cropsearch index` first")
     raise TextIndexMissing(
         f"mode: the index at {store.uri} has no text index yet (it was made before text search); "

@@ -13,7 +13,7 @@ several embedders read.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -123,11 +123,22 @@ class Database:
     @naming_damaged_tables
     def vector_tables(self) -> dict[str, str]:
         """Embedder id -> the table of its vectors, the first embedder's (`embeddings`) first."""
-        found: dict[str, str] = {}
+        return {embedder: name for embedder, (name, _) in self._embedders_held().items()}
+
+    @naming_damaged_tables
+    def embedder_specs(self) -> dict[str, str]:
+        """Embedder id -> where it was loaded from (a hub id or an absolute path), in `vector_tables`' order."""
+        return {embedder: spec for embedder, (_, spec) in self._embedders_held().items()}
+
+    def _embedders_held(self) -> dict[str, tuple[str, str]]:
+        """Embedder id -> its table and its spec, read from the vector tables' schemas in one listing."""
+        found: dict[str, tuple[str, str]] = {}
         for name in sorted(filter(is_vector_table, self.table_names()), key=lambda name: (name != EMBEDDINGS, name)):
             if (table := self._open(name)) is not None:
-                embedder = (table.schema.metadata or {}).get(EMBEDDER_METADATA_KEY, b"").decode()
-                found.setdefault(embedder or name, name)
+                metadata = table.schema.metadata or {}
+                embedder = metadata.get(EMBEDDER_METADATA_KEY, b"").decode() or name
+                spec = metadata.get(EMBEDDER_SPEC_METADATA_KEY, b"").decode() or embedder
+                found.setdefault(embedder, (name, spec))
         return found
 
     def _setting(self, key: str) -> str | None:
@@ -137,47 +148,44 @@ class Database:
         rows = table.search().where(f"key = {sql_string(key)}").select(["value"]).limit(1).to_arrow().to_pylist()
         return rows[0]["value"] if rows else None
 
+    def _default_among(self, embedders: Collection[str]) -> str | None:
+        """The default of these embedders (the index's): the one `index_settings` names, else the first."""
+        chosen = self._setting(DEFAULT_EMBEDDER_SETTING)
+        return chosen if chosen in embedders else next(iter(embedders), None)
+
     @naming_damaged_tables
     def default_embedder(self) -> str | None:
         """The embedder queries use when they name none; None while the index holds no vectors."""
-        tables = self.vector_tables()
-        chosen = self._setting(DEFAULT_EMBEDDER_SETTING)
-        if chosen in tables:
-            return chosen
-        return next(iter(tables), None)
+        return self._default_among(self.vector_tables())
 
-    def embedder_of_index(self) -> str | None:
-        """The default embedder's id (see `default_embedder`), or None when there is none yet."""
-        return self.default_embedder()
-
-    @naming_damaged_tables
     def embedder_spec(self, embedder_id: str) -> str:
         """Where an embedder of this index was loaded from (a hub id or an absolute path)."""
-        table = self._open(self.vector_tables()[embedder_id])
-        return (table.schema.metadata or {}).get(EMBEDDER_SPEC_METADATA_KEY, b"").decode() or embedder_id
+        return self.embedder_specs()[embedder_id]
 
     def embedder_spec_of_index(self) -> str | None:
         """Where the default embedder was loaded from, or None when the index holds no vectors."""
-        default = self.default_embedder()
-        return None if default is None else self.embedder_spec(default)
+        specs = self.embedder_specs()
+        default = self._default_among(specs)
+        return None if default is None else specs[default]
 
     def vector_table_of(self, embedder_id: str | None = None) -> Any | None:
         """The table of an embedder's vectors (None: the default embedder's); None when the index has none."""
-        embedder_id = embedder_id or self.default_embedder()
-        name = self.vector_tables().get(embedder_id or "")
+        tables = self.vector_tables()
+        name = tables.get(embedder_id or self._default_among(tables) or "")
         return None if name is None else self._open(name)
 
     @naming_damaged_tables
     def indexed_embedders(self) -> list[IndexedEmbedder]:
         """Every embedder with vectors here: id, source, width, rows and which is the default."""
-        default = self.default_embedder()
+        held = self._embedders_held()
+        default = self._default_among(held)
         listed = []
-        for embedder, name in self.vector_tables().items():
+        for embedder, (name, spec) in held.items():
             table = self._open(name)
             listed.append(
                 IndexedEmbedder(
                     embedder=embedder,
-                    spec=self.embedder_spec(embedder),
+                    spec=spec,
                     dim=table.schema.field("vector").type.list_size,
                     vectors=table.count_rows(),
                     default=embedder == default,
@@ -190,7 +198,7 @@ class Database:
         """Refuse to search with an embedder whose vectors the index does not hold, naming the ones it does."""
         tables = self.vector_tables()
         if tables and embedder_id not in tables:
-            default = self.default_embedder()
+            default = self._default_among(tables)
             held = ", ".join(f"{name} (default)" if name == default else name for name in tables)
             raise StoreMismatchError(
                 f"{option}: the index at {self.uri} holds no vectors of embedder {embedder_id!r}; it holds {held}. "

@@ -153,11 +153,12 @@ class StoreWriter(Database):
     def drop_embedder(self, embedder_id: str) -> int:
         """Remove one embedder's vectors (its table); returns how many there were. The default is refused."""
         self.check_embedder(embedder_id, option="--drop")
-        if embedder_id == self.default_embedder():
-            others = [name for name in self.vector_tables() if name != embedder_id]
+        tables = self.vector_tables()
+        if embedder_id == self._default_among(tables):
+            others = [name for name in tables if name != embedder_id]
             hint = f"switch first with `cropsearch models --default {others[0]}`" if others else "it is the only one"
             raise ValueError(f"--drop: {embedder_id!r} is the default embedder; {hint}")
-        name = self.vector_tables()[embedder_id]
+        name = tables[embedder_id]
         rows = self._open(name).count_rows()
         self._db.drop_table(name)
         self._tables.pop(name, None)

@@ -124,7 +124,7 @@ def test_the_index_summary_counts_what_the_database_holds(server: str, world_ind
         counts["crops"],
         counts["embeddings"],
     )
-    assert summary["images"] == 40 and summary["embedder"] == database.embedder_of_index()
+    assert summary["images"] == 40 and summary["embedder"] == database.default_embedder()
     assert sum(summary["classes"].values()) == counts["crops"]
     assert set(summary["classes"]) == database.class_names()
     assert summary["last_write"] is not None

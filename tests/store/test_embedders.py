@@ -46,7 +46,7 @@ def test_each_embedder_has_its_own_table_and_the_first_is_the_default(writer: St
         False,
         "/models/m2",
     )
-    assert writer.embedder_of_index() == "m1" and writer.embedder_spec_of_index() == "m1"
+    assert writer.default_embedder() == "m1" and writer.embedder_spec_of_index() == "m1"
     # A reader searches the embedder it is given, the default without one: the 4-d vector fits m2 alone.
     assert StoreReader(writer.uri, embedder_id="m2").search(np.array([0, 0, 0, 1.0]), "", 1)[0]["kind"] == "crop"
     assert StoreReader(writer.uri).search(np.array([0, 1.0, 0]), "", 1)[0]["image_id"] == image("b").image_id
