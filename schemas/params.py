@@ -276,8 +276,7 @@ def signature_of(detector_id: str, settings: DetectionSettings) -> str:
     embedder has not embedded yet. So is which crops have vectors (`whole_frame_area`): each run's
     plan applies it to stored crops.
     """
-    payload = {"v": 2, "detector": detector_id, "detection": settings.fingerprint()}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return _signature({"v": 2, "detector": detector_id, "detection": settings.fingerprint()})
 
 
 def legacy_signature_of(detector_id: str, embedder_id: str, settings: DetectionSettings) -> str:
@@ -286,5 +285,8 @@ def legacy_signature_of(detector_id: str, embedder_id: str, settings: DetectionS
     A photo carrying it for the index's embedder was detected with these settings; each run's plan
     rewrites it as `signature_of`, without model work.
     """
-    payload = {"v": 1, "detector": detector_id, "embedder": embedder_id, "detection": settings.fingerprint()}
+    return _signature({"v": 1, "detector": detector_id, "embedder": embedder_id, "detection": settings.fingerprint()})
+
+
+def _signature(payload: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
