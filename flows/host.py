@@ -19,9 +19,12 @@ from pathlib import Path
 from types import FrameType
 
 from components.host.address import HostAddress, environment_digest
+from components.host.reaper import children_running, start_reaper
 from components.host.server import host_lock, serve
 
 IDLE_SECONDS = 15 * 60
+# How the temporary Prefect API's process is told from the host's other children.
+PREFECT_API_COMMAND = "prefect.server.api.server:create_app"
 
 
 def run_cli_command(argv: list[str]) -> int:
@@ -85,6 +88,8 @@ def main(folder: Path, key: str, idle_seconds: float = IDLE_SECONDS) -> int:
         stop_superseded_hosts(address, environment)
         started = time.perf_counter()
         warm_up()
+        # A host killed outright cannot stop its temporary Prefect API: the reaper ends it then.
+        start_reaper(children_running(os.getpid(), PREFECT_API_COMMAND))
         warm = time.perf_counter() - started
         print(f"host {key} warm in {warm:.1f} s; exits after {idle_seconds:.0f} idle seconds", flush=True)
         with contextlib.suppress(HostStopping):

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from components.host.address import HostUnavailable, code_fingerprint, host_address, private_folder
+from components.host.reaper import children_running
+from flows.host import PREFECT_API_COMMAND
 from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER
 
 CROPSEARCH = str(Path(sys.executable).parent / "cropsearch")
@@ -141,9 +143,14 @@ def test_a_killed_host_is_replaced_and_another_environment_gets_its_own(workspac
     query = ["query", "x", "-k", "0"]
     assert workspace.run(*query).returncode == 2
     [host] = workspace.hosts()
-    os.kill(int(host["pid"]), signal.SIGKILL)  # its socket file stays behind
+    [api_server] = children_running(int(host["pid"]), PREFECT_API_COMMAND)
+    os.kill(int(host["pid"]), signal.SIGKILL)  # its socket file stays behind, and it cannot stop its Prefect API
     while _alive(int(host["pid"])):
         time.sleep(0.05)
+    deadline = time.monotonic() + 15
+    while _alive(api_server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(api_server), "the killed host's temporary Prefect API was left running"
     again = workspace.run(*query)
     assert again.returncode == 2 and "error: k:" in again.stderr
     [fresh] = workspace.hosts()
