@@ -25,6 +25,7 @@ from components.models.embedder import Embedder, EmbeddingSteps, image_embedding
 from components.pipeline.crop_writer import CropFileWriter
 from components.pipeline.crops import caption_for, crops_root, encoded_crops, to_crop_records
 from components.pipeline.images import ImageDecodeError, decode_rgb, read_as_registered
+from components.pipeline.memory import give_back_freed_memory
 from components.pipeline.prefetch import mapped_ahead, prefetched
 from components.store.objects import ObjectFiles
 from components.store.writer import StoreWriter
@@ -212,6 +213,7 @@ def model_stage(
         writer.finish()
     if stored_crops is None:
         work.crops.extend(unembedded)
+    give_back_freed_memory()  # the chunk's pictures and activations: or each chunk's holes add to the next's peak
     work.seconds["waiting"] = time.perf_counter() - started - work.seconds["detect"] - work.seconds["embed"]
     return work
 
@@ -368,6 +370,7 @@ def write_stage(
             for record in done
         ]
     )
+    give_back_freed_memory()  # the rows built for the upserts, and LanceDB's buffers
 
 
 def write_vectors_stage(
