@@ -332,8 +332,8 @@ _Embeddable = tuple[ImageRecord | CropRecord, list[str]]
 def _embedding_record(embeddable: _Embeddable, vector: np.ndarray, embedder_id: str) -> EmbeddingRecord:
     item, classes = embeddable
     if isinstance(item, ImageRecord):
-        return EmbeddingRecord.of_image(item, vector.tolist(), embedder_id, classes)
-    return EmbeddingRecord.of_crop(item, vector.tolist(), embedder_id)
+        return EmbeddingRecord.of_image(item, vector, embedder_id, classes)
+    return EmbeddingRecord.of_crop(item, vector, embedder_id)
 
 
 def write_stage(

@@ -15,9 +15,10 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 
-from schemas.records import CropRecord, ImageRecord
+from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
 from schemas.settings import QueryKinds
 
 IMAGES, CROPS, EMBEDDINGS, SETTINGS = "images", "crops", "embeddings", "index_settings"
@@ -176,6 +177,18 @@ def search_filter(kinds: QueryKinds, classes: Sequence[str], min_confidence: flo
 def record_rows(records: Iterable[ImageRecord | CropRecord]) -> list[dict[str, Any]]:
     """The rows of image or crop records: a column per field, and the whole record in `record`."""
     return [{**record.model_dump(), RECORD: record.model_dump_json()} for record in records]
+
+
+def embedding_table(records: Sequence[EmbeddingRecord], schema: pa.Schema) -> pa.Table:
+    """One embedder's records as the columns of its table: the vectors go to Arrow as one float32 block."""
+    vectors = np.stack([record.vector for record in records]) if records else np.zeros((0, 0), np.float32)
+    columns = [
+        pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), field.type.list_size)
+        if field.name == "vector"
+        else pa.array([getattr(record, field.name) for record in records], field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def lookup_columns(schema: pa.Schema) -> list[str]:

@@ -31,6 +31,7 @@ from components.store.schema import (
     TEXT_COLUMN,
     added_vector_table,
     crop_records,
+    embedding_table,
     embeddings_schema,
     id_filters,
     lookup_columns,
@@ -62,10 +63,9 @@ class StoreWriter(Database):
             self._tables[name] = self._db.create_table(name, schema=schema, exist_ok=True)
         return self._tables[name]
 
-    def _upsert(self, table: Any, key: str, rows: list[dict[str, Any]]) -> None:
-        if not rows:
+    def _upsert(self, table: Any, key: str, data: pa.Table) -> None:
+        if not data.num_rows:
             return
-        data = pa.Table.from_pylist(rows, schema=table.schema)
         upsert = table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
         try:
             upsert.execute(data, timeout=self.write_timeout)
@@ -75,19 +75,22 @@ class StoreWriter(Database):
                 raise disk_full(self.uri) from error
             if "timeout" in str(error).lower() or "timed out" in str(error).lower():
                 raise StoreWriteTimeout(
-                    f"writing {len(rows)} rows to {table.name} at {self.uri} did not finish in "
+                    f"writing {data.num_rows} rows to {table.name} at {self.uri} did not finish in "
                     f"{self.write_timeout.total_seconds():.0f} s (concurrent writers retrying each other's "
                     f"commits?); nothing of it was committed, run again"
                 ) from error
             raise
 
+    def _upsert_records(self, table: Any, key: str, records: Sequence[ImageRecord | CropRecord]) -> None:
+        self._upsert(table, key, pa.Table.from_pylist(record_rows(records), schema=table.schema))
+
     @naming_damaged_tables
     def upsert_images(self, records: Sequence[ImageRecord]) -> None:
-        self._upsert(self._open_or_create(IMAGES, IMAGES_SCHEMA), "image_id", record_rows(records))
+        self._upsert_records(self._open_or_create(IMAGES, IMAGES_SCHEMA), "image_id", records)
 
     @naming_damaged_tables
     def upsert_crops(self, records: Sequence[CropRecord]) -> None:
-        self._upsert(self._open_or_create(CROPS, CROPS_SCHEMA), "crop_id", record_rows(records))
+        self._upsert_records(self._open_or_create(CROPS, CROPS_SCHEMA), "crop_id", records)
 
     @naming_damaged_tables
     def upsert_embeddings(self, records: Sequence[EmbeddingRecord], embedder_id: str, embedder_spec: str = "") -> None:
@@ -109,7 +112,7 @@ class StoreWriter(Database):
                 f"embedder {embedder_id!r} gave vectors of {dim} dimensions; its vectors in the index have {width} "
                 f"(the same id with another width: its weights changed in place?)"
             )
-        self._upsert(table, "id", [r.model_dump() for r in records])
+        self._upsert(table, "id", embedding_table(records, table.schema))
 
     def _vector_tables_open(self) -> list[Any]:
         return [table for name in self.vector_tables().values() if (table := self._open(name)) is not None]
@@ -147,7 +150,8 @@ class StoreWriter(Database):
         """Make queries that name no embedder use this one (one row, one commit: the switch is atomic)."""
         self.check_embedder(embedder_id, option="--default")
         table = self._open_or_create(SETTINGS, SETTINGS_SCHEMA)
-        self._upsert(table, "key", [{"key": DEFAULT_EMBEDDER_SETTING, "value": embedder_id}])
+        setting = pa.Table.from_pylist([{"key": DEFAULT_EMBEDDER_SETTING, "value": embedder_id}], schema=table.schema)
+        self._upsert(table, "key", setting)
 
     @naming_damaged_tables
     def drop_embedder(self, embedder_id: str) -> int:

@@ -149,8 +149,8 @@ def test_every_embedder_embeds_the_same_pictures_as_it_would_alone(tmp_path: Pat
     assert both.model_batches == 2 + 2 * 2  # the detector's two, and each embedder's two of 6 pictures
     for embedder_id, alone in (("mean", MeanColourEmbedder()), ("spread", MeanAndSpreadEmbedder())):
         single = blob_model_stage(images, tmp_path / "crops", 2, 4, embedders={embedder_id: alone})
-        assert [(e.id, e.kind, e.vector) for e in both.embeddings if e.model == embedder_id] == [
-            (e.id, e.kind, e.vector) for e in single.embeddings
+        assert [(e.id, e.kind, e.vector.tolist()) for e in both.embeddings if e.model == embedder_id] == [
+            (e.id, e.kind, e.vector.tolist()) for e in single.embeddings
         ]
         assert both.crops == single.crops
 
@@ -174,7 +174,9 @@ def test_stored_crops_are_embedded_as_they_were_cut_without_the_detector_or_new_
     assert CountingColourBlobDetector.batches == before and added.detector_batches == 0
     assert added.crops == [] and not (tmp_path / "no-files").exists()
     fresh = blob_model_stage(images, tmp_path / "fresh", 2, 4, embedders={"spread": MeanAndSpreadEmbedder()})
-    assert [(e.id, e.vector) for e in added.embeddings] == [(e.id, e.vector) for e in fresh.embeddings]
+    assert [(e.id, e.vector.tolist()) for e in added.embeddings] == [
+        (e.id, e.vector.tolist()) for e in fresh.embeddings
+    ]
 
     stages.write_vectors_stage(store, added.embeddings, {"spread": "spread"})
     assert stages.plan_stage(store, images, "sig", "t", embedder_ids=["mean", "spread"]).embed == {}
@@ -260,7 +262,7 @@ def test_several_decode_threads_give_the_same_records_in_the_same_order(tmp_path
     assert [item.path for item in four.skipped] == [item.path for item in one.skipped] == [str(paths[7].resolve())]
     assert [(c.crop_id, Path(c.uri).name) for c in four.crops] == [(c.crop_id, Path(c.uri).name) for c in one.crops]
     assert len(one.crops) == 22
-    assert [(e.id, e.vector) for e in four.embeddings] == [(e.id, e.vector) for e in one.embeddings]
+    assert [(e.id, e.vector.tolist()) for e in four.embeddings] == [(e.id, e.vector.tolist()) for e in one.embeddings]
     assert four.model_batches == one.model_batches
 
 

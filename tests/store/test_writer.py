@@ -11,7 +11,7 @@ from components.store.reader import StoreReader
 from components.store.recovery import restore_readable
 from components.store.schema import EMBEDDINGS
 from components.store.writer import StoreWriter
-from schemas.records import ImageRecord
+from schemas.records import EmbeddingRecord, ImageRecord
 from tests.records import crop, embedding, image
 
 
@@ -30,6 +30,22 @@ def test_writing_the_same_records_twice_leaves_the_same_rows(writer: StoreWriter
     assert writer.counts() == {"images": 1, "crops": 1, "embeddings": 2}
     assert writer.images_by_id([parent.image_id]) == {parent.image_id: parent}
     assert writer.crops_by_id([child.crop_id]) == {child.crop_id: child}
+
+
+def test_vector_rows_hold_each_records_columns_and_its_float32_vector_exactly(writer: StoreWriter) -> None:
+    parent = image("a")
+    children = [crop(parent, "c1", "cat", 0.25), crop(parent, "c2", "dog", 0.75)]
+    batch = np.random.default_rng(3).standard_normal((3, 5)).astype(np.float32)  # rows of one model batch
+    records = [
+        EmbeddingRecord.of_image(parent, batch[0], "m1", ["cat", "dog"]),
+        *(EmbeddingRecord.of_crop(child, row, "m1") for child, row in zip(children, batch[1:], strict=True)),
+    ]
+    writer.upsert_embeddings(records, "m1")
+    rows = {row["id"]: row for row in writer.vector_table_of("m1").to_arrow().to_pylist()}
+    for record, row in zip(records, batch, strict=True):
+        stored = rows[record.id]
+        assert np.array_equal(np.asarray(stored.pop("vector"), dtype=np.float32), row)
+        assert stored == record.model_dump(exclude={"vector"})
 
 
 def test_upsert_updates_changed_fields(writer: StoreWriter) -> None:
