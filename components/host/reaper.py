@@ -67,16 +67,19 @@ def watch(host: int, pids: Sequence[int], poll_seconds: float = POLL_SECONDS) ->
     its process ended is left alone.
     """
     command_of = {pid: line for pid in pids if (line := _command_line(pid))}
+
+    def still_running() -> list[int]:
+        return [pid for pid, line in command_of.items() if _command_line(pid) == line]
+
     while os.getppid() == host:
-        if not any(_command_line(pid) == line for pid, line in command_of.items()):
+        if not still_running():
             return  # the host stopped them itself
         time.sleep(poll_seconds)
-    running = [pid for pid, line in command_of.items() if _command_line(pid) == line]
-    _signal_all(running, signal.SIGTERM)
+    _signal_all(still_running(), signal.SIGTERM)
     deadline = time.monotonic() + TERMINATE_GRACE_SECONDS
-    while time.monotonic() < deadline and any(_command_line(pid) == command_of[pid] for pid in running):
+    while time.monotonic() < deadline and still_running():
         time.sleep(0.1)
-    _signal_all([pid for pid in running if _command_line(pid) == command_of[pid]], signal.SIGKILL)
+    _signal_all(still_running(), signal.SIGKILL)
 
 
 def _signal_all(pids: Sequence[int], signum: signal.Signals) -> None:
