@@ -180,8 +180,8 @@ def record_rows(records: Iterable[ImageRecord | CropRecord]) -> list[dict[str, A
 
 
 def embedding_table(records: Sequence[EmbeddingRecord], schema: pa.Schema) -> pa.Table:
-    """One embedder's records as the columns of its table: the vectors go to Arrow as one float32 block."""
-    vectors = np.stack([record.vector for record in records]) if records else np.zeros((0, 0), np.float32)
+    """One embedder's records (at least one) as the columns of its table: the vectors go to Arrow as one block."""
+    vectors = np.stack([record.vector for record in records])
     columns = [
         pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), field.type.list_size)
         if field.name == "vector"
