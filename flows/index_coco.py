@@ -40,7 +40,7 @@ from components.store.objects import ObjectFiles
 from components.store.writer import StoreWriter
 from flows import deployed
 from flows.parameters import takes_fields_of
-from flows.runners import chunk_runner, chunk_task_options, runs_on_a_temporary_api, workers_report_here
+from flows.runners import chunk_task_options, runs_on_a_temporary_api, started_chunk_runner, workers_report_here
 from schemas.files import ExtractedFolder, ListedFiles, LocalFile
 from schemas.params import ChunkConfig, IndexParams, legacy_signature_of, signature_of
 from schemas.policy import OperatorPolicy
@@ -356,7 +356,7 @@ def index_in_chunks(run: IndexRun, todo: list[ImageRecord], embed_only: str | No
     with (
         tqdm(total=len(todo), unit="img", desc=doing, disable=not (run.show_progress and todo)) as bar,
         workers_report_here(params.runner),
-        chunk_runner(params.runner) as runner,
+        started_chunk_runner(params.runner) as runner,
         chunk_task_options(params.runner),
     ):
         chunks = (todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size))

@@ -8,6 +8,7 @@ keeps them for every chunk it gets.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -83,6 +84,35 @@ def chunk_runner(runner: RunnerSettings) -> TaskRunner:
             "dashboard_address": None,
         },
     )
+
+
+@contextmanager
+def started_chunk_runner(runner: RunnerSettings) -> Iterator[TaskRunner]:
+    """The chunk runner, started; this process's environment is as it was before once the runner stops.
+
+    Starting a cluster from this process writes into its environment: a local Dask cluster's
+    nannies `distributed.nanny.pre-spawn-environ` (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1,
+    OPENBLAS_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, PYTHONHASHSEED) for the workers they spawn to
+    inherit; Ray its client's settings and PYTHONBREAKPOINT. Kept, every process started after (by a
+    warm host's later runs too) would inherit them. A local Dask cluster's workers have theirs once
+    started, so those go at once; Ray's stay while Ray runs, since its client may read them again.
+    """
+    before = dict(os.environ)
+    try:
+        with chunk_runner(runner) as started:
+            if runner.task_runner == "dask" and not runner.cluster_address:
+                _restore_environment(before)
+            yield started
+    finally:
+        _restore_environment(before)
+
+
+def _restore_environment(before: dict[str, str]) -> None:
+    for name in os.environ.keys() - before.keys():
+        del os.environ[name]
+    for name, value in before.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def ray_gpus_per_task(runner: RunnerSettings) -> float:

@@ -7,6 +7,7 @@ kernels add in another order than the flow process's two threads).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,11 @@ def test_a_cluster_run_leaves_the_same_tables_as_the_single_process_run(
 ) -> None:
     folder, reference, reference_rows = single_process_run
     params = tiny_params(folder, tmp_path / "data", tiny_yolo, tiny_clip, chunk_size=3, task_runner=runner, workers=2)
+    environment = dict(os.environ)
     state = index_coco(**params.flat(), return_state=True)
+    # The cluster's workers got their settings (a Dask nanny writes OMP_NUM_THREADS=1 and more into
+    # the process starting it); this process, and what it starts later, did not keep them.
+    assert dict(os.environ) == environment, {k: v for k, v in os.environ.items() if environment.get(k) != v}
     report: IndexReport = state.result()
 
     assert (report.images_new, report.crops, report.embeddings) == (

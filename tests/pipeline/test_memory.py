@@ -34,8 +34,8 @@ print(before, rss_mb(), given_back)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads RSS from /proc")
 def test_the_free_pages_between_live_blocks_go_back_to_the_system() -> None:
-    # glibc's defaults: a Dask nanny started earlier in this process sets MALLOC_TRIM_THRESHOLD_ in
-    # os.environ (Dask's own answer to these holes), which would leave none to give back.
+    # glibc's defaults: a MALLOC_TRIM_THRESHOLD_ in the environment (Dask's nannies set one for their
+    # workers, the answer Dask gives these holes) would leave none to give back.
     defaults = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
     done = subprocess.run(
         [sys.executable, "-c", _HOLES_THEN_TRIM], cwd=REPO, env=defaults, capture_output=True, text=True, check=True
