@@ -102,6 +102,18 @@ def encoded_jpeg(picture: Image.Image) -> bytes:
     return encoded.getvalue()
 
 
+def decoded_crop_jpeg(data: bytes) -> Image.Image:
+    """A crop's JPEG bytes, as `encoded_jpeg` made them, decoded to the RGB picture its file shows.
+
+    Only for those bytes: made here from an RGB picture, they need none of `decode_rgb`'s care
+    for files from outside (format probing, pixel limits, orientation, other modes), which cost
+    more than a third of the decode of a photo's eight crops (2.6 ms against 1.9).
+    """
+    picture = Image.open(io.BytesIO(data), formats=("JPEG",))
+    picture.load()
+    return picture
+
+
 def encoded_crops(
     parent: Image.Image, crops: Sequence[CropRecord], root: str, padding: float
 ) -> list[tuple[CropRecord, bytes]]:

@@ -23,7 +23,7 @@ from PIL import Image
 from components.models.detector import Detection, Detector, load_detector
 from components.models.embedder import Embedder, EmbeddingSteps, image_embedding_steps, load_embedder
 from components.pipeline.crop_writer import CropFileWriter
-from components.pipeline.crops import caption_for, crops_root, encoded_crops, to_crop_records
+from components.pipeline.crops import caption_for, crops_root, decoded_crop_jpeg, encoded_crops, to_crop_records
 from components.pipeline.images import ImageDecodeError, decode_rgb, read_as_registered
 from components.pipeline.memory import give_back_freed_memory
 from components.pipeline.prefetch import mapped_ahead, prefetched
@@ -198,7 +198,7 @@ def model_stage(
             own = [(crop, data) for crop, data in encoded if detection.embeds_crop(crop.area_fraction)]
             unembedded.extend(crop for crop, _ in encoded if not detection.embeds_crop(crop.area_fraction))
             embeddable = [(found.record, classes), *((crop, [crop.class_name]) for crop, _ in own)]
-            pictures = [found.pixels, *(decode_rgb(io.BytesIO(data)) for _, data in own)]
+            pictures = [found.pixels, *(decoded_crop_jpeg(data) for _, data in own)]
             return embeddable, steps.prepare(pictures)
 
         groups = mapped_ahead(prepared, detected, threads)

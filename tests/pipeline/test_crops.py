@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,17 @@ from components.pipeline.crops import (
     caption_for,
     crop_id_for,
     crop_path,
+    decoded_crop_jpeg,
     encoded_jpeg,
     materialize_crops,
     padded_box,
     to_crop_records,
 )
+from components.pipeline.images import decode_rgb
 from components.store.objects import ObjectFiles
 from schemas.records import ImageRecord
 from schemas.settings import DetectionSettings
+from tests.conftest import ultralytics_assets
 
 PARENT = ImageRecord(image_id="ab" * 32, uri="/x.jpg", source="t", width=200, height=100, num_bytes=1)
 
@@ -72,6 +76,16 @@ def test_materialize_cuts_all_crops_from_one_decode_and_names_files_by_id(tmp_pa
     assert red.size == (40, 40)
     assert np.asarray(red)[..., 0].mean() > 200
     assert not list((tmp_path / "crops").rglob("*.tmp"))
+
+
+def test_a_crops_jpeg_decodes_to_the_very_pixels_its_file_shows() -> None:
+    """The embedder's fast decode of a crop's own bytes gives what the general decode gives (one kind of vector)."""
+    parent = decode_rgb(next(path for path in ultralytics_assets() if path.name == "bus.jpg"))
+    for box in ((0, 0, 17, 300), (100, 200, 640, 811), (5, 5, 6, 6)):
+        data = encoded_jpeg(parent.crop(box))
+        fast, general = decoded_crop_jpeg(data), decode_rgb(io.BytesIO(data))
+        assert (fast.mode, fast.size) == ("RGB", general.size)
+        assert np.array_equal(np.asarray(fast), np.asarray(general))
 
 
 def test_caption_counts_classes() -> None:
