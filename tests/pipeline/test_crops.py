@@ -13,9 +13,9 @@ from components.models.detector import Detection
 from components.pipeline.crops import (
     caption_for,
     crop_id_for,
+    crop_jpegs,
     crop_path,
     decoded_crop_jpeg,
-    encoded_jpeg,
     materialize_crops,
     padded_box,
     to_crop_records,
@@ -78,14 +78,33 @@ def test_materialize_cuts_all_crops_from_one_decode_and_names_files_by_id(tmp_pa
     assert not list((tmp_path / "crops").rglob("*.tmp"))
 
 
+def _bus() -> Image.Image:
+    return decode_rgb(next(path for path in ultralytics_assets() if path.name == "bus.jpg"))
+
+
+# Rectangles of the 810 x 1080 bus photo (left, top, right, bottom): a tall strip, a large block, one pixel.
+_BOXES = [(0, 0, 17, 300), (100, 200, 640, 811), (5, 5, 6, 6)]
+
+
+def test_crop_files_hold_the_bytes_pillow_wrote_at_the_same_quality() -> None:
+    """Crops encoded now (OpenCV) are those encoded before (Pillow): one kind of file and of vector in an index."""
+    parent = _bus()
+    for box, data in zip(_BOXES, crop_jpegs(parent, _BOXES), strict=True):
+        by_pillow = io.BytesIO()
+        parent.crop(box).save(by_pillow, format="JPEG", quality=92)
+        assert data == by_pillow.getvalue(), box
+
+
 def test_a_crops_jpeg_decodes_to_the_very_pixels_its_file_shows() -> None:
-    """The embedder's fast decode of a crop's own bytes gives what the general decode gives (one kind of vector)."""
-    parent = decode_rgb(next(path for path in ultralytics_assets() if path.name == "bus.jpg"))
-    for box in ((0, 0, 17, 300), (100, 200, 640, 811), (5, 5, 6, 6)):
-        data = encoded_jpeg(parent.crop(box))
+    """The embedder's fast decode of a crop's own bytes gives what the general decode gives, the box's pixels."""
+    parent = _bus()
+    for box, data in zip(_BOXES, crop_jpegs(parent, _BOXES), strict=True):
         fast, general = decoded_crop_jpeg(data), decode_rgb(io.BytesIO(data))
-        assert (fast.mode, fast.size) == ("RGB", general.size)
+        assert (fast.mode, fast.size) == ("RGB", (box[2] - box[0], box[3] - box[1]))
         assert np.array_equal(np.asarray(fast), np.asarray(general))
+        # JPEG at quality 92 moves a pixel by 1-1.5 levels on average here; a wrong cut or channel order by tens.
+        cut = np.asarray(parent.crop(box)).astype(int)
+        assert np.abs(np.asarray(fast).astype(int) - cut).mean() < 3, box
 
 
 def test_caption_counts_classes() -> None:
@@ -113,7 +132,7 @@ def test_a_crop_write_killed_midway_leaves_no_file_that_looks_complete(
         raise KeyboardInterrupt("killed mid-write")
 
     target = tmp_path / "crops" / "ab" / "abcdef.jpg"
-    picture = encoded_jpeg(Image.new("RGB", (8, 8)))
+    picture = crop_jpegs(Image.new("RGB", (8, 8)), [(0, 0, 8, 8)])[0]
     monkeypatch.setattr(objects.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         ObjectFiles().write_bytes(str(target), picture)
