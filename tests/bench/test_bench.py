@@ -87,6 +87,8 @@ def test_quick_benchmark_prints_every_figure_with_its_target(tmp_path: Path) -> 
     # The free models' runs: the first did the work, the re-run found none, and both were timed.
     per_photo = figures["overhead"]["per_photo"]
     assert per_photo["photos"] == 40 and per_photo["first_seconds"] > per_photo["rerun_seconds"] > 0
+    assert per_photo["crop_files"] == 40 * 8 and per_photo["crop_files_ms"] > 0  # the disk's part, timed apart
+    assert "of which creating a photo's 8 crop files on this disk" in table
     run_cost = figures["overhead"]["run_cost"]
     assert all(run_cost[key] > 0 for key in ("rerun_seconds", "query_seconds", "rerun_alone_seconds"))
     assert run_cost["first_seconds"] > run_cost["rerun_seconds"]  # the first started the host; the rest reused it
