@@ -3,8 +3,8 @@
     python -m bench.publish                       # docs/bench/*.json -> docs/performance.md
     python -m bench.publish --figures DIR --out FILE
 
-Each benchmark (`perf`, `scale`, `precision`) gets the table of its newest JSON file, headed by the
-date, the commit and the machine it ran on. To publish a new run, copy its JSON into docs/bench/
+Each benchmark (`perf`, `scale`, `precision`) gets the table of its newest JSON file on each kind of
+CPU it ran on, headed by the date, the commit and the machine. To publish a new run, copy its JSON into docs/bench/
 and run this; older files stay beside it as the record of earlier runs.
 """
 
@@ -84,13 +84,20 @@ BENCHMARKS = {
 PUBLISHED_ELSEWHERE = {"reliability"}  # docs/reliability.md, written by `python -m bench.reliability`
 
 
-def newest_figures(folder: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """benchmark -> (file, figures) of the newest JSON file of each benchmark in `folder`."""
-    found: dict[str, tuple[Path, dict[str, Any]]] = {}
+def newest_figures(folder: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+    """benchmark -> (file, figures) of its newest JSON file in `folder` on each kind of CPU, newest first.
+
+    One table per CPU kind: a target met with AMX can be out of reach where fp32 is the fastest
+    precision, and the newest run on one kind must not hide the other's.
+    """
+    newest: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
     for path in sorted(folder.glob("*.json")):  # file names end in a UTC time stamp: sorted is oldest first
         figures = json.loads(path.read_text())
         name = figures.get("benchmark") or path.name.split("-")[0]
-        found[name] = (path, figures)
+        newest[(name, figures["machine"].get("cpu_features", ""))] = (path, figures)
+    found: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for (name, _), run in sorted(newest.items(), key=lambda item: item[1][0].name, reverse=True):
+        found.setdefault(name, []).append(run)
     return found
 
 
@@ -103,9 +110,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def section(name: str, path: Path, figures: dict[str, Any]) -> str:
+def section(name: str, path: Path, figures: dict[str, Any], on_several_cpus: bool = False) -> str:
     title, what = BENCHMARKS.get(name, (name, ""))
     facts = figures["machine"]
+    if on_several_cpus:
+        title = f"{title}, on {facts['cpu_features']}"
     when = facts.get("measured_at", "date not recorded")
     commit = facts.get("commit", "commit not recorded")
     return "\n".join(
@@ -140,7 +149,7 @@ into `.bundle/site.tar.xz`, and `bash bench/device/run.sh --precision fp16 --det
 indexes 300 photos and the loop 30, 3 rounds, and the target is 10x the loop.
 
 The knobs: `--precision` (auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, AMX or AVX-512
-BF16, and fp32 on CPUs with AVX2 alone, where PyTorch emulates bf16), `--detect-batch-size`,
+BF16, and fp32 on CPUs without, AVX2 or AVX-512 alone, where PyTorch emulates bf16), `--detect-batch-size`,
 `--embed-batch-size`, `--decode-threads` (threads that read, decode, cut and prepare pictures beside
 the models; default one per core, at most 8) and `--vector-index-min-rows` (when the ANN index is
 built). On CPUs with bf16, CLIP's linear layers run on weights packed once for oneDNN
@@ -160,7 +169,7 @@ def render_page(found: dict[str, tuple[Path, dict[str, Any]]]) -> str:
     ]
     shown = set(found) - PUBLISHED_ELSEWHERE
     order = [name for name in BENCHMARKS if name in shown] + sorted(shown - set(BENCHMARKS))
-    parts += [section(name, *found[name]) for name in order]
+    parts += [section(name, *run, on_several_cpus=len(found[name]) > 1) for name in order for run in found[name]]
     parts.append(HOW_TO)
     return "\n".join(parts).rstrip() + "\n"
 
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if not found:
         parser.error(f"no benchmark JSON in {args.figures}")
     args.out.write_text(render_page(found))
-    print(f"wrote {args.out} from {', '.join(path.name for path, _ in found.values())}")
+    print(f"wrote {args.out} from {', '.join(path.name for runs in found.values() for path, _ in runs)}")
     return 0
 
 

@@ -98,8 +98,9 @@ def pick_precision(requested: str, device: str, cpu: CpuFeatures | None = None) 
 
     On a CPU the choice follows what was measured on each kind of machine (yolov10x at 640x480 and
     CLIP ViT-B/32 on 32 pictures, 2 threads): with AMX or AVX-512 BF16, bf16 beat fp32 for both
-    models; with AVX2 alone PyTorch emulates bf16 and fp32 won (`python -m bench.precision` measures
-    it on the machine at hand). `cpu` defaults to this machine's; tests pass others.
+    models; with AVX2 alone, or AVX-512 without BF16, PyTorch emulates bf16 and fp32 won (2.6-3.2x
+    on an Intel Xeon with AVX-512 alone; `python -m bench.precision` measures it on the machine at
+    hand). `cpu` defaults to this machine's; tests pass others.
     """
     if requested in ("fp32", "bf16", "fp16"):
         return requested  # type: ignore[return-value]
