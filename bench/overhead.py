@@ -87,7 +87,7 @@ def measure_per_photo(plan: Plan) -> dict[str, Any]:
     rerun, again = run_flow(params)
     assert report.crops == 8 * count and again.images_new == 0, "the free models' runs did not index as planned"
     crop_files = sorted(Path(params.resolved_crops_uri).glob("*/*.jpg"))
-    files = _file_seconds(crop_files, work / "data" / "file-copies")
+    crop_files_seconds = _file_seconds(crop_files, work / "data" / "file-copies")
     return {
         "photos": count,
         "first_seconds": first,
@@ -96,7 +96,7 @@ def measure_per_photo(plan: Plan) -> dict[str, Any]:
         "per_photo_ms": 1000 * (first - rerun) / count,
         "decode_ms": 1000 * decode / count,
         "crop_files": len(crop_files),
-        "crop_files_ms": 1000 * files / count,
+        "crop_files_ms": 1000 * crop_files_seconds / count,
         "seconds_per_stage": report.seconds_per_stage,
     }
 

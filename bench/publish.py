@@ -4,8 +4,8 @@
     python -m bench.publish --figures DIR --out FILE
 
 Each benchmark (`perf`, `scale`, `precision`) gets the table of its newest JSON file on each kind of
-CPU it ran on, headed by the date, the commit and the machine. To publish a new run, copy its JSON into docs/bench/
-and run this; older files stay beside it as the record of earlier runs.
+CPU it ran on, headed by the date, the commit and the machine. To publish a new run, copy its JSON
+into docs/bench/ and run this; older files stay beside it as the record of earlier runs.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ built). On CPUs with bf16, CLIP's linear layers run on weights packed once for o
 """
 
 
-def render_page(found: dict[str, tuple[Path, dict[str, Any]]]) -> str:
+def render_page(found: dict[str, list[tuple[Path, dict[str, Any]]]]) -> str:
     parts = [
         "# Performance",
         "",
