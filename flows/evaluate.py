@@ -52,11 +52,16 @@ def indexed_file_names(db_uri: str, source_name: str) -> set[str]:
 
 @task(cache_policy=NO_CACHE)
 def score_index(
-    db_uri: str, embedder: str, device: str, queries: list[metrics.EvalQuery], setting: str
+    db_uri: str,
+    embedder: str,
+    device: str,
+    queries: list[metrics.EvalQuery],
+    setting: str,
+    model_roots: list[Path] | None = None,
 ) -> metrics.EvalResult:
     """Score one embedder's vectors of an index (an index may hold several, each searched alone)."""
     store = StoreReader(db_uri, embedder_id=model_id(embedder))
-    rank = metrics.rank_with_index(store, load_embedder(embedder, device), queries, MAX_K)
+    rank = metrics.rank_with_index(store, load_embedder(embedder, device, model_roots=model_roots), queries, MAX_K)
     return metrics.evaluate_rankings(setting, queries, rank)
 
 
@@ -121,7 +126,8 @@ def evaluate(**fields: Any) -> EvalSummary:
                 logger.info("%d images indexed, %d queries", len(names), len(queries))
             for embedder in params.resolved_embedders:
                 named = f"{setting}, embedder {Path(embedder).name}" if len(params.resolved_embedders) > 1 else setting
-                results.append(score_index(db_uri, embedder, params.device, quote(queries), named))
+                model_roots = None if policy is None else policy.model_roots
+                results.append(score_index(db_uri, embedder, params.device, quote(queries), named, model_roots))
 
     title = f"Retrieval quality: {name}"
     notes = [

@@ -140,6 +140,9 @@ class ChunkConfig(BaseModel):
     batching: BatchSettings
     crops_uri: str
     object_store: ObjectStoreSettings
+    model_roots: list[Path] | None = Field(
+        None, description="a deployed run's model roots: local models open only inside them (None: anywhere)"
+    )
 
 
 class QueryParams(FlatParams):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from urllib3.util import parse_url
 
 # The worker's environment variable holding the policy as JSON (written by `cropsearch stack up`).
 POLICY_VARIABLE = "CROPSEARCH_POLICY"
@@ -92,8 +93,37 @@ class OperatorPolicy(BaseModel):
         return self
 
     def allows_host(self, url: str) -> bool:
-        host = (urlparse(url).hostname or "").lower()
+        """Whether `url` is unambiguous (`requested_host`) and its host is an allowed one or a subdomain of one."""
+        try:
+            host = requested_host(url)
+        except ValueError:
+            return False
         return any(host == allowed or host.endswith(f".{allowed}") for allowed in self.allowed_hosts)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"))
+
+
+def requested_host(url: str) -> str:
+    """The host a request for `url` connects to, lower-cased; ValueError for a URL parsers could read two ways.
+
+    The host that is checked must be the host that is connected to. requests parses with urllib3's
+    `parse_url`, and `urllib.parse` reads some URLs differently: for `http://127.0.0.1:9\\@github.com/x`
+    it says github.com, while requests connects to 127.0.0.1. So the host comes from urllib3's
+    parser, and a URL with a backslash, user info, whitespace or control characters, or one the two
+    parsers disagree on, is refused outright: no allowed download needs any of them.
+    """
+    if any(char == "\\" or char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+        raise ValueError("a backslash, whitespace or control character in a URL")
+    try:
+        parsed, split = parse_url(url), urlsplit(url)
+    except ValueError as error:  # urllib3's LocationParseError is a ValueError
+        raise ValueError(f"not a URL ({error})") from error
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError("only http:// and https:// URLs are fetched")
+    if parsed.auth is not None or "@" in split.netloc:
+        raise ValueError("user info (user@host) in a URL")
+    host = (parsed.host or "").lower().rstrip(".").strip("[]")
+    if not host or host != (split.hostname or "").lower().rstrip("."):
+        raise ValueError("a URL whose host is read differently by different parsers")
+    return host

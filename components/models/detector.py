@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -170,6 +171,11 @@ def _is_detect_head(model: Any) -> bool:
     return type(model.model[-1]).__name__ in {"Detect", "v10Detect"}
 
 
-def load_detector(spec: str, device: str = "auto", precision: str = "fp32") -> Detector:
-    """The detector a spec names, loaded once per process, device and precision (plug-ins choose their own)."""
-    return load_model("detector", spec, device, precision, YoloDetector)
+def load_detector(
+    spec: str, device: str = "auto", precision: str = "fp32", model_roots: Sequence[Path] | None = None
+) -> Detector:
+    """The detector a spec names, loaded once per process, device and precision (plug-ins choose their own).
+
+    `model_roots`: in a deployed run, the operator's folders a local spec must lie in (checked as it is opened).
+    """
+    return load_model("detector", spec, device, precision, YoloDetector, model_roots)

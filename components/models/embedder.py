@@ -140,6 +140,11 @@ def image_embedding_steps(embedder: Embedder) -> EmbeddingSteps:
     return EmbeddingSteps(list, _join_lists, embedder.embed_images)
 
 
-def load_embedder(spec: str, device: str = "auto", precision: str = "fp32") -> Embedder:
-    """The embedder a spec names, loaded once per process, device and precision (plug-ins choose their own)."""
-    return load_model("embedder", spec, device, precision, ClipEmbedder)
+def load_embedder(
+    spec: str, device: str = "auto", precision: str = "fp32", model_roots: Sequence[Path] | None = None
+) -> Embedder:
+    """The embedder a spec names, loaded once per process, device and precision (plug-ins choose their own).
+
+    `model_roots`: in a deployed run, the operator's folders a local spec must lie in (checked as it is opened).
+    """
+    return load_model("embedder", spec, device, precision, ClipEmbedder, model_roots)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlparse
@@ -22,6 +23,7 @@ from urllib.parse import urlparse
 from components.errors import ModelUnavailableError
 from components.models.devices import ComputePrecision, pick_device, pick_precision
 from components.models.plugins import is_plugin_spec, load_plugin
+from components.ops.access import AccessDenied, check_inside
 
 ModelRole = Literal["detector", "embedder"]
 T = TypeVar("T")
@@ -42,13 +44,21 @@ def load_once(key: tuple[str, ...], load: Callable[[], T]) -> T:
 
 
 def load_model(
-    kind: str, spec: str, device: str, precision: str, build: Callable[[str, str, ComputePrecision], T]
+    kind: str,
+    spec: str,
+    device: str,
+    precision: str,
+    build: Callable[[str, str, ComputePrecision], T],
+    model_roots: Sequence[Path] | None = None,
 ) -> T:
     """A detector or embedder, loaded at most once per process for its weights, device and precision.
 
     `build(spec, device, precision)` makes it from weights; a plug-in is made by its own factory
-    and chooses its own precision.
+    and chooses its own precision. With `model_roots` (a deployed run) the spec is checked again
+    here, when it is opened (`check_model_location`): files may have appeared since the run's start.
     """
+    if model_roots is not None:
+        check_model_location(spec, model_roots, kind)
     resolved = pick_device(device)
     if is_plugin_spec(spec):
         return load_once((kind, spec, resolved), lambda: load_plugin(spec, resolved))
@@ -87,6 +97,55 @@ def is_official_yolo_release(spec: str) -> bool:
     from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
 
     return spec in GITHUB_ASSETS_NAMES
+
+
+def local_model_path(spec: str) -> Path | None:
+    """The file or folder on this machine that loading `spec` opens; None where it comes from a hub or a package.
+
+    Hugging Face ids are `org/name` (one slash), ultralytics' releases a bare `.pt` name, its
+    bundled architectures a bare `.yaml` name; anything else, or anything that exists here (both
+    libraries open an existing local path before asking a hub), is a local path.
+    """
+    if is_plugin_spec(spec) or is_official_yolo_release(spec):
+        return None
+    path = Path(spec).expanduser()
+    if path.exists() or path.is_absolute() or spec.startswith((".", "~")) or "\\" in spec or spec.count("/") > 1:
+        return path
+    if spec.endswith((".yaml", ".yml")):
+        return None if _bundled_architecture(spec) else path
+    return path if spec.endswith(_WEIGHT_SUFFIXES) else None
+
+
+def _bundled_architecture(spec: str) -> bool:
+    """Whether ultralytics builds a bare `.yaml` name from its own package, and nothing here can shadow it.
+
+    ultralytics looks for `yolo11n.yaml` as `yolo11.yaml` (the scale letter dropped) and then as
+    given, each first in the working directory and only then in its package: a file of either name
+    here would be built instead (and building a YAML evaluates its `activation:` string).
+    """
+    if "/" in spec or "\\" in spec:
+        return False
+    from ultralytics.utils import ROOT
+
+    names = {re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", spec), spec}
+    if any(Path(name).exists() for name in names):
+        return False
+    return any(next((ROOT / "cfg").rglob(name), None) is not None for name in names)
+
+
+def check_model_location(spec: str, model_roots: Sequence[Path], parameter: str) -> None:
+    """A spec that opens a local file or folder must name an existing one inside a model root.
+
+    Loading weights (pickles) or building a model config (`.yaml`, whose `activation:` ultralytics
+    evaluates) runs what they hold, so they come from the operator's folders only, never from where
+    a run may write. Checked when a run starts and again when the model is opened.
+    """
+    path = local_model_path(spec)
+    if path is None:
+        return
+    resolved = check_inside(path, model_roots, what=parameter, use="load weights from")
+    if not resolved.exists():
+        raise AccessDenied(f"{parameter} {spec!r}: no such file or folder in the model roots")
 
 
 def portable_spec(spec: str) -> str:

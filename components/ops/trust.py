@@ -13,20 +13,22 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from components.models.loading import is_official_yolo_release
+from components.models.loading import check_model_location, is_official_yolo_release, local_model_path
 from components.models.plugins import is_plugin_spec
 from components.ops.access import AccessDenied, check_inside
 from schemas.flat import FlatParams
 from schemas.params import EvalParams, IndexParams, QueryParams
-from schemas.policy import FIXED_BY_DEPLOYMENT, OperatorPolicy
+from schemas.policy import FIXED_BY_DEPLOYMENT, OperatorPolicy, requested_host
 from schemas.settings import is_object_store_uri
 
 
 def check_model(spec: str | None, policy: OperatorPolicy, parameter: str) -> None:
-    """Weights load only from model roots; plug-ins never; hub ids only where the hub is an allowed host.
+    """Local models load only from model roots; plug-ins never; hub ids only where the hub is an allowed host.
 
-    `.pt` files are pickles and plug-ins are Python modules: loading either runs code. The same
-    check applies to a model named by a parameter and to one recorded in an index.
+    `.pt` files are pickles, model configs (`.yaml`) have ultralytics evaluate their `activation:`,
+    and plug-ins are Python modules: loading any of them runs code. The same check applies to a
+    model named by a parameter and to one recorded in an index, and the loaders repeat the location
+    check when they open the model (`check_model_location`), since a run may create files meanwhile.
     """
     if spec is None:
         return
@@ -34,11 +36,9 @@ def check_model(spec: str | None, policy: OperatorPolicy, parameter: str) -> Non
         raise AccessDenied(f"{parameter} {spec!r}: plug-ins run code and are refused in deployed runs")
     if is_official_yolo_release(spec):
         _check_host("https://github.com", policy, f"{parameter} {spec!r} (downloaded from github.com)")
-        return
-    path = Path(spec).expanduser()
-    if path.exists() or path.is_absolute() or spec.startswith((".", "~")) or spec.endswith((".pt", ".pth")):
-        check_inside(path, policy.model_roots, what=parameter, use="load weights from")
-    elif not spec.endswith((".yaml", ".yml")):  # a Hugging Face id; ultralytics' bundled .yaml builds from its package
+    elif local_model_path(spec) is not None:
+        check_model_location(spec, policy.model_roots, parameter)
+    elif not spec.endswith((".yaml", ".yml")):  # a Hugging Face id; a bare .yaml is one ultralytics bundles
         _check_host("https://huggingface.co", policy, f"{parameter} {spec!r} (a Hugging Face id)")
 
 
@@ -61,6 +61,10 @@ def check_download_url(url: str, policy: OperatorPolicy | None) -> None:
 
 
 def _check_host(url: str, policy: OperatorPolicy, what: str) -> None:
+    try:
+        requested_host(url)
+    except ValueError as error:
+        raise AccessDenied(f"{what}: refused, {error}") from error
     if not policy.allows_host(url):
         allowed = ", ".join(policy.allowed_hosts) or "none"
         raise AccessDenied(f"{what}: its host is not one deployed runs may reach ({allowed})")

@@ -17,8 +17,13 @@ from schemas.params import ChunkConfig, IndexParams
 from schemas.settings import is_object_store_uri
 
 
-def chunk_config(params: IndexParams, embedder_specs: Sequence[str]) -> ChunkConfig:
-    """The run's chunk settings for these embedders, with local paths made absolute for workers in other directories."""
+def chunk_config(
+    params: IndexParams, embedder_specs: Sequence[str], model_roots: Sequence[Path] | None = None
+) -> ChunkConfig:
+    """The run's chunk settings for these embedders, with local paths made absolute for workers in other directories.
+
+    `model_roots`: a deployed run's, where every worker checks its models again as it opens them.
+    """
     crops_uri = params.resolved_crops_uri
     if not is_object_store_uri(crops_uri):
         crops_uri = str(Path(crops_uri).expanduser().resolve())
@@ -31,6 +36,7 @@ def chunk_config(params: IndexParams, embedder_specs: Sequence[str]) -> ChunkCon
         batching=params.batching,
         crops_uri=crops_uri,
         object_store=params.object_store,
+        model_roots=None if model_roots is None else [Path(root).resolve() for root in model_roots],
     )
 
 

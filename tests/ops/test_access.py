@@ -36,3 +36,11 @@ def test_a_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
 def test_no_roots_means_nothing_is_readable(tmp_path: Path) -> None:
     with pytest.raises(AccessDenied, match="none configured"):
         check_inside(tmp_path / "a.jpg", [])
+
+
+def test_a_sibling_folder_whose_name_starts_like_the_root_is_outside(tmp_path: Path) -> None:
+    """`/data` does not hold `/data-private`: paths are compared by their parts, not as text."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data-private").mkdir()
+    with pytest.raises(AccessDenied):
+        check_inside(tmp_path / "data-private" / "a.jpg", [tmp_path / "data"])
