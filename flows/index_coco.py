@@ -113,7 +113,10 @@ def plan_stage(
 ) -> stages.IndexPlan:
     files, writer = ObjectFiles(params.object_store), _writer(params)
     source, whole_frame_area = params.resolved_source_name, params.detection.whole_frame_area
-    return stages.plan_stage(writer, images, signature, source, files, whole_frame_area, embedders, legacy_signatures)
+    crops_uri = params.resolved_crops_uri
+    return stages.plan_stage(
+        writer, images, signature, source, files, whole_frame_area, embedders, legacy_signatures, crops_uri
+    )
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -146,7 +149,7 @@ def write_stage(
     embedder_specs: dict[str, str],
 ) -> None:
     writer, files = _writer(params), ObjectFiles(params.object_store)
-    stages.write_stage(writer, images, crops, embeddings, signature, embedder_specs, files)
+    stages.write_stage(writer, images, crops, embeddings, signature, embedder_specs, files, params.resolved_crops_uri)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -243,7 +246,7 @@ def start_run(params: IndexParams, show_progress: bool, policy: OperatorPolicy |
     signature = signature_of(detector_id, params.detection)
     return IndexRun(
         params=params,
-        config=chunk_config(params, list(embedders.values())),
+        config=chunk_config(params, list(embedders.values()), None if policy is None else policy.model_roots),
         detector_id=detector_id,
         embedders=embedders,
         recorded=list(recorded),

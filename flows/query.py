@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 from prefect import flow, get_run_logger, task
@@ -25,12 +25,16 @@ from components.store.reader import StoreReader
 from flows import deployed
 from flows.parameters import split_fields, takes_fields_of
 from schemas.params import QueryInput, QueryParams
+from schemas.policy import OperatorPolicy
 from schemas.results import QueryHit, QueryResult
+from schemas.settings import is_object_store_uri
 
 
 @task(cache_policy=NO_CACHE)
-def embed_query(query_input: QueryInput, embedder: str, device: str, precision: str) -> list[float]:
-    model = load_embedder(embedder, device, precision)
+def embed_query(
+    query_input: QueryInput, embedder: str, device: str, precision: str, model_roots: list[Path] | None
+) -> list[float]:
+    model = load_embedder(embedder, device, precision, model_roots)
     if query_input.text is not None:
         return text_vector(model, query_input.text).tolist()
     return picture_vector(model, decode_rgb(query_input.image)).tolist()  # type: ignore[arg-type]
@@ -50,11 +54,19 @@ def search_page_link(search_page: str, text: str, params: QueryParams) -> str:
 
 @task(cache_policy=NO_CACHE)
 def publish(
-    description: str, hits: list[QueryHit], grid_dir: Path | None, params: QueryParams, link: str = ""
+    description: str,
+    hits: list[QueryHit],
+    grid_dir: Path | None,
+    params: QueryParams,
+    link: str = "",
+    readable_roots: list[str] | None = None,
 ) -> Path | None:
-    """The hits as artifacts a person can read in the UI: a table with thumbnails, and the grid picture."""
+    """The hits as artifacts a person can read in the UI: a table with thumbnails, and the grid picture.
+
+    Pictures are drawn only from inside `readable_roots` (a deployed run's folders, None: anywhere).
+    """
     grid_path = None
-    files = ObjectFiles(params.object_store)
+    files = ObjectFiles(params.object_store, readable_roots)
     if grid_dir is not None and hits:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         digest = hashlib.sha256(description.encode()).hexdigest()[:8]
@@ -69,6 +81,15 @@ def publish(
         report = f"{title}\n\n{link}{rest}"
     create_markdown_artifact(report, key="query-hits", description=f"{len(hits)} hits for {description}")
     return grid_path
+
+
+def readable_roots(policy: OperatorPolicy, params: QueryParams) -> list[str]:
+    """Where a deployed query may draw pictures from: the folders photos are indexed from and runs write to,
+    and, for a database on an object store (fixed by the deployment), its bucket, where its crops are kept."""
+    roots = [str(root.resolve()) for root in (*policy.source_roots, *policy.data_roots)]
+    if is_object_store_uri(params.resolved_db_uri):
+        roots.append(f"s3://{urlsplit(params.resolved_db_uri).netloc}")
+    return roots
 
 
 def describe(query_input: QueryInput) -> str:
@@ -88,13 +109,15 @@ def query(**fields: Any) -> QueryResult:
     vector = None
     if ranking != "text":  # words alone are searched without the model
         deployed.hold_model(embedder, policy, "embedder" if params.embedder else "embedder recorded in the index")
-        vector = embed_query(query_input, embedder, params.device, params.precision)
+        model_roots = None if policy is None else policy.model_roots
+        vector = embed_query(query_input, embedder, params.device, params.precision, model_roots)
     ranked = params.model_copy(update={"search": params.search.ranked_by(ranking)})
     hits = search(vector, query_input.text, ranked, embedder_id)
     grid_dir = params.data_dir.resolve() / "queries" if params.render else None
     page = policy.search_page if policy is not None else None
     link = search_page_link(page, query_input.text, params) if page and query_input.text is not None else ""
-    grid_path = publish(describe(query_input), quote(hits), grid_dir, params, link)
+    readable = None if policy is None else readable_roots(policy, params)
+    grid_path = publish(describe(query_input), quote(hits), grid_dir, params, link, readable)
     logger = get_run_logger()
     logger.info("%d hits for %s, ranked by %s search over %s", len(hits), describe(query_input), ranking, embedder_id)
     for row in hits_table(hits):

@@ -9,6 +9,7 @@ forward passes.
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -27,13 +28,14 @@ from components.pipeline.crops import caption_for, crops_root, decoded_crop_jpeg
 from components.pipeline.images import ImageDecodeError, decode_rgb, read_as_registered
 from components.pipeline.memory import give_back_freed_memory
 from components.pipeline.prefetch import mapped_ahead, prefetched
-from components.store.objects import ObjectFiles
+from components.store.objects import ObjectFiles, lies_under
 from components.store.writer import StoreWriter
 from schemas.params import ChunkConfig
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 from schemas.settings import WHOLE_FRAME_AREA_DEFAULT, DetectionSettings
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
@@ -58,6 +60,7 @@ def plan_stage(
     whole_frame_area: float = WHOLE_FRAME_AREA_DEFAULT,
     embedder_ids: Sequence[str] = (),
     legacy_signatures: Collection[str] = (),
+    crops_uri: str | None = None,
 ) -> IndexPlan:
     """Bring the store in line with the files and settings as they are now, and say which model work is left.
 
@@ -68,7 +71,8 @@ def plan_stage(
     carrying one of `legacy_signatures` (the index's embedders under the older signature) was
     detected with these settings: its signature is rewritten in place. Everything not detected
     with `signature` is to be detected (and embedded by every embedder); of the rest, each photo an
-    embedder of `embedder_ids` has no vector of is to be embedded by it, from its stored crops.
+    embedder of `embedder_ids` has no vector of is to be embedded by it, from its stored crops. The
+    removed crops' files are deleted where they lie under `crops_uri`, the crop store this run owns.
     """
     current_id_of = {record.uri: record.image_id for record in images}
     current_ids = set(current_id_of.values())
@@ -79,7 +83,7 @@ def plan_stage(
         for old_id in old_ids
         if old_id not in current_ids
     ]
-    _delete_files(store.remove_images(replaced), files)
+    _delete_files(store.remove_images(replaced), files, crops_uri)
     stored = store.images_by_id([record.image_id for record in images])
     legacy = [record for record in stored.values() if record.index_signature in legacy_signatures]
     stored |= {record.image_id: record.model_copy(update={"index_signature": signature}) for record in legacy}
@@ -138,9 +142,9 @@ def load_chunk_models(
 
     `embedder_ids` pair with `config.embedders`; without `detect` no detector is loaded (embedding stored crops).
     """
-    detector = load_detector(config.detector, config.device, config.precision) if detect else None
+    detector = load_detector(config.detector, config.device, config.precision, config.model_roots) if detect else None
     embedders = {
-        embedder_id: load_embedder(spec, config.device, config.precision)
+        embedder_id: load_embedder(spec, config.device, config.precision, config.model_roots)
         for embedder_id, spec in zip(embedder_ids, config.embedders, strict=True)
     }
     return ChunkModels(detector, detector_id, embedders)
@@ -344,6 +348,7 @@ def write_stage(
     index_signature: str,
     embedder_specs: Mapping[str, str],
     files: ObjectFiles | None = None,
+    crops_uri: str | None = None,
 ) -> None:
     """Upsert a finished chunk. Images go last: an image marked indexed always has its crops and their vectors
     of every embedder (every crop's but those covering at least `--whole-frame-area` of their photo)."""
@@ -355,7 +360,7 @@ def write_stage(
     # the next run's plan embeds them with it (a photo that has its own vector must have its crops').
     store.remove_vectors_of_images([record.image_id for record in done], keep_embedders=embedder_specs)
     stale = store.remove_crops_except([record.image_id for record in done], [crop.crop_id for crop in crops])
-    _delete_files(stale, files)
+    _delete_files(stale, files, crops_uri)
     crops_of = _crops_by_image(crops)
     now = datetime.now(UTC)
     store.upsert_images(
@@ -384,11 +389,20 @@ def write_vectors_stage(
         store.upsert_embeddings(records, embedder_id, embedder_specs[embedder_id])
 
 
-def _delete_files(uris: Sequence[str], files: ObjectFiles | None) -> None:
-    """Remove the crop files of rows the store just deleted."""
-    files = files or ObjectFiles()
+def _delete_files(uris: Sequence[str], files: ObjectFiles | None, crops_uri: str | None) -> None:
+    """Remove the crop files of rows the store just deleted, those under `crops_uri` alone (None: none).
+
+    The uris come from the database, which a run may not have written (a planted or unzipped one
+    can name any file): a file is deleted only where this run's own crop store holds it.
+    """
+    if crops_uri is None:
+        return
+    files, root = files or ObjectFiles(), crops_root(crops_uri)
     for uri in uris:
-        files.delete(uri)
+        if lies_under(uri, root):
+            files.delete(uri)
+        else:
+            logger.warning("left %s in place: a crop row named it, but it is outside the crop store %s", uri, root)
 
 
 def _crops_by_image(crops: Sequence[CropRecord]) -> dict[str, list[CropRecord]]:

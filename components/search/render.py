@@ -46,6 +46,9 @@ def hit_pictures(
     files = files or ObjectFiles()
     try:
         parent = decode_rgb(files.open(hit.image.uri))
+    except PermissionError:  # a row naming a file outside the run's folders (ObjectFiles.readable_roots)
+        refused = _fit(_placeholder("parent outside the run's folders"), side)[0]
+        return refused, refused
     except (ImageDecodeError, OSError):
         missing = _fit(_placeholder("parent image missing"), side)[0]
         return missing, missing

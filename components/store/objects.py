@@ -13,6 +13,7 @@ import errno
 import io
 import os
 import threading
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
@@ -25,10 +26,17 @@ from schemas.settings import ObjectStoreSettings, is_object_store_uri
 
 
 class ObjectFiles:
-    """Reads and writes files by URI with one set of object-store settings."""
+    """Reads and writes files by URI with one set of object-store settings.
 
-    def __init__(self, settings: ObjectStoreSettings | None = None) -> None:
+    `readable_roots` (a deployed run's folders and its crop store) bound what `open` reads: the
+    uris of pictures come from a database, and a planted row may name any file on the worker.
+    """
+
+    def __init__(
+        self, settings: ObjectStoreSettings | None = None, readable_roots: Sequence[str] | None = None
+    ) -> None:
         self.settings = settings or ObjectStoreSettings()
+        self.readable_roots = None if readable_roots is None else [str(root) for root in readable_roots]
 
     @cached_property
     def _s3(self) -> arrow_fs.S3FileSystem:
@@ -57,7 +65,14 @@ class ObjectFiles:
             stream.write(data)
 
     def open(self, uri: str) -> BinaryIO | Path:
-        """Something `PIL.Image.open` reads: the local path itself, or the object's bytes in memory."""
+        """Something `PIL.Image.open` reads: the local path itself, or the object's bytes in memory.
+
+        PermissionError for a uri outside `readable_roots` (a local one with its links followed, as reading does).
+        """
+        if self.readable_roots is not None:
+            target = uri if is_object_store_uri(uri) else str(Path(uri).expanduser().resolve())
+            if not any(lies_under(target, root) for root in self.readable_roots):
+                raise PermissionError(f"{uri} is outside the folders this run may read")
         if not is_object_store_uri(uri):
             return Path(uri)
         self.settings.check_endpoint()
@@ -75,6 +90,26 @@ class ObjectFiles:
         self.settings.check_endpoint()
         with contextlib.suppress(FileNotFoundError):
             self._s3.delete_file(self._s3_path(uri))
+
+
+def lies_under(uri: str, root: str) -> bool:
+    """Whether `uri` names a file inside the folder or object prefix `root`, read as a path, never as text.
+
+    A uri read from a database is data: a planted row may name `/etc/passwd`, `<root>/../x` or
+    another bucket. A local uri's folder is resolved (symlinks, `..`); the file itself is not
+    followed, so a link inside `root` is its own file. An object key may not hold `.` or `..`
+    segments, which some stores and clients normalise and others keep.
+    """
+    if is_object_store_uri(uri) != is_object_store_uri(root):
+        return False
+    if is_object_store_uri(uri):
+        prefix = root.rstrip("/") + "/"
+        return uri.startswith(prefix) and not {".", "..", ""} & set(uri[len(prefix) :].split("/"))
+    path = Path(uri).expanduser()
+    if path.name in ("", ".", ".."):
+        return False
+    candidate, folder = path.parent.resolve() / path.name, Path(root).expanduser().resolve()
+    return candidate != folder and candidate.is_relative_to(folder)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -17,6 +17,7 @@ from schemas.params import ChunkConfig
 from schemas.records import CropRecord, ImageRecord
 from schemas.settings import BatchSettings, DetectionSettings, ObjectStoreSettings
 from tests.plugins import ColourBlobDetector, CountingColourBlobDetector, MeanAndSpreadEmbedder, MeanColourEmbedder
+from tests.records import hex_id
 
 
 def picture(path: Path, box: tuple[int, int, int, int] | None, colour: tuple[int, int, int] = (230, 20, 20)) -> Path:
@@ -283,3 +284,72 @@ def test_clip_vectors_from_joined_batches_match_each_picture_embedded_alone(tmp_
         # fp32 on one CPU, the same pictures batched or alone: only the summation order differs, which
         # moves a unit vector's entries by ~1e-7; 1e-5 is a hundred times that, and far below any real change.
         assert np.allclose(record.vector, alone, atol=1e-5), key
+
+
+def planted_crop(parent_id: str, uri: str) -> CropRecord:
+    """A crop row that names any file: a database a run did not write (planted, unzipped) may hold one."""
+    return CropRecord(
+        crop_id=hex_id(parent_id + uri),
+        image_id=parent_id,
+        detector="blob",
+        class_id=0,
+        class_name="red",
+        confidence=0.9,
+        x1=1,
+        y1=1,
+        x2=5,
+        y2=5,
+        area_fraction=0.01,
+        uri=uri,
+    )
+
+
+def victims(folder: Path) -> list[Path]:
+    """Files a planted crop row names outside the crop store: directly, through `..`, and beside its name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / "secret.txt", folder / "crops-sibling" / "notes.txt"]
+    for file in files:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text("keep me")
+    return files
+
+
+def test_a_replaced_photos_crop_files_go_but_a_planted_rows_files_outside_the_crop_store_stay(
+    tmp_path: Path, store: StoreWriter
+) -> None:
+    """Issue 40, item 3: an index run deleted any file a crop row of a changed photo named."""
+    crops = tmp_path / "crops"
+    photo = picture(tmp_path / "photos/a.png", (10, 10, 40, 30))
+    images, _ = register_images([photo], "t")
+    index(store, images, crops)
+    (own,) = store.crops_of_images([images[0].image_id])[images[0].image_id]
+    secret, sibling = victims(tmp_path / "victim")
+    planted = [str(secret), f"{crops}/../victim/crops-sibling/notes.txt", str(sibling)]
+    store.upsert_crops([planted_crop(images[0].image_id, uri) for uri in planted])
+
+    picture(photo, (50, 20, 90, 60), colour=(20, 20, 230))  # the same path, new bytes: its old rows go
+    images, _ = register_images([photo], "t")
+    stages.plan_stage(store, images, "sig", "t", crops_uri=str(crops))
+    assert store.counts()["crops"] == 0
+    assert not Path(own.uri).exists()  # the run's own crop file went with its row
+    assert secret.read_text() == sibling.read_text() == "keep me"
+
+
+def test_a_reindexed_photos_stale_crop_rows_delete_only_files_in_the_crop_store(
+    tmp_path: Path, store: StoreWriter
+) -> None:
+    crops = tmp_path / "crops"
+    images, _ = register_images([picture(tmp_path / "photos/a.png", (10, 10, 40, 30))], "t")
+    work = blob_model_stage(images, crops, detect_batch_size=1, embed_batch_size=4)
+    stale_own = crops / "ab" / "stale.jpg"
+    stale_own.parent.mkdir(parents=True)
+    stale_own.write_bytes(b"an older crop of this photo")
+    (secret, _) = victims(tmp_path / "victim")
+    store.upsert_crops(
+        [planted_crop(images[0].image_id, str(stale_own)), planted_crop(images[0].image_id, str(secret))]
+    )
+    stages.write_stage(store, images, work.crops, work.embeddings, "sig", {"mean": "mean"}, crops_uri=str(crops))
+    assert not stale_own.exists() and secret.read_text() == "keep me"
+    assert [crop.uri for crop in store.crops_of_images([images[0].image_id])[images[0].image_id]] == [
+        crop.uri for crop in work.crops
+    ]
