@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 
-.PHONY: install index query test lint browser stack-up stack-down tiny-models bench bench-scale bench-reliability mutate clean
+.PHONY: install index query test lint browser stack-up stack-down tiny-models bench bench-scale bench-reliability mutants mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ bench-scale: install
 ## Kills in every stage, a Ray worker killed mid-chunk, the hostile-input corpus -> docs/reliability.md (~25 min).
 bench-reliability: install
 	$(TEST_ENV) $(BIN)/python -m bench.reliability $(ARGS)
+
+## The curated mutation check of the trust, policy, host, server and store code (bench/mutants/*.toml, ~10 min):
+## its score goes to docs/reliability.md; ARGS="-k host" runs one list's mutants without publishing.
+mutants: install
+	$(TEST_ENV) $(BIN)/python -m bench.mutation $(ARGS)
 
 ## Mutation testing of the store and the pipeline (pyproject's [tool.mutmut]; ~30 min on 2 cores, not in CI).
 ## ARGS picks mutants, e.g. ARGS='"components.pipeline.sources*"'; `mutmut results` lists the survivors.

@@ -23,7 +23,7 @@ from typing import Any
 from bench.cluster_fault import cluster_fault
 from bench.crash_loop import BETWEEN, NOT_KILLED, PROBLEMS, START_UP, WIND_DOWN, crash_loop, world_zip
 from bench.hostile import hostile_corpus
-from bench.report import machine, machine_header, write_figures
+from bench.report import machine, machine_header, publish_between_markers, write_figures
 from schemas.stages import INDEX_STAGES
 from tests.http_server import LocalHttpServer
 
@@ -132,14 +132,7 @@ def render(figures: dict[str, Any]) -> str:
 
 def publish(figures: dict[str, Any], document: Path) -> None:
     """Replace the report between the markers of `document` (appended, with its markers, the first time)."""
-    text = document.read_text()
-    block = f"{REPORT_START}\n{render(figures)}\n{REPORT_END}"
-    if REPORT_START in text and REPORT_END in text:
-        before, rest = text.split(REPORT_START, 1)
-        text = before + block + rest.split(REPORT_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## The reliability report\n\n" + block + "\n"
-    document.write_text(text)
+    publish_between_markers(document, REPORT_START, REPORT_END, "The reliability report", render(figures))
 
 
 def main() -> None:

@@ -83,6 +83,21 @@ def write_figures(work: Path, benchmark: str, figures: dict[str, Any], rows: lis
     return out
 
 
+def publish_between_markers(document: Path, start: str, end: str, heading: str, body: str) -> None:
+    """Replace what lies between the markers of `document` with `body` (appended under `heading` the first time).
+
+    A page's generated report lives between two markers: the figures stay in one place, the JSON.
+    """
+    text = document.read_text()
+    block = f"{start}\n{body}\n{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + f"\n\n## {heading}\n\n" + block + "\n"
+    document.write_text(text)
+
+
 def render(rows: list[Row]) -> str:
     marks = {True: "yes", False: "NO", None: ""}
     cells = [("measure", "value", "target", "met")] + [(r.measure, r.value, r.target, marks[r.met]) for r in rows]

@@ -7,10 +7,13 @@ types and checked through the Prefect client. Every process started here is stop
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +25,7 @@ import httpx
 import lancedb
 import pytest
 import yaml
+from PIL import Image
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flows import load_flow_from_entrypoint
 
@@ -252,6 +256,47 @@ class Hostile:
     weights_marker: Path
     runs: dict[str, UUID]
     creation_refused: dict[str, str]
+    victim: Path  # a file outside every root that a planted crop row names
+    requested_paths: list[str]  # what the tests' HTTP server was asked for
+
+
+def evil_zip(photo: Path) -> bytes:
+    """A zip of photos and a model config: a run that unzips it writes the config where a detector path can name it."""
+    from ultralytics.utils import ROOT
+
+    config = (ROOT / "cfg" / "models" / "11" / "yolo11.yaml").read_text()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.write(photo, "scene.jpg")
+        archive.writestr("evil.yaml", f"activation: __import__('os').system('touch /tmp/pwned')\n{config}")
+    return buffer.getvalue()
+
+
+def plant_deletes(folder: Path, photo: Path, victim: Path) -> None:
+    """A database a run may have written (or unzipped) holding an older version of `photo` whose crop row names
+    `victim`, a file outside every root: indexing `photo` removes those rows, and once deleted that file (issue 40)."""
+    from components.store.writer import StoreWriter
+    from tests.records import crop, image
+
+    store = StoreWriter(str(folder))
+    older = image("an older photo").model_copy(update={"uri": str(photo.resolve()), "source": photo.parent.name})
+    store.upsert_images([older])
+    store.upsert_crops([crop(older, "victim").model_copy(update={"uri": str(victim)})])
+
+
+def plant_picture(folder: Path, private: Path, tiny_clip: Path) -> None:
+    """A database whose one photo is `private`, outside every root, with a vector any query finds (issue 40, 4)."""
+    import numpy as np
+
+    from components.models.loading import model_id
+    from components.store.writer import StoreWriter
+    from tests.records import embedding, image
+
+    store, embedder_id = StoreWriter(str(folder)), model_id(str(tiny_clip))
+    shown = image("private").model_copy(update={"uri": str(private)})
+    vector = (np.ones(16, dtype=np.float32) / 4).tolist()  # a unit vector of the tiny CLIP's 16 dimensions
+    store.upsert_embeddings([embedding(shown, vector, embedder_id)], embedder_id, str(tiny_clip))
+    store.upsert_images([shown])
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +329,17 @@ def hostile(
         StoreWriter(str(planted)).upsert_embeddings([embedding(image("a"), [1, 0, 0], plugin)], plugin, plugin)
         private = tmp_path_factory.mktemp("private-photos")
         write_scene(private / "passport.jpg", 7)
+        Image.new("RGB", (64, 48), (0, 255, 0)).save(private / "green.jpg")
         common = {"data_dir": stack.data_root, "device": "cpu"}
+        # Issue 40: 1. a model config the run's own unzip writes; 3 and 4. a planted database's paths.
+        server.files["/evil.zip"] = zipped = evil_zip(private / "passport.jpg")
+        unzipped = stack.data_root / "sources" / f"evil-{hashlib.sha256(zipped).hexdigest()[:12]}"
+        victim = tmp_path_factory.mktemp("victim") / "keep-me.txt"
+        victim.write_text("keep me")
+        replaced = photos(stack.source_root / "replaced", range(40, 41)) / "scene-40.jpg"
+        planted_deletes, planted_picture = (stack.data_root / name / "lancedb" for name in ("deletes", "picture"))
+        plant_deletes(planted_deletes, replaced, victim)
+        plant_picture(planted_picture, private / "green.jpg", tiny_clip)
         runs = {
             "weights": stack.deployment_run(
                 "index-coco/adhoc", source=stack.source_root, detector=downloaded, **common
@@ -304,6 +359,26 @@ def hostile(
             "huge images": stack.deployment_run(
                 "index-coco/adhoc", source=stack.source_root, image_size=4096, embedder=tiny_clip, **common
             ),
+            "model config a run unzips": stack.deployment_run(
+                "index-coco/adhoc", source=server.url("/evil.zip"), detector=unzipped / "evil.yaml", **common
+            ),
+            # A JSON string: the prefect CLI reads a --param value as JSON, where a bare backslash is no escape.
+            "two parsers, two hosts": stack.deployment_run(
+                "index-coco/adhoc",
+                source=json.dumps(
+                    server.url("/x.zip").replace("127.0.0.1", "localhost", 1).replace("/x.zip", "\\@127.0.0.1/x.zip")
+                ),
+                **common,
+            ),
+            "planted crop paths": stack.deployment_run(
+                "index-coco/adhoc",
+                source=replaced.parent,
+                db_uri=planted_deletes,
+                **{**common, **models, "confidence": 0.0001},
+            ),
+            "planted picture paths": stack.deployment_run(
+                "query/adhoc", text="a cat", mode="vector", db_uri=planted_picture, **common
+            ),
         }
         for run_id in runs.values():
             stack.wait(run_id)
@@ -322,6 +397,8 @@ def hostile(
             weights_marker,
             runs,
             {name: done.stdout + done.stderr for name, done in creation_refused.items() if done.returncode != 0},
+            victim,
+            [request["path"] for request in server.requests],
         )
     finally:
         server.close()
@@ -337,6 +414,8 @@ def hostile(
         ("other host", "its host is not one deployed runs may reach"),
         ("no writer limit", "writer_limit: fixed by the deployment"),
         ("huge images", "image_size 4096 is over what deployed runs may ask for (1280)"),
+        ("model config a run unzips", "evil.yaml' is outside the folders deployed runs may load weights from"),
+        ("two parsers, two hosts", "refused, a backslash, whitespace or control character in a URL"),
     ],
 )
 def test_a_deployed_run_may_not_leave_the_operators_policy(
@@ -353,6 +432,27 @@ def test_downloaded_weights_and_recorded_plug_ins_never_run(hostile: Hostile) ->
 
     assert hostile.downloaded_weights.is_file()  # the download happened: only the loading is refused
     assert not hostile.weights_marker.exists() and not PLUGIN_RAN_MARKER.exists()
+
+
+def test_a_url_read_two_ways_is_never_requested(hostile: Hostile) -> None:
+    """Issue 40, item 2: urllib.parse read github.com where requests connected to localhost; nothing was asked now."""
+    assert not [path for path in hostile.requested_paths if "@" in path or "%5C" in path], hostile.requested_paths
+
+
+def test_a_planted_databases_paths_neither_delete_nor_show_files_outside_the_roots(
+    stack: Stack, hostile: Hostile
+) -> None:
+    """Issue 40, items 3 and 4: a replaced photo's crop rows deleted any file they named; a query drew any picture."""
+    from tests.store.test_objects import greenest_picture
+
+    indexed = stack.wait(hostile.runs["planted crop paths"])
+    assert indexed.state is not None and indexed.state.is_completed(), stack.run_logs(indexed.id)
+    assert hostile.victim.read_text() == "keep me"
+    queried = stack.wait(hostile.runs["planted picture paths"])
+    assert queried.state is not None and queried.state.is_completed(), stack.run_logs(queried.id)
+    report = stack.artifacts(queried.id)["query-hits"].data  # type: ignore[attr-defined]
+    assert "green.jpg" in report  # the planted row was the hit: only its picture stayed out
+    assert greenest_picture(report) < 100
 
 
 def test_runs_with_unknown_parameters_or_job_variables_are_refused_when_created(hostile: Hostile) -> None:
