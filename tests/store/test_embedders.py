@@ -123,3 +123,15 @@ def test_a_photo_an_embedder_has_not_reached_yet_is_not_taken_for_one_lacking_a_
     assert writer.images_with_crops_lacking_vectors(0.9) == set()  # b is m2's to embed, a is whole
     writer._open(added_vector_table("m2")).delete(f"id = '{big_a.crop_id}'")
     assert writer.images_with_crops_lacking_vectors(0.9) == {a.image_id}
+
+
+def test_an_embedder_dropped_and_added_again_gets_a_new_table_at_its_new_width(writer: StoreWriter) -> None:
+    """The writer keeps table handles; one kept past its table's drop pointed at deleted files (LanceError: Not found),
+    so the embedder could never come back, in that process, under the table name its id hashes to."""
+    a, b = two_embedders(writer)
+    assert writer.drop_embedder("m2") == 3
+    writer.upsert_embeddings([embedding(a, [1, 0, 0, 0, 0], "m2"), embedding(b, [0, 1, 0, 0, 0], "m2")], "m2")
+    expected = {"m1": (3, 3), "m2": (5, 2)}  # embedder -> (width, vectors): m2's old 4-d rows are gone
+    assert {held.embedder: (held.dim, held.vectors) for held in writer.indexed_embedders()} == expected
+    assert {held.embedder: (held.dim, held.vectors) for held in StoreWriter(writer.uri).indexed_embedders()} == expected
+    assert writer.vector_tables()["m2"] == added_vector_table("m2")

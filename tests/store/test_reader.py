@@ -120,3 +120,46 @@ def test_tables_made_before_the_record_column_are_read_and_written_column_by_col
 def test_searching_an_empty_database_says_to_index_first(reader: StoreReader) -> None:
     with pytest.raises(StoreMismatchError, match="run `cropsearch index` first"):
         reader.search(np.array([1, 0, 0]), "", 5)
+
+
+# Names that close a literal, hold quotes already doubled or several quotes, or a backslash: sql_string must
+# double every quote, not the first only, and change nothing else.
+QUOTED_NAMES = (
+    "it's",
+    "o'neil's 'cat'",
+    "x' OR 1=1 --",
+    "''",
+    "a'' OR ''='",
+    "back\\slash'",
+    "'); DROP TABLE crops; --",
+)
+
+
+def test_class_names_and_sources_holding_quotes_filter_exactly_their_own_rows(
+    writer: StoreWriter, reader: StoreReader
+) -> None:
+    parent = image("a")
+    children = {name: crop(parent, f"c{number}", name) for number, name in enumerate(QUOTED_NAMES)}
+    writer.upsert_embeddings([embedding(child, [1, 0, 0]) for child in children.values()], "m1")
+    query = np.array([1, 0, 0], dtype=np.float32)
+    for name, child in children.items():
+        found = reader.search(query, search_filter("crop", [name], 0.0, 0.0), 10)
+        assert [row["id"] for row in found] == [child.crop_id], name
+    assert len(reader.search(query, search_filter("crop", list(QUOTED_NAMES), 0.0, 0.0), 10)) == len(QUOTED_NAMES)
+    assert reader.search(query, search_filter("crop", ["it"], 0.0, 0.0), 10) == []
+
+    photos = [image(name).model_copy(update={"source": name}) for name in QUOTED_NAMES]
+    writer.upsert_images(photos)
+    for photo in photos:  # a source reaches its filter the same way
+        assert writer.image_ids_by_uri(photo.source) == {photo.uri: [photo.image_id]}, photo.source
+
+
+def test_the_minimum_confidence_and_area_keep_a_row_exactly_at_them(writer: StoreWriter, reader: StoreReader) -> None:
+    """Both are minimums ("at least"): the row at the value is in, the one just under it out."""
+    parent = image("a")
+    at = crop(parent, "at", confidence=0.5).model_copy(update={"area_fraction": 0.25})
+    under = crop(parent, "under", confidence=0.4999).model_copy(update={"area_fraction": 0.2499})
+    writer.upsert_embeddings([embedding(at, [1, 0, 0]), embedding(under, [1, 0, 0])], "m1")
+    query = np.array([1, 0, 0], dtype=np.float32)
+    assert [row["id"] for row in reader.search(query, search_filter("crop", [], 0.5, 0.0), 10)] == [at.crop_id]
+    assert [row["id"] for row in reader.search(query, search_filter("crop", [], 0.0, 0.25), 10)] == [at.crop_id]

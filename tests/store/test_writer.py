@@ -189,3 +189,37 @@ def test_a_table_a_kill_left_before_its_first_commit_is_made_anew(tmp_path: Path
     writer.upsert_images([parent])
     assert writer.counts() == {"images": 1, "crops": 1, "embeddings": 0}
     assert StoreWriter(str(tmp_path / "db")).images_by_id([parent.image_id]) == {parent.image_id: parent}
+
+
+def test_each_crop_is_a_row_of_its_own_however_many_its_photo_has(writer: StoreWriter) -> None:
+    """Crops are upserted on their own id: on their photo's, a photo's crops would collapse or overwrite each other."""
+    parent = image("a")
+    children = [crop(parent, f"c{number}") for number in range(3)]
+    ids = [child.crop_id for child in children]
+    for _ in range(2):
+        writer.upsert_crops(children)
+    assert writer.counts()["crops"] == 3
+    assert writer.crops_by_id(ids) == {child.crop_id: child for child in children}
+    changed = children[0].model_copy(update={"uri": "/crops/again.jpg"})
+    writer.upsert_crops([changed])  # one crop written again alone: its siblings stay as they were
+    assert writer.crops_by_id(ids) == {child.crop_id: child for child in [changed, *children[1:]]}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a" * 64 + "' OR 1=1 --",  # a whole id, then SQL: the check must hold to the end of the string
+        "a" * 16 + "') OR ('1'='1",
+        "A" * 64,  # sha256 hex is lowercase
+        "a" * 15,
+        "a" * 65,
+        "",
+    ],
+)
+def test_only_whole_lowercase_hex_ids_reach_a_filter(writer: StoreWriter, bad: str) -> None:
+    writer.upsert_images([image("a")])
+    with pytest.raises(ValueError, match="not a cropsearch id"):
+        writer.images_by_id([image("a").image_id, bad])
+    with pytest.raises(ValueError, match="not a cropsearch id"):
+        writer.remove_images([bad])
+    assert writer.counts()["images"] == 1
