@@ -24,7 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from components.errors import CropsearchError, StoreMismatchError, TextIndexMissing
-from components.pipeline.images import ImageDecodeError, decode_rgb
+from components.pipeline.images import ImageDecodeError, ImageTooLarge, decode_rgb
+from components.serve.hosts import HostCheck
 from components.serve.pictures import PictureMissing, Pictures, check_size
 from components.serve.searcher import Searcher, UnknownId, is_record_id
 from components.store.objects import ObjectFiles
@@ -114,15 +115,19 @@ def parse_box(value: str | None) -> list[float] | None:
         raise ApiError(400, "box", f"box: give x1,y1,x2,y2 in the photo's pixels, got {value!r}") from error
 
 
-def _decoded_upload(data: bytes, limit: int) -> Image.Image:
+def _decoded_upload(data: bytes, limit: int, max_decoded_bytes: int, name: str | None) -> Image.Image:
     if not data:
         raise ApiError(400, "image", "image: the uploaded file is empty")
     if len(data) > limit:
         raise ApiError(413, "image", f"image: {len(data):,} bytes is over the upload limit of {limit:,}")
+    named = f"image: {name!r}" if name else "image"
     try:
-        return decode_rgb(io.BytesIO(data))
+        # The cap is checked from the header: a small file of many pixels is refused before it costs memory.
+        return decode_rgb(io.BytesIO(data), max_decoded_bytes)
+    except ImageTooLarge as error:
+        raise ApiError(413, "image", f"{named}: {error}") from error
     except ImageDecodeError as error:
-        raise ApiError(400, "image", f"image: {error}") from error
+        raise ApiError(400, "image", f"{named}: {error}") from error
 
 
 # What the searcher's errors mean to a client; the most specific class of an error decides.
@@ -150,22 +155,37 @@ def _authorized(request: Request, token: str) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
 
 
+def _with_policy(response: Response) -> Response:
+    """Every answer, refusals too: a page may run only this server's own files, and no type is sniffed."""
+    response.headers["Content-Security-Policy"] = _CONTENT_SECURITY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _misdirected() -> JSONResponse:
+    """421: the request was sent to a name that is not this server's (as DNS rebinding sends it)."""
+    error = "this server does not answer to that Host name; its operator can add it (--allowed-hosts)"
+    return JSONResponse({"error": error, "field": "host"}, status_code=421)
+
+
 def create_app(searcher: Searcher, params: ServeParams) -> FastAPI:
-    """The server's app over one searcher; `params` give the token and the upload limit."""
+    """The server's app over one searcher; `params` give its names, the token and the upload limits."""
     app = FastAPI(title="cropsearch", docs_url=None, redoc_url=None, openapi_url=None)
-    pictures = Pictures(ObjectFiles(params.object_store))
+    pictures = Pictures(ObjectFiles(params.object_store), max_decoded_bytes=params.max_decoded_bytes)
+    hosts = HostCheck(params.host, params.allowed_hosts)
     token = params.token.get_secret_value() if params.token else None
     # With a token, a picture is private to whoever holds it: no shared cache may keep it.
     cache_control = f"{'private' if token else 'public'}, max-age=31536000, immutable"
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Before the token: a page that rebound its name to this server is refused whatever it sends.
+        if not hosts.allows(request.headers.get("host")):
+            return _with_policy(_misdirected())
         if token is not None and not _authorized(request, token):
-            return JSONResponse({"error": "a valid token is required", "field": "token"}, status_code=401)
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = _CONTENT_SECURITY
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+            refused = JSONResponse({"error": "a valid token is required", "field": "token"}, status_code=401)
+            return _with_policy(refused)
+        return _with_policy(await call_next(request))
 
     @app.exception_handler(HTTPException)
     async def not_routed(request: Request, error: HTTPException) -> JSONResponse:
@@ -223,7 +243,9 @@ def create_app(searcher: Searcher, params: ServeParams) -> FastAPI:
         fields = {name: value for name, value in form.items() if isinstance(value, str)}
         settings = search_settings(fields, {"box", "embedder", "token"})
         searcher.check_embedder_named(fields.get("embedder"))
-        picture = await run_in_threadpool(_decoded_upload, data, params.max_upload_bytes)
+        picture = await run_in_threadpool(
+            _decoded_upload, data, params.max_upload_bytes, params.max_decoded_bytes, upload.filename
+        )
         box = parse_box(fields.get("box"))
         return _answer(await run_in_threadpool(searcher.search_picture, picture, box, settings), started)
 

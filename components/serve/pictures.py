@@ -14,7 +14,7 @@ from collections.abc import Callable
 from PIL import Image
 
 from components.pipeline.crops import padded_box
-from components.pipeline.images import ImageDecodeError, decode_rgb
+from components.pipeline.images import DEFAULT_MAX_DECODED_BYTES, ImageDecodeError, decode_rgb
 from components.store.objects import ObjectFiles
 from schemas.records import CropRecord, ImageRecord
 
@@ -44,16 +44,19 @@ def jpeg(picture: Image.Image, size: int) -> bytes:
 class Pictures:
     """JPEG bytes by (kind, id, size), least recently used dropped first past `budget_bytes`."""
 
-    def __init__(self, files: ObjectFiles, budget_bytes: int = 64_000_000) -> None:
+    def __init__(
+        self, files: ObjectFiles, budget_bytes: int = 64_000_000, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    ) -> None:
         self.files = files
         self.budget_bytes = budget_bytes
+        self.max_decoded_bytes = max_decoded_bytes
         self._cached: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._held = 0
         self._lock = threading.Lock()
 
     def _decode(self, uri: str) -> Image.Image:
         try:
-            return decode_rgb(self.files.open(uri))
+            return decode_rgb(self.files.open(uri), self.max_decoded_bytes)
         except (ImageDecodeError, OSError) as error:
             raise PictureMissing(f"cannot read {uri}: {error}") from error
 

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.pipeline.images import ImageDecodeError, check_decodes, decode_rgb, register_images
+from components.pipeline.images import (
+    DEFAULT_MAX_DECODED_BYTES,
+    ImageDecodeError,
+    ImageTooLarge,
+    check_decoded_size,
+    check_decodes,
+    decode_rgb,
+    register_images,
+)
 from tests.conftest import write_scene
 from tests.photo_formats import PHOTO_WRITERS, STORED_BLOCK, STORED_SIZE, TURNED_BLOCK, TURNED_SIZE
 
@@ -106,6 +114,47 @@ def test_a_decompression_bomb_is_skipped_not_decoded(tmp_path: Path) -> None:
     records, skipped = register_images([path], source="test")
     assert records == [] and "not a decodable image" in skipped[0].reason
     assert "decompression bomb" in skipped[0].reason
+
+
+def write_many_pixels(path: Path, side: int = 9_400) -> Path:
+    """A 1-bit PNG of side x side pixels: ~11 KB on disk, 337 MiB once decoded to RGB (issue 40).
+
+    88.4 million pixels lie just under Pillow's own limit (89.5 million), which counts pixels, not bytes.
+    """
+    Image.new("1", (side, side)).save(path)
+    return path
+
+
+def test_a_small_file_of_many_pixels_is_refused_from_its_header_before_decoding(tmp_path: Path) -> None:
+    many = write_many_pixels(tmp_path / "many.png")
+    assert many.stat().st_size < 30_000
+    photo = write_scene(tmp_path / "photo.jpg", seed=4, size=(640, 480))
+    for refused in (lambda: check_decodes(many), lambda: decode_rgb(many), lambda: check_decodes(many.read_bytes())):
+        with pytest.raises(ImageTooLarge, match=r"9,400 x 9,400 would take 337 MiB decoded .* cap of 256 MiB"):
+            refused()
+    records, skipped = register_images([photo, many], source="test")
+    assert [record.uri for record in records] == [str(photo.resolve())]
+    ((path, reason),) = [(item.path, item.reason) for item in skipped]
+    assert path == str(many) and reason.startswith("too many pixels: 9,400 x 9,400")
+    assert decode_rgb(photo).size == (640, 480)  # an ordinary photo still passes the default cap
+
+
+def test_the_cap_counts_the_decoded_rgb_bytes_not_the_files_mode(tmp_path: Path) -> None:
+    """4 bytes a pixel (Pillow's RGB in memory), whatever the file holds: a 1-bit file costs as much as a colour one."""
+    cap = 100 * 100 * 4
+    check_decoded_size(100, 100, cap)
+    with pytest.raises(ImageTooLarge):
+        check_decoded_size(101, 100, cap)
+    path = write_many_pixels(tmp_path / "bits.png", side=100)
+    assert decode_rgb(path, max_decoded_bytes=cap).size == (100, 100)
+    with pytest.raises(ImageTooLarge, match="100 x 100"):
+        decode_rgb(path, max_decoded_bytes=cap - 1)
+    records, skipped = register_images([path], source="test", max_decoded_bytes=cap - 1)
+    assert records == [] and skipped[0].path == str(path) and "over the cap" in skipped[0].reason
+    # A 61-megapixel full-frame photo (9504 x 6336) passes the default; Pillow's largest (89.5 megapixels) does not.
+    check_decoded_size(9504, 6336, DEFAULT_MAX_DECODED_BYTES)
+    with pytest.raises(ImageTooLarge):
+        check_decoded_size(9459, 9459, DEFAULT_MAX_DECODED_BYTES)
 
 
 def _cmyk(path: Path) -> None:

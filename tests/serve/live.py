@@ -1,4 +1,4 @@
-"""A real uvicorn serving a cropsearch app on 127.0.0.1 (a free port), in a thread of the test process."""
+"""A real uvicorn serving a cropsearch app on its params' host (127.0.0.1 unless told), a free port, in a thread."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from schemas.serve import ServeParams
 @contextmanager
 def serving(searcher: Searcher, params: ServeParams) -> Iterator[str]:
     """The base URL of the app over `searcher`, served until the block ends."""
-    listening = bound_socket("127.0.0.1", 0)
+    listening = bound_socket(params.host, 0)
     config = uvicorn.Config(create_app(searcher, params), log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
