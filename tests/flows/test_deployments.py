@@ -332,6 +332,9 @@ def hostile(
         Image.new("RGB", (64, 48), (0, 255, 0)).save(private / "green.jpg")
         common = {"data_dir": stack.data_root, "device": "cpu"}
         # Issue 40: 1. a model config the run's own unzip writes; 3 and 4. a planted database's paths.
+        # The attack named the config relative to the worker's directory (`data/sources/...` in the default
+        # layout, where the data root lies in the checkout); this stack's data root lies elsewhere, so the run
+        # names it by its absolute path, and the relative form is ops/test_trust.py's.
         server.files["/evil.zip"] = zipped = evil_zip(private / "passport.jpg")
         unzipped = stack.data_root / "sources" / f"evil-{hashlib.sha256(zipped).hexdigest()[:12]}"
         victim = tmp_path_factory.mktemp("victim") / "keep-me.txt"
