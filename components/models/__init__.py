@@ -3,5 +3,7 @@
 One file per model family (`detector.py`, `embedder.py`); `loading.py` names, finds and caches
 weights (hub id, local path or plug-in); `devices.py` picks the accelerator and numeric precision;
 `packed_linear.py` is the CPU bf16 fast path; `plugins.py` loads `plugin:<module>:<factory>` fakes.
-Imports `schemas/` and `components.errors` only; heavy libraries are imported inside functions.
+Imports `schemas/`, `components.errors` and `components.ops.access` (the roots check, a leaf
+module: a deployed run's models are checked again where they are opened) only; heavy libraries are
+imported inside functions.
 """
