@@ -65,8 +65,10 @@ def run_hosted(argv: list[str]) -> int | None:
         return None
     working_dir = Path.cwd()
     code = code_fingerprint(_package_folders(), _settings_files(os.environ, working_dir))
-    address = host_address(folder, sys.executable, code, os.environ, working_dir)
-    return run_on_host(address, argv, lambda: _start_host(folder, address.key, address.log), HOST_START_SECONDS)
+    nice = os.getpriority(os.PRIO_PROCESS, 0)  # the host is started from here, so it runs at this nice value
+    address = host_address(folder, sys.executable, code, os.environ, working_dir, nice)
+    start = lambda: _start_host(folder, address.key, address.log)  # noqa: E731
+    return run_on_host(address, argv, os.environ, start, HOST_START_SECONDS)
 
 
 def main() -> None:

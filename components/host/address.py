@@ -1,10 +1,13 @@
 """Where a warm host listens, and which host may serve a command.
 
 A host serves only commands that would behave exactly as a fresh process would: same Python, same
-cropsearch code, same installed packages, same environment, same working directory. All of that
-goes into the host's key, so editing the code, installing a package or exporting a variable
-starts a new host instead of reusing a stale one. The folder holding the sockets is the user's
-alone (0700, checked), and the host checks each caller's uid as well.
+cropsearch code, same installed packages, same environment, same working directory, same nice
+value. All of that goes into the host's key, so editing the code, installing a package or
+exporting a variable starts a new host instead of reusing a stale one. (The nice value is in the
+key, not applied per command, because an unprivileged process can raise its own but never lower
+it again; the umask and CPU affinity a host can take on and give back, so it does, per command.)
+The folder holding the sockets is the user's alone (0700, checked), and the host checks each
+caller's uid as well.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from pathlib import Path
 
 from components.errors import CropsearchError
 
-# Variables a shell or terminal sets per window or per command; they change nothing a command does.
-_VOLATILE_VARIABLES = frozenset(
+# Variables a shell or terminal sets per window or per command: left out of the key, so a new
+# terminal reuses the host, and put into the host's environment per command instead (server.py).
+VOLATILE_VARIABLES = frozenset(
     {"_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "TERM_SESSION_ID", "WINDOWID", "SSH_TTY", "SSH_CLIENT"}
     | {"SSH_CONNECTION", "TMUX_PANE", "STY", "WINDOW", "PS1", "PROMPT_COMMAND", "HISTFILE"}
 )
@@ -71,6 +75,7 @@ def code_fingerprint(package_folders: Iterable[Path], settings_files: Iterable[P
     """Names, sizes and mtimes of every cropsearch source file, of settings files, and of the installed packages.
 
     Stat calls only (a few ms): the key must be cheap, since every `cropsearch` process computes it.
+    The mtime is what notices an edit that keeps a file's size (a fixed typo, a flipped flag).
     Installing, upgrading or removing a package changes the site-packages folder's mtime. Settings
     files are those a library reads at start-up (Prefect's profiles, where `stack up` saves its API).
     """
@@ -90,19 +95,23 @@ def code_fingerprint(package_folders: Iterable[Path], settings_files: Iterable[P
     return digest.hexdigest()
 
 
-def environment_digest(python: str, environment: Mapping[str, str], working_dir: Path) -> str:
-    """Everything a host's key covers except the code: hosts that share it differ only by an edit or an install."""
+def environment_digest(python: str, environment: Mapping[str, str], working_dir: Path, nice: int) -> str:
+    """Everything a host's key covers except the code: hosts that share it differ only by an edit or an install.
+
+    The nice value is here because a host is started by its first caller and inherits its nice
+    value, so each caller is led to a host that already runs at its own priority.
+    """
     digest = hashlib.sha256()
-    digest.update(f"{python}\0{working_dir.resolve()}\n".encode())
-    for name in sorted(set(environment) - _VOLATILE_VARIABLES):
+    digest.update(f"{python}\0{working_dir.resolve()}\0nice={nice}\n".encode())
+    for name in sorted(set(environment) - VOLATILE_VARIABLES):
         digest.update(f"{name}={environment[name]}\0".encode())
     return digest.hexdigest()
 
 
 def host_address(
-    folder: Path, python: str, code: str, environment: Mapping[str, str], working_dir: Path
+    folder: Path, python: str, code: str, environment: Mapping[str, str], working_dir: Path, nice: int
 ) -> HostAddress:
-    """The address of the host that may serve a command from this Python, code, environment and directory."""
-    key = hashlib.sha256(f"{code}\0{environment_digest(python, environment, working_dir)}".encode()).hexdigest()
+    """The address of the host that may serve a command from this Python, code, environment, folder and nice value."""
+    key = hashlib.sha256(f"{code}\0{environment_digest(python, environment, working_dir, nice)}".encode()).hexdigest()
     # 16 hex digits keep the socket's path well under the 108 bytes a Unix socket allows.
     return HostAddress(folder, key[:16])

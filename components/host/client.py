@@ -14,12 +14,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from components.host.address import HostAddress
-from components.host.protocol import CANCEL, MessageReader, send_message
+from components.host.protocol import CANCEL, STANDARD_FDS, CallerProcess, MessageReader, send_message
 
 StartHost = Callable[[], subprocess.Popen[bytes]]
 
@@ -52,18 +52,53 @@ def _connected_host(address: HostAddress, start_host: StartHost, wait_seconds: f
     return None
 
 
-def _terminal_fds() -> Iterator[int]:
-    """This process's stdin, stdout and stderr; /dev/null in place of one that is closed."""
-    for fd in (0, 1, 2):
+@contextlib.contextmanager
+def _standard_streams() -> Iterator[tuple[list[int], frozenset[int]]]:
+    """This process's stdin, stdout and stderr to hand over, and which of them it was started without.
+
+    A closed one is held, until the command ends, by /dev/null opened the other way round, so that
+    using it fails (EBADF) as using a closed one does. Held before the socket is made, since a socket
+    takes the lowest free number: made first, it became the command's stdout (`cropsearch ... >&-`),
+    and the host read the command's output as a cancel (exit 130).
+    """
+    closed = []
+    for fd in STANDARD_FDS:
         try:
             os.fstat(fd)
-            yield fd
         except OSError:
-            yield os.open(os.devnull, os.O_RDWR)
+            stand_in = os.open(os.devnull, os.O_WRONLY if fd == 0 else os.O_RDONLY)
+            if stand_in != fd:  # the lower numbers are open (checked in order), so this is rare
+                os.dup2(stand_in, fd)
+                os.close(stand_in)
+            closed.append(fd)
+    try:
+        yield list(STANDARD_FDS), frozenset(closed)
+    finally:
+        for fd in closed:  # closed again, for a command that runs here after all
+            os.close(fd)
+
+
+def _this_process(environment: Mapping[str, str], closed: frozenset[int]) -> CallerProcess:
+    """What the command would inherit from this process: the host takes it on for the command."""
+    umask = os.umask(0o077)  # the only way to read it; this process has one thread, so nothing sees the 0o077
+    os.umask(umask)
+    return CallerProcess(
+        cwd=os.getcwd(),
+        environment=dict(environment),
+        umask=umask,
+        nice=os.getpriority(os.PRIO_PROCESS, 0),
+        affinity=frozenset(os.sched_getaffinity(0)),
+        closed=closed,
+    )
+
+
+# Signals that end a `cropsearch` process: each is passed on as a cancel, and the client waits for the
+# command to unwind (its "cancelled" lines reach the terminal before the prompt does).
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def _cancels_on_interrupt(connection: socket.socket, cancelled: list[int]) -> Iterator[None]:
+def _cancels_on_signal(connection: socket.socket, cancelled: list[int]) -> Iterator[None]:
     """Ctrl-C, a hang-up or a kill of this process cancels the host's command instead of orphaning it."""
 
     def cancel(signum: int, frame: Any) -> None:
@@ -71,8 +106,7 @@ def _cancels_on_interrupt(connection: socket.socket, cancelled: list[int]) -> It
         with contextlib.suppress(OSError):
             connection.sendall(CANCEL)
 
-    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, cancel) for signum in caught}
+    previous = {signum: signal.signal(signum, cancel) for signum in FORWARDED_SIGNALS}
     try:
         yield
     finally:
@@ -80,32 +114,63 @@ def _cancels_on_interrupt(connection: socket.socket, cancelled: list[int]) -> It
             signal.signal(signum, handler)
 
 
-def run_on_host(address: HostAddress, argv: list[str], start_host: StartHost, wait_seconds: float) -> int | None:
-    """Run `argv` on the host at `address` with this process's terminal: its exit status, or None to run here."""
-    connection = _connected_host(address, start_host, wait_seconds)
-    if connection is None:
-        return None
-    with connection:
-        reader = MessageReader(connection)
+def _end_as_signalled(signum: int) -> int:
+    """End this process by `signum`, as the command's own process would have ended: a parent sees the signal.
+
+    Ctrl-C is the exception: exit status 130, what a shell reports for it and what commands exit with.
+    """
+    if signum != signal.SIGINT:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    return 128 + signum
+
+
+def run_on_host(
+    address: HostAddress, argv: list[str], environment: Mapping[str, str], start_host: StartHost, wait_seconds: float
+) -> int | None:
+    """Run `argv` on the host at `address` as this process would: its exit status, or None to run it here.
+
+    `environment` is this process's own; the host takes it on with the umask, nice value, CPU
+    affinity, working directory and standard streams (`CallerProcess`).
+    """
+    with _standard_streams() as (fds, closed):
+        caller = _this_process(environment, closed)
+        connection = _connected_host(address, start_host, wait_seconds)
+        if connection is None:
+            return None
+        with connection:
+            return _exchange(connection, address, argv, caller, fds)
+
+
+def _exchange(
+    connection: socket.socket, address: HostAddress, argv: list[str], caller: CallerProcess, fds: list[int]
+) -> int | None:
+    reader = MessageReader(connection)
+    cancelled: list[int] = []
+    # Caught from before the request: a signal that lands before the host answers is still a cancel.
+    with _cancels_on_signal(connection, cancelled):
         try:
-            send_message(connection, {"op": "run", "argv": argv, "cwd": os.getcwd()}, fds=list(_terminal_fds()))
+            send_message(connection, {"op": "run", "argv": argv, **caller.message()}, fds=fds)
             reply, _ = reader.next_message()
         except OSError:
-            return None
-        if reply is None or not reply.get("started"):
-            return None  # busy, or gone before starting: nothing ran yet
-        cancelled: list[int] = []
-        with _cancels_on_interrupt(connection, cancelled):
+            reply = None
+        if reply is not None and reply.get("started"):
             try:
                 reply, _ = reader.next_message()
             except OSError:
                 reply = None
-        if reply is None and cancelled:
-            return 130
-        if reply is None:
+            started = True
+        else:
+            started = False  # busy, refused, or gone before starting: nothing ran yet
+    if cancelled:
+        return _end_as_signalled(cancelled[0])
+    if not started:
+        return None
+    if reply is None:
+        if sys.stderr is not None:  # None when this process was started without one
             print(f"cropsearch: the warm host stopped during the command; its log: {address.log}", file=sys.stderr)
-            return 1
-        return int(reply["exit"])
+        return 1
+    return int(reply["exit"])
 
 
 def ask_host(address: HostAddress, op: str) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""The host's side: listen on the user's socket, run one command at a time on the caller's terminal.
+"""The host's side: listen on the user's socket, run one command at a time as the caller's own process would.
 
 A command runs on this process's main thread with file descriptors 0, 1 and 2 pointed at the
 caller's own (passed over the socket), so everything it prints, tqdm bars and Prefect's log lines
@@ -6,6 +6,14 @@ included, reaches the person's terminal or pipe as if the command were their own
 command runs, another caller is told "busy" at once and runs the command itself. A command the
 caller cancels (Ctrl-C, or the caller dying) is interrupted and the host exits after it: threads
 it left half way are not worth trusting with the next command.
+
+Commands run in this process, not in a child per command: a child would have to be forked (after
+torch and LanceDB have started threads, which PITFALLS 2 forbids) or start cold. So the host takes
+on, for each command and then gives back, what a process inherits from its parent: the umask, the
+CPU affinity (of every thread), the terminal's variables and closed standard streams. What it
+cannot give back it does not take: the nice value (an unprivileged process cannot lower its own)
+is in the host's key instead, and a caller that differs from the host in it, or in anything else
+the key holds, is refused and runs the command itself.
 """
 
 from __future__ import annotations
@@ -22,13 +30,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
-from components.host.address import HostAddress
-from components.host.protocol import MessageReader, send_message
+from components.host.address import VOLATILE_VARIABLES, HostAddress, environment_digest
+from components.host.protocol import STANDARD_FDS, CallerProcess, MessageReader, send_message
 
 RunCommand = Callable[[list[str]], int]
-_TERMINAL_FDS = (0, 1, 2)
+_TERMINAL_FDS = STANDARD_FDS
+_STREAM_NAMES = ("stdin", "stdout", "stderr")
 # How long a cancelled command may take to unwind before the host ends itself and it.
 CANCEL_GRACE_SECONDS = 10.0
 # How long a caller has to send its request once connected.
@@ -41,6 +51,7 @@ class _Request:
     reader: MessageReader
     argv: list[str]
     fds: list[int]
+    caller: CallerProcess
 
 
 @dataclass
@@ -117,8 +128,13 @@ def _accept_forever(
             argv = message.get("argv") if isinstance(message, dict) else None
             well_formed = op == "run" and isinstance(argv, list) and len(fds) == len(_TERMINAL_FDS)
             if well_formed and state.busy.acquire(blocking=False):
+                try:
+                    caller = CallerProcess.from_message(message)  # type: ignore[arg-type]
+                except ValueError:
+                    state.busy.release()
+                    raise
                 connection.settimeout(None)
-                runs.put(_Request(connection, reader, [str(arg) for arg in argv], fds))  # type: ignore[union-attr]
+                runs.put(_Request(connection, reader, [str(arg) for arg in argv], fds, caller))  # type: ignore[union-attr]
                 continue
             for fd in fds:
                 os.close(fd)
@@ -140,20 +156,91 @@ def _accept_forever(
 
 
 @contextlib.contextmanager
-def _terminal_of(fds: list[int]) -> Iterator[None]:
-    """Point this process's stdin, stdout and stderr at the caller's for the block, then back at the host's."""
+def _terminal_of(fds: list[int], closed: frozenset[int]) -> Iterator[None]:
+    """Point this process's stdin, stdout and stderr at the caller's for the block, then back at the host's.
+
+    A stream the caller was started without is None for the command, as Python makes it in a process
+    started so: printing to it does nothing, and nothing the command writes is taken for anything else.
+    The host's stream objects are put back afterwards, whatever the command left there (click swaps
+    in its own after a broken pipe).
+    """
     saved = [os.dup(fd) for fd in _TERMINAL_FDS]
+    streams = (sys.stdin, sys.stdout, sys.stderr)
     _flush(sys.stdout, sys.stderr)
     try:
         for fd, theirs in zip(_TERMINAL_FDS, fds, strict=True):
             os.dup2(theirs, fd)
             os.close(theirs)
+        for fd in closed:
+            setattr(sys, _STREAM_NAMES[fd], None)
         yield
     finally:
+        sys.stdin, sys.stdout, sys.stderr = streams
         _flush(sys.stdout, sys.stderr)
         for fd, ours in zip(_TERMINAL_FDS, saved, strict=True):
             os.dup2(ours, fd)
             os.close(ours)
+
+
+@dataclass(frozen=True)
+class _OwnProcess:
+    """What the host gives back to itself after a command: its umask, CPU affinity and terminal variables."""
+
+    umask: int
+    affinity: frozenset[int]
+    variables: dict[str, str | None]
+
+
+def _refusal(caller: CallerProcess, environment: str) -> str | None:
+    """Why this host cannot stand in for `caller`'s own process, or None when it can.
+
+    The caller's key says as much already; checked here too, so that no caller ever gets a host that
+    differs from its own process (a host reniced since it started, a client that computed another key).
+    """
+    if environment_digest(sys.executable, caller.environment, Path(caller.cwd), caller.nice) != environment:
+        return "another environment, working directory or nice value"
+    own_nice = os.getpriority(os.PRIO_PROCESS, 0)  # now: someone may have reniced the host since it started
+    if caller.nice != own_nice:
+        return f"nice {caller.nice}, and this host runs at nice {own_nice}"
+    return None
+
+
+def _set_affinity(cpus: frozenset[int]) -> None:
+    """Linux keeps a CPU affinity per thread: set it on every thread, since a command's work runs on several."""
+    for thread in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(thread), cpus)
+
+
+def _set_variables(variables: dict[str, str | None]) -> None:
+    # The process environment is what a command (and every child it starts) reads: here it is the point.
+    for name, value in variables.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _become(caller: CallerProcess) -> _OwnProcess:
+    """Take on the caller's umask, CPU affinity and terminal variables; what to give back after the command.
+
+    OSError when the caller's CPUs are none this process may use: the caller then runs the command itself.
+    """
+    own_affinity = frozenset(os.sched_getaffinity(0))
+    try:
+        _set_affinity(caller.affinity)
+    except OSError:
+        _set_affinity(own_affinity)
+        raise
+    own_variables = {name: os.environ.get(name) for name in VOLATILE_VARIABLES}
+    _set_variables({name: caller.environment.get(name) for name in VOLATILE_VARIABLES})
+    return _OwnProcess(os.umask(caller.umask), own_affinity, own_variables)
+
+
+def _give_back(own: _OwnProcess) -> None:
+    os.umask(own.umask)
+    _set_affinity(own.affinity)  # threads the command started too: they serve the next command
+    _set_variables(own.variables)
 
 
 def _flush(*streams: IO[str]) -> None:
@@ -163,7 +250,32 @@ def _flush(*streams: IO[str]) -> None:
 
 
 def _run(request: _Request, run_command: RunCommand, state: _HostState) -> bool:
-    """Run one command on the caller's terminal; False when it was cancelled (the host then exits)."""
+    """Run one command as the caller's own process would; False when it was cancelled (the host then exits)."""
+    refusal = _refusal(request.caller, state.environment)
+    own = None
+    if refusal is None:
+        try:
+            own = _become(request.caller)
+        except OSError as error:
+            refusal = f"cannot take on the caller's CPU affinity: {error}"
+    if own is None:
+        with contextlib.suppress(OSError):
+            send_message(request.connection, {"refused": refusal})
+        _hang_up(request)
+        return True
+    try:
+        return _run_as_caller(request, run_command, state)
+    finally:
+        _give_back(own)
+
+
+def _hang_up(request: _Request) -> None:
+    for fd in request.fds:
+        os.close(fd)
+    request.connection.close()
+
+
+def _run_as_caller(request: _Request, run_command: RunCommand, state: _HostState) -> bool:
     ending = threading.Lock()
     ended = threading.Event()
     cancelled = threading.Event()
@@ -189,14 +301,12 @@ def _run(request: _Request, run_command: RunCommand, state: _HostState) -> bool:
     try:
         send_message(request.connection, {"started": True})
     except OSError:  # the caller left before its command started: nothing to run
-        for fd in request.fds:
-            os.close(fd)
-        request.connection.close()
+        _hang_up(request)
         return True
     threading.Thread(target=watch_for_cancel, name="host-cancel-watch", daemon=True).start()
     status = 130
     try:
-        with _terminal_of(request.fds):
+        with _terminal_of(request.fds, request.caller.closed):
             try:
                 status = run_command(request.argv)
             finally:
@@ -215,7 +325,8 @@ def serve(address: HostAddress, run_command: RunCommand, idle_seconds: float, en
     """Serve commands until `idle_seconds` pass without one, a caller stops the host or cancels a command.
 
     The caller holds `host_lock(address)` and has already warmed up what commands need; `environment`
-    is its `environment_digest`, reported in its status so a newer host can tell it supersedes this one.
+    is its `environment_digest`: a caller whose own differs is refused, and it is reported in the
+    status so a newer host can tell it supersedes this one.
     """
     state = _HostState(environment)
     runs: queue.Queue[_Request | None] = queue.Queue()

@@ -2,11 +2,14 @@
 
 Each test starts real host processes in a sockets folder of its own (XDG_RUNTIME_DIR) and stops
 them at the end. What a command prints, its exit status and what it writes must be the same as
-the same command run in a process of its own (`--no-host`).
+the same command run in a process of its own (`--no-host`). The socket, the caller's process,
+exit statuses, signals and the idle exit are tested with a fake host in tests/host/test_server.py,
+in seconds.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,14 +17,17 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from components.host.address import HostUnavailable, code_fingerprint, host_address, private_folder
+import flows.cli
+from components.host.address import HostUnavailable, private_folder
 from components.host.reaper import children_running
-from flows.host import PREFECT_API_COMMAND
+from flows.host import IDLE_SECONDS, IDLE_VARIABLE, PREFECT_API_COMMAND, idle_seconds_from, run_cli_command
 from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER
 
 CROPSEARCH = str(Path(sys.executable).parent / "cropsearch")
@@ -36,18 +42,24 @@ WAITING_MODELS = [
 class Workspace:
     """A folder to run `cropsearch` in, with its own sockets folder; `run` is one command as a process."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, code: Path = REPO) -> None:
         self.folder = folder
-        self.environment = {**os.environ, "XDG_RUNTIME_DIR": str(folder / "run"), "PYTHONPATH": str(REPO)}
+        self.environment = {
+            **os.environ, "XDG_RUNTIME_DIR": str(folder / "run"), "PYTHONPATH": str(code),
+            "CROPSEARCH_TEST_VARIABLE": "0",
+        }  # fmt: skip
 
-    def start(self, *arguments: str, **environment: str) -> subprocess.Popen[str]:
+    def start(self, *arguments: str, command: list[str] | None = None, **environment: str) -> subprocess.Popen[str]:
+        """`cropsearch ARGUMENTS`, or `COMMAND ARGUMENTS` (a shell that closes a stream first)."""
         return subprocess.Popen(
-            [CROPSEARCH, *arguments], cwd=self.folder, env={**self.environment, **environment},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [*([CROPSEARCH] if command is None else command), *arguments], cwd=self.folder,
+            env={**self.environment, **environment}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
-    def run(self, *arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
-        process = self.start(*arguments, **environment)
+    def run(
+        self, *arguments: str, command: list[str] | None = None, **environment: str
+    ) -> subprocess.CompletedProcess[str]:
+        process = self.start(*arguments, command=command, **environment)
         stdout, stderr = process.communicate(timeout=300)
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
@@ -93,8 +105,22 @@ def test_hosted_commands_print_and_exit_as_their_own_process_would(workspace: Wo
     wrong = workspace.run("query", "x", "-k", "0", "--data-dir", "data")
     assert wrong.returncode == 2 and "error: k: Input should be greater than or equal to 1" in wrong.stderr
     assert wrong.stdout == ""
+
+    # A closed stream is no cancel (it was: exit 130, once Prefect's log reached a closed stderr). The
+    # run completes; alone (`--no-host`), the same commands exit 0 and 1: without a stdout, Prefect's
+    # temporary API does not start (and without a stderr, Prefect logs to stdout).
+    no_stderr = workspace.run(*query, command=["sh", "-c", 'exec "$0" "$@" 2>&-', CROPSEARCH])
+    assert no_stderr.returncode == 0 and _hits(no_stderr.stdout) == _hits(hosted.stdout)
+    no_stdout = workspace.run(*query, command=["sh", "-c", 'exec "$0" "$@" >&-', CROPSEARCH])
+    assert no_stdout.returncode == 0 and "Completed" in no_stdout.stderr, no_stdout.stderr
+    # A reader that went away: click's broken-pipe exit, 1, as `--no-host` exits too.
+    gone = workspace.start(*query)
+    assert gone.stdout is not None
+    gone.stdout.close()
+    gone.communicate(timeout=300)
+    assert gone.returncode == 1
     [same] = workspace.hosts()
-    assert same["pid"] == host["pid"] and same["commands"] == "4"  # the --no-host query never reached it
+    assert same["pid"] == host["pid"] and same["commands"] == "7"  # the --no-host query never reached it
 
 
 def _index_held_mid_run(workspace: Workspace, index: list[str]) -> subprocess.Popen[str]:
@@ -139,11 +165,32 @@ def test_ctrl_c_cancels_the_hosted_command_and_the_host_with_it(workspace: Works
     assert fresh["pid"] != host["pid"]
 
 
+def _api_port(api_server: int) -> int:
+    words = Path(f"/proc/{api_server}/cmdline").read_bytes().split(b"\0")
+    return int(words[words.index(b"--port") + 1])
+
+
+def _answer(url: str, body: dict[str, str] | None = None) -> int:
+    """The HTTP status of a GET (or a POST of `body`) with no credentials, as any local user could send it."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy from the environment
+    try:
+        with direct.open(request, timeout=30) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 def test_a_killed_host_is_replaced_and_another_environment_gets_its_own(workspace: Workspace) -> None:
     query = ["query", "x", "-k", "0"]
     assert workspace.run(*query).returncode == 2
     [host] = workspace.hosts()
     [api_server] = children_running(int(host["pid"]), PREFECT_API_COMMAND)
+    # Its temporary Prefect API is on 127.0.0.1, where every local user can reach it; it answers only its owner.
+    api = f"http://127.0.0.1:{_api_port(api_server)}/api"
+    assert _answer(f"{api}/health") == 200
+    assert _answer(f"{api}/flows/", {"name": "not-yours"}) == _answer(f"{api}/flow_runs/filter", {}) == 401
     os.kill(int(host["pid"]), signal.SIGKILL)  # its socket file stays behind, and it cannot stop its Prefect API
     while _alive(int(host["pid"])):
         time.sleep(0.05)
@@ -155,7 +202,7 @@ def test_a_killed_host_is_replaced_and_another_environment_gets_its_own(workspac
     assert again.returncode == 2 and "error: k:" in again.stderr
     [fresh] = workspace.hosts()
     assert fresh["pid"] != host["pid"]
-    elsewhere = workspace.run(*query, CROPSEARCH_TEST_VARIABLE="1")
+    elsewhere = workspace.run(*query, CROPSEARCH_TEST_VARIABLE="1")  # the same names, one value changed
     assert elsewhere.returncode == 2 and "error: k:" in elsewhere.stderr
     both = {host["pid"] for host in workspace.hosts()}
     assert len(both) == 2 and fresh["pid"] in both
@@ -189,21 +236,51 @@ def test_a_sockets_folder_others_can_open_is_refused_and_commands_run_alone(tmp_
     assert list(shared.iterdir()) == []  # no socket was made where others could reach it
 
 
-def test_the_host_key_follows_code_environment_and_folder_not_the_terminal(tmp_path: Path) -> None:
-    package = tmp_path / "package"
-    shutil.copytree(REPO / "schemas", package)
-    code = code_fingerprint([package])
-    base = {"HOME": "/home/someone", "PATH": "/usr/bin"}
-    python = "/usr/bin/python3"
-    key = host_address(tmp_path, python, code, base, tmp_path).key
-    assert host_address(tmp_path, python, code, {**base, "COLUMNS": "80", "PWD": "/x"}, tmp_path).key == key
-    assert host_address(tmp_path, python, code, {**base, "PREFECT_API_URL": "http://h"}, tmp_path).key != key
-    assert host_address(tmp_path, python, code, base, package).key != key
-    assert host_address(tmp_path, "/opt/python", code, base, tmp_path).key != key
-    edited = package / "params.py"
-    edited.write_text(edited.read_text() + "\n# edited\n")
-    assert code_fingerprint([package]) != code
-    profiles = tmp_path / "profiles.toml"
-    without = code_fingerprint([package], [profiles])
-    profiles.write_text("[profiles.local]\nPREFECT_API_URL = 'http://127.0.0.1:4200/api'\n")  # what `stack up` saves
-    assert code_fingerprint([package], [profiles]) != without
+def test_a_code_edit_that_keeps_the_size_starts_a_new_host_and_stops_the_stale_one(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    for package in ("components", "flows", "schemas"):
+        shutil.copytree(REPO / package, code / package, ignore=shutil.ignore_patterns("__pycache__"))
+    workspace = Workspace(tmp_path, code)
+    query = ["query", "x", "-k", "0"]
+    try:
+        assert workspace.run(*query).returncode == 2
+        [stale] = workspace.hosts()
+        edited = code / "components" / "host" / "__init__.py"
+        before = edited.read_text()
+        after = before.replace("A `cropsearch` process", "a `cropsearch` process", 1)
+        assert after != before and len(after) == len(before)  # a fixed typo: same size, new content
+        edited.write_text(after)
+        again = workspace.run(*query)
+        assert again.returncode == 2 and "error: k:" in again.stderr
+        [fresh] = workspace.hosts()  # the stale host was stopped, not left to idle for 15 minutes
+        assert fresh["pid"] != stale["pid"] and fresh["commands"] == "1"
+    finally:
+        workspace.run("host", "stop")
+
+
+def test_a_command_that_crashes_in_the_host_exits_as_it_would_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `run_cli_command` makes of each way a command ends: a crash is never exit status 0."""
+
+    def ends(outcome: BaseException | None) -> None:
+        def main(argv: list[str], prog_name: str) -> None:
+            if outcome is not None:
+                raise outcome
+
+        monkeypatch.setattr(flows.cli, "main", main)
+
+    ends(RuntimeError("a bug in a command"))
+    assert run_cli_command(["index"]) == 1
+    ends(SystemExit("error: a message"))
+    assert run_cli_command(["index"]) == 1
+    ends(SystemExit(2))
+    assert run_cli_command(["index"]) == 2
+    ends(SystemExit(None))
+    assert run_cli_command(["index"]) == 0
+    ends(None)
+    assert run_cli_command(["index"]) == 0
+
+
+def test_a_host_exits_after_15_idle_minutes_unless_its_environment_says_otherwise() -> None:
+    """The wait itself is tested with the fake host (tests/host/test_server.py), in a second, not 15 minutes."""
+    assert idle_seconds_from({}) == IDLE_SECONDS == 15 * 60
+    assert idle_seconds_from({IDLE_VARIABLE: "8"}) == 8.0
