@@ -81,7 +81,8 @@ BENCHMARKS = {
 
 
 # Benchmarks whose JSON lives in docs/bench/ too but whose report is a page of its own.
-PUBLISHED_ELSEWHERE = {"reliability"}  # docs/reliability.md, written by `python -m bench.reliability`
+# docs/reliability.md, written by `python -m bench.reliability`; docs/evaluation.md, by `python -m bench.region_sources`
+PUBLISHED_ELSEWHERE = {"reliability", "region-sources"}
 
 
 def newest_figures(folder: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -169,6 +170,10 @@ WORLD_DIR = Path(__file__).resolve().parents[1] / "world"
 WORLD_DETECTOR = WORLD_DIR / "detector.pt"
 WORLD_EMBEDDER = WORLD_DIR / "clip"
 WORLD_IMAGE_SIZE = 256  # the scenes' size, and the detector's training size
+# The region sources `cropsearch eval --unknown-classes` compares, one index each (their index settings are
+# `components.evaluation.regions.REGION_SOURCES`): a new source is one more name here and one entry there.
+RegionSourceName = Literal["whole", "detector"]
+REGION_SOURCE_NAMES: tuple[RegionSourceName, ...] = typing.get_args(RegionSourceName)
 
 
 class EvalParams(FlatParams):
@@ -201,6 +206,18 @@ class EvalParams(FlatParams):
     confidence: float = Field(0.25, ge=0.0, le=1.0, description="minimum detection confidence")
     image_size: int | None = Field(
         None, ge=32, le=4096, description="detector input size; default 640 (coco) or 256 (world, as trained)"
+    )
+    unknown_classes: list[str] = Field(
+        default_factory=list,
+        description="classes the detector is made unable to name (its boxes of them are dropped before crops are "
+        "cut, as a COCO detector drops what it has no name for), in every index of the run; each of "
+        "--region-sources then gets a fresh index, scored on 'a small <class>' queries for named and unnamed "
+        "classes side by side, with its index time, rows and disk",
+    )
+    region_sources: list[RegionSourceName] = Field(
+        default_factory=lambda: list(REGION_SOURCE_NAMES),
+        description="with --unknown-classes, the region sources compared (an index each): whole (whole photos "
+        "only), detector (whole photos + detector crops)",
     )
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="downloads, indexes (under eval/) and the report")
     device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
@@ -235,6 +252,21 @@ class EvalParams(FlatParams):
         if not values or any(not 1 <= v <= 1000 for v in values):
             raise ValueError("give one or more max_detections between 1 and 1000")
         return values
+
+    @field_validator("unknown_classes")
+    @classmethod
+    def _class_names_given_once(cls, values: list[str]) -> list[str]:
+        names = [value.strip() for value in values]
+        if any(not name for name in names):
+            raise ValueError("class names must not be empty")
+        return list(dict.fromkeys(names))
+
+    @field_validator("region_sources")
+    @classmethod
+    def _some_region_source(cls, values: list[RegionSourceName]) -> list[RegionSourceName]:
+        if not values:
+            raise ValueError(f"give one or more of {', '.join(REGION_SOURCE_NAMES)}")
+        return list(dict.fromkeys(values))
 
 
 MAX_QUERY_TEXT_CHARS = 1000

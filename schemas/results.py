@@ -78,6 +78,28 @@ class QueryResult(BaseModel):
     grid_path: str | None = None
 
 
+class RegionSourceReport(BaseModel):
+    """One region source compared by `cropsearch eval --unknown-classes`: its index's cost, and what it finds."""
+
+    source: str = Field(description="the region source, as --region-sources names it")
+    name: str = Field(description="what its index holds, as the report names it")
+    photos: int
+    index_seconds: float = Field(description="the index run, end to end, with the models already loaded")
+    crops: int
+    vectors: int
+    disk_bytes: int = Field(description="the database folder and the crop files, as the index run left them")
+    # query group (named / unnamed) -> size bucket -> metric -> mean over queries
+    means: dict[str, dict[str, dict[str, float]]]
+    queries: dict[str, dict[str, int]] = Field(description="query group -> size bucket -> queries scored")
+    covered: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="group -> size bucket -> share of the objects some region of the index covers (IoU >= 0.5)",
+    )
+
+    def per_thousand_photos(self, value: float) -> float:
+        return value * 1000 / self.photos if self.photos else float("nan")
+
+
 class EvalSummary(BaseModel):
     """What one evaluation run measured, and where its report and plot are."""
 
@@ -86,6 +108,10 @@ class EvalSummary(BaseModel):
     plot_path: str
     # index setting -> mode -> query group -> size bucket -> metric -> mean over queries
     means: dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]]
+    unknown_classes: list[str] = Field(default_factory=list, description="classes hidden from the detector")
+    region_sources: list[RegionSourceReport] = Field(
+        default_factory=list, description="with unknown classes: each region source's index, cost and scores"
+    )
 
 
 class IndexedEmbedder(BaseModel):

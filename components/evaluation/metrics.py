@@ -1,4 +1,4 @@
-"""Retrieval quality: recall@k, precision@10 and average precision per query, by object size and search mode.
+"""Retrieval quality: recall@k, precision@5 and @10 and average precision per query, by object size and search mode.
 
 A query is a text with its relevant images (keyed by file name), each tagged with a size bucket.
 Bucket metrics score the images of that bucket only: relevant images of other buckets are taken
@@ -26,7 +26,9 @@ ALL = "all"
 class EvalQuery:
     text: str
     relevant: dict[str, str]  # file name -> size bucket of the object in it ("all" for captions)
-    group: str = "category"  # "category" or "caption": reported separately
+    group: str = "category"  # "category" or "caption" (or "named" / "unnamed"): reported separately
+    # A query that names a size ("a small red triangle") is scored in that bucket alone; None: in every bucket.
+    bucket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,11 @@ class Scores:
 
 
 def score_query(
-    ranked: Sequence[str], relevant: dict[str, str], ks: Sequence[int], curve_ks: Sequence[int]
+    ranked: Sequence[str],
+    relevant: dict[str, str],
+    ks: Sequence[int],
+    curve_ks: Sequence[int],
+    precision_ks: Sequence[int] = (5, 10),
 ) -> dict[str, dict[str, float]]:
     """Every metric of one ranked list, overall and per size bucket present among the relevant images."""
     out: dict[str, dict[str, float]] = {}
@@ -99,7 +105,7 @@ def score_query(
         ignored = set(relevant) - wanted
         kept = [name for name in ranked if name not in ignored]
         metrics = {f"R@{k}": recall_at(kept, wanted, k) for k in sorted({*ks, *curve_ks})}
-        metrics["P@10"] = precision_at(kept, wanted, 10)
+        metrics.update({f"P@{k}": precision_at(kept, wanted, k) for k in precision_ks})
         metrics["AP"] = average_precision(kept, wanted)
         out[bucket] = metrics
     return out
@@ -137,7 +143,10 @@ def evaluate_rankings(
         for index, query in enumerate(queries):
             if not query.relevant:
                 continue
-            result.record(mode.name, query.group, score_query(rank(index, mode), query.relevant, ks, curve_ks))
+            per_bucket = score_query(rank(index, mode), query.relevant, ks, curve_ks)
+            if query.bucket is not None:
+                per_bucket = {query.bucket: per_bucket[query.bucket]} if query.bucket in per_bucket else {}
+            result.record(mode.name, query.group, per_bucket)
     return result
 
 

@@ -1,4 +1,4 @@
-"""The evaluation's report: markdown tables (mode x metric, per size bucket) and a recall@k plot."""
+"""The evaluation's report: markdown tables (mode x metric, per size bucket, region sources) and a recall@k plot."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from components.evaluation.ground_truth import NAMED, UNNAMED
 from components.evaluation.metrics import ALL, SIZE_BUCKETS, EvalResult
+from components.evaluation.regions import COVER_IOU
+from schemas.results import RegionSourceReport
 
 TABLE_METRICS = ("R@1", "R@5", "R@10", "R@50", "P@10", "AP")
 CAPTION_METRICS = ("R@1", "R@5", "R@10")
+REGION_METRICS = ("P@5", "R@5", "AP")
 
 
 def _cell(value: float) -> str:
@@ -58,9 +62,74 @@ def settings_table(results: Sequence[EvalResult], mode: str) -> str:
     return _table(["index setting", "small R@5", "all R@5", "all mAP", "caption R@5"], rows)
 
 
-def markdown_report(title: str, results: Sequence[EvalResult], notes: Sequence[str] = ()) -> str:
+def region_scores_table(reports: Sequence[RegionSourceReport]) -> str:
+    """A row per size and region source: P@5, R@5, mAP and the objects its regions cover, named beside unnamed."""
+    header = ["objects", "region source"]
+    for metric in (*REGION_METRICS, "covered"):
+        header += [f"{'mAP' if metric == 'AP' else metric} {group}" for group in (NAMED, UNNAMED)]
+    rows = []
+    for bucket in SIZE_BUCKETS:
+        for report in reports:
+            cells = [bucket, report.name]
+            for metric in REGION_METRICS:
+                cells += [
+                    _cell(report.means.get(group, {}).get(bucket, {}).get(metric, math.nan))
+                    for group in (NAMED, UNNAMED)
+                ]
+            cells += [_cell(report.covered.get(group, {}).get(bucket, math.nan)) for group in (NAMED, UNNAMED)]
+            rows.append(cells)
+    return _table(header, rows)
+
+
+def region_cost_table(reports: Sequence[RegionSourceReport]) -> str:
+    """What each source's index cost, per 1,000 photos: index time, crop and vector rows, disk."""
+    rows = [
+        [
+            report.name,
+            f"{report.per_thousand_photos(report.index_seconds):.0f}",
+            f"{report.per_thousand_photos(report.crops):.0f}",
+            f"{report.per_thousand_photos(report.vectors):.0f}",
+            f"{report.per_thousand_photos(report.disk_bytes) / 1e6:.1f}",
+        ]
+        for report in reports
+    ]
+    header = ["region source", "index s", "crop rows", "vector rows", "disk MB"]
+    return _table([header[0], *(f"{name} / 1,000 photos" for name in header[1:])], rows)
+
+
+def query_counts(reports: Sequence[RegionSourceReport]) -> str:
+    """How many sized queries each cell averages: the same for every source (one set of queries)."""
+    counts = reports[0].queries if reports else {}
+    return "; ".join(
+        f"{group}: " + ", ".join(f"{counts[group].get(bucket, 0)} {bucket}" for bucket in SIZE_BUCKETS)
+        for group in (NAMED, UNNAMED)
+        if group in counts
+    )
+
+
+def region_section(reports: Sequence[RegionSourceReport], unknown_classes: Sequence[str]) -> str:
+    """The region-source comparison of `--unknown-classes`: scores by size, named beside unnamed, then cost."""
+    parts = [
+        "## Classes the detector cannot name, per region source\n",
+        f"- unknown to the detector: {', '.join(unknown_classes)} (its boxes of them dropped before crops are cut)",
+        "- queries 'a small / medium-sized / large <class>', vector search over whole photos and crops, one hit "
+        "per photo; each scored in its size's bucket (photos whose largest such object is of another size are "
+        f"left out of its ranking); queries per cell: {query_counts(reports)}",
+        f"- covered: share of the objects of that size (each object its own) that a region of the index, the whole "
+        f"photo or a crop, overlaps at IoU >= {COVER_IOU:g}: a search can only find by its crop what was cut out",
+        "",
+        region_scores_table(reports),
+        region_cost_table(reports),
+    ]
+    return "\n".join(parts)
+
+
+def markdown_report(title: str, results: Sequence[EvalResult], notes: Sequence[str] = (), lead: str = "") -> str:
+    """The report; `lead` (the region-source comparison, when asked for) comes first, under the notes."""
     first = results[0]
     parts = [f"# {title}\n", *(f"- {note}" for note in notes), ""]
+    if lead:
+        parts.append(lead)
     parts.append(f"## Category retrieval ({first.setting})\n")
     for bucket in (ALL, *SIZE_BUCKETS):
         parts += [f"### {bucket} objects\n", bucket_table(first, bucket)]

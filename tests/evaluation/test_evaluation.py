@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from components.evaluation.ground_truth import coco_queries, world_queries
+from components.evaluation.ground_truth import (
+    Instance,
+    coco_instances,
+    coco_queries,
+    sized_queries,
+    world_instances,
+    world_queries,
+)
 from components.evaluation.metrics import (
     EvalQuery,
     SearchMode,
@@ -117,3 +124,45 @@ def test_world_scenes_become_queries_like_coco() -> None:
     assert queries[1] == EvalQuery("a photo of a blue square", {"s2.jpg": "large"})
     assert queries[2].relevant == {}
     assert queries[3:] == [EvalQuery("c1", {"s1.jpg": "all"}, "caption"), EvalQuery("c2", {"s2.jpg": "all"}, "caption")]
+
+
+def test_sized_queries_ask_for_each_class_at_each_size_it_comes_in_named_apart_from_unnamed() -> None:
+    scenes = [
+        Scene("s1.jpg", (WorldObject("red circle", 0, 0, 10, 10), WorldObject("blue square", 0, 0, 100, 100)), "c1"),
+        Scene("s2.jpg", (WorldObject("red circle", 0, 0, 10, 10), WorldObject("red circle", 0, 0, 50, 50)), "c2"),
+    ]
+    instances = world_instances(scenes)
+    assert instances[0] == Instance("s1.jpg", "red circle", (0, 0, 10, 10), 100)
+    queries = sized_queries(instances, named={"blue square"})
+    # Relevance is bucketed as for category queries (a photo's largest object of the class): s2 holds a
+    # small red circle too, but its largest is medium, so "a small red circle" leaves s2 out of its ranking.
+    circles = {"s1.jpg": "small", "s2.jpg": "medium"}
+    assert queries == [
+        EvalQuery("a large blue square", {"s1.jpg": "large"}, group="named", bucket="large"),
+        EvalQuery("a small red circle", circles, group="unnamed", bucket="small"),
+        EvalQuery("a medium-sized red circle", circles, group="unnamed", bucket="medium"),
+    ]
+
+
+def test_a_sized_query_is_scored_in_its_own_size_alone() -> None:
+    query = EvalQuery("a small cat", {"a": "small", "b": "large"}, group="unnamed", bucket="small")
+    result = evaluate_rankings("t", [query], lambda i, mode: ["b", "x", "a"], [SearchMode("m", "both")], (5,), ())
+    assert set(result.scores["m"]["unnamed"]) == {"small"}  # neither "all" nor "large"
+    assert result.mean("m", "unnamed", "small", "P@5") == pytest.approx(1 / 5)  # b is out of the ranking: [x, a]
+    assert result.mean("m", "unnamed", "small", "AP") == pytest.approx(1 / 2)
+
+
+def test_coco_instances_keep_their_boxes_and_leave_crowds_and_unindexed_photos_out(tmp_path: Path) -> None:
+    instances = {
+        "images": [{"id": 1, "file_name": "f1.jpg"}, {"id": 2, "file_name": "f2.jpg"}],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [
+            {"image_id": 1, "category_id": 1, "area": 500, "bbox": [10, 20, 30, 40], "iscrowd": 0},
+            {"image_id": 1, "category_id": 1, "area": 9000, "bbox": [0, 0, 300, 300], "iscrowd": 1},
+            {"image_id": 2, "category_id": 1, "area": 50, "bbox": [0, 0, 5, 10], "iscrowd": 0},
+        ],
+    }
+    (tmp_path / "instances.json").write_text(json.dumps(instances))
+    assert coco_instances(tmp_path / "instances.json", {"f1.jpg"}) == [
+        Instance("f1.jpg", "cat", (10.0, 20.0, 40.0, 60.0), 500.0)  # COCO's bbox is x, y, width, height
+    ]

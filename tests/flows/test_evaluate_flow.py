@@ -46,6 +46,7 @@ def test_world_evaluation_indexes_each_setting_and_reports_every_mode_and_bucket
         json.loads((tmp_path / "data" / "eval" / "world-1000000-10-results.json").read_text())["benchmark"] == "world"
     )
     assert "data:image/jpeg;base64," in latest_artifact("eval-report").data  # the plot, inline
+    assert summary.unknown_classes == [] and summary.region_sources == []  # the comparison only when asked
 
 
 def test_embedders_are_compared_side_by_side_over_one_set_of_detections(
@@ -68,3 +69,42 @@ def test_embedders_are_compared_side_by_side_over_one_set_of_detections(
     assert set(held) == {model_id(spec) for spec in embedders} and len(set(held.values())) == 1
     report = Path(summary.report_path).read_text()
     assert f"{setting}, embedder tiny-clip" in report and f"{setting}, embedder clip" in report
+
+
+def test_unknown_classes_get_a_fresh_index_per_region_source_and_no_crop_of_a_hidden_class(tmp_path: Path) -> None:
+    from components.store.database import Database
+
+    data = tmp_path / "data"
+    summary = evaluate(
+        benchmark="world", world_scenes=16, unknown_classes=["red triangle"], data_dir=data, device="cpu"
+    )  # the world's trained models: the detector has the world's class names to hide one of
+    assert summary.unknown_classes == ["red triangle"]
+    whole, detector = summary.region_sources
+    assert (whole.name, detector.name) == ("whole photos only", "whole photos + detector crops")
+    assert whole.photos == detector.photos == 16 and whole.index_seconds > 0 and detector.index_seconds > 0
+    assert whole.crops == 0 and whole.vectors == 16  # the detector never ran: a vector per photo
+    assert detector.crops > 0 and detector.vectors == 16 + detector.crops  # no world object nears the whole frame
+    assert 0 < whole.disk_bytes < detector.disk_bytes
+    assert whole.covered["named"].keys() <= {"small", "medium", "large"}
+    assert set(whole.covered["named"].values()) == {0.0}  # a whole photo covers no world object at IoU 0.5
+    assert set(detector.queries) == {"named", "unnamed"} and detector.queries == whole.queries
+    assert {"P@5", "R@5", "AP"} <= set(detector.means["named"]["medium"])
+    # The hidden class has no crop in any index of the run (the region sources' and the usual ones).
+    eval_folder = data / "eval"
+    crop_tables = [Database(str(db)).class_names() for db in eval_folder.glob("**/lancedb")]
+    assert len(crop_tables) == 3 and all("red triangle" not in names for names in crop_tables)
+    assert any("red circle" in names for names in crop_tables)
+    assert not (eval_folder / "world-1000000-16-regions-without-red-triangle" / "warm-up").exists()
+    report = Path(summary.report_path).read_text()
+    assert "## Classes the detector cannot name, per region source" in report
+    assert report.index("## Classes the detector cannot name") < report.index("## Category retrieval")
+    saved = json.loads((eval_folder / "world-1000000-16-results.json").read_text())
+    assert [item["source"] for item in saved["region_sources"]] == ["whole", "detector"]
+
+
+def test_an_unknown_class_the_detector_lacks_fails_before_anything_is_indexed(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"--unknown-classes: \['purple hexagon'\] are not classes of the detector"):
+        evaluate(
+            benchmark="world", world_scenes=10, unknown_classes=["purple hexagon"], data_dir=tmp_path, device="cpu"
+        )
+    assert not (tmp_path / "eval").exists()  # checked before the scenes were even written
