@@ -328,6 +328,10 @@ def serve(address: HostAddress, run_command: RunCommand, idle_seconds: float, en
     is its `environment_digest`: a caller whose own differs is refused, and it is reported in the
     status so a newer host can tell it supersedes this one.
     """
+    # A cancel is a SIGINT to this process: it must raise KeyboardInterrupt here even when the host was
+    # started by a process that ignores SIGINT (a script's background job; a test runner after Ray
+    # started), since an ignored disposition is inherited across exec and Python leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     state = _HostState(environment)
     runs: queue.Queue[_Request | None] = queue.Queue()
     listener = _listening_socket(address)

@@ -253,3 +253,25 @@ def test_an_idle_host_exits_and_takes_its_socket_with_it(tmp_path: Path) -> None
         assert not host.address.socket.exists()
     finally:
         ask_host(host.address, "stop")
+
+
+def test_a_host_started_by_a_process_that_ignores_ctrl_c_still_cancels_its_commands(tmp_path: Path) -> None:
+    """A background job of a script, or a test runner after Ray started, ignores SIGINT, and its children inherit
+    that: the host's cancel (a SIGINT to itself) must still interrupt the command."""
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    ignoring = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        host = FakeHost(folder, tmp_path, idle_seconds=60.0)
+        marker, errors = tmp_path / "waiting", tmp_path / "stderr"
+        with errors.open("w") as stderr:
+            caller = host.start("wait", str(marker), stdout=subprocess.DEVNULL, stderr=stderr)
+    finally:
+        signal.signal(signal.SIGINT, ignoring)
+    try:
+        _wait_until(marker.exists, 60, "the command never started")
+        caller.send_signal(signal.SIGTERM)
+        assert caller.wait(timeout=60) == -signal.SIGTERM
+        assert errors.read_text() == "unwound\n"
+    finally:
+        ask_host(host.address, "stop")
