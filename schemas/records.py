@@ -1,4 +1,4 @@
-"""The rows cropsearch stores: one per image, per detected crop, per embedding vector.
+"""The rows cropsearch stores: one per image, per crop (a detected object or a tile), per embedding vector.
 
 Ids are content-derived (sha256), so indexing the same bytes with the same settings always
 produces the same ids and re-runs upsert instead of appending duplicates.
@@ -13,6 +13,9 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 EmbeddingKind = Literal["image", "crop"]
+# What proposed a crop: the detector's boxes, or a grid of tiles (`components/regions/`). Class-agnostic
+# proposals and an open-vocabulary detector are to come (issue 41): each will be one more name here.
+CropSource = Literal["detector", "tile"]
 
 
 def _as_vector(value: Any) -> np.ndarray:
@@ -58,22 +61,39 @@ class ImageRecord(BaseModel):
 
 
 class CropRecord(BaseModel):
-    """One detected object, cut out of its parent image."""
+    """One region of its parent image, cut out: an object the detector found, or a tile of a grid."""
 
     model_config = ConfigDict(frozen=True)
 
-    crop_id: str = Field(description="sha256 of image_id, detector, class and rounded box")
+    crop_id: str = Field(
+        description="sha256 of image_id, detector, class and rounded box (and the source, for all but the detector)"
+    )
     image_id: str = Field(description="the parent image")
-    detector: str = Field(description="id of the detector that found it")
-    class_id: int
-    class_name: str
-    confidence: float = Field(ge=0.0, le=1.0)
+    detector: str = Field(description="id of the detector that found it, or of the method that cut it ('tiles')")
+    # Crops stored before there were other sources carry no source: they are the detector's.
+    source: CropSource = Field("detector", description="which kind of region source proposed it")
+    class_id: int = Field(description="the detector's class id; -1 for a region with no class (a tile)")
+    class_name: str = Field(
+        description="the detector's class name; empty for a region with no class (a tile), which the photo's "
+        "caption, class filters and the class facet leave out"
+    )
+    confidence: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="the detector's confidence; 1 for a tile, which like the whole photo is no guess that can be "
+        "wrong (so a --min-confidence query keeps tiles as it keeps whole photos)",
+    )
     x1: float = Field(description="box in parent pixels, clamped to the image")
     y1: float
     x2: float
     y2: float
     area_fraction: float = Field(ge=0.0, le=1.0, description="box area / parent area")
     uri: str = Field(default="", description="the materialized crop file; empty until written")
+
+    @property
+    def label(self) -> str:
+        """What a person is shown for the crop: its class, or its source when it has none ('tile')."""
+        return self.class_name or self.source
 
 
 class EmbeddingRecord(BaseModel):
@@ -87,12 +107,14 @@ class EmbeddingRecord(BaseModel):
     crop_id: str | None = None
     model: str = Field(description="id of the embedder that made the vector")
     vector: Vector = Field(description="unit length, float32")
-    class_name: str | None = Field(default=None, description="the crop's class; null for whole images")
+    class_name: str | None = Field(
+        default=None, description="the crop's class; null for whole images and crops with no class (tiles)"
+    )
     class_names: list[str] = Field(
         default_factory=list,
-        description="classes this row stands for: the crop's own, or every class found in the image",
+        description="classes this row stands for: the crop's own (none for a tile), or every class found in the image",
     )
-    confidence: float = Field(default=1.0, description="the crop's detection confidence; 1 for whole images")
+    confidence: float = Field(default=1.0, description="the crop's confidence; 1 for whole images and tiles")
     area_fraction: float = Field(default=1.0, description="share of the parent covered; 1 for whole images")
 
     @classmethod
@@ -117,8 +139,8 @@ class EmbeddingRecord(BaseModel):
             crop_id=crop.crop_id,
             model=model,
             vector=vector,
-            class_name=crop.class_name,
-            class_names=[crop.class_name],
+            class_name=crop.class_name or None,
+            class_names=[crop.class_name] if crop.class_name else [],
             confidence=crop.confidence,
             area_fraction=crop.area_fraction,
         )

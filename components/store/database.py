@@ -270,18 +270,19 @@ class Database:
         return crop_records(self._rows(table, "crop_id", crop_ids, lookup_columns(table.schema)))
 
     def class_names(self) -> set[str]:
-        """Every detector class that has at least one crop in the index."""
+        """Every detector class that has at least one crop in the index (tiles have none)."""
         return set(self.class_counts())
 
     @naming_damaged_tables
     def class_counts(self) -> dict[str, int]:
-        """Detector class -> how many crops of it the index holds, most first."""
+        """Detector class -> how many crops of it the index holds, most first; crops of no class (tiles) left out."""
         table = self._open(CROPS)
         if table is None:
             return {}
         names = table.search().select(["class_name"]).limit(None).to_arrow()
         counted = names.group_by("class_name").aggregate([("class_name", "count")]).to_pylist()
-        pairs = sorted(((row["class_name"], row["class_name_count"]) for row in counted), key=lambda p: (-p[1], p[0]))
+        named = ((row["class_name"], row["class_name_count"]) for row in counted if row["class_name"])
+        pairs = sorted(named, key=lambda p: (-p[1], p[0]))
         return dict(pairs)
 
     @naming_damaged_tables

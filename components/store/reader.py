@@ -143,9 +143,9 @@ class StoreReader(Database):
 
     @naming_damaged_tables
     def crops_of_image(self, image_id: str) -> list[CropRecord]:
-        """Every crop cut from one image, most confident first."""
+        """Every crop cut from one image: the detector's most confident first, then those of no class (tiles)."""
         rows = _query_reads(self._lookup(CROPS, "image_id", [image_id]))
-        return sorted(crop_records(rows).values(), key=lambda crop: -crop.confidence)
+        return sorted(crop_records(rows).values(), key=lambda crop: (not crop.class_name, -crop.confidence))
 
     @naming_damaged_tables
     def search(self, vector: np.ndarray, where: str, limit: int) -> list[dict[str, Any]]:

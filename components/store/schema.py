@@ -97,12 +97,18 @@ IMAGES_SCHEMA = pa.schema(
     ]
 )
 
+# Which kind of source proposed a crop (`CropRecord.source`). Crops tables made before there were other
+# sources than the detector lack the column: the writer adds it, as 'detector', before it writes to one.
+CROP_SOURCE = "source"
+CROP_SOURCE_OF_OLDER_ROWS = "detector"
+
 # Scalars are float64 so records read back equal to what was written (and filters compare exactly).
 CROPS_SCHEMA = pa.schema(
     [
         _key("crop_id"),
         pa.field("image_id", pa.string()),
         pa.field("detector", pa.string()),
+        pa.field(CROP_SOURCE, pa.string()),
         pa.field("class_id", pa.int32()),
         pa.field("class_name", pa.string()),
         pa.field("confidence", pa.float64()),

@@ -19,6 +19,8 @@ from components.errors import StoreMismatchError, StoreWriteTimeout, disk_full
 from components.store.database import Database, naming_damaged_tables
 from components.store.schema import (
     ANN_EF_CONSTRUCTION,
+    CROP_SOURCE,
+    CROP_SOURCE_OF_OLDER_ROWS,
     CROPS,
     CROPS_SCHEMA,
     DEFAULT_EMBEDDER_SETTING,
@@ -36,6 +38,7 @@ from components.store.schema import (
     id_filters,
     lookup_columns,
     record_rows,
+    sql_string,
 )
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
 from schemas.settings import WHOLE_FRAME_AREA_MIN, ObjectStoreSettings
@@ -90,7 +93,20 @@ class StoreWriter(Database):
 
     @naming_damaged_tables
     def upsert_crops(self, records: Sequence[CropRecord]) -> None:
-        self._upsert_records(self._open_or_create(CROPS, CROPS_SCHEMA), "crop_id", records)
+        self._upsert_records(self._crops_with_their_source(), "crop_id", records)
+
+    def _crops_with_their_source(self) -> Any:
+        """The crops table, given the `source` column first where it was made before it (its rows as the detector's).
+
+        Written without it, a tile's source would live only in the `record` JSON, and a table older
+        than that column would lose it: read back, a tile would pass for a detector crop. Adding a
+        column filled with one constant writes a small data file per fragment and a new version;
+        readers of the older version go on reading it (their records default to 'detector').
+        """
+        table = self._open_or_create(CROPS, CROPS_SCHEMA)
+        if CROP_SOURCE not in table.schema.names:
+            table.add_columns({CROP_SOURCE: sql_string(CROP_SOURCE_OF_OLDER_ROWS)})
+        return table
 
     @naming_damaged_tables
     def upsert_embeddings(self, records: Sequence[EmbeddingRecord], embedder_id: str, embedder_spec: str = "") -> None:

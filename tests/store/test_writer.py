@@ -9,9 +9,9 @@ import pytest
 
 from components.store.reader import StoreReader
 from components.store.recovery import restore_readable
-from components.store.schema import EMBEDDINGS
+from components.store.schema import CROPS, EMBEDDINGS
 from components.store.writer import StoreWriter
-from schemas.records import EmbeddingRecord, ImageRecord
+from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
 from tests.records import crop, embedding, image
 
 
@@ -223,3 +223,62 @@ def test_only_whole_lowercase_hex_ids_reach_a_filter(writer: StoreWriter, bad: s
     with pytest.raises(ValueError, match="not a cropsearch id"):
         writer.remove_images([bad])
     assert writer.counts()["images"] == 1
+
+
+LEGACY_INDEX = Path(__file__).resolve().parents[1] / "data" / "legacy-index"
+
+
+def _tile_of(parent: ImageRecord) -> CropRecord:
+    return crop(parent, "tile").model_copy(
+        update={"source": "tile", "detector": "tiles", "class_id": -1, "class_name": "", "confidence": 1.0}
+    )
+
+
+def test_crops_stored_before_region_sources_read_as_the_detectors_and_the_table_gains_the_column(
+    tmp_path: Path,
+) -> None:
+    """The fixture's crops table has no `source` column (tests/data/make_legacy_index.py): reads as before,
+    and the first crop written adds it, its older rows the detector's."""
+    import shutil
+
+    shutil.copytree(LEGACY_INDEX / "lancedb", tmp_path / "lancedb")
+    store = StoreWriter(str(tmp_path / "lancedb"))
+    table = store._open(CROPS)
+    assert "source" not in table.schema.names
+    old_ids = table.to_arrow().column("crop_id").to_pylist()
+    old = store.crops_by_id(old_ids)
+    assert {crop.source for crop in old.values()} == {"detector"} and store.class_names() == {"red", "green", "blue"}
+
+    parent = store.images_by_id([next(iter(old.values())).image_id])
+    tile = _tile_of(next(iter(parent.values())))
+    store.upsert_crops([tile])
+    rows = StoreWriter(store.uri)._open(CROPS).to_arrow().select(["crop_id", "source"]).to_pylist()
+    sources = {row["crop_id"]: row["source"] for row in rows}
+    assert sources == {**dict.fromkeys(old_ids, "detector"), tile.crop_id: "tile"}
+    again = StoreWriter(store.uri)
+    assert again.crops_by_id([*old_ids, tile.crop_id]) == {**old, tile.crop_id: tile}
+    assert again.class_names() == {"red", "green", "blue"}  # the tile has no class to list
+
+
+def test_a_crops_table_older_than_the_record_column_keeps_a_tiles_source_in_its_own_column(tmp_path: Path) -> None:
+    """Such a table is read column by column: without the `source` column a tile would read as the detector's."""
+    import lancedb
+    import pyarrow as pa
+
+    from components.store.schema import CROPS_SCHEMA
+
+    parent = image("a")
+    detected = crop(parent, "c1")
+    oldest = pa.schema([field for field in CROPS_SCHEMA if field.name not in ("source", "record")])
+    lancedb.connect(str(tmp_path / "db")).create_table(
+        CROPS, pa.Table.from_pylist([detected.model_dump(exclude={"source"})], schema=oldest)
+    )
+    store = StoreWriter(str(tmp_path / "db"))
+    assert store.crops_by_id([detected.crop_id]) == {detected.crop_id: detected}
+    tile = _tile_of(parent)
+    store.upsert_crops([tile])
+    assert StoreWriter(store.uri).crops_by_id([detected.crop_id, tile.crop_id]) == {
+        detected.crop_id: detected,
+        tile.crop_id: tile,
+    }
+    assert [crop.source for crop in StoreReader(store.uri).crops_of_image(parent.image_id)] == ["detector", "tile"]
