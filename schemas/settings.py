@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from schemas.flat import SettingsGroup
 
@@ -91,11 +91,19 @@ class ObjectStoreSettings(SettingsGroup):
 # finds them) to learn which lack one after the value was raised.
 WHOLE_FRAME_AREA_DEFAULT = 0.9
 WHOLE_FRAME_AREA_MIN = 0.25
+# Neighbouring tiles of a grid level share this share of a tile's side. An object no wider (or taller)
+# than the overlap lies whole inside some tile of the level, whichever border it straddles: at level 3
+# of a 640 px side the tiles are 256 px, so objects up to 64 px (COCO's small ones are under 32) are
+# never cut in two. More overlap makes every tile bigger (320 px at 50%), so a small object fills less
+# of what CLIP sees, and embeds more of the photo twice. Part of the index signature when tiles are asked for.
+TILE_OVERLAP = 0.25
+# Level 1 would be the whole photo, which always has its own vector; level 8 is 64 tiles a photo.
+TILE_LEVEL_MIN, TILE_LEVEL_MAX = 2, 8
 
 
 class DetectionSettings(SettingsGroup):
-    """How objects are found and cut out. Changing any of these re-indexes affected images, but
-    `whole_frame_area`, which each run applies to the stored crops' vectors."""
+    """How regions are found and cut out: the detector's objects, and tiles. Changing any of these re-indexes
+    affected images, but `whole_frame_area`, which each run applies to the stored crops' vectors."""
 
     confidence: float = Field(0.25, ge=0.0, le=1.0, description="minimum detection confidence")
     iou: float = Field(0.7, gt=0.0, le=1.0, description="IoU threshold of non-maximum suppression")
@@ -116,6 +124,24 @@ class DetectionSettings(SettingsGroup):
         "vector of their own: the photo's stands for them (1 embeds every crop short of the whole frame)",
     )
 
+    tiles: list[int] = Field(
+        default_factory=list,
+        description=f"grid levels of tiles cut from every photo beside the detector's boxes, e.g. 2,3 (a 2x2 and a "
+        f"3x3 grid, neighbours overlapping by {TILE_OVERLAP:.0%}): regions that need no class name, found by what "
+        f"they look like; {TILE_LEVEL_MIN} to {TILE_LEVEL_MAX}; empty cuts none",
+    )
+
+    @field_validator("tiles")
+    @classmethod
+    def _tile_levels(cls, levels: list[int]) -> list[int]:
+        outside = [level for level in levels if not TILE_LEVEL_MIN <= level <= TILE_LEVEL_MAX]
+        if outside:
+            raise ValueError(
+                f"tile levels are {TILE_LEVEL_MIN} to {TILE_LEVEL_MAX} (level 1 is the whole photo, which always "
+                f"has its own vector), got {outside}"
+            )
+        return sorted(set(levels))
+
     def embeds_crop(self, area_fraction: float) -> bool:
         """Whether a crop covering `area_fraction` of its photo gets a vector of its own (see `whole_frame_area`)."""
         return area_fraction < self.whole_frame_area
@@ -126,8 +152,14 @@ class DetectionSettings(SettingsGroup):
         `whole_frame_area` changes only which crops have vectors, and each run's plan brings the stored
         vectors in line with it (`StoreWriter.drop_whole_frame_vectors`): indexes made before it existed,
         and a changed value, need no detection again.
+
+        Tiles enter only when asked for, with their overlap: an index made before tiles existed keeps
+        its signature, and one with tiles differs from one without (its photos are cut again).
         """
-        return self.model_dump(include=set(DetectionSettings.model_fields) - {"whole_frame_area"})
+        found = self.model_dump(include=set(DetectionSettings.model_fields) - {"whole_frame_area", "tiles"})
+        if self.tiles:
+            found["tiles"] = {"levels": self.tiles, "overlap": TILE_OVERLAP}
+        return found
 
 
 class BatchSettings(SettingsGroup):

@@ -1,4 +1,4 @@
-"""Crop geometry and materialization: boxes to CropRecords, and CropRecords to files."""
+"""Crop geometry and materialization: regions to CropRecords, and CropRecords to files."""
 
 from __future__ import annotations
 
@@ -11,44 +11,57 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from components.models.detector import Detection
+from components.regions.region import Region
 from components.store.objects import ObjectFiles
-from schemas.records import CropRecord, ImageRecord
+from schemas.records import CropRecord, CropSource, ImageRecord
 from schemas.settings import DetectionSettings, is_object_store_uri
 
 CROP_SUFFIX = ".jpg"
 _JPEG_QUALITY = 92
 
 
-def crop_id_for(image_id: str, detector_id: str, class_id: int, box: tuple[float, float, float, float]) -> str:
-    """Deterministic id: the same detection of the same bytes always gets the same id.
+def crop_id_for(
+    image_id: str,
+    detector_id: str,
+    class_id: int,
+    box: tuple[float, float, float, float],
+    source: CropSource = "detector",
+) -> str:
+    """Deterministic id: the same region of the same bytes from the same source always gets the same id.
 
-    Rounding to whole pixels keeps ids stable across tiny numeric differences between runs.
+    Rounding to whole pixels keeps ids stable across tiny numeric differences between runs. A
+    detector's crop is hashed as it was before there were other sources, so the crops of indexes
+    made then keep their ids (their files and vectors) and re-runs find them done. Every other
+    source's is hashed with its name in front: an image id is 64 hex digits and a source name is
+    not, so a tile and a detector box with the same corners (or class, or proposer) never share an id.
     """
     rounded = ",".join(str(round(value)) for value in box)
-    return hashlib.sha256(f"{image_id}|{detector_id}|{class_id}|{rounded}".encode()).hexdigest()
+    prefix = "" if source == "detector" else f"{source}:"
+    return hashlib.sha256(f"{prefix}{image_id}|{detector_id}|{class_id}|{rounded}".encode()).hexdigest()
 
 
-def to_crop_records(
-    image: ImageRecord, detections: Sequence[Detection], detector_id: str, settings: DetectionSettings
-) -> list[CropRecord]:
-    """Clamp boxes to the image, drop slivers, and give each survivor its id and area share."""
+def to_crop_records(image: ImageRecord, regions: Sequence[Region], settings: DetectionSettings) -> list[CropRecord]:
+    """Clamp boxes to the image, drop slivers, and give each survivor its id and area share.
+
+    Any source's regions: a region with no class keeps an empty class name (and class id -1).
+    """
     records: dict[str, CropRecord] = {}
-    for found in detections:
+    for found in regions:
         x1, y1 = max(0.0, found.x1), max(0.0, found.y1)
         x2, y2 = min(float(image.width), found.x2), min(float(image.height), found.y2)
         if min(x2 - x1, y2 - y1) < settings.min_box_pixels:
             continue
-        crop_id = crop_id_for(image.image_id, detector_id, found.class_id, (x1, y1, x2, y2))
+        crop_id = crop_id_for(image.image_id, found.proposer, found.class_id, (x1, y1, x2, y2), found.source)
         records.setdefault(
             crop_id,
             CropRecord(
                 crop_id=crop_id,
                 image_id=image.image_id,
-                detector=detector_id,
+                detector=found.proposer,
+                source=found.source,
                 class_id=found.class_id,
-                class_name=found.class_name,
-                confidence=min(1.0, max(0.0, found.confidence)),
+                class_name=found.class_name or "",
+                confidence=min(1.0, max(0.0, found.score)),
                 x1=x1,
                 y1=y1,
                 x2=x2,
@@ -163,8 +176,11 @@ def materialize_crops(
 
 
 def caption_for(crops: Sequence[CropRecord]) -> str:
-    """A caption from the detections, e.g. 'this image contains 2 person, 1 tv'."""
-    counts = Counter(crop.class_name for crop in crops)
+    """A caption from the detections, e.g. 'this image contains 2 person, 1 tv'.
+
+    Crops without a class (tiles) are not objects found in the photo: they are not counted.
+    """
+    counts = Counter(crop.class_name for crop in crops if crop.class_name)
     if not counts:
         return "no objects detected"
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))

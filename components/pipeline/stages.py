@@ -21,13 +21,15 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from components.models.detector import Detection, Detector, load_detector
+from components.models.detector import Detector, load_detector
 from components.models.embedder import Embedder, EmbeddingSteps, image_embedding_steps, load_embedder
 from components.pipeline.crop_writer import CropFileWriter
 from components.pipeline.crops import caption_for, crops_root, decoded_crop_jpeg, encoded_crops, to_crop_records
 from components.pipeline.images import ImageDecodeError, decode_rgb, read_as_registered
 from components.pipeline.memory import give_back_freed_memory
 from components.pipeline.prefetch import mapped_ahead, prefetched
+from components.regions.region import Region, RegionSource
+from components.regions.sources import run_sources
 from components.store.objects import ObjectFiles, lies_under
 from components.store.writer import StoreWriter
 from schemas.params import ChunkConfig
@@ -156,12 +158,13 @@ def model_stage(
     config: ChunkConfig,
     stored_crops: Mapping[str, list[CropRecord]] | None = None,
 ) -> ChunkWork:
-    """Detect, crop and embed one chunk: the part of indexing that needs the models, and no database.
+    """Find regions, crop and embed one chunk: the part of indexing that needs the models, and no database.
 
-    Each photo is read and decoded once. That one picture goes to the detector, and then, with its
-    boxes, to every embedder (whole and cut into its crops) and to the crop-file writer threads.
-    Reading and decoding, preparing model input and writing files all run on `decode_threads`
-    threads each, beside the forward passes; detection runs a batch ahead of embedding. A photo
+    Each photo is read and decoded once. That one picture goes to the run's region sources (the
+    detector, tiles: `components.regions.sources.run_sources`), and then, with their regions, to
+    every embedder (whole and cut into its crops) and to the crop-file writer threads. Reading and
+    decoding, preparing model input and writing files all run on `decode_threads` threads each,
+    beside the forward passes; finding regions runs a batch ahead of embedding. A photo
     that does not decode is skipped (reported once). The crops come back with their file uris,
     every file written: an image whose records are written has its crop files.
 
@@ -179,7 +182,8 @@ def model_stage(
     steps = _every_embedders_steps(models.embedders)
     decoded = _decoded(images, threads, work.skipped)
     if stored_crops is None:
-        detected = prefetched(_detected(decoded, models, detection, batching.detect_batch_size or 1, work))
+        sources = run_sources(detection, models.detector, models.detector_id)
+        detected = prefetched(_with_regions(decoded, sources, detection, batching.detect_batch_size or 1, work))
     else:
         detected = (_Found(record, pixels, stored_crops.get(record.image_id, [])) for record, pixels in decoded)
     unembedded: list[CropRecord] = []  # appended from the decode threads: list.append is atomic
@@ -197,7 +201,7 @@ def model_stage(
             encoded = encoded_crops(found.pixels, found.crops, root, detection.padding)
             if stored_crops is None:
                 writer.submit([(crop.uri, data) for crop, data in encoded])
-            classes = sorted({crop.class_name for crop in found.crops})
+            classes = sorted({crop.class_name for crop in found.crops if crop.class_name})  # tiles name nothing
             # A crop nearly the whole photo keeps its row, file and class, not a vector: the photo's stands for it.
             own = [(crop, data) for crop, data in encoded if detection.embeds_crop(crop.area_fraction)]
             unembedded.extend(crop for crop, _ in encoded if not detection.embeds_crop(crop.area_fraction))
@@ -262,7 +266,7 @@ def _every_embedders_steps(embedders: Mapping[str, Embedder]) -> _EveryEmbedders
 
 @dataclass(frozen=True)
 class _Found:
-    """One decoded photo and the crops detection found in it (no files yet)."""
+    """One decoded photo and the crops its region sources found in it (no files yet)."""
 
     record: ImageRecord
     pixels: Image.Image
@@ -290,26 +294,30 @@ def _decoded(
             yield outcome
 
 
-def _detected(
+def _with_regions(
     decoded: Iterator[tuple[ImageRecord, Image.Image]],
-    models: ChunkModels,
+    sources: Sequence[RegionSource],
     settings: DetectionSettings,
     batch_size: int,
     work: ChunkWork,
 ) -> Iterator[_Found]:
-    """Each decoded photo with its crops, `batch_size` photos per forward pass (none when no boxes are asked for)."""
+    """Each decoded photo with its crops: every source asked for the regions of `batch_size` photos at a time.
+
+    Their seconds count as `detect` (finding regions); a source that runs a model counts a batch per call.
+    """
     for batch in _batches(decoded, batch_size):
-        if settings.max_detections == 0:
-            found: list[list[Detection]] = [[] for _ in batch]
-        else:
-            assert models.detector is not None, "a chunk to detect needs its detector loaded"
-            detect_started = time.perf_counter()
-            found = models.detector.detect([pixels for _, pixels in batch], settings)
-            work.seconds["detect"] += time.perf_counter() - detect_started
-            work.model_batches += 1
-            work.detector_batches += 1
-        for (record, pixels), detections in zip(batch, found, strict=True):
-            yield _Found(record, pixels, to_crop_records(record, detections, models.detector_id, settings))
+        pictures = [pixels for _, pixels in batch]
+        found: list[list[Region]] = [[] for _ in batch]
+        for source in sources:
+            started = time.perf_counter()
+            for regions, more in zip(found, source.regions(pictures), strict=True):
+                regions.extend(more)
+            work.seconds["detect"] += time.perf_counter() - started
+            if source.runs_a_model:
+                work.model_batches += 1
+                work.detector_batches += 1
+        for (record, pixels), regions in zip(batch, found, strict=True):
+            yield _Found(record, pixels, to_crop_records(record, regions, settings))
 
 
 def _rebatched(

@@ -66,7 +66,7 @@ def hit_pictures(
 
 
 def _label(hit: QueryHit) -> str:
-    return f"#{hit.rank} {hit.score:.3f} {hit.crop.class_name if hit.crop else 'whole image'}"
+    return f"#{hit.rank} {hit.score:.3f} {hit.crop.label if hit.crop else 'whole image'}"
 
 
 def grid_image(hits: Sequence[QueryHit], files: ObjectFiles | None = None) -> Image.Image:
@@ -138,7 +138,7 @@ def hits_table(hits: Sequence[QueryHit]) -> list[dict[str, str]]:
             "rank": str(hit.rank),
             "score": f"{hit.score:.{SCORE_DECIMALS}f}",
             "kind": hit.kind,
-            "class": hit.crop.class_name if hit.crop else "-",
+            "class": hit.crop.label if hit.crop else "-",
             "parent": hit.image.uri,
             "box": _box(hit),
         }

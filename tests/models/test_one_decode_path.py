@@ -21,6 +21,7 @@ from components.models.embedder import load_embedder
 from components.pipeline import stages
 from components.pipeline.crops import to_crop_records
 from components.pipeline.images import decode_rgb, register_images
+from components.regions.detector import regions_of
 from components.store.writer import StoreWriter
 from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, ChunkConfig
 from schemas.records import CropRecord
@@ -100,7 +101,7 @@ def test_the_one_decode_path_gives_the_reference_boxes_vectors_and_rows(
     ]
     reference_vectors = {}
     for image, pixels, detections in zip(images, decoded, found, strict=True):
-        expected = to_crop_records(image, detections, "d", settings)
+        expected = to_crop_records(image, regions_of(detections, "d"), settings)
         got = crops_of.get(image.image_id, [])
         assert len(got) == len(expected), image.uri
         for mine, theirs in zip(got, expected, strict=True):

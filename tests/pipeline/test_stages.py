@@ -353,3 +353,49 @@ def test_a_reindexed_photos_stale_crop_rows_delete_only_files_in_the_crop_store(
     assert [crop.uri for crop in store.crops_of_images([images[0].image_id])[images[0].image_id]] == [
         crop.uri for crop in work.crops
     ]
+
+
+def test_tiles_alone_are_crops_with_files_and_vectors_that_name_nothing_and_run_no_model(
+    tmp_path: Path, store: StoreWriter
+) -> None:
+    images, _ = register_images([picture(tmp_path / "a.png", (10, 10, 40, 30))], "t")
+    tiles_only = DetectionSettings(max_detections=0, tiles=[2])
+    work = blob_model_stage(images, tmp_path / "crops", 1, 8, detection=tiles_only)
+    assert work.detector_batches == 0 and work.model_batches == 1  # one embedder batch: the photo and its 4 tiles
+    assert [(c.x1, c.y1, c.x2, c.y2) for c in work.crops] == [
+        (0, 0, 69, 51),
+        (51, 0, 120, 51),
+        (0, 39, 69, 90),
+        (51, 39, 120, 90),
+    ]
+    assert {(c.source, c.detector, c.class_name, c.class_id) for c in work.crops} == {("tile", "tiles", "", -1)}
+    assert all(Image.open(c.uri).size == (c.x2 - c.x1, c.y2 - c.y1) for c in work.crops)
+    assert {tuple(e.class_names) for e in work.embeddings} == {()} and len(work.embeddings) == 5
+    stages.write_stage(store, images, work.crops, work.embeddings, "sig", {"mean": "mean"})
+    assert store.images_by_id([images[0].image_id])[images[0].image_id].caption == "no objects detected"
+    assert store.class_counts() == {}  # the class facet lists objects, and a tile is none
+
+
+def test_tiles_beside_the_detector_leave_its_crops_as_they_were_and_every_row_records_its_source(
+    tmp_path: Path, store: StoreWriter
+) -> None:
+    images, _ = register_images([picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", None)], "t")
+    alone = blob_model_stage(images, tmp_path / "alone", 2, 8)
+    both = blob_model_stage(images, tmp_path / "both", 2, 8, detection=DetectionSettings(tiles=[2, 3]))
+    assert both.detector_batches == alone.detector_batches == 1  # tiles add no forward pass
+    detected = [crop for crop in both.crops if crop.source == "detector"]
+    assert [(c.crop_id, c.x1, c.y1, c.x2, c.y2, c.class_name) for c in detected] == [
+        (c.crop_id, c.x1, c.y1, c.x2, c.y2, c.class_name) for c in alone.crops
+    ]  # the same ids: an index that adds tiles keeps its detector crops' rows, files and vectors
+    assert len([crop for crop in both.crops if crop.source == "tile"]) == 2 * (4 + 9)
+    whole = {e.id: e.class_names for e in both.embeddings if e.kind == "image"}
+    assert whole == {images[0].image_id: ["red"], images[1].image_id: []}  # the photo's classes: tiles add none
+
+    stages.write_stage(store, images, both.crops, both.embeddings, "sig", {"mean": "mean"})
+    stored = store.crops_of_images([image.image_id for image in images])
+    assert sorted(crop.source for crops in stored.values() for crop in crops) == ["detector"] + ["tile"] * 26
+    column = store._open("crops").to_arrow().select(["crop_id", "source"]).to_pylist()
+    assert {row["crop_id"]: row["source"] for row in column} == {c.crop_id: c.source for c in both.crops}
+    captions = {record.image_id: record.caption for record in store.images_by_id([i.image_id for i in images]).values()}
+    assert captions == {images[0].image_id: "this image contains 1 red", images[1].image_id: "no objects detected"}
+    assert store.class_counts() == {"red": 1}

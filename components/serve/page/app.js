@@ -62,7 +62,7 @@ function framedPicture(src, width, height, alt) {
 function hitCard(hit) {
   const image = hit.image;
   const name = image.uri.split("/").pop();
-  const what = hit.class_name || "whole photo";
+  const what = hit.class_name || (hit.crop ? hit.crop.source : "whole photo");  // a tile has no class
   const matched = element("button", {
     type: "button", class: "picture matched", title: "more like this",
     "aria-label": `more like this ${what} (rank ${hit.rank})`,
@@ -144,20 +144,21 @@ async function openPhoto(imageId) {
     frame.querySelectorAll(".box").forEach((box) => box.remove());
     const listed = [];
     for (const crop of crops) {
+      const label = crop.class_name || crop.source;  // a tile has no class
       const box = boxOver([crop.x1, crop.y1, crop.x2, crop.y2], image.width, image.height, "button");
       box.type = "button";
-      box.setAttribute("aria-label", `more like this ${crop.class_name}`);
-      box.append(element("span", { text: `${crop.class_name} ${crop.confidence.toFixed(2)}` }));
-      box.addEventListener("click", () => { $("viewer").close(); similar(crop.crop_id, crop.class_name); });
+      box.setAttribute("aria-label", `more like this ${label}`);
+      box.append(element("span", { text: crop.class_name ? `${label} ${crop.confidence.toFixed(2)}` : label }));
+      box.addEventListener("click", () => { $("viewer").close(); similar(crop.crop_id, label); });
       frame.append(box);
       const thumbnail = element("button", { type: "button", title: "more like this" }, [
-        element("img", { src: withToken(crop.crop_url + "?size=128"), alt: crop.class_name }),
-        element("span", { text: crop.class_name }),
+        element("img", { src: withToken(crop.crop_url + "?size=128"), alt: label }),
+        element("span", { text: label }),
       ]);
       thumbnail.addEventListener("click", () => box.click());
       listed.push(element("li", {}, [thumbnail]));
     }
-    $("viewer-caption").textContent = `${image.uri} · ${image.width}×${image.height} · ${crops.length} objects`;
+    $("viewer-caption").textContent = `${image.uri} · ${image.width}×${image.height} · ${crops.filter((crop) => crop.class_name).length} objects`;
     $("viewer-crops").replaceChildren(...listed);
     $("viewer").showModal();
   } catch (error) { failed(error); }
