@@ -70,6 +70,18 @@ def test_signature_changes_with_anything_that_changes_the_crops() -> None:
     assert base != legacy_signature_of("det", "emb", DetectionSettings())
 
 
+def test_tiles_change_the_signature_and_an_index_without_them_keeps_the_one_it_had() -> None:
+    """Indexes made before tiles existed must find their photos done: their signature is pinned here."""
+    assert signature_of("det", DetectionSettings()) == "ebda0b88141c2314"  # as computed before tiles (at 5b7e7b9)
+    assert signature_of("yolov10x.pt", DetectionSettings(max_detections=5)) == "2b44cbfdc5f32a7a"
+    tiled = signature_of("det", DetectionSettings(tiles=[2, 3]))
+    assert tiled not in (signature_of("det", DetectionSettings()), signature_of("det", DetectionSettings(tiles=[2])))
+    assert tiled == signature_of("det", DetectionSettings(tiles=[3, 2, 2]))  # the same levels, the same tiles
+    assert signature_of("det", DetectionSettings(whole_frame_area=0.5, tiles=[2])) == signature_of(
+        "det", DetectionSettings(tiles=[2])
+    )
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
