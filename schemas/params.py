@@ -172,7 +172,7 @@ WORLD_EMBEDDER = WORLD_DIR / "clip"
 WORLD_IMAGE_SIZE = 256  # the scenes' size, and the detector's training size
 # The region sources `cropsearch eval --unknown-classes` compares, one index each (their index settings are
 # `components.evaluation.regions.REGION_SOURCES`): a new source is one more name here and one entry there.
-RegionSourceName = Literal["whole", "detector"]
+RegionSourceName = Literal["whole", "detector", "tiles"]
 REGION_SOURCE_NAMES: tuple[RegionSourceName, ...] = typing.get_args(RegionSourceName)
 
 
@@ -217,7 +217,7 @@ class EvalParams(FlatParams):
     region_sources: list[RegionSourceName] = Field(
         default_factory=lambda: list(REGION_SOURCE_NAMES),
         description="with --unknown-classes, the region sources compared (an index each): whole (whole photos "
-        "only), detector (whole photos + detector crops)",
+        "only), detector (whole photos + detector crops), tiles (whole photos + detector crops + tiles 2,3)",
     )
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="downloads, indexes (under eval/) and the report")
     device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")

@@ -44,6 +44,9 @@ REGION_SOURCES = (
     # No boxes asked for: the detector never runs, and each photo is its one vector.
     RegionSource("whole", "whole photos only", {"max_detections": 0}),
     RegionSource("detector", "whole photos + detector crops"),
+    # What `cropsearch index --tiles 2,3` makes: the detector's crops stay, so the named classes show
+    # whether tiles crowd them out of the top hits, and the unnamed ones what tiles add.
+    RegionSource("tiles", "whole photos + detector crops + tiles 2,3", {"tiles": [2, 3]}),
 )
 
 # How the comparison searches each index: as `cropsearch query --mode vector` does, whole photos and

@@ -24,8 +24,9 @@ def test_every_region_source_the_parameters_offer_has_index_settings_that_index_
     for source in REGION_SOURCES:
         IndexParams(**source.index)  # a typo in a source's settings fails here, not mid-evaluation
     assert IndexParams(**region_sources(["whole"])[0].index).detection.max_detections == 0  # the detector never runs
-    with pytest.raises(ValueError, match="tiles"):
-        region_sources(["tiles"])
+    assert IndexParams(**region_sources(["tiles"])[0].index).detection.tiles == [2, 3]
+    with pytest.raises(ValueError, match="proposals"):
+        region_sources(["proposals"])
 
 
 def test_hidden_classes_must_be_the_detectors_own_and_leave_it_some() -> None:
