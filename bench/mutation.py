@@ -110,6 +110,8 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout_seconds: float) -> tup
 def try_mutant(copy: Path, mutant: Mutant, timeout_seconds: float) -> Outcome:
     target = copy / mutant.file
     original = target.read_text()
+    if original.count(mutant.find) != 1:  # the copy is the code measured: a mutant must change it
+        raise SystemExit(f"mutant {mutant.name!r}: its find text is not once in the copy of {mutant.file}")
     target.write_text(original.replace(mutant.find, mutant.replace, 1))
     started = time.perf_counter()
     try:
@@ -130,6 +132,7 @@ def try_mutant(copy: Path, mutant: Mutant, timeout_seconds: float) -> Outcome:
 
 
 def measure(mutants: list[Mutant], timeout_seconds: float) -> dict[str, Any]:
+    facts = machine()  # before the copy: its commit is the code measured, whatever the checkout becomes meanwhile
     with tempfile.TemporaryDirectory(prefix="cropsearch-mutants-") as work:
         copy = Path(work)
         copy_checkout(copy)
@@ -142,7 +145,7 @@ def measure(mutants: list[Mutant], timeout_seconds: float) -> dict[str, Any]:
             outcome = try_mutant(copy, mutant, timeout_seconds)
             print(f"[{number}/{len(mutants)}] {'caught  ' if outcome.caught else 'SURVIVED'} {mutant.name}", flush=True)
             outcomes.append(outcome)
-    return {"machine": machine(), "target": TARGET, "mutants": [asdict(outcome) for outcome in outcomes]}
+    return {"machine": facts, "target": TARGET, "mutants": [asdict(outcome) for outcome in outcomes]}
 
 
 def score(figures: dict[str, Any]) -> float:
