@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import numpy as np
 from prefect import flow, get_run_logger, task
@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from components.models.embedder import load_embedder
+from components.ops import trust
 from components.ops.preflight import check_query_can_start, check_query_image
 from components.pipeline.images import decode_rgb
 from components.search.encoding import picture_vector, text_vector
@@ -25,9 +26,7 @@ from components.store.reader import StoreReader
 from flows import deployed
 from flows.parameters import split_fields, takes_fields_of
 from schemas.params import QueryInput, QueryParams
-from schemas.policy import OperatorPolicy
 from schemas.results import QueryHit, QueryResult
-from schemas.settings import is_object_store_uri
 
 
 @task(cache_policy=NO_CACHE)
@@ -83,15 +82,6 @@ def publish(
     return grid_path
 
 
-def readable_roots(policy: OperatorPolicy, params: QueryParams) -> list[str]:
-    """Where a deployed query may draw pictures from: the folders photos are indexed from and runs write to,
-    and, for a database on an object store (fixed by the deployment), its bucket, where its crops are kept."""
-    roots = [str(root.resolve()) for root in (*policy.source_roots, *policy.data_roots)]
-    if is_object_store_uri(params.resolved_db_uri):
-        roots.append(f"s3://{urlsplit(params.resolved_db_uri).netloc}")
-    return roots
-
-
 def describe(query_input: QueryInput) -> str:
     return query_input.text if query_input.text is not None else f"image {query_input.image}"
 
@@ -116,7 +106,7 @@ def query(**fields: Any) -> QueryResult:
     grid_dir = params.data_dir.resolve() / "queries" if params.render else None
     page = policy.search_page if policy is not None else None
     link = search_page_link(page, query_input.text, params) if page and query_input.text is not None else ""
-    readable = None if policy is None else readable_roots(policy, params)
+    readable = None if policy is None else trust.query_readable_roots(policy, params)
     grid_path = publish(describe(query_input), quote(hits), grid_dir, params, link, readable)
     logger = get_run_logger()
     logger.info("%d hits for %s, ranked by %s search over %s", len(hits), describe(query_input), ranking, embedder_id)

@@ -95,9 +95,12 @@ class OperatorPolicy(BaseModel):
     def allows_host(self, url: str) -> bool:
         """Whether `url` is unambiguous (`requested_host`) and its host is an allowed one or a subdomain of one."""
         try:
-            host = requested_host(url)
+            return self.allows_hostname(requested_host(url))
         except ValueError:
             return False
+
+    def allows_hostname(self, host: str) -> bool:
+        """Whether `host` (as `requested_host` gives it) is an allowed host or a subdomain of one."""
         return any(host == allowed or host.endswith(f".{allowed}") for allowed in self.allowed_hosts)
 
     def to_json(self) -> str:

@@ -125,16 +125,24 @@ def _bundled_architecture(spec: str) -> bool:
     """
     if "/" in spec or "\\" in spec:
         return False
+    names = {re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", spec), spec}
+    if any(Path(name).exists() for name in names):  # asked every time: a working directory's files come and go
+        return False
+    return any(_packaged_config(name) for name in names)
+
+
+@functools.lru_cache(maxsize=64)
+def _packaged_config(name: str) -> bool:
+    """Whether ultralytics' package holds a config of this name (its files do not change while it runs)."""
     from ultralytics.utils import ROOT
 
-    names = {re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", spec), spec}
-    if any(Path(name).exists() for name in names):
-        return False
-    return any(next((ROOT / "cfg").rglob(name), None) is not None for name in names)
+    return next((ROOT / "cfg").rglob(name), None) is not None
 
 
-def check_model_location(spec: str, model_roots: Sequence[Path], parameter: str) -> None:
-    """A spec that opens a local file or folder must name an existing one inside a model root.
+def check_model_location(spec: str, model_roots: Sequence[Path], parameter: str) -> Path | None:
+    """A spec that opens a local file or folder must name an existing one inside a model root: that one, resolved.
+
+    None for a spec that opens nothing local (a hub name, a bundled config, a plug-in).
 
     Loading weights (pickles) or building a model config (`.yaml`, whose `activation:` ultralytics
     evaluates) runs what they hold, so they come from the operator's folders only, never from where
@@ -142,10 +150,11 @@ def check_model_location(spec: str, model_roots: Sequence[Path], parameter: str)
     """
     path = local_model_path(spec)
     if path is None:
-        return
+        return None
     resolved = check_inside(path, model_roots, what=parameter, use="load weights from")
     if not resolved.exists():
         raise AccessDenied(f"{parameter} {spec!r}: no such file or folder in the model roots")
+    return resolved
 
 
 def portable_spec(spec: str) -> str:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from components.models.loading import check_model_location, is_official_yolo_release, local_model_path
+from components.models.loading import check_model_location, is_official_yolo_release
 from components.models.plugins import is_plugin_spec
 from components.ops.access import AccessDenied, check_inside
 from schemas.flat import FlatParams
@@ -36,9 +37,8 @@ def check_model(spec: str | None, policy: OperatorPolicy, parameter: str) -> Non
         raise AccessDenied(f"{parameter} {spec!r}: plug-ins run code and are refused in deployed runs")
     if is_official_yolo_release(spec):
         _check_host("https://github.com", policy, f"{parameter} {spec!r} (downloaded from github.com)")
-    elif local_model_path(spec) is not None:
-        check_model_location(spec, policy.model_roots, parameter)
-    elif not spec.endswith((".yaml", ".yml")):  # a Hugging Face id; a bare .yaml is one ultralytics bundles
+    elif check_model_location(spec, policy.model_roots, parameter) is None and not spec.endswith((".yaml", ".yml")):
+        # a Hugging Face id; a bare .yaml that opens no local file is one ultralytics bundles
         _check_host("https://huggingface.co", policy, f"{parameter} {spec!r} (a Hugging Face id)")
 
 
@@ -60,12 +60,24 @@ def check_download_url(url: str, policy: OperatorPolicy | None) -> None:
         _check_host(url, policy, f"download {url!r}")
 
 
+def query_readable_roots(policy: OperatorPolicy, params: QueryParams) -> list[str]:
+    """Where a deployed query may draw pictures from: the folders photos are indexed from and runs write to,
+    and, for a database on an object store (fixed by the deployment), its bucket, where its crops are kept.
+
+    The pictures' paths come from the database's rows, which a run may have planted (`ObjectFiles.readable_roots`).
+    """
+    roots = [str(root.resolve()) for root in (*policy.source_roots, *policy.data_roots)]
+    if is_object_store_uri(params.resolved_db_uri):
+        roots.append(f"s3://{urlsplit(params.resolved_db_uri).netloc}")
+    return roots
+
+
 def _check_host(url: str, policy: OperatorPolicy, what: str) -> None:
     try:
-        requested_host(url)
+        host = requested_host(url)
     except ValueError as error:
         raise AccessDenied(f"{what}: refused, {error}") from error
-    if not policy.allows_host(url):
+    if not policy.allows_hostname(host):
         allowed = ", ".join(policy.allowed_hosts) or "none"
         raise AccessDenied(f"{what}: its host is not one deployed runs may reach ({allowed})")
 
