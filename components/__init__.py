@@ -1,7 +1,7 @@
 """Plain-Python building blocks of cropsearch, one subpackage per subsystem. Nothing here imports Prefect.
 
 - `models/`: the two model families (detector, embedder), how they are found, loaded and run
-- `regions/`: region sources, one protocol for all: the detector's boxes, tiles
+- `regions/`: region sources, one protocol for all: the detector's boxes, class-agnostic proposals, tiles
 - `store/`: LanceDB (schema, writer, reader), crop files, the one-writer lock, recovery
 - `pipeline/`: indexing's data path: sources to files, files to records, records through the models
 - `search/`: answering a query vector: prefilter, rank, fold per parent, join; showing hits

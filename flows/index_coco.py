@@ -42,7 +42,7 @@ from flows import deployed
 from flows.parameters import takes_fields_of
 from flows.runners import chunk_task_options, runs_on_a_temporary_api, started_chunk_runner, workers_report_here
 from schemas.files import ExtractedFolder, ListedFiles, LocalFile
-from schemas.params import ChunkConfig, IndexParams, legacy_signature_of, signature_of
+from schemas.params import ChunkConfig, IndexParams, detector_signature_of, legacy_signature_of, signature_of
 from schemas.policy import OperatorPolicy
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 from schemas.results import IndexReport
@@ -109,13 +109,20 @@ def register(paths: list[Path], source_name: str, threads: int) -> tuple[list[Im
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def plan_stage(
-    params: IndexParams, images: list[ImageRecord], signature: str, embedders: list[str], legacy_signatures: list[str]
+    params: IndexParams,
+    images: list[ImageRecord],
+    signatures: tuple[str, str],
+    embedders: list[str],
+    legacy_signatures: list[str],
 ) -> stages.IndexPlan:
+    """`signatures`: the run's index signature, and its detector's alone."""
     files, writer = ObjectFiles(params.object_store), _writer(params)
     source, whole_frame_area = params.resolved_source_name, params.detection.whole_frame_area
-    crops_uri = params.resolved_crops_uri
+    signature, detector_signature = signatures
     return stages.plan_stage(
-        writer, images, signature, source, files, whole_frame_area, embedders, legacy_signatures, crops_uri
+        *(writer, images, signature, source, files, whole_frame_area, embedders, legacy_signatures),
+        crops_uri=params.resolved_crops_uri,
+        detector_signature=detector_signature,
     )
 
 
@@ -126,12 +133,14 @@ def model_stage(
     detector_id: str,
     embedder_ids: list[str],
     stored_crops: dict[str, list[CropRecord]] | None = None,
+    recut: bool = False,
 ) -> stages.ChunkWork:
-    """Detect, crop and embed one chunk (or, given `stored_crops`, only embed), on whichever worker the task
-    runner chose; models load once per worker."""
+    """Detect, crop and embed one chunk (or, given `stored_crops`, only embed, or with `recut` cut and embed
+    the regions beyond the detector's stored boxes), on whichever worker the task runner chose; models load
+    once per worker."""
     here = on_this_machine(config)
     models = stages.load_chunk_models(here, detector_id, embedder_ids, detect=stored_crops is None)
-    return stages.model_stage(images, models, here, stored_crops)
+    return stages.model_stage(images, models, here, stored_crops, recut)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -145,11 +154,18 @@ def write_stage(
     images: list[ImageRecord],
     crops: list[CropRecord],
     embeddings: list[EmbeddingRecord],
-    signature: str,
+    signatures: tuple[str, str],
     embedder_specs: dict[str, str],
+    recut: dict[str, list[CropRecord]],
 ) -> None:
+    """`signatures`: the run's index signature, and its detector's alone."""
     writer, files = _writer(params), ObjectFiles(params.object_store)
-    stages.write_stage(writer, images, crops, embeddings, signature, embedder_specs, files, params.resolved_crops_uri)
+    signature, detector_signature = signatures
+    stages.write_stage(
+        *(writer, images, crops, embeddings, signature, embedder_specs, files, params.resolved_crops_uri),
+        detector_signature=detector_signature,
+        recut=recut,
+    )
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -215,6 +231,7 @@ class IndexRun:
     params: IndexParams
     config: ChunkConfig
     detector_id: str
+    detector_signature: str  # of the detector's boxes alone (`report.index_signature` is of every region source)
     embedders: dict[str, str]  # id -> spec: the index's embedders and the one --embedder adds
     recorded: list[str]  # the index's embedders when the run started
     report: IndexReport
@@ -248,6 +265,7 @@ def start_run(params: IndexParams, show_progress: bool, policy: OperatorPolicy |
         params=params,
         config=chunk_config(params, list(embedders.values()), None if policy is None else policy.model_roots),
         detector_id=detector_id,
+        detector_signature=detector_signature_of(detector_id, params.detection),
         embedders=embedders,
         recorded=list(recorded),
         report=IndexReport(source=params.source, db_uri=params.resolved_db_uri, index_signature=signature),
@@ -316,9 +334,11 @@ def plan(run: IndexRun, images: list[ImageRecord]) -> stages.IndexPlan:
         {legacy_signature_of(run.detector_id, embedder, run.params.detection) for embedder in run.embedders}
     )
     with run.timed("plan"):
-        planned = plan_stage(run.params, quote(images), run.report.index_signature, list(run.embedders), legacy)
+        signatures = (run.report.index_signature, run.detector_signature)
+        planned = plan_stage(run.params, quote(images), signatures, list(run.embedders), legacy)
     todo = planned.detect
-    run.report.images_already_indexed = len(images) - len(todo)
+    run.report.images_already_indexed = len(images) - len(todo) - len(planned.recut)
+    run.report.images_recut = len(planned.recut)
     logger = get_run_logger()
     if planned.upgraded:
         logger.info("%d images indexed before several embedders: their signature rewritten", planned.upgraded)
@@ -329,6 +349,12 @@ def plan(run: IndexRun, images: list[ImageRecord]) -> stages.IndexPlan:
             "%d images found, %d already indexed, %d to index in chunks of %d",
             *(len(images), run.report.images_already_indexed, len(todo), run.params.batching.chunk_size),
         )
+    if planned.recut:
+        logger.info(
+            "%d indexed images get new regions beyond the detector's (proposals, tiles): cut from their stored "
+            "boxes, no detection",
+            len(planned.recut),
+        )
     for embedder, missing in planned.embed.items():
         logger.info(
             "%d indexed images to embed with %s (from their stored crops, no detection)", len(missing), embedder
@@ -336,11 +362,12 @@ def plan(run: IndexRun, images: list[ImageRecord]) -> stages.IndexPlan:
     return planned
 
 
-def index_in_chunks(run: IndexRun, todo: list[ImageRecord], embed_only: str | None = None) -> None:
+def index_in_chunks(run: IndexRun, todo: list[ImageRecord], embed_only: str | None = None, recut: bool = False) -> None:
     """Each chunk's model work on the task runner, written here as it finishes: one chunk durable at a time.
 
     With `embed_only` (an embedder id), the photos were detected before: that embedder alone embeds
-    them and their stored crops, and only its vectors are written.
+    them and their stored crops, and only its vectors are written. With `recut`, the photos' detector
+    boxes stand: the other region sources run, and only regions the index lacks are cut and embedded.
     """
     params, chunk_size = run.params, run.params.batching.chunk_size
     chunk_count = -(-len(todo) // chunk_size)
@@ -351,11 +378,11 @@ def index_in_chunks(run: IndexRun, todo: list[ImageRecord], embed_only: str | No
         # Not `quote`d: Ray hands a quoted list to the task wrapped once more. Walking a chunk's
         # image records for futures costs milliseconds; the vectors coming back are never walked.
         parameters = {"images": chunk, "config": config, "detector_id": run.detector_id, "embedder_ids": embedder_ids}
-        if embed_only:
-            parameters["stored_crops"] = stored_crops_of(params, quote(chunk))
+        if embed_only or recut:
+            parameters |= {"stored_crops": stored_crops_of(params, quote(chunk)), "recut": recut}
         return runner.submit(model_stage, parameters=parameters)
 
-    doing = f"embedding with {embed_only}" if embed_only else "indexing"
+    doing = f"embedding with {embed_only}" if embed_only else "cutting new regions" if recut else "indexing"
     with (
         tqdm(total=len(todo), unit="img", desc=doing, disable=not (run.show_progress and todo)) as bar,
         workers_report_here(params.runner),
@@ -412,8 +439,10 @@ def write_chunk(run: IndexRun, chunk: list[ImageRecord], work: stages.ChunkWork)
     """
     report = run.report
     with run.timed("write"):
+        signatures = (report.index_signature, run.detector_signature)
         write_stage(
-            run.params, quote(chunk), quote(work.crops), quote(work.embeddings), report.index_signature, run.embedders
+            *(run.params, quote(chunk), quote(work.crops), quote(work.embeddings), signatures, run.embedders),
+            quote(work.recut),
         )
     report.images_new += len({record.image_id for record in work.embeddings if record.kind == "image"})
     report.crops += len(work.crops)
@@ -446,6 +475,7 @@ def _count_and_free(run: IndexRun, work: stages.ChunkWork) -> None:
     # ~20 MB per 100 images until one did. Emptying the lists frees the chunk's records now.
     work.crops.clear()
     work.embeddings.clear()
+    work.recut.clear()
 
 
 def upkeep(run: IndexRun) -> None:
@@ -510,6 +540,7 @@ def index_coco(*, show_progress: bool = False, **fields: Any) -> IndexReport:
     with _one_writer_at_a_time(params.writer_limit), exclusive_writer(params.resolved_db_uri):
         planned = plan(run, images)
         index_in_chunks(run, planned.detect)
+        index_in_chunks(run, planned.recut, recut=True)
         for embedder, detected_before in planned.embed.items():
             index_in_chunks(run, detected_before, embed_only=embedder)
         upkeep(run)

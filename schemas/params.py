@@ -172,7 +172,7 @@ WORLD_EMBEDDER = WORLD_DIR / "clip"
 WORLD_IMAGE_SIZE = 256  # the scenes' size, and the detector's training size
 # The region sources `cropsearch eval --unknown-classes` compares, one index each (their index settings are
 # `components.evaluation.regions.REGION_SOURCES`): a new source is one more name here and one entry there.
-RegionSourceName = Literal["whole", "detector", "tiles"]
+RegionSourceName = Literal["whole", "detector", "tiles", "proposals"]
 REGION_SOURCE_NAMES: tuple[RegionSourceName, ...] = typing.get_args(RegionSourceName)
 
 
@@ -217,7 +217,8 @@ class EvalParams(FlatParams):
     region_sources: list[RegionSourceName] = Field(
         default_factory=lambda: list(REGION_SOURCE_NAMES),
         description="with --unknown-classes, the region sources compared (an index each): whole (whole photos "
-        "only), detector (whole photos + detector crops), tiles (whole photos + detector crops + tiles 2,3)",
+        "only), detector (whole photos + detector crops), tiles (whole photos + detector crops + tiles 2,3), "
+        "proposals (whole photos + detector crops + up to 20 class-agnostic proposals)",
     )
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="downloads, indexes (under eval/) and the report")
     device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
@@ -312,6 +313,12 @@ def signature_of(detector_id: str, settings: DetectionSettings) -> str:
     plan applies it to stored crops.
     """
     return _signature({"v": 2, "detector": detector_id, "detection": settings.fingerprint()})
+
+
+def detector_signature_of(detector_id: str, settings: DetectionSettings) -> str:
+    """The signature of the detector's boxes alone: equal, and a photo's regions beyond them (proposals, tiles)
+    can be cut again from its stored boxes, with no detection (`signature_of` of the settings without them)."""
+    return signature_of(detector_id, settings.detector_only())
 
 
 def legacy_signature_of(detector_id: str, embedder_id: str, settings: DetectionSettings) -> str:

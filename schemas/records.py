@@ -13,9 +13,9 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 EmbeddingKind = Literal["image", "crop"]
-# What proposed a crop: the detector's boxes, or a grid of tiles (`components/regions/`). Class-agnostic
-# proposals and an open-vocabulary detector are to come (issue 41): each will be one more name here.
-CropSource = Literal["detector", "tile"]
+# What proposed a crop (`components/regions/`): the detector's boxes, class-agnostic proposals, or a
+# grid of tiles. An open-vocabulary detector is to come (issue 41): one more name here.
+CropSource = Literal["detector", "proposal", "tile"]
 
 
 def _as_vector(value: Any) -> np.ndarray:
@@ -57,11 +57,17 @@ class ImageRecord(BaseModel):
         description="hash of the detector and detection settings this image's crops were found with; empty "
         "until the image, its crops and their vectors of every embedder the index had then are written",
     )
+    detector_signature: str = Field(
+        default="",
+        description="hash of the detector and the settings its boxes were found with (`index_signature` less the "
+        "region sources beyond the detector): equal, and proposals or tiles are added without detecting again; "
+        "empty in indexes made before it, where `index_signature` stands for it when no other source was asked",
+    )
     indexed_at: datetime | None = None
 
 
 class CropRecord(BaseModel):
-    """One region of its parent image, cut out: an object the detector found, or a tile of a grid."""
+    """One region of its parent image, cut out: an object the detector found, a class-agnostic proposal, or a tile."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -69,19 +75,21 @@ class CropRecord(BaseModel):
         description="sha256 of image_id, detector, class and rounded box (and the source, for all but the detector)"
     )
     image_id: str = Field(description="the parent image")
-    detector: str = Field(description="id of the detector that found it, or of the method that cut it ('tiles')")
+    detector: str = Field(
+        description="id of the detector that found it, or of the method that cut it ('mser-v1', 'tiles')"
+    )
     # Crops stored before there were other sources carry no source: they are the detector's.
     source: CropSource = Field("detector", description="which kind of region source proposed it")
-    class_id: int = Field(description="the detector's class id; -1 for a region with no class (a tile)")
+    class_id: int = Field(description="the detector's class id; -1 for a region with no class (a proposal, a tile)")
     class_name: str = Field(
-        description="the detector's class name; empty for a region with no class (a tile), which the photo's "
-        "caption, class filters and the class facet leave out"
+        description="the detector's class name; empty for a region with no class (a proposal, a tile), which the "
+        "photo's caption, class filters and the class facet leave out"
     )
     confidence: float = Field(
         ge=0.0,
         le=1.0,
-        description="the detector's confidence; 1 for a tile, which like the whole photo is no guess that can be "
-        "wrong (so a --min-confidence query keeps tiles as it keeps whole photos)",
+        description="the detector's confidence; 1 for a proposal or a tile, which like the whole photo is no guess "
+        "that can be wrong (so a --min-confidence query keeps them as it keeps whole photos)",
     )
     x1: float = Field(description="box in parent pixels, clamped to the image")
     y1: float
@@ -108,13 +116,14 @@ class EmbeddingRecord(BaseModel):
     model: str = Field(description="id of the embedder that made the vector")
     vector: Vector = Field(description="unit length, float32")
     class_name: str | None = Field(
-        default=None, description="the crop's class; null for whole images and crops with no class (tiles)"
+        default=None, description="the crop's class; null for whole images and crops with no class (proposals, tiles)"
     )
     class_names: list[str] = Field(
         default_factory=list,
-        description="classes this row stands for: the crop's own (none for a tile), or every class found in the image",
+        description="classes this row stands for: the crop's own (none for a proposal or tile), or every class "
+        "found in the image",
     )
-    confidence: float = Field(default=1.0, description="the crop's confidence; 1 for whole images and tiles")
+    confidence: float = Field(default=1.0, description="the crop's confidence; 1 for whole images, proposals and tiles")
     area_fraction: float = Field(default=1.0, description="share of the parent covered; 1 for whole images")
 
     @classmethod

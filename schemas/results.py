@@ -15,6 +15,11 @@ class IndexReport(BaseModel):
     images_seen: int = 0
     images_new: int = Field(0, description="indexed in this run")
     images_already_indexed: int = Field(0, description="skipped: indexed before with the same models and settings")
+    images_recut: int = Field(
+        0,
+        description="indexed before with the same detector and settings, their regions beyond its boxes (proposals, "
+        "tiles) changed: cut again from the stored boxes, with no detection; only new regions embedded",
+    )
     skipped: list[SkippedFile] = Field(default_factory=list, description="files not indexed, with the reason")
     ignored: dict[str, int] = Field(
         default_factory=dict, description="files passed over as not photos: suffix ('' for none) -> count"

@@ -99,10 +99,20 @@ WHOLE_FRAME_AREA_MIN = 0.25
 TILE_OVERLAP = 0.25
 # Level 1 would be the whole photo, which always has its own vector; level 8 is 64 tiles a photo.
 TILE_LEVEL_MIN, TILE_LEVEL_MAX = 2, 8
+# A class-agnostic proposal's box is grown by this share of its size on each side, and by this many
+# pixels at least: a crop cut tight to an object loses its outline, which is most of what CLIP reads
+# of a small one (a 10 px blob becomes an 18 px crop). Part of the index signature when proposals are asked for.
+PROPOSAL_PADDING = 0.1
+PROPOSAL_PADDING_MIN_PIXELS = 3
+PROPOSALS_MAX = 100
+# A region of a later source (proposals, then tiles) overlapping one of an earlier source's (the
+# detector first) this much is the same region found twice: it is not stored. Within a source, the
+# source's own suppression rules (the detector's NMS keeps two classes' boxes of one object).
+DEDUPE_IOU = 0.7
 
 
 class DetectionSettings(SettingsGroup):
-    """How regions are found and cut out: the detector's objects, and tiles. Changing any of these re-indexes
+    """How regions are found and cut out: the detector's objects, proposals and tiles. Changing any of these re-indexes
     affected images, but `whole_frame_area`, which each run applies to the stored crops' vectors."""
 
     confidence: float = Field(0.25, ge=0.0, le=1.0, description="minimum detection confidence")
@@ -131,6 +141,15 @@ class DetectionSettings(SettingsGroup):
         f"they look like; {TILE_LEVEL_MIN} to {TILE_LEVEL_MAX}; empty cuts none",
     )
 
+    proposals: int = Field(
+        0,
+        ge=0,
+        le=PROPOSALS_MAX,
+        description="up to N class-agnostic proposals per photo beside the detector's boxes: blobs that stand out "
+        "from their surroundings (MSER on brightness and saturation, no model, no class name), the most distinct "
+        f"first, padded by {PROPOSAL_PADDING:.0%}; 0 cuts none",
+    )
+
     @field_validator("tiles")
     @classmethod
     def _tile_levels(cls, levels: list[int]) -> list[int]:
@@ -141,6 +160,10 @@ class DetectionSettings(SettingsGroup):
                 f"has its own vector), got {outside}"
             )
         return sorted(set(levels))
+
+    def detector_only(self) -> DetectionSettings:
+        """These settings less the region sources beyond the detector: what decides the detector's boxes alone."""
+        return self.model_copy(update={"tiles": [], "proposals": 0})
 
     def embeds_crop(self, area_fraction: float) -> bool:
         """Whether a crop covering `area_fraction` of its photo gets a vector of its own (see `whole_frame_area`)."""
@@ -153,12 +176,22 @@ class DetectionSettings(SettingsGroup):
         vectors in line with it (`StoreWriter.drop_whole_frame_vectors`): indexes made before it existed,
         and a changed value, need no detection again.
 
-        Tiles enter only when asked for, with their overlap: an index made before tiles existed keeps
-        its signature, and one with tiles differs from one without (its photos are cut again).
+        Tiles and proposals enter only when asked for, with their geometry and the IoU at which a
+        region found twice is stored once: an index made before they existed keeps its signature,
+        and one with them differs from one without.
         """
-        found = self.model_dump(include=set(DetectionSettings.model_fields) - {"whole_frame_area", "tiles"})
+        found = self.model_dump(
+            include=set(DetectionSettings.model_fields) - {"whole_frame_area", "tiles", "proposals"}
+        )
         if self.tiles:
             found["tiles"] = {"levels": self.tiles, "overlap": TILE_OVERLAP}
+        if self.proposals:
+            found["proposals"] = {
+                "limit": self.proposals,
+                "padding": [PROPOSAL_PADDING, PROPOSAL_PADDING_MIN_PIXELS],
+            }
+        if self.tiles or self.proposals:
+            found["dedupe_iou"] = DEDUPE_IOU
         return found
 
 

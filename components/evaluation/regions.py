@@ -25,6 +25,7 @@ from pathlib import Path
 from components.evaluation.ground_truth import NAMED, UNNAMED, Instance
 from components.evaluation.metrics import SIZE_BUCKETS, EvalResult, SearchMode, means
 from components.evaluation.synthetic import size_bucket
+from components.regions.region import box_iou
 from components.store.database import Database
 from components.store.reader import StoreReader
 from schemas.results import RegionSourceReport
@@ -47,6 +48,8 @@ REGION_SOURCES = (
     # What `cropsearch index --tiles 2,3` makes: the detector's crops stay, so the named classes show
     # whether tiles crowd them out of the top hits, and the unnamed ones what tiles add.
     RegionSource("tiles", "whole photos + detector crops + tiles 2,3", {"tiles": [2, 3]}),
+    # What `cropsearch index --proposals 20` makes, beside the detector's crops for the same reason.
+    RegionSource("proposals", "whole photos + detector crops + proposals 20", {"proposals": 20}),
 )
 
 # How the comparison searches each index: as `cropsearch query --mode vector` does, whole photos and
@@ -106,13 +109,6 @@ def index_footprint(db_uri: str, crops_folder: Path) -> dict[str, int]:
         "vectors": counts["embeddings"],
         "disk_bytes": folder_bytes(Path(db_uri)) + folder_bytes(crops_folder),
     }
-
-
-def box_iou(a: Box, b: Box) -> float:
-    width, height = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-    overlap = max(0.0, width) * max(0.0, height)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap
-    return overlap / union if union > 0 else 0.0
 
 
 def index_regions(db_uri: str, source_name: str) -> dict[str, list[Box]]:

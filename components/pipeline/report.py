@@ -11,6 +11,10 @@ def report_table(report: IndexReport) -> list[dict[str, str]]:
         {"measure": "images seen", "value": str(report.images_seen)},
         {"measure": "images indexed now", "value": str(report.images_new)},
         {"measure": "images already indexed", "value": str(report.images_already_indexed)},
+    ]
+    # A photo given new regions beyond the detector's (proposals, tiles added or dropped) without detection.
+    rows += [{"measure": "images re-cut", "value": str(report.images_recut)}] if report.images_recut else []
+    rows += [
         {"measure": "files skipped", "value": str(len(report.skipped))},
         {"measure": "files ignored", "value": describe_ignored(report.ignored) or "0"},
         {"measure": "crops", "value": str(report.crops)},

@@ -29,7 +29,7 @@ from components.pipeline.images import ImageDecodeError, decode_rgb, read_as_reg
 from components.pipeline.memory import give_back_freed_memory
 from components.pipeline.prefetch import mapped_ahead, prefetched
 from components.regions.region import Region, RegionSource
-from components.regions.sources import run_sources
+from components.regions.sources import deduplicated, region_of, run_sources, sources_beyond_the_detector
 from components.store.objects import ObjectFiles, lies_under
 from components.store.writer import StoreWriter
 from schemas.params import ChunkConfig
@@ -46,9 +46,11 @@ def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
 
 @dataclass
 class IndexPlan:
-    """What a run has to do: photos to detect (and embed with every embedder), and photos one embedder lacks."""
+    """What a run has to do: photos to detect (and embed with every embedder), photos whose regions beyond the
+    detector's change (their stored boxes stand), and photos one embedder lacks."""
 
     detect: list[ImageRecord] = field(default_factory=list)
+    recut: list[ImageRecord] = field(default_factory=list)
     embed: dict[str, list[ImageRecord]] = field(default_factory=dict)
     upgraded: int = 0  # photos whose signature from before several embedders was rewritten, without model work
 
@@ -63,6 +65,7 @@ def plan_stage(
     embedder_ids: Sequence[str] = (),
     legacy_signatures: Collection[str] = (),
     crops_uri: str | None = None,
+    detector_signature: str = "",
 ) -> IndexPlan:
     """Bring the store in line with the files and settings as they are now, and say which model work is left.
 
@@ -75,6 +78,12 @@ def plan_stage(
     with `signature` is to be detected (and embedded by every embedder); of the rest, each photo an
     embedder of `embedder_ids` has no vector of is to be embedded by it, from its stored crops. The
     removed crops' files are deleted where they lie under `crops_uri`, the crop store this run owns.
+
+    Of the photos not indexed with `signature`, those whose detector's boxes were found as this run
+    would find them (`detector_signature`) are re-cut: only the region sources beyond the detector
+    (proposals, tiles) run, and only regions not stored are cut and embedded (adding proposals to an
+    index detects nothing again). A photo some embedder of `embedder_ids` has no vector of is
+    detected instead: its stored crops would lack that embedder's vectors.
     """
     current_id_of = {record.uri: record.image_id for record in images}
     current_ids = set(current_id_of.values())
@@ -104,12 +113,24 @@ def plan_stage(
     store.upsert_images(moved)
     detected = [record for record in images if record.image_id in indexed]
     embed = {}
+    embedded_by_all: set[str] | None = None
     for embedder_id in embedder_ids:
         have = store.image_ids_embedded_by(embedder_id)
+        embedded_by_all = have if embedded_by_all is None else embedded_by_all & have
         if missing := [record for record in detected if record.image_id not in have]:
             embed[embedder_id] = missing
-    detect = [record for record in images if record.image_id not in indexed]
-    return IndexPlan(detect=detect, embed=embed, upgraded=len(legacy))
+    boxes_stand = {
+        image_id
+        for image_id, record in stored.items()
+        if detector_signature
+        and image_id not in indexed
+        and image_id not in lacking
+        and (record.detector_signature or record.index_signature) == detector_signature
+        and (embedded_by_all is None or image_id in embedded_by_all)
+    }
+    recut = [record for record in images if record.image_id in boxes_stand]
+    detect = [record for record in images if record.image_id not in indexed and record.image_id not in boxes_stand]
+    return IndexPlan(detect=detect, recut=recut, embed=embed, upgraded=len(legacy))
 
 
 @dataclass
@@ -126,6 +147,8 @@ class ChunkWork:
     model_batches: int = 0
     detector_batches: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    # Re-cut photos (`model_stage(recut=True)`): image id -> every crop it keeps, stored and new.
+    recut: dict[str, list[CropRecord]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,20 +180,26 @@ def model_stage(
     models: ChunkModels,
     config: ChunkConfig,
     stored_crops: Mapping[str, list[CropRecord]] | None = None,
+    recut: bool = False,
 ) -> ChunkWork:
     """Find regions, crop and embed one chunk: the part of indexing that needs the models, and no database.
 
     Each photo is read and decoded once. That one picture goes to the run's region sources (the
-    detector, tiles: `components.regions.sources.run_sources`), and then, with their regions, to
+    detector, proposals, tiles: `components.regions.sources.run_sources`), and then, with their regions, to
     every embedder (whole and cut into its crops) and to the crop-file writer threads. Reading and
     decoding, preparing model input and writing files all run on `decode_threads` threads each,
     beside the forward passes; finding regions runs a batch ahead of embedding. A photo
     that does not decode is skipped (reported once). The crops come back with their file uris,
-    every file written: an image whose records are written has its crop files.
+    every file written: an image whose records are written has its crops' files.
 
     Given `stored_crops` (image id -> its crops, as the index holds them), the photos were detected
     before: no detector runs, their crops are cut from the stored boxes as they were then and
     embedded, no crop file is written, and only vectors come back (an embedder added to an index).
+
+    Given `stored_crops` and `recut`, the detector's stored boxes stand and the other sources
+    (proposals, tiles) run again: only their regions the index does not hold are cut, written and
+    embedded, and each photo comes back in `ChunkWork.recut` with every crop it keeps (proposals or
+    tiles added to an index: no detection, no vector made twice).
 
     It runs wherever the task runner puts it (this process, a Ray or Dask worker); the flow writes
     its result. `config` must be resolved for this machine (`config.on_this_machine`).
@@ -181,11 +210,16 @@ def model_stage(
     started = time.perf_counter()
     steps = _every_embedders_steps(models.embedders)
     decoded = _decoded(images, threads, work.skipped)
+    batch_size = batching.detect_batch_size or 1
     if stored_crops is None:
         sources = run_sources(detection, models.detector, models.detector_id)
-        detected = prefetched(_with_regions(decoded, sources, detection, batching.detect_batch_size or 1, work))
+        detected = prefetched(_with_regions(decoded, sources, detection, batch_size, work))
+    elif recut:
+        sources = sources_beyond_the_detector(detection)
+        detected = prefetched(_with_regions(decoded, sources, detection, batch_size, work, stored_crops))
     else:
         detected = (_Found(record, pixels, stored_crops.get(record.image_id, [])) for record, pixels in decoded)
+    writes_files = stored_crops is None or recut
     unembedded: list[CropRecord] = []  # appended from the decode threads: list.append is atomic
     root = crops_root(config.crops_uri)
     with CropFileWriter(ObjectFiles(config.object_store), threads) as writer:
@@ -196,18 +230,25 @@ def model_stage(
             Each crop is cut from the one decode and encoded as its file's JPEG once; the bytes go to
             the writer threads, and the models see those very bytes decoded, the picture a hit
             shows (the world CLIP ranks crops cut straight from the pixels visibly worse:
-            docs/findings.md), without writing and reading a file between.
+            docs/findings.md), without writing and reading a file between. A re-cut photo's own
+            vector, and its crops' the index holds, are not made again.
             """
-            encoded = encoded_crops(found.pixels, found.crops, root, detection.padding)
-            if stored_crops is None:
+            cut = [crop for crop in found.crops if crop.crop_id not in found.stored]
+            encoded = encoded_crops(found.pixels, cut, root, detection.padding)
+            if writes_files:
                 writer.submit([(crop.uri, data) for crop, data in encoded])
-            classes = sorted({crop.class_name for crop in found.crops if crop.class_name})  # tiles name nothing
             # A crop nearly the whole photo keeps its row, file and class, not a vector: the photo's stands for it.
             own = [(crop, data) for crop, data in encoded if detection.embeds_crop(crop.area_fraction)]
             unembedded.extend(crop for crop, _ in encoded if not detection.embeds_crop(crop.area_fraction))
-            embeddable = [(found.record, classes), *((crop, [crop.class_name]) for crop, _ in own)]
-            pictures = [found.pixels, *(decoded_crop_jpeg(data) for _, data in own)]
-            return embeddable, steps.prepare(pictures)
+            embeddable: list[_Embeddable] = [(crop, [crop.class_name]) for crop, _ in own]
+            pictures = [decoded_crop_jpeg(data) for _, data in own]
+            if recut:
+                work.recut[found.record.image_id] = [*(c for c in found.crops if c.crop_id in found.stored), *cut]
+            else:
+                classes = sorted({crop.class_name for crop in found.crops if crop.class_name})  # others name nothing
+                embeddable.insert(0, (found.record, classes))
+                pictures.insert(0, found.pixels)
+            return embeddable, steps.prepare(pictures) if pictures else None
 
         groups = mapped_ahead(prepared, detected, threads)
         # Batches are joined on a thread of their own too, while the models embed the one before.
@@ -216,10 +257,10 @@ def model_stage(
                 work.embeddings.extend(
                     _embedding_record(item, vector, embedder_id) for item, vector in zip(items, vectors, strict=True)
                 )
-            if stored_crops is None:
+            if writes_files:
                 work.crops.extend(item for item, _ in items if isinstance(item, CropRecord))
         writer.finish()
-    if stored_crops is None:
+    if writes_files:
         work.crops.extend(unembedded)
     give_back_freed_memory()  # the chunk's pictures and activations: or each chunk's holes add to the next's peak
     work.seconds["waiting"] = time.perf_counter() - started - work.seconds["detect"] - work.seconds["embed"]
@@ -266,11 +307,13 @@ def _every_embedders_steps(embedders: Mapping[str, Embedder]) -> _EveryEmbedders
 
 @dataclass(frozen=True)
 class _Found:
-    """One decoded photo and the crops its region sources found in it (no files yet)."""
+    """One decoded photo and the crops its region sources found in it (no files yet), with those the index holds."""
 
     record: ImageRecord
     pixels: Image.Image
     crops: list[CropRecord]
+    # Ids of crops the index holds with their vectors and files already (a re-cut photo's): not cut again.
+    stored: frozenset[str] = frozenset()
 
 
 def _decoded(
@@ -300,24 +343,46 @@ def _with_regions(
     settings: DetectionSettings,
     batch_size: int,
     work: ChunkWork,
+    stored: Mapping[str, list[CropRecord]] | None = None,
 ) -> Iterator[_Found]:
     """Each decoded photo with its crops: every source asked for the regions of `batch_size` photos at a time.
 
     Their seconds count as `detect` (finding regions); a source that runs a model counts a batch per call.
+    Given `stored` crops, each photo's stored detector crops come first, as they are (`_recut`).
     """
     for batch in _batches(decoded, batch_size):
         pictures = [pixels for _, pixels in batch]
-        found: list[list[Region]] = [[] for _ in batch]
+        # Per photo, per source: a region found by two sources is stored once, the earlier source's.
+        found: list[list[Sequence[Region]]] = [[] for _ in batch]
         for source in sources:
             started = time.perf_counter()
             for regions, more in zip(found, source.regions(pictures), strict=True):
-                regions.extend(more)
+                regions.append(more)
             work.seconds["detect"] += time.perf_counter() - started
             if source.runs_a_model:
                 work.model_batches += 1
                 work.detector_batches += 1
         for (record, pixels), regions in zip(batch, found, strict=True):
-            yield _Found(record, pixels, to_crop_records(record, regions, settings))
+            if stored is None:
+                yield _Found(record, pixels, to_crop_records(record, deduplicated(regions), settings))
+            else:
+                yield _recut(record, pixels, stored.get(record.image_id, []), regions, settings)
+
+
+def _recut(
+    record: ImageRecord,
+    pixels: Image.Image,
+    stored: Sequence[CropRecord],
+    regions: Sequence[Sequence[Region]],
+    settings: DetectionSettings,
+) -> _Found:
+    """A photo's stored detector crops as they are, then the other sources' regions not found twice (as a
+    fresh run keeps them: `deduplicated` with the detector's boxes first); those stored already are marked."""
+    boxes = [crop for crop in stored if crop.source == "detector"]
+    found = deduplicated([[region_of(crop) for crop in boxes], *regions])[len(boxes) :]
+    crops = [*boxes, *to_crop_records(record, found, settings)]
+    have = {crop.crop_id for crop in stored}
+    return _Found(record, pixels, crops, frozenset(crop.crop_id for crop in crops if crop.crop_id in have))
 
 
 def _rebatched(
@@ -327,6 +392,8 @@ def _rebatched(
     items: list[T] = []
     parts: list[Any] = []
     for group_items, prepared in groups:
+        if not group_items:  # a re-cut photo with no new region: nothing to embed
+            continue
         items.extend(group_items)
         parts.append(prepared)
         while len(items) >= size:
@@ -357,19 +424,38 @@ def write_stage(
     embedder_specs: Mapping[str, str],
     files: ObjectFiles | None = None,
     crops_uri: str | None = None,
+    detector_signature: str = "",
+    recut: Mapping[str, Sequence[CropRecord]] | None = None,
 ) -> None:
     """Upsert a finished chunk. Images go last: an image marked indexed always has its crops and their vectors
-    of every embedder (every crop's but those covering at least `--whole-frame-area` of their photo)."""
+    of every embedder (every crop's but those covering at least `--whole-frame-area` of their photo).
+
+    A re-cut photo (`recut`: image id -> every crop it keeps) is done too: its new crops and their
+    vectors are among `crops` and `embeddings`, and its stored crops it no longer keeps go.
+    """
+    recut = recut or {}
     embedded = {record.image_id for record in embeddings if record.kind == "image"}
-    done = [record for record in images if record.image_id in embedded]
+    done = [record for record in images if record.image_id in embedded or record.image_id in recut]
+    # A stored photo detected again is marked unindexed before its crops change: killed half way, it
+    # must not pass on the next run for one whose stored boxes stand (and be re-cut from the new ones).
+    redetected = store.images_by_id([record.image_id for record in done if record.image_id not in recut])
+    unmarked = {"index_signature": "", "detector_signature": ""}
+    store.upsert_images(
+        [
+            record.model_copy(update=unmarked)
+            for record in redetected.values()
+            if record.index_signature or record.detector_signature
+        ]
+    )
     store.upsert_crops(crops)
     write_vectors_stage(store, embeddings, embedder_specs)
     # An embedder added while this run waited to write holds the photos' older vectors: they go, so
     # the next run's plan embeds them with it (a photo that has its own vector must have its crops').
     store.remove_vectors_of_images([record.image_id for record in done], keep_embedders=embedder_specs)
-    stale = store.remove_crops_except([record.image_id for record in done], [crop.crop_id for crop in crops])
+    kept = [*crops, *(crop for held in recut.values() for crop in held)]
+    stale = store.remove_crops_except([record.image_id for record in done], [crop.crop_id for crop in kept])
     _delete_files(stale, files, crops_uri)
-    crops_of = _crops_by_image(crops)
+    crops_of = _crops_by_image(crops) | {image_id: list(held) for image_id, held in recut.items()}
     now = datetime.now(UTC)
     store.upsert_images(
         [
@@ -377,6 +463,7 @@ def write_stage(
                 update={
                     "caption": caption_for(crops_of.get(record.image_id, [])),
                     "index_signature": index_signature,
+                    "detector_signature": detector_signature,
                     "indexed_at": now,
                 }
             )

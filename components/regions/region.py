@@ -29,6 +29,14 @@ class Region:
     class_name: str | None = None
     class_id: int = -1
     score: float = 1.0
+    # The box around the thing itself where the region is grown beyond it (a padded proposal): what
+    # another source's box of the same thing is compared with. None: the box is the thing's.
+    core: tuple[float, float, float, float] | None = None
+
+    @property
+    def object_box(self) -> tuple[float, float, float, float]:
+        """The box of what the region holds, without the context a source added around it."""
+        return self.core or (self.x1, self.y1, self.x2, self.y2)
 
 
 class RegionSource(Protocol):
@@ -41,3 +49,11 @@ class RegionSource(Protocol):
     runs_a_model: bool
 
     def regions(self, pictures: Sequence[Image.Image]) -> list[list[Region]]: ...
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two boxes x1, y1, x2, y2 (0 when both are empty)."""
+    width, height = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    overlap = max(0.0, width) * max(0.0, height)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap
+    return overlap / union if union > 0 else 0.0

@@ -7,13 +7,13 @@ import pytest
 from components.evaluation.ground_truth import Instance
 from components.evaluation.regions import (
     REGION_SOURCES,
-    box_iou,
     classes_kept,
     hidden_tag,
     region_coverage,
     region_sources,
 )
 from components.evaluation.report import region_section
+from components.regions.region import box_iou
 from schemas.params import REGION_SOURCE_NAMES, EvalParams, IndexParams
 from schemas.results import RegionSourceReport
 
@@ -25,8 +25,9 @@ def test_every_region_source_the_parameters_offer_has_index_settings_that_index_
         IndexParams(**source.index)  # a typo in a source's settings fails here, not mid-evaluation
     assert IndexParams(**region_sources(["whole"])[0].index).detection.max_detections == 0  # the detector never runs
     assert IndexParams(**region_sources(["tiles"])[0].index).detection.tiles == [2, 3]
-    with pytest.raises(ValueError, match="proposals"):
-        region_sources(["proposals"])
+    assert IndexParams(**region_sources(["proposals"])[0].index).detection.proposals == 20
+    with pytest.raises(ValueError, match="grid"):
+        region_sources(["grid"])
 
 
 def test_hidden_classes_must_be_the_detectors_own_and_leave_it_some() -> None:

@@ -79,7 +79,7 @@ def test_unknown_classes_get_a_fresh_index_per_region_source_and_no_crop_of_a_hi
         benchmark="world", world_scenes=16, unknown_classes=["red triangle"], data_dir=data, device="cpu"
     )  # the world's trained models: the detector has the world's class names to hide one of
     assert summary.unknown_classes == ["red triangle"]
-    whole, detector, tiles = summary.region_sources
+    whole, detector, tiles, proposals = summary.region_sources
     assert (whole.name, detector.name) == ("whole photos only", "whole photos + detector crops")
     assert tiles.name == "whole photos + detector crops + tiles 2,3"
     assert whole.photos == detector.photos == 16 and whole.index_seconds > 0 and detector.index_seconds > 0
@@ -88,6 +88,9 @@ def test_unknown_classes_get_a_fresh_index_per_region_source_and_no_crop_of_a_hi
     assert 0 < whole.disk_bytes < detector.disk_bytes < tiles.disk_bytes
     # The same detector crops, and 4 + 9 tiles of each photo (none nears the whole frame: a level-2 tile is a third).
     assert tiles.crops == detector.crops + 16 * 13 and tiles.vectors == 16 + tiles.crops
+    # Proposals beside the detector's crops: none of them a box the detector had (stored once, as the detector's).
+    assert proposals.name == "whole photos + detector crops + proposals 20"
+    assert detector.crops < proposals.crops <= detector.crops + 16 * 20 and proposals.vectors == 16 + proposals.crops
     assert whole.covered["named"].keys() <= {"small", "medium", "large"}
     assert set(whole.covered["named"].values()) == {0.0}  # a whole photo covers no world object at IoU 0.5
     assert set(detector.queries) == {"named", "unnamed"} and detector.queries == whole.queries
@@ -95,14 +98,14 @@ def test_unknown_classes_get_a_fresh_index_per_region_source_and_no_crop_of_a_hi
     # The hidden class has no crop in any index of the run (the region sources' and the usual ones).
     eval_folder = data / "eval"
     crop_tables = [Database(str(db)).class_names() for db in eval_folder.glob("**/lancedb")]
-    assert len(crop_tables) == 4 and all("red triangle" not in names for names in crop_tables)
+    assert len(crop_tables) == 5 and all("red triangle" not in names for names in crop_tables)
     assert any("red circle" in names for names in crop_tables)
     assert not (eval_folder / "world-1000000-16-regions-without-red-triangle" / "warm-up").exists()
     report = Path(summary.report_path).read_text()
     assert "## Classes the detector cannot name, per region source" in report
     assert report.index("## Classes the detector cannot name") < report.index("## Category retrieval")
     saved = json.loads((eval_folder / "world-1000000-16-results.json").read_text())
-    assert [item["source"] for item in saved["region_sources"]] == ["whole", "detector", "tiles"]
+    assert [item["source"] for item in saved["region_sources"]] == ["whole", "detector", "tiles", "proposals"]
 
 
 def test_an_unknown_class_the_detector_lacks_fails_before_anything_is_indexed(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def test_tiles_are_a_flag_and_a_flow_parameter_of_index() -> None:
     assert "level 1 is the whole photo" in refused.output
 
 
-def test_adding_tiles_recuts_every_photo_keeping_the_detectors_crops_and_dropping_them_drops_the_tiles(
+def test_adding_tiles_cuts_every_photo_from_its_stored_boxes_and_dropping_them_drops_the_tiles(
     tmp_path: Path,
 ) -> None:
     photos, data = coloured_photos(tmp_path / "photos", 3), tmp_path / "data"
@@ -46,8 +46,8 @@ def test_adding_tiles_recuts_every_photo_keeping_the_detectors_crops_and_droppin
     detected = crops_by_source(db)
     assert plain.images_new == 4 and set(detected) == {"detector"} and len(detected["detector"]) == 3
 
-    # The same photos with tiles: a new signature, so each photo is cut (and embedded) again, the simplest
-    # correct way (re-detection too: adding regions without it is issue 41's item 4).
+    # The same photos with tiles: a new signature, but the detector's boxes stand, so each photo is
+    # only cut into tiles (tests/flows/test_regions_added.py: no detection, no vector made twice).
     flags = ["--source", str(photos), "--data-dir", str(data), "--detector", DETECTOR, "--embedder", MEAN]
     tiled = CliRunner().invoke(main, ["index", *flags, "--device", "cpu", "--tiles", "2,3"])
     assert tiled.exit_code == 0, tiled.output
@@ -75,6 +75,6 @@ def test_adding_tiles_recuts_every_photo_keeping_the_detectors_crops_and_droppin
     assert len({hit.image.image_id for hit in every.hits}) < len(every.hits)  # unfolded, a photo's tiles crowd the list
 
     dropped = index_coco(**index)
-    assert dropped.images_new == 4 and crops_by_source(db) == detected  # the tiles' rows go, and their files
+    assert dropped.images_recut == 4 and crops_by_source(db) == detected  # the tiles' rows go, and their files
     files = {path.stem for path in (data / "crops").rglob("*.jpg")}
     assert files == detected["detector"]

@@ -199,6 +199,90 @@ def test_an_older_signature_of_the_index_is_rewritten_without_model_work(tmp_pat
     assert stages.plan_stage(store, images, "sig", "t", legacy_signatures=["other"]).detect == []
 
 
+def test_a_photo_whose_detector_boxes_stand_is_recut_and_any_other_is_detected(
+    tmp_path: Path, store: StoreWriter
+) -> None:
+    images = register_images([picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", None)], "t")[0]
+    work = blob_model_stage(images, tmp_path / "crops", 2, 2)
+    stages.write_stage(store, images, work.crops, work.embeddings, "sig", {"mean": "mean"}, detector_signature="boxes")
+    # Proposals or tiles asked for: a new index signature, the same detector signature.
+    planned = stages.plan_stage(store, images, "sig+tiles", "t", embedder_ids=["mean"], detector_signature="boxes")
+    assert (planned.detect, planned.recut) == ([], images)
+    assert stages.plan_stage(store, images, "sig+tiles", "t", detector_signature="other").detect == images
+    assert stages.plan_stage(store, images, "sig+tiles", "t").detect == images  # no detector signature: none stands
+    # An embedder that has no vector of the photos: their stored crops lack it too, so they are detected.
+    lacking = stages.plan_stage(store, images, "x", "t", embedder_ids=["mean", "spread"], detector_signature="boxes")
+    assert (lacking.detect, lacking.recut) == (images, [])
+
+    # An index made before detector signatures: its index signature is the detector's when nothing else was asked.
+    old = tmp_path / "old"
+    older = StoreWriter(str(tmp_path / "older"))
+    work = blob_model_stage(images, old, 2, 2)
+    stages.write_stage(older, images, work.crops, work.embeddings, "boxes", {"mean": "mean"})
+    assert {r.detector_signature for r in older.images_by_id([i.image_id for i in images]).values()} == {""}
+    assert stages.plan_stage(older, images, "sig+tiles", "t", detector_signature="boxes").recut == images
+
+
+def test_a_recut_photo_gains_only_its_new_regions_and_loses_those_no_longer_asked_for(
+    tmp_path: Path, store: StoreWriter
+) -> None:
+    images = register_images([picture(tmp_path / "a.png", (10, 10, 40, 30)), picture(tmp_path / "b.png", None)], "t")[0]
+    crops = tmp_path / "crops"
+    work = blob_model_stage(images, crops, 2, 2)
+    stages.write_stage(store, images, work.crops, work.embeddings, "sig", {"mean": "mean"}, crops_uri=str(crops))
+    [named] = work.crops
+    stored = lambda: store.crops_of_images([record.image_id for record in images])  # noqa: E731
+
+    counting = CountingColourBlobDetector()
+    before = CountingColourBlobDetector.batches
+    tiled = blob_model_stage(images, crops, 2, 2, detection=DetectionSettings(tiles=[2]), stored_crops=stored(),
+                             detector=counting, recut=True)  # fmt: skip
+    assert CountingColourBlobDetector.batches == before and tiled.detector_batches == 0
+    assert {crop.source for crop in tiled.crops} == {"tile"} and len(tiled.crops) == 2 * 4
+    assert {e.id for e in tiled.embeddings} == {crop.crop_id for crop in tiled.crops}  # no photo's vector again
+    assert [c.crop_id for c in tiled.recut[images[0].image_id] if c.source == "detector"] == [named.crop_id]
+    assert all(Path(crop.uri).exists() for crop in tiled.crops)
+    stages.write_stage(
+        store, images, tiled.crops, tiled.embeddings, "sig+tiles", {"mean": "mean"}, crops_uri=str(crops),
+        detector_signature="boxes", recut=tiled.recut,
+    )  # fmt: skip
+    written = store.images_by_id([record.image_id for record in images])
+    assert {(r.index_signature, r.detector_signature) for r in written.values()} == {("sig+tiles", "boxes")}
+    assert written[images[0].image_id].caption == "this image contains 1 red"  # the detector's classes, as before
+    assert store.counts() == {"images": 2, "crops": 1 + 8, "embeddings": 2 + 1 + 8}
+
+    # The tiles stored already are not cut again; dropped, they go with their vectors and files.
+    again = blob_model_stage(images, crops, 2, 2, detection=DetectionSettings(tiles=[2]), stored_crops=stored(),
+                             recut=True)  # fmt: skip
+    assert again.crops == again.embeddings == [] and again.model_batches == 0
+    plain = blob_model_stage(images, crops, 2, 2, stored_crops=stored(), recut=True)
+    stages.write_stage(
+        store, images, plain.crops, plain.embeddings, "sig", {"mean": "mean"}, crops_uri=str(crops),
+        detector_signature="boxes", recut=plain.recut,
+    )  # fmt: skip
+    assert store.counts() == {"images": 2, "crops": 1, "embeddings": 3}
+    assert [path.stem for path in crops.rglob("*.jpg")] == [named.crop_id]
+
+
+class _CropsWriteFails(StoreWriter):
+    def upsert_crops(self, records: list[CropRecord]) -> None:
+        raise OSError("killed")
+
+
+def test_a_photo_detected_again_is_unmarked_before_its_crops_change(tmp_path: Path) -> None:
+    """Killed half way through replacing its crops, it must not pass for a photo whose stored boxes stand."""
+    images = register_images([picture(tmp_path / "a.png", (10, 10, 40, 30))], "t")[0]
+    store = StoreWriter(str(tmp_path / "db"))
+    work = blob_model_stage(images, tmp_path / "crops", 2, 2)
+    stages.write_stage(store, images, work.crops, work.embeddings, "sig", {"mean": "mean"}, detector_signature="boxes")
+    assert stages.plan_stage(store, images, "sig+tiles", "t", detector_signature="boxes").recut == images
+    with pytest.raises(OSError, match="killed"):
+        killed = _CropsWriteFails(str(tmp_path / "db"))
+        stages.write_stage(killed, images, work.crops, work.embeddings, "new", {"mean": "mean"}, detector_signature="x")
+    planned = stages.plan_stage(store, images, "sig+tiles", "t", detector_signature="boxes")
+    assert (planned.detect, planned.recut) == (images, [])
+
+
 def blob_model_stage(
     images: list[ImageRecord],
     crops_dir: Path,
@@ -210,6 +294,7 @@ def blob_model_stage(
     embedders: dict[str, Embedder] | None = None,
     stored_crops: dict[str, list[CropRecord]] | None = None,
     detector: ColourBlobDetector | None = None,
+    recut: bool = False,
 ) -> stages.ChunkWork:
     """`model_stage` with the colour-blob detector, default settings, and the mean-colour embedder, `embedder`
     (as "mean") or `embedders`."""
@@ -229,7 +314,7 @@ def blob_model_stage(
         crops_uri=str(crops_dir),
         object_store=ObjectStoreSettings(),
     )
-    return stages.model_stage(images, models, config, stored_crops)
+    return stages.model_stage(images, models, config, stored_crops, recut)
 
 
 def test_model_stage_runs_detect_crop_embed_and_reports_a_bad_file_once(tmp_path: Path) -> None:
