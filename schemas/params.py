@@ -325,9 +325,12 @@ def legacy_signature_of(detector_id: str, embedder_id: str, settings: DetectionS
     """The signature indexes made before several embedders recorded: detector, embedder and settings.
 
     A photo carrying it for the index's embedder was detected with these settings; each run's plan
-    rewrites it as `signature_of`, without model work.
+    rewrites it as `detector_signature_of`, without model work. Those indexes knew no other region
+    source: their signature is of the detector's settings alone (a run asking for proposals or tiles
+    then cuts them from the stored boxes).
     """
-    return _signature({"v": 1, "detector": detector_id, "embedder": embedder_id, "detection": settings.fingerprint()})
+    fingerprint = settings.detector_only().fingerprint()
+    return _signature({"v": 1, "detector": detector_id, "embedder": embedder_id, "detection": fingerprint})
 
 
 def _signature(payload: dict[str, object]) -> str:

@@ -74,8 +74,9 @@ def plan_stage(
     work. Crops covering at least `whole_frame_area` of their photo lose their vectors, also without
     model work; an image whose crop lacks a vector it now should have is indexed again. An image
     carrying one of `legacy_signatures` (the index's embedders under the older signature) was
-    detected with these settings: its signature is rewritten in place. Everything not detected
-    with `signature` is to be detected (and embedded by every embedder); of the rest, each photo an
+    detected with these settings: its signatures are rewritten in place, as the detector's alone.
+    Everything not detected with `signature` is to be detected (and embedded by every embedder); of
+    the rest, each photo an
     embedder of `embedder_ids` has no vector of is to be embedded by it, from its stored crops. The
     removed crops' files are deleted where they lie under `crops_uri`, the crop store this run owns.
 
@@ -97,7 +98,9 @@ def plan_stage(
     _delete_files(store.remove_images(replaced), files, crops_uri)
     stored = store.images_by_id([record.image_id for record in images])
     legacy = [record for record in stored.values() if record.index_signature in legacy_signatures]
-    stored |= {record.image_id: record.model_copy(update={"index_signature": signature}) for record in legacy}
+    # Rewritten as made by the detector alone (they knew no other source): with proposals or tiles asked, re-cut below.
+    upgraded = {"index_signature": detector_signature or signature, "detector_signature": detector_signature}
+    stored |= {record.image_id: record.model_copy(update=upgraded) for record in legacy}
     store.upsert_images([stored[record.image_id] for record in legacy])
     indexed = {image_id for image_id, record in stored.items() if record.index_signature == signature}
     store.drop_whole_frame_vectors(whole_frame_area)

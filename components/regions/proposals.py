@@ -76,36 +76,43 @@ def distinct_blobs(rgb: np.ndarray) -> tuple[list[tuple[int, int, int, int]], li
     """Every stable blob of an RGB picture's brightness and saturation that stands out, as a box and by how much.
 
     The score is the CIELAB distance between the blob's mean colour and its surrounding ring's (the
-    ring's box less the blob's pixels): about 2.3 is a just noticeable difference.
+    ring's box less the blob's pixels): about 2.3 is a just noticeable difference. A photo has
+    a thousand or two blobs a channel, nested, a million pixels in all: their colours are summed
+    in one pass over them all, not blob by blob.
     """
     height, width = rgb.shape[:2]
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
     # Sums over any rectangle in O(1): the ring's total is its box's total less the blob's pixels.
     summed = cv2.integral(lab)
     channels = (cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[:, :, 1])
-    boxes: list[tuple[int, int, int, int]] = []
-    scores: list[float] = []
-    for channel in channels:
-        points, found = cv2.MSER_create().detectRegions(channel)
-        for pixels, (x, y, w, h) in zip(points, found, strict=True):
-            if min(w, h) < MIN_SIDE or w * h > MAX_AREA_SHARE * width * height:
-                continue
-            if min(x, y) <= EDGE_PIXELS or x + w >= width - EDGE_PIXELS or y + h >= height - EDGE_PIXELS:
-                continue
-            margin = max(2, round(RING_SHARE * max(w, h)))
-            left, top = max(0, x - margin), max(0, y - margin)
-            right, bottom = min(width, x + w + margin), min(height, y + h + margin)
-            box_total = summed[bottom, right] - summed[top, right] - summed[bottom, left] + summed[top, left]
-            blob_total = lab[pixels[:, 1], pixels[:, 0]].sum(axis=0)
-            ring_pixels = (right - left) * (bottom - top) - len(pixels)
-            if ring_pixels <= 0:
-                continue
-            contrast = np.linalg.norm(blob_total / len(pixels) - (box_total - blob_total) / ring_pixels)
-            if contrast < MIN_CONTRAST:
-                continue
-            boxes.append((int(x), int(y), int(x + w), int(y + h)))
-            scores.append(float(contrast))
-    return boxes, scores
+    found = [blob for channel in channels for blob in zip(*cv2.MSER_create().detectRegions(channel), strict=True)]
+    blobs = [(pixels, box) for pixels, box in found if _may_be_an_object(box, width, height)]
+    if not blobs:
+        return [], []
+    x, y, w, h = np.array([box for _, box in blobs], dtype=np.int64).T
+    margin = np.maximum(2, np.round(RING_SHARE * np.maximum(w, h)).astype(np.int64))
+    left, top = np.maximum(0, x - margin), np.maximum(0, y - margin)
+    right, bottom = np.minimum(width, x + w + margin), np.minimum(height, y + h + margin)
+    box_totals = summed[bottom, right] - summed[top, right] - summed[bottom, left] + summed[top, left]
+    counts = np.array([len(pixels) for pixels, _ in blobs])
+    every_pixel = np.concatenate([pixels for pixels, _ in blobs])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    blob_totals = np.add.reduceat(lab[every_pixel[:, 1], every_pixel[:, 0]].astype(np.float64), starts, axis=0)
+    ring_counts = (right - left) * (bottom - top) - counts
+    ringed = ring_counts > 0
+    ring_means = (box_totals - blob_totals) / np.where(ringed, ring_counts, 1)[:, None]
+    contrast = np.linalg.norm(blob_totals / counts[:, None] - ring_means, axis=1)
+    standing_out = np.flatnonzero(ringed & (contrast >= MIN_CONTRAST))
+    boxes = [(int(x[i]), int(y[i]), int(x[i] + w[i]), int(y[i] + h[i])) for i in standing_out]
+    return boxes, [float(contrast[i]) for i in standing_out]
+
+
+def _may_be_an_object(box: Sequence[int], width: int, height: int) -> bool:
+    """Neither texture (too narrow) nor background (too large, or running out of the frame)."""
+    x, y, w, h = box
+    if min(w, h) < MIN_SIDE or w * h > MAX_AREA_SHARE * width * height:
+        return False
+    return not (min(x, y) <= EDGE_PIXELS or x + w >= width - EDGE_PIXELS or y + h >= height - EDGE_PIXELS)
 
 
 Box = tuple[float, float, float, float]

@@ -198,6 +198,14 @@ def test_an_older_signature_of_the_index_is_rewritten_without_model_work(tmp_pat
     assert stages.plan_stage(store, images, "sig", "t", legacy_signatures=["older"]).upgraded == 0
     assert stages.plan_stage(store, images, "sig", "t", legacy_signatures=["other"]).detect == []
 
+    # Asked for proposals or tiles, such an index knew none: it is rewritten as the detector's alone, and re-cut.
+    older = StoreWriter(str(tmp_path / "older"))
+    index(older, images, tmp_path / "crops", signature="older")
+    planned = stages.plan_stage(older, images, "sig+tiles", "t", legacy_signatures=["older"], detector_signature="sig")
+    assert (planned.detect, planned.recut, planned.upgraded) == ([], images, 2)
+    written = older.images_by_id([i.image_id for i in images]).values()
+    assert {(record.index_signature, record.detector_signature) for record in written} == {("sig", "sig")}
+
 
 def test_a_photo_whose_detector_boxes_stand_is_recut_and_any_other_is_detected(
     tmp_path: Path, store: StoreWriter
