@@ -218,7 +218,7 @@ class EvalParams(FlatParams):
         default_factory=lambda: list(REGION_SOURCE_NAMES),
         description="with --unknown-classes, the region sources compared (an index each): whole (whole photos "
         "only), detector (whole photos + detector crops), tiles (whole photos + detector crops + tiles 2,3), "
-        "proposals (whole photos + detector crops + up to 20 class-agnostic proposals)",
+        "proposals (whole photos + detector crops + the default class-agnostic proposals)",
     )
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="downloads, indexes (under eval/) and the report")
     device: Device = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")

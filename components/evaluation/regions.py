@@ -29,6 +29,7 @@ from components.regions.region import box_iou
 from components.store.database import Database
 from components.store.reader import StoreReader
 from schemas.results import RegionSourceReport
+from schemas.settings import PROPOSALS_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,15 @@ class RegionSource:
 
 REGION_SOURCES = (
     # No boxes asked for: the detector never runs, and each photo is its one vector.
-    RegionSource("whole", "whole photos only", {"max_detections": 0}),
-    RegionSource("detector", "whole photos + detector crops"),
-    # What `cropsearch index --tiles 2,3` makes: the detector's crops stay, so the named classes show
-    # whether tiles crowd them out of the top hits, and the unnamed ones what tiles add.
-    RegionSource("tiles", "whole photos + detector crops + tiles 2,3", {"tiles": [2, 3]}),
-    # What `cropsearch index --proposals 20` makes, beside the detector's crops for the same reason.
-    RegionSource("proposals", "whole photos + detector crops + proposals 20", {"proposals": 20}),
+    RegionSource("whole", "whole photos only", {"max_detections": 0, "proposals": 0}),
+    RegionSource("detector", "whole photos + detector crops", {"proposals": 0}),
+    # What `cropsearch index --proposals 0 --tiles 2,3` makes: the detector's crops stay, so the named
+    # classes show whether tiles crowd them out of the top hits, and the unnamed ones what tiles add.
+    RegionSource("tiles", "whole photos + detector crops + tiles 2,3", {"proposals": 0, "tiles": [2, 3]}),
+    # What `cropsearch index` makes by default, beside the detector's crops for the same reason.
+    RegionSource(
+        "proposals", f"whole photos + detector crops + proposals {PROPOSALS_DEFAULT}", {"proposals": PROPOSALS_DEFAULT}
+    ),
 )
 
 # How the comparison searches each index: as `cropsearch query --mode vector` does, whole photos and

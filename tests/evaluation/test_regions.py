@@ -25,7 +25,8 @@ def test_every_region_source_the_parameters_offer_has_index_settings_that_index_
         IndexParams(**source.index)  # a typo in a source's settings fails here, not mid-evaluation
     assert IndexParams(**region_sources(["whole"])[0].index).detection.max_detections == 0  # the detector never runs
     assert IndexParams(**region_sources(["tiles"])[0].index).detection.tiles == [2, 3]
-    assert IndexParams(**region_sources(["proposals"])[0].index).detection.proposals == 20
+    assert IndexParams(**region_sources(["proposals"])[0].index).detection.proposals == 8  # the default
+    assert IndexParams(**region_sources(["detector"])[0].index).detection.proposals == 0
     with pytest.raises(ValueError, match="grid"):
         region_sources(["grid"])
 

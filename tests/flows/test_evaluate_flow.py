@@ -89,8 +89,8 @@ def test_unknown_classes_get_a_fresh_index_per_region_source_and_no_crop_of_a_hi
     # The same detector crops, and 4 + 9 tiles of each photo (none nears the whole frame: a level-2 tile is a third).
     assert tiles.crops == detector.crops + 16 * 13 and tiles.vectors == 16 + tiles.crops
     # Proposals beside the detector's crops: none of them a box the detector had (stored once, as the detector's).
-    assert proposals.name == "whole photos + detector crops + proposals 20"
-    assert detector.crops < proposals.crops <= detector.crops + 16 * 20 and proposals.vectors == 16 + proposals.crops
+    assert proposals.name == "whole photos + detector crops + proposals 8"
+    assert detector.crops < proposals.crops <= detector.crops + 16 * 8 and proposals.vectors == 16 + proposals.crops
     assert whole.covered["named"].keys() <= {"small", "medium", "large"}
     assert set(whole.covered["named"].values()) == {0.0}  # a whole photo covers no world object at IoU 0.5
     assert set(detector.queries) == {"named", "unnamed"} and detector.queries == whole.queries
