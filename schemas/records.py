@@ -125,6 +125,9 @@ class EmbeddingRecord(BaseModel):
     )
     confidence: float = Field(default=1.0, description="the crop's confidence; 1 for whole images, proposals and tiles")
     area_fraction: float = Field(default=1.0, description="share of the parent covered; 1 for whole images")
+    source: CropSource | None = Field(
+        default=None, description="the region source that cut the crop (a region-source filter); null for whole images"
+    )
 
     @classmethod
     def of_image(cls, image: ImageRecord, vector: Vector, model: str, class_names: list[str]) -> EmbeddingRecord:
@@ -152,6 +155,7 @@ class EmbeddingRecord(BaseModel):
             class_names=[crop.class_name] if crop.class_name else [],
             confidence=crop.confidence,
             area_fraction=crop.area_fraction,
+            source=crop.source,
         )
 
 

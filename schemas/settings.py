@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from schemas.flat import SettingsGroup
+from schemas.records import CropSource
 
 QueryKinds = Literal["image", "crop", "both"]
 QueryMode = Literal["auto", "vector", "text", "hybrid"]
@@ -271,6 +272,10 @@ class SearchSettings(SettingsGroup):
     classes: list[str] = Field(
         default_factory=list,
         description="keep crops of these classes and whole images that contain one; empty keeps all",
+    )
+    region_sources: list[CropSource] = Field(
+        default_factory=list,
+        description="keep crops these region sources cut (detector, proposal, tile) and whole images; empty keeps all",
     )
     min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="minimum detection confidence of crop hits")
     min_area_fraction: float = Field(0.0, ge=0.0, le=1.0, description="minimum share of the parent a crop covers")

@@ -104,6 +104,7 @@ def plan_stage(
     store.upsert_images([stored[record.image_id] for record in legacy])
     indexed = {image_id for image_id, record in stored.items() if record.index_signature == signature}
     store.drop_whole_frame_vectors(whole_frame_area)
+    store.fill_region_sources()
     lacking = store.images_with_crops_lacking_vectors(whole_frame_area) & indexed
     # Marked not indexed before any model work: a run killed while re-indexing them redoes it.
     store.upsert_images([stored[image_id].model_copy(update={"index_signature": ""}) for image_id in lacking])

@@ -40,8 +40,16 @@ def find_hits(
 
     `settings.mode` says what ranks them: the vector (vector), the words of `text` (text), or both (hybrid).
     """
+    if settings.region_sources and not store.vectors_know_region_sources(store.searched_embedder()):
+        raise ValueError(
+            "region_sources: this index's vectors were written before region sources were recorded on them; "
+            "run `cropsearch index` on it once (nothing is detected or embedded again for that)"
+        )
     search = ranked_rows(store, query_vector, text, search_mode(settings, text is not None, store))
-    where = search_filter(settings.kinds, settings.classes, settings.min_confidence, settings.min_area_fraction)
+    where = search_filter(
+        *(settings.kinds, settings.classes, settings.min_confidence, settings.min_area_fraction),
+        settings.region_sources,
+    )
     fetch = settings.k * (_OVERFETCH if settings.one_hit_per_image else 1)
     while True:
         rows = search(where, fetch)

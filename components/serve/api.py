@@ -69,7 +69,8 @@ def search_settings(values: Mapping[str, str], allowed: set[str]) -> SearchSetti
         value = values[name]
         if value == "":
             continue
-        given[name] = [part.strip() for part in value.split(",") if part.strip()] if name == "classes" else value
+        listed = name in ("classes", "region_sources")
+        given[name] = [part.strip() for part in value.split(",") if part.strip()] if listed else value
     try:
         return SearchSettings(**given)
     except ValidationError as error:

@@ -159,5 +159,6 @@ class Searcher:
             "embeddings": counts["embeddings"],
             "embedder": self.reader.searched_embedder(),
             "classes": self.reader.class_counts(),
+            "region_sources": self.reader.region_source_counts(),
             "last_write": last.isoformat() if last else None,
         }

@@ -13,6 +13,7 @@ several embedders read.
 from __future__ import annotations
 
 import functools
+import typing
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -21,6 +22,8 @@ import lancedb
 
 from components.errors import StoreMismatchError, damaged_table
 from components.store.schema import (
+    CROP_SOURCE,
+    CROP_SOURCE_OF_OLDER_ROWS,
     CROPS,
     DEFAULT_EMBEDDER_SETTING,
     EMBEDDER_METADATA_KEY,
@@ -30,6 +33,7 @@ from components.store.schema import (
     KEY_OF_TABLE,
     SETTINGS,
     TEXT_COLUMN,
+    VECTOR_SOURCE,
     crop_records,
     id_filters,
     image_records,
@@ -38,7 +42,7 @@ from components.store.schema import (
     lookup_columns,
     sql_string,
 )
-from schemas.records import CropRecord, ImageRecord
+from schemas.records import CropRecord, CropSource, ImageRecord
 from schemas.results import IndexedEmbedder
 from schemas.settings import ObjectStoreSettings
 
@@ -212,6 +216,26 @@ class Database:
         return table is not None and any(
             index.index_type == "FTS" and TEXT_COLUMN in index.columns for index in table.list_indices()
         )
+
+    def vectors_know_region_sources(self, embedder_id: str | None = None) -> bool:
+        """Whether the embedder's vectors carry their region source (tables made before it lack the column
+        until the next index run writes to them)."""
+        table = self.vector_table_of(embedder_id)
+        return table is None or VECTOR_SOURCE in table.schema.names
+
+    @naming_damaged_tables
+    def region_source_counts(self) -> dict[str, int]:
+        """Region source -> how many crops it cut, in the sources' order (a table made before the column: the
+        detector's)."""
+        table = self._open(CROPS)
+        if table is None:
+            return {}
+        if CROP_SOURCE not in table.schema.names:
+            return {CROP_SOURCE_OF_OLDER_ROWS: table.count_rows()}
+        sources = table.search().select([CROP_SOURCE]).limit(None).to_arrow()
+        grouped = sources.group_by(CROP_SOURCE).aggregate([(CROP_SOURCE, "count")]).to_pylist()
+        counted = {row[CROP_SOURCE]: row[f"{CROP_SOURCE}_count"] for row in grouped}
+        return {source: counted[source] for source in typing.get_args(CropSource) if counted.get(source)}
 
     def damaged_tables(self) -> list[str]:
         """The tables whose current version does not read whole (a data file damaged or missing)."""

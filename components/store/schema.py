@@ -126,6 +126,16 @@ CROPS_SCHEMA = pa.schema(
 SETTINGS_SCHEMA = pa.schema([_key("key"), pa.field("value", pa.string())])
 
 
+# The region source of a crop's vector (`EmbeddingRecord.source`), for the region-source filter. Vector
+# tables made before it lack the column: the writer adds it and fills it from what those rows can
+# only have been (a crop with a class, the detector's; one without, a tile), before it writes to one.
+VECTOR_SOURCE = "source"
+VECTOR_SOURCE_OF_OLDER_ROWS = {
+    "detector": "kind = 'crop' AND source IS NULL AND class_name IS NOT NULL AND class_name <> ''",
+    "tile": "kind = 'crop' AND source IS NULL",
+}
+
+
 def embeddings_schema(dim: int, embedder_id: str, embedder_spec: str) -> pa.Schema:
     """A vector table is bound to one embedder: its id, source and width live in the schema."""
     return pa.schema(
@@ -140,6 +150,7 @@ def embeddings_schema(dim: int, embedder_id: str, embedder_spec: str) -> pa.Sche
             pa.field("class_names", pa.list_(pa.string())),
             pa.field("confidence", pa.float64()),
             pa.field("area_fraction", pa.float64()),
+            pa.field(VECTOR_SOURCE, pa.string()),
         ],
         metadata={EMBEDDER_METADATA_KEY: embedder_id.encode(), EMBEDDER_SPEC_METADATA_KEY: embedder_spec.encode()},
     )
@@ -166,13 +177,23 @@ def id_filters(column: str, ids: Sequence[str]) -> list[str]:
     return [f"{column} IN ({_id_list(chunk)})" for chunk in chunks]
 
 
-def search_filter(kinds: QueryKinds, classes: Sequence[str], min_confidence: float, min_area_fraction: float) -> str:
-    """The prefilter of a query. Whole-image rows have confidence and area 1 and list every class they contain."""
+def search_filter(
+    kinds: QueryKinds,
+    classes: Sequence[str],
+    min_confidence: float,
+    min_area_fraction: float,
+    region_sources: Sequence[str] = (),
+) -> str:
+    """The prefilter of a query. Whole-image rows have confidence and area 1, list every class they contain,
+    and pass any region-source filter (they have no source)."""
     clauses = []
     if kinds != "both":
         clauses.append(f"kind = {sql_string(kinds)}")
     if classes:
         clauses.append(f"array_has_any(class_names, [{', '.join(sql_string(name) for name in classes)}])")
+    if region_sources:
+        listed = ", ".join(sql_string(source) for source in region_sources)
+        clauses.append(f"(kind = 'image' OR {VECTOR_SOURCE} IN ({listed}))")
     if min_confidence > 0:
         clauses.append(f"confidence >= {float(min_confidence)!r}")
     if min_area_fraction > 0:

@@ -31,6 +31,8 @@ from components.store.schema import (
     SETTINGS,
     SETTINGS_SCHEMA,
     TEXT_COLUMN,
+    VECTOR_SOURCE,
+    VECTOR_SOURCE_OF_OLDER_ROWS,
     added_vector_table,
     crop_records,
     embedding_table,
@@ -122,6 +124,7 @@ class StoreWriter(Database):
         tables = self.vector_tables()
         name = tables.get(embedder_id) or (added_vector_table(embedder_id) if tables else EMBEDDINGS)
         table = self._open_or_create(name, embeddings_schema(dim, embedder_id, embedder_spec or embedder_id))
+        self._give_region_sources(table)
         width = table.schema.field("vector").type.list_size
         if width != dim:
             raise StoreMismatchError(
@@ -129,6 +132,31 @@ class StoreWriter(Database):
                 f"(the same id with another width: its weights changed in place?)"
             )
         self._upsert(table, "id", embedding_table(records, table.schema))
+
+    @staticmethod
+    def _give_region_sources(table: Any) -> None:
+        """A vector table made before the `source` column gets it, filled as its rows can only have been.
+
+        Added empty, then filled by two updates; a run killed between them leaves crops without a
+        source, which the next run's plan fills (`fill_region_sources`).
+        """
+        if VECTOR_SOURCE not in table.schema.names:
+            table.add_columns({VECTOR_SOURCE: "CAST(NULL AS STRING)"})
+            StoreWriter._fill_older_sources(table)
+
+    @staticmethod
+    def _fill_older_sources(table: Any) -> None:
+        for source, where in VECTOR_SOURCE_OF_OLDER_ROWS.items():
+            table.update(where=where, values={VECTOR_SOURCE: source})
+
+    @naming_damaged_tables
+    def fill_region_sources(self) -> None:
+        """Every vector table with its `source` column, and no crop row without a source (once per run)."""
+        for table in self._vector_tables_open():
+            if VECTOR_SOURCE not in table.schema.names:
+                self._give_region_sources(table)
+            elif table.count_rows(VECTOR_SOURCE_OF_OLDER_ROWS["tile"]):
+                self._fill_older_sources(table)
 
     def _vector_tables_open(self) -> list[Any]:
         return [table for name in self.vector_tables().values() if (table := self._open(name)) is not None]

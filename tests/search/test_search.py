@@ -77,3 +77,17 @@ def test_a_shown_score_pasted_back_as_the_cutoff_keeps_that_hit(tmp_path: Path) 
     assert shown == "0.4724" and everything[0].score < float(shown)
     kept = find_hits(StoreReader(store.uri), query, SearchSettings(k=5, min_score=float(shown)))
     assert [hit.image.image_id for hit in kept] == [near.image_id]
+
+
+def test_a_region_source_filter_on_vectors_written_before_sources_says_how_to_add_them(tmp_path: Path) -> None:
+    import shutil
+
+    import pytest
+
+    legacy = Path(__file__).resolve().parents[1] / "data" / "legacy-index" / "lancedb"
+    shutil.copytree(legacy, tmp_path / "lancedb")
+    store = StoreReader(str(tmp_path / "lancedb"))
+    query = np.ones(store.vector_table_of().schema.field("vector").type.list_size, dtype=np.float32)
+    assert find_hits(store, query, SearchSettings(k=2))  # searched as before without the filter
+    with pytest.raises(ValueError, match=r"^region_sources: .* run `cropsearch index` on it once"):
+        find_hits(store, query, SearchSettings(k=2, region_sources=["tile"]))

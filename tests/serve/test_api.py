@@ -125,7 +125,9 @@ def test_the_index_summary_counts_what_the_database_holds(server: str, world_ind
         counts["embeddings"],
     )
     assert summary["images"] == 40 and summary["embedder"] == database.default_embedder()
-    assert sum(summary["classes"].values()) == counts["crops"]
+    assert sum(summary["region_sources"].values()) == counts["crops"]
+    assert sum(summary["classes"].values()) == summary["region_sources"]["detector"]  # proposals name nothing
+    assert set(summary["region_sources"]) == {"detector", "proposal"}  # what `cropsearch index` makes by default
     assert set(summary["classes"]) == database.class_names()
     assert summary["last_write"] is not None
 
@@ -155,3 +157,17 @@ def test_min_score_cuts_the_list_where_scores_fall_under_it(server: str) -> None
     kept = search(server, text="a blue triangle", k=20, one_hit_per_image="false", min_score=cutoff)
     assert kept and all(hit["score"] >= cutoff for hit in kept)
     assert [hit["score"] for hit in kept] == [hit["score"] for hit in everything if hit["score"] >= cutoff]
+
+
+def test_the_region_source_facet_keeps_those_sources_crops_and_whole_photos_and_names_a_wrong_one(
+    server: str,
+) -> None:
+    """The world index holds the detector's crops and proposals (its default): each facet keeps its own."""
+    for source in ("proposal", "detector"):
+        hits = search(server, text="a small red triangle", k=20, one_hit_per_image="false", region_sources=source)
+        assert any(hit["crop"] for hit in hits), source
+        assert all(hit["crop"] is None or hit["crop"]["source"] == source for hit in hits), source
+    both = search(server, text="a small red triangle", k=20, region_sources="detector,proposal", mode="vector")
+    assert both == search(server, text="a small red triangle", k=20, mode="vector")
+    refused = client(server).get("/api/search", params={"text": "a cat", "region_sources": "guess"})
+    assert refused.status_code == 422 and refused.json()["field"] == "region_sources"

@@ -103,3 +103,35 @@ def test_upload_a_scene_and_drag_a_box_to_search_by_that_region(
     assert thing.class_name in _hit_classes(page)[0]
     page.screenshot(path=tmp_path / "region.png")
     page.close()
+
+
+def test_the_region_facet_lists_each_source_and_keeps_its_crops_with_their_own_boxes(
+    browser: object, server: str, tmp_path: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1366, "height": 860})  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server + "/?text=a+small+red+triangle&kinds=crop&mode=vector&region_sources=proposal")
+    page.wait_for_selector("#hits .hit")
+    listed = page.eval_on_selector_all("#source-list input", "boxes => boxes.map(b => [b.value, b.checked])")
+    assert listed == [["detector", False], ["proposal", True]]  # the index's sources; the address ticked one
+    labels = _hit_classes(page)
+    assert labels and all(label.split(" ")[1] == "proposal" for label in labels), labels
+    # A proposal's box is drawn dashed, in its own colour: told apart from the detector's at a glance.
+    styles = page.eval_on_selector_all(
+        "#hits .hit .parent .box", "boxes => boxes.map(b => [b.className, getComputedStyle(b).borderTopStyle])"
+    )
+    assert styles and all(style == ["box source-proposal", "dashed"] for style in styles), styles
+    page.screenshot(path=tmp_path / "proposals.png")
+
+    page.uncheck("#source-list input[value=proposal]")
+    page.check("#source-list input[value=detector]")  # a facet change runs the search again
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#hits .hit .class')].every(s => !s.textContent.includes('proposal'))"
+    )
+    solid = page.eval_on_selector_all(
+        "#hits .hit .parent .box", "boxes => boxes.map(b => getComputedStyle(b).borderTopStyle)"
+    )
+    assert solid and set(solid) == {"solid"}
+    assert errors == []
+    page.close()

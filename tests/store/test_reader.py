@@ -163,3 +163,26 @@ def test_the_minimum_confidence_and_area_keep_a_row_exactly_at_them(writer: Stor
     query = np.array([1, 0, 0], dtype=np.float32)
     assert [row["id"] for row in reader.search(query, search_filter("crop", [], 0.5, 0.0), 10)] == [at.crop_id]
     assert [row["id"] for row in reader.search(query, search_filter("crop", [], 0.0, 0.25), 10)] == [at.crop_id]
+
+
+def test_a_region_source_filter_keeps_those_sources_crops_and_every_whole_photo(
+    writer: StoreWriter, reader: StoreReader
+) -> None:
+    parent = image("a")
+    named = crop(parent, "cat", "cat")
+    unnamed = {
+        source: crop(parent, source, "").model_copy(update={"source": source, "confidence": 1.0})
+        for source in ("proposal", "tile")
+    }
+    rows = [embedding(parent, [1, 0, 0]), embedding(named, [0.9, 0.1, 0])]
+    rows += [embedding(record, [0.8, 0.2, 0]) for record in unnamed.values()]
+    writer.upsert_embeddings(rows, "m1")
+    query = np.array([1, 0, 0], dtype=np.float32)
+
+    def found(*sources: str) -> set[str]:
+        return {row["id"] for row in reader.search(query, search_filter("both", [], 0.0, 0.0, sources), 10)}
+
+    assert found() == {parent.image_id, named.crop_id, unnamed["proposal"].crop_id, unnamed["tile"].crop_id}
+    assert found("proposal") == {parent.image_id, unnamed["proposal"].crop_id}
+    assert found("detector", "tile") == {parent.image_id, named.crop_id, unnamed["tile"].crop_id}
+    assert found("x') OR (1=1") == {parent.image_id}  # quoted like any user string

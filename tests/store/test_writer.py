@@ -282,3 +282,41 @@ def test_a_crops_table_older_than_the_record_column_keeps_a_tiles_source_in_its_
         tile.crop_id: tile,
     }
     assert [crop.source for crop in StoreReader(store.uri).crops_of_image(parent.image_id)] == ["detector", "tile"]
+
+
+def test_vectors_stored_before_region_sources_gain_their_source_as_those_rows_can_only_have_been(
+    tmp_path: Path,
+) -> None:
+    """Before the column, a crop with a class was the detector's and one without a tile; a photo has none.
+
+    The column is added and filled on the first vector write; a run killed between adding and filling
+    leaves crops without a source, which the next run's plan fills (`fill_region_sources`)."""
+    import lancedb
+    import pyarrow as pa
+
+    from components.store.schema import embedding_table, embeddings_schema
+
+    parent = image("a")
+    named, tile = crop(parent, "c1"), _tile_of(parent)
+    rows = [embedding(parent, [1, 0, 0]), embedding(named, [0, 1, 0]), embedding(tile, [0, 0, 1])]
+    schema = embeddings_schema(3, "m1", "m1")
+    older = pa.schema([field for field in schema if field.name != "source"], metadata=schema.metadata)
+    lancedb.connect(str(tmp_path / "db")).create_table(EMBEDDINGS, embedding_table(rows, older))
+
+    def sources() -> dict[str, str | None]:
+        table = lancedb.connect(str(tmp_path / "db")).open_table(EMBEDDINGS).to_arrow()
+        return dict(zip(table.column("id").to_pylist(), table.column("source").to_pylist(), strict=True))
+
+    store = StoreWriter(str(tmp_path / "db"))
+    assert StoreReader(store.uri).vectors_know_region_sources() is False
+    proposal = crop(parent, "p").model_copy(update={"source": "proposal", "class_name": ""})
+    store.upsert_embeddings([embedding(proposal, [1, 1, 0])], "m1")
+    expected = {parent.image_id: None, named.crop_id: "detector", tile.crop_id: "tile", proposal.crop_id: "proposal"}
+    assert sources() == expected
+    assert StoreReader(store.uri).vectors_know_region_sources() is True
+
+    # Killed between adding the column and filling it: the next plan fills what it left empty.
+    table = lancedb.connect(str(tmp_path / "db")).open_table(EMBEDDINGS)
+    table.update(where=f"id IN ('{named.crop_id}', '{tile.crop_id}')", values_sql={"source": "NULL"})
+    StoreWriter(store.uri).fill_region_sources()
+    assert sources() == expected

@@ -38,14 +38,19 @@ function filters() {
   if (minScore > 0) fields.set("min_score", String(minScore));
   const classes = [...document.querySelectorAll("#class-list input:checked")].map((box) => box.value);
   if (classes.length) fields.set("classes", classes.join(","));
+  const sources = [...document.querySelectorAll("#source-list input:checked")].map((box) => box.value);
+  if (sources.length) fields.set("region_sources", sources.join(","));
   return fields;
 }
 
+// What each region source is called on the page; its boxes are drawn in its own style (style.css).
+const SOURCE_NAMES = { detector: "the detector's objects", proposal: "proposals", tile: "tiles" };
+
 // A box over a picture, in percentages of the picture, so it stays put at any displayed size.
-function boxOver(box, width, height, tag = "div") {
+function boxOver(box, width, height, tag = "div", source = "detector") {
   const [x1, y1, x2, y2] = box;
   return element(tag, {
-    class: "box",
+    class: `box source-${source}`,
     style: {
       left: (100 * x1 / width) + "%", top: (100 * y1 / height) + "%",
       width: (100 * (x2 - x1) / width) + "%", height: (100 * (y2 - y1) / height) + "%",
@@ -70,7 +75,7 @@ function hitCard(hit) {
   matched.addEventListener("click", () => similar(hit.crop ? hit.crop.crop_id : image.image_id, what));
 
   const parent = framedPicture(hit.image_url + "?size=256", image.width, image.height, `photo ${name}`);
-  if (hit.box) parent.append(boxOver(hit.box, image.width, image.height));
+  if (hit.box) parent.append(boxOver(hit.box, image.width, image.height, "div", hit.crop ? hit.crop.source : "detector"));
   const opener = element("button", {
     type: "button", class: "picture parent", title: "open the photo", "aria-label": `open photo ${name}`,
   }, [parent]);
@@ -145,7 +150,7 @@ async function openPhoto(imageId) {
     const listed = [];
     for (const crop of crops) {
       const label = crop.class_name || crop.source;  // a tile has no class
-      const box = boxOver([crop.x1, crop.y1, crop.x2, crop.y2], image.width, image.height, "button");
+      const box = boxOver([crop.x1, crop.y1, crop.x2, crop.y2], image.width, image.height, "button", crop.source);
       box.type = "button";
       box.setAttribute("aria-label", `more like this ${label}`);
       box.append(element("span", { text: crop.class_name ? `${label} ${crop.confidence.toFixed(2)}` : label }));
@@ -236,6 +241,15 @@ async function loadSummary() {
       box.addEventListener("change", () => state.lastQuery && state.lastQuery());
       return element("label", {}, [element("span", {}, [box, " " + name]), element("span", { class: "count", text: String(count) })]);
     }));
+    const sources = $("source-list");
+    const sourcesTicked = new Set([...sources.querySelectorAll("input:checked")].map((box) => box.value));
+    sources.replaceChildren(...Object.entries(summary.region_sources || {}).map(([source, count]) => {
+      const box = element("input", { type: "checkbox", value: source });
+      box.checked = sourcesTicked.has(source);
+      box.addEventListener("change", () => state.lastQuery && state.lastQuery());
+      const name = element("span", { class: `swatch source-${source}`, text: SOURCE_NAMES[source] || source });
+      return element("label", {}, [element("span", {}, [box, " ", name]), element("span", { class: "count", text: String(count) })]);
+    }));
   } catch (error) { $("index-summary").textContent = error.message; }
 }
 
@@ -256,6 +270,8 @@ function searchFromAddress() {
   if ([...$("mode").options].some((option) => option.value === asked.get("mode"))) $("mode").value = asked.get("mode");
   const classes = new Set((asked.get("classes") || "").split(",").filter(Boolean));
   for (const box of document.querySelectorAll("#class-list input")) box.checked = classes.has(box.value);
+  const sources = new Set((asked.get("region_sources") || "").split(",").filter(Boolean));
+  for (const box of document.querySelectorAll("#source-list input")) box.checked = sources.has(box.value);
   search();
 }
 
