@@ -26,8 +26,9 @@ CROPS_PER_IMAGE = 8
 # Random detectors find nothing at normal thresholds: these settings make every image give exactly
 # CROPS_PER_IMAGE crops, for the pipeline, the loop and the probes alike. Random boxes can cover
 # most of a photo: every crop is embedded (`whole_frame_area` 1), as the loop embeds every crop.
+# The loop knows only the detector's boxes: no proposals (what they cost is `bench.region_cost`'s).
 FIXED_CROPS = DetectionSettings(
-    confidence=0.0001, max_detections=CROPS_PER_IMAGE, min_box_pixels=1, whole_frame_area=1.0
+    confidence=0.0001, max_detections=CROPS_PER_IMAGE, min_box_pixels=1, whole_frame_area=1.0, proposals=0
 )
 STEPS = ("indexing", "memory", "queries", "overhead")
 TARGETS = {

@@ -136,6 +136,7 @@ def write_synthetic_index(
             "class_names": [["person", "chair"]] * photos + [[c] for c in crop_class],
             "confidence": np.concatenate([np.ones(photos), confidences]),
             "area_fraction": np.concatenate([np.ones(photos), area_fractions]),
+            "source": [None] * photos + ["detector"] * crops,
         },
         schema=schema,
     )

@@ -70,6 +70,7 @@ def index_once(photos: Path, work: Path, detector: str, embedder: str, **regions
     data = work / f"data-{time.monotonic_ns()}"
     started = time.perf_counter()
     fixed = FIXED_CROPS.model_dump(include={"confidence", "max_detections", "min_box_pixels", "whole_frame_area"})
+    # (proposals are each way's own: `regions`)
     report = index_coco(
         source=str(photos), data_dir=data, detector=detector, embedder=embedder, device="cpu", **fixed, **regions
     )

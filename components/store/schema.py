@@ -92,6 +92,7 @@ IMAGES_SCHEMA = pa.schema(
         pa.field("num_bytes", pa.int64()),
         pa.field("caption", pa.string()),
         pa.field("index_signature", pa.string()),
+        pa.field("detector_signature", pa.string()),
         pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
         pa.field(RECORD, pa.string()),
     ]

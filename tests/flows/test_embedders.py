@@ -142,10 +142,11 @@ def test_an_index_in_the_one_embedder_layout_is_upgraded_in_place_and_takes_a_se
     db = str(tmp_path / "data" / "lancedb")
     before = vectors_of(db, EMBEDDINGS)
 
-    upgraded = index_coco(**index, detector=LEGACY_DETECTOR, device="cpu")  # its embedder is read from the index
+    # Its embedder is read from the index; proposals, which it predates, are not asked for until the end.
+    upgraded = index_coco(**index, detector=LEGACY_DETECTOR, device="cpu", proposals=0)
     assert upgraded.model_batches == 0 and upgraded.images_new == 0 and upgraded.images_already_indexed == 4
     store = StoreWriter(db)
-    signature = signature_of(LEGACY_DETECTOR, DetectionSettings())
+    signature = signature_of(LEGACY_DETECTOR, DetectionSettings(proposals=0))
     assert {image.index_signature for image in store.images_by_id(list(ids_of(db, "images", "image_id"))).values()} == {
         signature
     }
@@ -154,10 +155,16 @@ def test_an_index_in_the_one_embedder_layout_is_upgraded_in_place_and_takes_a_se
         params = QueryParams(data_dir=tmp_path / "data", k=1, kinds="crop", mode=mode, render=False)
         assert query(text="red", **params.flat()).hits[0].crop.class_name == "red"  # type: ignore[union-attr]
 
-    added = index_coco(**index, detector=LEGACY_DETECTOR, embedder=SPREAD, device="cpu")
+    added = index_coco(**index, detector=LEGACY_DETECTOR, embedder=SPREAD, device="cpu", proposals=0)
     assert added.detector_batches == 0 and added.images_embedded == {SPREAD: 4} and added.embeddings == 7
     assert set(vectors_of(db, added_vector_table(SPREAD))) == set(before)
     assert vectors_of(db, EMBEDDINGS) == before and store.default_embedder() == LEGACY_EMBEDDER
+
+    # The default proposals: the photos are re-cut from their stored boxes, nothing detected or embedded again.
+    recut = index_coco(**index, detector=LEGACY_DETECTOR, device="cpu")
+    assert recut.detector_batches == 0 and recut.images_recut == 4 and recut.images_new == 0
+    after = vectors_of(db, EMBEDDINGS)
+    assert {key: after[key] for key in before} == before
 
 
 def test_a_run_follows_embedders_added_or_dropped_while_it_waited_to_write(

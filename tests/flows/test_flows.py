@@ -142,7 +142,8 @@ def decoded(uri: str) -> Image.Image:
 def test_changed_settings_reindex_and_drop_stale_crops(
     photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
 ) -> None:
-    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=3)
+    # The detector's boxes alone: what a detector setting changes (proposals have tests/flows/test_regions_added.py).
+    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=3, proposals=0)
     index_coco(**params.flat())
     fewer = index_coco(**{**params.flat(), "max_detections": 1})
     assert fewer.images_new == 10 and fewer.crops <= 10
@@ -155,7 +156,7 @@ def test_bad_files_are_reported_and_a_changed_file_replaces_its_old_rows(
     photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
 ) -> None:
     (photo_folder / "notes.jpg").write_text("not a picture")
-    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=0)
+    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, max_detections=0, proposals=0)
     report = index_coco(**params.flat())
     assert report.images_new == 10 and [Path(s.path).name for s in report.skipped] == ["notes.jpg"]
 

@@ -43,7 +43,7 @@ def test_adding_and_dropping_proposals_and_tiles_detects_nothing_again_and_embed
     photos, data = photos_with_an_unnamed_object(tmp_path / "photos"), tmp_path / "data"
     db = str(data / "lancedb")
     index = {"source": str(photos), "data_dir": data, "detector": DETECTOR, "embedder": MEAN, "device": "cpu"}
-    plain = index_coco(**index)
+    plain = index_coco(**index, proposals=0)
     detected, vectors = crops_by_source(db), vectors_of(db, "embeddings")
     assert plain.images_new == 5 and set(detected) == {"detector"} and len(detected["detector"]) == 3
 
@@ -69,7 +69,7 @@ def test_adding_and_dropping_proposals_and_tiles_detects_nothing_again_and_embed
     assert again.images_already_indexed == 5 and again.images_recut == 0 and again.model_batches == 0
 
     # Dropped again: their rows, vectors and files go; the detector's crops and every vector of theirs stay.
-    dropped = index_coco(**index)
+    dropped = index_coco(**index, proposals=0)
     assert dropped.images_recut == 5 and dropped.model_batches == 0 and dropped.embeddings == 0
     assert crops_by_source(db) == detected and vectors_of(db, "embeddings") == vectors
     assert crop_files(data) == detected["detector"]

@@ -71,9 +71,11 @@ def _config(detector: str, embedder: str, crops: Path, settings: DetectionSettin
 @pytest.fixture(params=["world", "tiny"])
 def models(request: pytest.FixtureRequest, tiny_yolo: Path, tiny_clip: Path) -> tuple[str, str, DetectionSettings]:
     if request.param == "world":
-        return str(WORLD_DETECTOR), str(WORLD_EMBEDDER), DetectionSettings(image_size=256)
+        return str(WORLD_DETECTOR), str(WORLD_EMBEDDER), DetectionSettings(image_size=256, proposals=0)
     # Random weights find nothing at normal thresholds: these settings make them box something.
-    return str(tiny_yolo), str(tiny_clip), DetectionSettings(confidence=0.0001, max_detections=6, min_box_pixels=2)
+    # The detector's boxes alone: the reference path below knows no other region source.
+    settings = DetectionSettings(confidence=0.0001, max_detections=6, min_box_pixels=2, proposals=0)
+    return str(tiny_yolo), str(tiny_clip), settings
 
 
 def test_the_one_decode_path_gives_the_reference_boxes_vectors_and_rows(

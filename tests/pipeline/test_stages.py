@@ -452,7 +452,7 @@ def test_tiles_alone_are_crops_with_files_and_vectors_that_name_nothing_and_run_
     tmp_path: Path, store: StoreWriter
 ) -> None:
     images, _ = register_images([picture(tmp_path / "a.png", (10, 10, 40, 30))], "t")
-    tiles_only = DetectionSettings(max_detections=0, tiles=[2])
+    tiles_only = DetectionSettings(max_detections=0, tiles=[2], proposals=0)
     work = blob_model_stage(images, tmp_path / "crops", 1, 8, detection=tiles_only)
     assert work.detector_batches == 0 and work.model_batches == 1  # one embedder batch: the photo and its 4 tiles
     assert [(c.x1, c.y1, c.x2, c.y2) for c in work.crops] == [

@@ -16,7 +16,7 @@ from components.regions.proposals import (
     suppressed,
 )
 from components.regions.region import box_iou
-from schemas.settings import PROPOSAL_PADDING, PROPOSAL_PADDING_MIN_PIXELS, DetectionSettings
+from schemas.settings import PROPOSAL_PADDING, PROPOSAL_PADDING_MIN_PIXELS, PROPOSALS_DEFAULT, DetectionSettings
 
 
 def textured(width: int, height: int, seed: int = 41) -> np.ndarray:
@@ -93,9 +93,10 @@ def test_the_proposal_source_names_nothing_runs_no_model_and_answers_every_pictu
     assert source.regions([]) == []
 
 
-def test_proposals_enter_the_signature_only_when_asked_for() -> None:
-    plain = DetectionSettings().fingerprint()
+def test_proposals_enter_the_signature_only_when_asked_for_as_they_are_by_default() -> None:
+    plain = DetectionSettings(proposals=0).fingerprint()
     assert "proposals" not in plain and "dedupe_iou" not in plain  # indexes made before keep their signature
+    assert DetectionSettings().fingerprint()["proposals"]["limit"] == PROPOSALS_DEFAULT == 8
     asked = DetectionSettings(proposals=20).fingerprint()
     assert asked["proposals"] == {"limit": 20, "padding": [PROPOSAL_PADDING, PROPOSAL_PADDING_MIN_PIXELS]}
     assert asked != DetectionSettings(proposals=10).fingerprint()

@@ -29,12 +29,13 @@ def test_the_detector_is_a_region_source_of_named_boxes_with_its_confidence() ->
 
 def test_a_runs_settings_ask_for_the_detector_the_tiles_or_both_in_that_order() -> None:
     detector = ColourBlobDetector()
-    both = run_sources(DetectionSettings(tiles=[2]), detector, "blob")
+    both = run_sources(DetectionSettings(tiles=[2], proposals=0), detector, "blob")
     assert [type(source) for source in both] == [DetectorRegions, TileRegions]
-    assert [type(source) for source in run_sources(DetectionSettings(), detector, "blob")] == [DetectorRegions]
-    tiles_only = run_sources(DetectionSettings(max_detections=0, tiles=[2, 3]), None, "blob")
+    alone = run_sources(DetectionSettings(proposals=0), detector, "blob")
+    assert [type(source) for source in alone] == [DetectorRegions]
+    tiles_only = run_sources(DetectionSettings(max_detections=0, tiles=[2, 3], proposals=0), None, "blob")
     assert [type(source) for source in tiles_only] == [TileRegions] and tiles_only[0].levels == (2, 3)  # type: ignore[attr-defined]
-    assert run_sources(DetectionSettings(max_detections=0), None, "blob") == []  # whole photos only
+    assert run_sources(DetectionSettings(max_detections=0, proposals=0), None, "blob") == []  # whole photos only
     with pytest.raises(ValueError, match="no detector is loaded"):
         run_sources(DetectionSettings(), None, "blob")
 

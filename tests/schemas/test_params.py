@@ -6,7 +6,15 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.flat import flat_location
-from schemas.params import COCO_VAL2017_URL, IndexParams, QueryInput, QueryParams, legacy_signature_of, signature_of
+from schemas.params import (
+    COCO_VAL2017_URL,
+    IndexParams,
+    QueryInput,
+    QueryParams,
+    detector_signature_of,
+    legacy_signature_of,
+    signature_of,
+)
 from schemas.settings import DetectionSettings
 
 
@@ -71,9 +79,13 @@ def test_signature_changes_with_anything_that_changes_the_crops() -> None:
 
 
 def test_tiles_change_the_signature_and_an_index_without_them_keeps_the_one_it_had() -> None:
-    """Indexes made before tiles existed must find their photos done: their signature is pinned here."""
-    assert signature_of("det", DetectionSettings()) == "ebda0b88141c2314"  # as computed before tiles (at 5b7e7b9)
-    assert signature_of("yolov10x.pt", DetectionSettings(max_detections=5)) == "2b44cbfdc5f32a7a"
+    """Indexes made before tiles and proposals existed must find their detector's boxes standing: the signature
+    of the detector alone is pinned here, and is what `detector_signature_of` gives whatever else is asked."""
+    alone = DetectionSettings(proposals=0)
+    assert signature_of("det", alone) == "ebda0b88141c2314"  # as computed before tiles (at 5b7e7b9)
+    assert signature_of("yolov10x.pt", DetectionSettings(max_detections=5, proposals=0)) == "2b44cbfdc5f32a7a"
+    assert detector_signature_of("det", DetectionSettings(tiles=[2, 3])) == "ebda0b88141c2314"
+    assert signature_of("det", DetectionSettings()) != "ebda0b88141c2314"  # proposals by default: re-cut, not detected
     tiled = signature_of("det", DetectionSettings(tiles=[2, 3]))
     assert tiled not in (signature_of("det", DetectionSettings()), signature_of("det", DetectionSettings(tiles=[2])))
     assert tiled == signature_of("det", DetectionSettings(tiles=[3, 2, 2]))  # the same levels, the same tiles
