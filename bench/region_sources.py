@@ -6,9 +6,9 @@
 Runs the evaluate flow as `cropsearch eval --benchmark world --unknown-classes ... --device cpu`
 does, once per set of hidden classes, over the world's held-out scenes in a temporary folder: the
 world detector with those classes hidden (its boxes of them dropped before crops are cut), a fresh
-index per region source (whole photos only; whole photos + detector crops), each asked "a small /
-medium-sized / large <class>" for every class. Writes the figures, with the machine, to
-docs/bench/region-sources-<time>.json and rewrites the tables between the markers of
+index per region source (whole photos only; + detector crops; + tiles 2,3; + the default
+proposals), each asked "a small / medium-sized / large <class>" for every class. Writes the
+figures, with the machine, to docs/bench/region-sources-<time>.json and rewrites the tables between the markers of
 docs/evaluation.md from that file: the figures live in one place.
 
 Two sets by default: the red triangle alone (issue 41's baseline hid one class), and three classes,

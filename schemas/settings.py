@@ -102,14 +102,14 @@ TILE_OVERLAP = 0.25
 TILE_LEVEL_MIN, TILE_LEVEL_MAX = 2, 8
 # A class-agnostic proposal's box is grown by this share of its size on each side, and by this many
 # pixels at least: a crop cut tight to an object loses its outline, which is most of what CLIP reads
-# of a small one (a 10 px blob becomes an 18 px crop). Part of the index signature when proposals are asked for.
+# of a small one (a 10 px blob becomes a 16 px crop). Part of the index signature when proposals are asked for.
 PROPOSAL_PADDING = 0.1
 PROPOSAL_PADDING_MIN_PIXELS = 3
 PROPOSALS_MAX = 100
 # On by default, by measurement (docs/evaluation.md): on the world's scenes proposals lift small objects
-# of a class the detector cannot name from P@5 0 to 0.6-0.87 and keep the named ones; with yolov10x and
-# CLIP ViT-B/32 on real photos (where MSER fills any cap) 8 cost 1.39x the detector's crops alone and
-# 20 cost 1.59x, against issue 41's 1.5x. A world scene has about four, so 8 loses nothing there.
+# of a class the detector cannot name from P@5 0 to 0.8-0.93 and keep the named ones; with yolov10x and
+# CLIP ViT-B/32 on real photos (where MSER fills any cap) 8 cost 1.39-1.49x the detector's crops alone
+# and 20 cost 1.6-2x, against issue 41's 1.5x. A world scene has about four, so 8 loses nothing there.
 PROPOSALS_DEFAULT = 8
 # A region of a later source (proposals, then tiles) overlapping one of an earlier source's (the
 # detector first) this much is the same region found twice: it is not stored. Within a source, the
