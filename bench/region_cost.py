@@ -18,14 +18,20 @@ and disk per photo; writes the JSON and rewrites its table in docs/evaluation.md
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.plan import CROPS_PER_IMAGE, FIXED_CROPS
-from bench.report import Row, machine, machine_header, publish_between_markers, render, write_figures
+from bench.report import (
+    Row,
+    add_publishing_options,
+    machine,
+    machine_header,
+    publish_between_markers,
+    saved_or_measured,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK = "region-cost"
@@ -150,20 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--publish", type=Path, default=None, help="render this saved JSON instead of measuring")
-    parser.add_argument("--figures", type=Path, default=REPO / "docs" / "bench", help="where the JSON goes")
-    parser.add_argument("--document", type=Path, default=REPO / "docs" / "evaluation.md")
+    add_publishing_options(parser, REPO, "evaluation.md")
     args = parser.parse_args(argv)
-    if args.publish:
-        path, figures = args.publish, json.loads(args.publish.read_text())
-    else:
+
+    def measured() -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="cropsearch-region-cost-") as work:
-            figures = {"machine": machine(), **measure(args.photos, args.rounds, Path(work))}
-        args.figures.mkdir(parents=True, exist_ok=True)
-        path = write_figures(args.figures, BENCHMARK, figures, rows(figures))
-        print(f"wrote {path}")
-    print(machine_header(figures["machine"]))
-    print(render(rows(figures)))
+            return {"machine": machine(), **measure(args.photos, args.rounds, Path(work))}
+
+    path, figures = saved_or_measured(args, BENCHMARK, measured, rows)
     body = render_section(figures, path)
     publish_between_markers(args.document, REPORT_START, REPORT_END, "What regions cost with the real models", body)
     return 0

@@ -19,13 +19,19 @@ one (a single query's P@5 moves in steps of 0.2).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.report import Row, machine, machine_header, publish_between_markers, render, write_figures
+from bench.report import (
+    Row,
+    add_publishing_options,
+    machine,
+    machine_header,
+    publish_between_markers,
+    saved_or_measured,
+)
 from schemas.results import RegionSourceReport
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,24 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--hide", action="append", default=None, help="comma-separated classes to hide, one evaluation per --hide"
     )
-    parser.add_argument("--publish", type=Path, default=None, help="render this saved JSON instead of measuring")
-    parser.add_argument("--figures", type=Path, default=REPO / "docs" / "bench", help="where the JSON goes")
-    parser.add_argument("--document", type=Path, default=REPO / "docs" / "evaluation.md")
+    add_publishing_options(parser, REPO, "evaluation.md")
     args = parser.parse_args(argv)
-    if args.publish:
-        path, figures = args.publish, json.loads(args.publish.read_text())
-    else:
+
+    def measured() -> dict[str, Any]:
         runs = []
         for hide in args.hide or HIDDEN:
             hidden = [name.strip() for name in hide.split(",") if name.strip()]
             with tempfile.TemporaryDirectory(prefix="cropsearch-region-sources-") as work:
                 runs.append(measure(args.scenes, hidden, Path(work)))
-        figures = {"machine": machine(), "scenes": args.scenes, "runs": runs}
-        args.figures.mkdir(parents=True, exist_ok=True)
-        path = write_figures(args.figures, BENCHMARK, figures, rows(figures))
-        print(f"wrote {path}")
-    print(machine_header(figures["machine"]))
-    print(render(rows(figures)))
+        return {"machine": machine(), "scenes": args.scenes, "runs": runs}
+
+    path, figures = saved_or_measured(args, BENCHMARK, measured, rows)
     publish(figures, path, args.document)
     print(f"published in {args.document}")
     return 0

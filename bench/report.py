@@ -6,10 +6,12 @@ picks, differ between CPUs with AMX, with AVX-512 BF16 and with AVX2 alone.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +83,33 @@ def write_figures(work: Path, benchmark: str, figures: dict[str, Any], rows: lis
     payload = {"benchmark": benchmark, **figures, "table": [vars(row) for row in rows]}
     out.write_text(json.dumps(payload, indent=2, default=str))
     return out
+
+
+def add_publishing_options(parser: argparse.ArgumentParser, repo: Path, document: str) -> None:
+    """`--publish` (render a saved JSON instead of measuring), `--figures` (where a run's JSON goes), `--document`."""
+    parser.add_argument("--publish", type=Path, default=None, help="render this saved JSON instead of measuring")
+    parser.add_argument("--figures", type=Path, default=repo / "docs" / "bench", help="where the JSON goes")
+    parser.add_argument("--document", type=Path, default=repo / "docs" / document)
+
+
+def saved_or_measured(
+    args: argparse.Namespace,
+    benchmark: str,
+    measure: Callable[[], dict[str, Any]],
+    rows_of: Callable[[dict[str, Any]], list[Row]],
+) -> tuple[Path, dict[str, Any]]:
+    """The figures of the JSON `--publish` names, or of a run measured now and written under `--figures`;
+    printed, with the machine they were measured on."""
+    if args.publish:
+        path, figures = args.publish, json.loads(args.publish.read_text())
+    else:
+        figures = measure()
+        args.figures.mkdir(parents=True, exist_ok=True)
+        path = write_figures(args.figures, benchmark, figures, rows_of(figures))
+        print(f"wrote {path}")
+    print(machine_header(figures["machine"]))
+    print(render(rows_of(figures)))
+    return path, figures
 
 
 def publish_between_markers(document: Path, start: str, end: str, heading: str, body: str) -> None:
