@@ -342,7 +342,7 @@ def plan(run: IndexRun, images: list[ImageRecord]) -> stages.IndexPlan:
     logger = get_run_logger()
     if planned.upgraded:
         logger.info("%d images indexed before several embedders: their signature rewritten", planned.upgraded)
-    if not todo:
+    if not todo and not planned.recut:
         logger.info("nothing to detect: all %d images are already indexed with these models and settings", len(images))
     else:
         logger.info(

@@ -76,9 +76,9 @@ def plan_stage(
     carrying one of `legacy_signatures` (the index's embedders under the older signature) was
     detected with these settings: its signatures are rewritten in place, as the detector's alone.
     Everything not detected with `signature` is to be detected (and embedded by every embedder); of
-    the rest, each photo an
-    embedder of `embedder_ids` has no vector of is to be embedded by it, from its stored crops. The
-    removed crops' files are deleted where they lie under `crops_uri`, the crop store this run owns.
+    the rest, each photo an embedder of `embedder_ids` has no vector of is to be embedded by it, from
+    its stored crops. The removed crops' files are deleted where they lie under `crops_uri`, the crop
+    store this run owns.
 
     Of the photos not indexed with `signature`, those whose detector's boxes were found as this run
     would find them (`detector_signature`) are re-cut: only the region sources beyond the detector
