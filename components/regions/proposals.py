@@ -122,7 +122,12 @@ def proposals_of(picture: Image.Image, limit: int) -> list[tuple[Box, Box]]:
     """Up to `limit` blobs that stand out most in `picture`, most distinct first: each one's box and its padded box,
     in the picture's pixels."""
     scale = min(1.0, WORKING_SIDE / max(picture.width, picture.height))
-    working = picture if scale == 1.0 else picture.resize((round(picture.width * scale), round(picture.height * scale)))
+    width, height = round(picture.width * scale), round(picture.height * scale)
+    # A blob off the frame's edge and MIN_SIDE wide needs this much room (and OpenCV's MSER fails on a
+    # picture under 3 px a side): an icon or a 1 px tracking GIF has no proposal, and is no error.
+    if min(width, height) < MIN_SIDE + 2 * (EDGE_PIXELS + 1):
+        return []
+    working = picture if scale == 1.0 else picture.resize((width, height))
     boxes, scores = distinct_blobs(np.asarray(working.convert("RGB")))
     found = []
     for index in suppressed(boxes, scores, SUPPRESS_IOU, limit):

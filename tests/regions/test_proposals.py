@@ -102,3 +102,15 @@ def test_proposals_enter_the_signature_only_when_asked_for_as_they_are_by_defaul
     assert asked != DetectionSettings(proposals=10).fingerprint()
     with pytest.raises(ValueError, match="less than or equal to 100"):
         DetectionSettings(proposals=101)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (9, 400), (3, 2000), (2000, 5)])
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_a_picture_too_small_or_thin_for_any_blob_has_no_proposal_and_is_no_error(
+    size: tuple[int, int], mode: str
+) -> None:
+    """OpenCV's MSER raises on a picture under 3 px a side: with proposals on by default, an icon in a folder
+    would have failed its whole chunk."""
+    picture = Image.fromarray(textured(*size)).convert(mode)
+    assert proposal_boxes(picture, limit=8) == []
+    assert ProposalRegions(8).regions([picture, scene([((60, 50, 90, 80), (220, 40, 40))])])[0] == []
