@@ -178,7 +178,7 @@ def materialize_crops(
 def caption_for(crops: Sequence[CropRecord]) -> str:
     """A caption from the detections, e.g. 'this image contains 2 person, 1 tv'.
 
-    Crops without a class (tiles) are not objects found in the photo: they are not counted.
+    Crops without a class (proposals, tiles) are not objects found in the photo: they are not counted.
     """
     counts = Counter(crop.class_name for crop in crops if crop.class_name)
     if not counts:

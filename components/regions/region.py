@@ -17,7 +17,7 @@ class Region:
 
     `proposer` is the detector's id or the method's name ("tiles"): with `source`, it tells regions
     of the same box from different sources apart (their crop ids differ). `class_name` is None
-    where the source names nothing (a tile); `score` is the detector's confidence, 1 for a tile.
+    where the source names nothing (a proposal, a tile); `score` is the detector's confidence, 1 for those.
     """
 
     x1: float

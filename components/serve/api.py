@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import io
 import time
+import typing
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,10 @@ _FORM_OVERHEAD = 64_000
 # The page's own files only; pictures come from this server as JPEG (or the user's upload, as a blob).
 _CONTENT_SECURITY = "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'"
 _SEARCH_FIELDS = set(SearchSettings.model_fields)
+# Settings that are lists (classes, region sources) come as one comma-separated field.
+_LIST_FIELDS = {
+    name for name, field in SearchSettings.model_fields.items() if typing.get_origin(field.annotation) is list
+}
 
 
 class ApiError(Exception):
@@ -69,7 +74,7 @@ def search_settings(values: Mapping[str, str], allowed: set[str]) -> SearchSetti
         value = values[name]
         if value == "":
             continue
-        listed = name in ("classes", "region_sources")
+        listed = name in _LIST_FIELDS
         given[name] = [part.strip() for part in value.split(",") if part.strip()] if listed else value
     try:
         return SearchSettings(**given)

@@ -299,7 +299,8 @@ class Database:
 
     @naming_damaged_tables
     def class_counts(self) -> dict[str, int]:
-        """Detector class -> how many crops of it the index holds, most first; crops of no class (tiles) left out."""
+        """Detector class -> how many crops of it the index holds, most first; crops of no class (proposals,
+        tiles) left out."""
         table = self._open(CROPS)
         if table is None:
             return {}

@@ -143,7 +143,8 @@ class StoreReader(Database):
 
     @naming_damaged_tables
     def crops_of_image(self, image_id: str) -> list[CropRecord]:
-        """Every crop cut from one image: the detector's most confident first, then those of no class (tiles)."""
+        """Every crop cut from one image: the detector's most confident first, then those of no class
+        (proposals, tiles)."""
         rows = _query_reads(self._lookup(CROPS, "image_id", [image_id]))
         return sorted(crop_records(rows).values(), key=lambda crop: (not crop.class_name, -crop.confidence))
 

@@ -131,9 +131,10 @@ SETTINGS_SCHEMA = pa.schema([_key("key"), pa.field("value", pa.string())])
 # tables made before it lack the column: the writer adds it and fills it from what those rows can
 # only have been (a crop with a class, the detector's; one without, a tile), before it writes to one.
 VECTOR_SOURCE = "source"
+CROPS_WITHOUT_A_SOURCE = f"kind = 'crop' AND {VECTOR_SOURCE} IS NULL"
 VECTOR_SOURCE_OF_OLDER_ROWS = {
-    "detector": "kind = 'crop' AND source IS NULL AND class_name IS NOT NULL AND class_name <> ''",
-    "tile": "kind = 'crop' AND source IS NULL",
+    "detector": f"{CROPS_WITHOUT_A_SOURCE} AND class_name IS NOT NULL AND class_name <> ''",
+    "tile": CROPS_WITHOUT_A_SOURCE,  # what is left once the named ones are the detector's
 }
 
 

@@ -23,6 +23,7 @@ from components.store.schema import (
     CROP_SOURCE_OF_OLDER_ROWS,
     CROPS,
     CROPS_SCHEMA,
+    CROPS_WITHOUT_A_SOURCE,
     DEFAULT_EMBEDDER_SETTING,
     EMBEDDINGS,
     IMAGES,
@@ -155,7 +156,7 @@ class StoreWriter(Database):
         for table in self._vector_tables_open():
             if VECTOR_SOURCE not in table.schema.names:
                 self._give_region_sources(table)
-            elif table.count_rows(VECTOR_SOURCE_OF_OLDER_ROWS["tile"]):
+            elif table.count_rows(CROPS_WITHOUT_A_SOURCE):
                 self._fill_older_sources(table)
 
     def _vector_tables_open(self) -> list[Any]:
