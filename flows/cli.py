@@ -314,6 +314,26 @@ def models(db_uri: str, make_default: str | None, drop: str | None, **options: A
     _print_rows(_on_existing_database(db_uri, options, change))
 
 
+@main.command()
+@click.argument("words")
+@click.option("--detector", required=True, help="the YOLOE weights the words are for (e.g. yoloe-11s-seg.pt)")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="the vocabulary file to write (.npz)")
+def vocabulary(words: str, detector: str, out: Path) -> None:
+    """Save the prompt embeddings of WORDS ("guitar, key, logo") for `cropsearch index --vocabulary OUT`.
+
+    YOLOE's text model (MobileCLIP) downloads at first use, and ultralytics pip-installs its CLIP
+    tokenizer from github.com when it is missing: run this once where that is allowed.
+    """
+    from components.models.vocabulary import compute_prompt_embeddings, save_prompt_embeddings
+
+    try:
+        found = compute_prompt_embeddings(detector, [word for word in words.split(",") if word.strip()])
+        save_prompt_embeddings(out, found.names, found.vectors)
+    except (CropsearchError, ValueError) as error:
+        _fail(error)
+    click.echo(f"{out}: {len(found.names)} words for {detector}; index with --detector {detector} --vocabulary {out}")
+
+
 @main.command("eval")
 @options_from(EvalParams)
 def evaluate_command(**options: Any) -> None:

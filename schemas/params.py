@@ -64,7 +64,16 @@ class IndexParams(FlatParams):
     crops_uri: str | None = Field(
         None, description="folder or s3:// URI the crop files go to; defaults to <data_dir>/crops"
     )
-    detector: str = Field(DEFAULT_DETECTOR, description="YOLO weights: an ultralytics name or a local .pt path")
+    detector: str = Field(
+        DEFAULT_DETECTOR,
+        description="YOLO weights: an ultralytics name or a local .pt path; an open-vocabulary YOLOE (e.g. "
+        "yoloe-11s-seg-pf.pt, thousands of classes) stores its boxes as the region source open-vocabulary",
+    )
+    vocabulary: str | None = Field(
+        None,
+        description="the words a YOLOE detector looks for instead of its own classes: a .npz file of their "
+        "prompt embeddings, saved once by `cropsearch vocabulary` (--classes then keeps some of them)",
+    )
     embedder: str | None = Field(
         None,
         description=f"CLIP model (a Hugging Face id or a local folder) to add to the index's embedders; none keeps "
@@ -91,7 +100,7 @@ class IndexParams(FlatParams):
     object_store: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
 
-    @field_validator("source", "detector", "embedder")
+    @field_validator("source", "detector", "embedder", "vocabulary")
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:
         if value is None:
@@ -134,6 +143,7 @@ class ChunkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     detector: str
+    vocabulary: str | None = Field(None, description="the detector's vocabulary file, if it is given one")
     embedders: list[str] = Field(description="every embedder a chunk's photos and crops are embedded with")
     device: Device
     precision: Precision

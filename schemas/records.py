@@ -13,9 +13,13 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 EmbeddingKind = Literal["image", "crop"]
-# What proposed a crop (`components/regions/`): the detector's boxes, class-agnostic proposals, or a
-# grid of tiles. An open-vocabulary detector is to come (issue 41): one more name here.
-CropSource = Literal["detector", "proposal", "tile"]
+# What proposed a crop (`components/regions/`): the detector's boxes (a detector of a fixed training
+# set's classes, or an open-vocabulary one such as YOLOE, of words), class-agnostic proposals, or a
+# grid of tiles.
+CropSource = Literal["detector", "open-vocabulary", "proposal", "tile"]
+# The sources whose crops are the detector's boxes, whichever kind of detector drew them: those a photo
+# keeps when it is re-cut for other sources, and those every other source's regions give way to.
+DETECTOR_SOURCES: tuple[CropSource, ...] = ("detector", "open-vocabulary")
 
 
 def _as_vector(value: Any) -> np.ndarray:

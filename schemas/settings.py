@@ -275,7 +275,8 @@ class SearchSettings(SettingsGroup):
     )
     region_sources: list[CropSource] = Field(
         default_factory=list,
-        description="keep crops these region sources cut (detector, proposal, tile) and whole images; empty keeps all",
+        description="keep crops these region sources cut (detector, open-vocabulary, proposal, tile) and whole "
+        "images; empty keeps all",
     )
     min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="minimum detection confidence of crop hits")
     min_area_fraction: float = Field(0.0, ge=0.0, le=1.0, description="minimum share of the parent a crop covers")

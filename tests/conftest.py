@@ -24,12 +24,17 @@ import pytest
 from PIL import Image
 
 from tests.http_server import LocalHttpServer
-from tests.tiny_models import build_tiny_clip, build_tiny_yolo
+from tests.tiny_models import build_tiny_clip, build_tiny_yolo, build_tiny_yoloe
 
 
 @pytest.fixture(scope="session")
 def tiny_yolo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_yolo(tmp_path_factory.mktemp("models") / "tiny-yolo.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_yoloe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_yoloe(tmp_path_factory.mktemp("models") / "tiny-yoloe.pt")
 
 
 @pytest.fixture(scope="session")

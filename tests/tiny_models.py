@@ -21,6 +21,24 @@ def build_tiny_yolo(path: Path) -> Path:
     return path
 
 
+def build_tiny_yoloe(path: Path, seed: int = 1) -> Path:
+    """YOLOE-11s (an open-vocabulary detector that takes words) with random weights, saved as a .pt.
+
+    The seed is fixed because many random YOLOEs are degenerate (every anchor the same score, its
+    boxes collapsing in NMS to none): seed 1's finds boxes in ultralytics' two photos. The file's
+    name holds `yoloe`, which is how ultralytics tells a YOLOE checkpoint from a YOLO one.
+    """
+    import torch
+    from ultralytics import YOLO
+
+    if "yoloe" not in path.name:
+        raise ValueError(f"{path.name}: ultralytics loads a YOLOE checkpoint as one only when its name says yoloe")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    YOLO("yoloe-11s-seg.yaml").save(str(path))
+    return path
+
+
 def _byte_level_vocab() -> dict[str, int]:
     """The smallest vocabulary a CLIP BPE tokenizer accepts: every byte symbol, alone and word-final."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode

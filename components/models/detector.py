@@ -12,7 +12,10 @@ import numpy as np
 from PIL import Image
 
 from components.models.devices import ComputePrecision, autocast_to
-from components.models.loading import load_model
+from components.models.loading import load_model, model_id
+from components.models.plugins import is_plugin_spec
+from components.models.vocabulary import PromptEmbeddings, is_prompt_free, load_prompt_embeddings
+from components.ops.access import check_inside
 from schemas.settings import DetectionSettings
 
 
@@ -45,9 +48,16 @@ def class_ids_for(names: Sequence[str], known: dict[int, str]) -> list[int]:
 
 
 class YoloDetector:
-    """ultralytics YOLO (any version it loads: v8, v10, 11, ...) from a name, a .pt path or a .yaml."""
+    """ultralytics YOLO (any version it loads: v8, v10, 11, ..., YOLOE, YOLO-World) from a name, a .pt path or a .yaml.
 
-    def __init__(self, spec: str, device: str, precision: ComputePrecision = "fp32") -> None:
+    `open_vocabulary`: whether it is a detector of words (YOLOE, YOLO-World) rather than of a fixed
+    training set's classes: its boxes are stored as the region source `open-vocabulary`. A YOLOE that
+    takes words looks for a saved `vocabulary` file's words instead of its own (`vocabulary.py`).
+    """
+
+    def __init__(
+        self, spec: str, device: str, precision: ComputePrecision = "fp32", vocabulary: Path | None = None
+    ) -> None:
         from ultralytics import YOLO
 
         self.device = device
@@ -55,12 +65,34 @@ class YoloDetector:
         # fp16 on CUDA: ultralytics halves the weights itself; any other reduced precision is autocast.
         self._half_weights = device.startswith("cuda") and precision == "fp16"
         self._model = YOLO(spec)
+        self.open_vocabulary = _is_open_vocabulary(self._model.model)
+        if vocabulary is not None:
+            self._look_for(load_prompt_embeddings(vocabulary), spec)
         self.class_names: dict[int, str] = dict(self._model.names)
         # Changing any of these makes ultralytics build a new predictor (and network copy): every
         # call passes the same ones, so the network prepared below is the one that runs.
         self._predictor_setup = {"device": device, "quantize": 16 if self._half_weights else None}
         if precision != "fp32" and not self._half_weights:
             self._prepare_for_autocast()
+
+    def _look_for(self, words: PromptEmbeddings, spec: str) -> None:
+        """Make a YOLOE that takes words find these (before the predictor is built: this resets it)."""
+        import torch
+        from ultralytics.nn.tasks import YOLOEModel
+
+        network = self._model.model
+        if not isinstance(network, YOLOEModel) or is_prompt_free(network):
+            raise ValueError(
+                f"vocabulary: detector {spec!r} takes no words; a vocabulary is for a YOLOE model that does "
+                "(e.g. yoloe-11s-seg.pt; a prompt-free -pf one has its own)"
+            )
+        dimension = network.model[-1].embed
+        if words.vectors.shape[1] != dimension:
+            raise ValueError(
+                f"vocabulary: its embeddings have {words.vectors.shape[1]} dimensions and detector {spec!r} takes "
+                f"{dimension}: compute them with this detector (`cropsearch vocabulary --detector {spec}`)"
+            )
+        self._model.set_classes(words.names, torch.from_numpy(words.vectors)[None])
 
     def _prepare_for_autocast(self) -> None:
         """Ready the network ultralytics will run (a fused copy, built on the first predict) for bf16/fp16.
@@ -166,16 +198,39 @@ def _decode_boxes_in_fp32(model: Any, device: str) -> None:
     head._inference = inference_in_fp32
 
 
+def _is_open_vocabulary(network: Any) -> bool:
+    from ultralytics.nn.tasks import WorldModel, YOLOEModel
+
+    return isinstance(network, (WorldModel, YOLOEModel))
+
+
 def _is_detect_head(model: Any) -> bool:
     """Whether the network ends in ultralytics' box-detection head (not a segmentation or pose head)."""
     return type(model.model[-1]).__name__ in {"Detect", "v10Detect"}
 
 
 def load_detector(
-    spec: str, device: str = "auto", precision: str = "fp32", model_roots: Sequence[Path] | None = None
+    spec: str,
+    device: str = "auto",
+    precision: str = "fp32",
+    model_roots: Sequence[Path] | None = None,
+    vocabulary: str | None = None,
 ) -> Detector:
-    """The detector a spec names, loaded once per process, device and precision (plug-ins choose their own).
+    """The detector a spec names, loaded once per process, device, precision and vocabulary (plug-ins choose
+    their own precision and take no vocabulary).
 
-    `model_roots`: in a deployed run, the operator's folders a local spec must lie in (checked as it is opened).
+    `model_roots`: in a deployed run, the operator's folders a local spec (and the vocabulary file) must
+    lie in (checked as they are opened).
     """
-    return load_model("detector", spec, device, precision, YoloDetector, model_roots)
+    if vocabulary is None:
+        return load_model("detector", spec, device, precision, YoloDetector, model_roots)
+    if is_plugin_spec(spec):
+        raise ValueError(f"vocabulary: detector {spec!r} is a plug-in; a vocabulary is for a YOLOE model")
+    words = Path(vocabulary).expanduser()
+    if model_roots is not None:
+        words = check_inside(words, model_roots, what="vocabulary", use="load prompt embeddings from")
+
+    def build(spec: str, device: str, precision: ComputePrecision) -> YoloDetector:
+        return YoloDetector(spec, device, precision, words)
+
+    return load_model("detector", spec, device, precision, build, model_roots, variant=model_id(str(words)))

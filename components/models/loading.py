@@ -29,7 +29,8 @@ ModelRole = Literal["detector", "embedder"]
 T = TypeVar("T")
 
 _FLAG_OF_ROLE = {"detector": "--detector", "embedder": "--embedder"}
-_WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".onnx", ".json", ".txt", ".model")
+# .npz: a detector's vocabulary (`vocabulary.py`), a model input named and identified like weights.
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".onnx", ".json", ".txt", ".model", ".npz")
 
 _loaded: dict[tuple[str, ...], object] = {}
 _loaded_lock = threading.Lock()
@@ -50,12 +51,15 @@ def load_model(
     precision: str,
     build: Callable[[str, str, ComputePrecision], T],
     model_roots: Sequence[Path] | None = None,
+    variant: str = "",
 ) -> T:
     """A detector or embedder, loaded at most once per process for its weights, device and precision.
 
     `build(spec, device, precision)` makes it from weights; a plug-in is made by its own factory
-    and chooses its own precision. With `model_roots` (a deployed run) the spec is checked again
-    here, when it is opened (`check_model_location`): files may have appeared since the run's start.
+    and chooses its own precision. `variant` tells apart models that `build` makes differently from
+    the same weights (a detector given a vocabulary: that file's id). With `model_roots` (a deployed
+    run) the spec is checked again here, when it is opened (`check_model_location`): files may have
+    appeared since the run's start.
     """
     if model_roots is not None:
         check_model_location(spec, model_roots, kind)
@@ -65,7 +69,8 @@ def load_model(
     computed = pick_precision(precision, resolved)
     # Keyed by the weights' id too: a long-lived process (the warm host) must not keep serving
     # weights that were replaced at the same path.
-    return load_once((kind, spec, model_id(spec), resolved, computed), lambda: build(spec, resolved, computed))
+    key = (kind, spec, model_id(spec), resolved, computed, variant)
+    return load_once(key, lambda: build(spec, resolved, computed))
 
 
 def model_id(spec: str) -> str:
@@ -76,6 +81,12 @@ def model_id(spec: str) -> str:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
     stamps = tuple((str(file.resolve()), file.stat().st_size, file.stat().st_mtime_ns) for file in files)
     return f"{path.name}@{_content_hash(stamps)}"
+
+
+def detector_id_of(spec: str, vocabulary: str | None = None) -> str:
+    """The id a detector's crops record: its weights', joined by its vocabulary file's when it is given one
+    (other words, other boxes: `yoloe-11s-seg.pt+words.npz@<hash>`)."""
+    return model_id(spec) if vocabulary is None else f"{model_id(spec)}+{model_id(vocabulary)}"
 
 
 @functools.lru_cache(maxsize=64)

@@ -8,8 +8,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from components.errors import CropsearchError, SourceError, StoreMismatchError
-from components.models.loading import check_detector_available, check_embedder_available, model_id, portable_spec
+from components.errors import CropsearchError, ModelUnavailableError, SourceError, StoreMismatchError
+from components.models.loading import (
+    check_detector_available,
+    check_embedder_available,
+    detector_id_of,
+    model_id,
+    portable_spec,
+)
+from components.models.vocabulary import load_prompt_embeddings
 from components.pipeline.images import ImageDecodeError, check_decodes
 from components.pipeline.sources import check_url_reachable, classify_source
 from components.search.ranking import search_mode
@@ -100,6 +107,16 @@ def index_embedders(params: IndexParams) -> dict[str, str]:
     return Database(params.resolved_db_uri, params.object_store).embedder_specs()
 
 
+def _check_vocabulary(vocabulary: str | None) -> None:
+    """A vocabulary file must exist and read as one before any work (its detector checks it fits, as it loads)."""
+    if vocabulary is None:
+        return
+    try:
+        load_prompt_embeddings(Path(vocabulary).expanduser())
+    except ValueError as error:
+        raise ModelUnavailableError(f"{error}; save one with `cropsearch vocabulary`") from None
+
+
 def _check_recorded_embedder(recorded: tuple[str, str]) -> None:
     """An embedder the index holds must still load as the same weights: every new photo is embedded by it too."""
     embedder_id, spec = recorded
@@ -127,6 +144,7 @@ def check_index_can_start(params: IndexParams, recorded: Mapping[str, str]) -> t
     checks: list[tuple[Callable[[Any], object], Any]] = [
         (_check_source, params),
         (check_detector_available, params.detector),
+        (_check_vocabulary, params.vocabulary),
         *((_check_recorded_embedder, pair) for pair in recorded.items()),
     ]
     if asked is not None:
@@ -135,7 +153,7 @@ def check_index_can_start(params: IndexParams, recorded: Mapping[str, str]) -> t
     embedders = dict(recorded)
     if asked is not None:
         embedders[model_id(asked)] = portable_spec(asked)
-    return model_id(params.detector), embedders
+    return detector_id_of(params.detector, params.vocabulary), embedders
 
 
 def check_object_store(settings: ObjectStoreSettings, *uris: str) -> None:

@@ -127,6 +127,8 @@ def check_index_run(params: IndexParams, policy: OperatorPolicy, deployed: Mappi
     check_source(params.source, policy)
     _check_writes(params, policy, deployed)
     check_model(params.detector, policy, "detector")
+    if params.vocabulary is not None:  # read as plain arrays (no pickle), but it is a file like any other
+        check_inside(Path(params.vocabulary), policy.model_roots, what="vocabulary", use="load prompt embeddings from")
     check_model(params.embedder, policy, "embedder")
     _check_fixed(params, deployed)
     _check_caps(params, policy)

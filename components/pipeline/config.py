@@ -29,6 +29,7 @@ def chunk_config(
         crops_uri = str(Path(crops_uri).expanduser().resolve())
     return ChunkConfig(
         detector=portable_spec(params.detector),
+        vocabulary=None if params.vocabulary is None else portable_spec(params.vocabulary),
         embedders=[portable_spec(spec) for spec in embedder_specs],
         device=params.device,
         precision=params.precision,

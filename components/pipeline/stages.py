@@ -33,7 +33,7 @@ from components.regions.sources import deduplicated, region_of, run_sources, sou
 from components.store.objects import ObjectFiles, lies_under
 from components.store.writer import StoreWriter
 from schemas.params import ChunkConfig
-from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
+from schemas.records import DETECTOR_SOURCES, CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 from schemas.settings import WHOLE_FRAME_AREA_DEFAULT, DetectionSettings
 
 T = TypeVar("T")
@@ -171,7 +171,11 @@ def load_chunk_models(
 
     `embedder_ids` pair with `config.embedders`; without `detect` no detector is loaded (embedding stored crops).
     """
-    detector = load_detector(config.detector, config.device, config.precision, config.model_roots) if detect else None
+    detector = (
+        load_detector(config.detector, config.device, config.precision, config.model_roots, config.vocabulary)
+        if detect
+        else None
+    )
     embedders = {
         embedder_id: load_embedder(spec, config.device, config.precision, config.model_roots)
         for embedder_id, spec in zip(embedder_ids, config.embedders, strict=True)
@@ -382,7 +386,7 @@ def _recut(
 ) -> _Found:
     """A photo's stored detector crops as they are, then the other sources' regions not found twice (as a
     fresh run keeps them: `deduplicated` with the detector's boxes first); those stored already are marked."""
-    boxes = [crop for crop in stored if crop.source == "detector"]
+    boxes = [crop for crop in stored if crop.source in DETECTOR_SOURCES]
     found = deduplicated([[region_of(crop) for crop in boxes], *regions])[len(boxes) :]
     crops = [*boxes, *to_crop_records(record, found, settings)]
     have = {crop.crop_id for crop in stored}

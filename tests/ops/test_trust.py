@@ -245,3 +245,17 @@ def test_a_cap_is_the_largest_value_allowed(checkout: Path, policy: OperatorPoli
     trust.check_query_run(QueryParams(data_dir=checkout / "data", k=caps.k), None, policy, {})
     with pytest.raises(AccessDenied, match=f"k {caps.k + 1} is over"):
         trust.check_query_run(QueryParams(data_dir=checkout / "data", k=caps.k + 1), None, policy, {})
+
+
+def test_a_vocabulary_file_loads_only_from_the_model_roots(checkout: Path, policy: OperatorPolicy) -> None:
+    """A vocabulary is plain arrays (read without pickle), but it is a file a parameter names: the operator's only."""
+    from components.models.detector import load_detector
+
+    trust.check_index_run(index_params(checkout, vocabulary=str(checkout / "models" / "words.npz")), policy, {})
+    with pytest.raises(AccessDenied, match="vocabulary '/etc/passwd' is outside the folders deployed runs may load"):
+        trust.check_index_run(index_params(checkout, vocabulary="/etc/passwd"), policy, {})
+    planted = checkout / "data" / "words.npz"  # where a run may write
+    with pytest.raises(AccessDenied, match=r"vocabulary .*words\.npz' is outside"):
+        trust.check_index_run(index_params(checkout, vocabulary=str(planted)), policy, {})
+    with pytest.raises(AccessDenied, match=r"vocabulary .*words\.npz' is outside"):  # and again as it is opened
+        load_detector("yoloe-11s-seg.yaml", "cpu", model_roots=[checkout / "models"], vocabulary=str(planted))

@@ -44,7 +44,12 @@ function filters() {
 }
 
 // What each region source is called on the page; its boxes are drawn in its own style (style.css).
-const SOURCE_NAMES = { detector: "the detector's objects", proposal: "proposals", tile: "tiles" };
+const SOURCE_NAMES = {
+  detector: "the detector's objects",
+  "open-vocabulary": "the open-vocabulary detector's objects",
+  proposal: "proposals",
+  tile: "tiles",
+};
 
 // A box over a picture, in percentages of the picture, so it stays put at any displayed size.
 function boxOver(box, width, height, tag = "div", source = "detector") {
