@@ -114,8 +114,9 @@ def plan_stage(
     signatures: tuple[str, str],
     embedders: list[str],
     legacy_signatures: list[str],
+    mirrored: stages.FolderListing | None,
 ) -> stages.IndexPlan:
-    """`signatures`: the run's index signature, and its detector's alone."""
+    """`signatures`: the run's index signature, and its detector's alone; `mirrored`: the folder the index mirrors."""
     files, writer = ObjectFiles(params.object_store), _writer(params)
     source, whole_frame_area = params.resolved_source_name, params.detection.whole_frame_area
     signature, detector_signature = signatures
@@ -123,6 +124,7 @@ def plan_stage(
         *(writer, images, signature, source, files, whole_frame_area, embedders, legacy_signatures),
         crops_uri=params.resolved_crops_uri,
         detector_signature=detector_signature,
+        mirrored=mirrored,
     )
 
 
@@ -237,6 +239,7 @@ class IndexRun:
     report: IndexReport
     progress_id: Any
     show_progress: bool
+    mirrored: stages.FolderListing | None = None  # the folder source's listing, when the index mirrors it
 
     @contextmanager
     def timed(self, stage: IndexStage, seconds_as: str | None = None) -> Iterator[None]:
@@ -281,6 +284,9 @@ def gather_photos(run: IndexRun, policy: OperatorPolicy | None) -> list[ImageRec
         folder = acquire_folder(params.source, params.data_dir, params.resolved_checksum, run.show_progress, policy)
         listed = list_source_images(folder, params.limit, links_may_leave=policy is None)
     paths, report.ignored = listed.images, listed.ignored
+    if sources.classify_source(params.source) == "folder" and params.limit is None and not params.keep_missing:
+        # A zip is a snapshot (a new one adds to the index), and a limited listing is not the whole folder.
+        run.mirrored = stages.FolderListing(str(folder), frozenset(str(path.resolve()) for path in paths))
     outside = "a link to a file outside the source; deployed runs index only what is in it"
     report.skipped.extend(SkippedFile(path=str(path), reason=outside) for path in listed.links_out)
     if report.ignored:
@@ -335,11 +341,14 @@ def plan(run: IndexRun, images: list[ImageRecord]) -> stages.IndexPlan:
     )
     with run.timed("plan"):
         signatures = (run.report.index_signature, run.detector_signature)
-        planned = plan_stage(run.params, quote(images), signatures, list(run.embedders), legacy)
+        planned = plan_stage(run.params, quote(images), signatures, list(run.embedders), legacy, quote(run.mirrored))
     todo = planned.detect
     run.report.images_already_indexed = len(images) - len(todo) - len(planned.recut)
     run.report.images_recut = len(planned.recut)
+    run.report.images_removed = planned.removed
     logger = get_run_logger()
+    if planned.removed:
+        logger.info("%d photos left %s: removed with their crops and vectors", planned.removed, run.params.source)
     if planned.upgraded:
         logger.info("%d images indexed before several embedders: their signature rewritten", planned.upgraded)
     if not todo and not planned.recut:

@@ -59,6 +59,11 @@ class IndexParams(FlatParams):
         None, description="expected 'md5:<hex>' or 'sha256:<hex>' of a downloaded zip (known for COCO val2017)"
     )
     limit: int | None = Field(None, ge=1, description="index only the first N images, in a stable order")
+    keep_missing: bool = Field(
+        False,
+        description="keep the photos that left a folder source in the index (a removable drive's); by default the "
+        "index mirrors the folder, and a photo gone from it is removed with its crops and vectors",
+    )
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="folder for downloads, extracted images and crop files")
     db_uri: str | None = Field(None, description="LanceDB folder or s3:// URI; defaults to <data_dir>/lancedb")
     crops_uri: str | None = Field(

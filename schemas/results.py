@@ -20,6 +20,9 @@ class IndexReport(BaseModel):
         description="indexed before with the same detector and settings, their regions beyond its boxes (proposals, "
         "tiles) changed: cut again from the stored boxes, with no detection; only new regions embedded",
     )
+    images_removed: int = Field(
+        0, description="photos that left the folder source: removed with their crops, vectors and crop files"
+    )
     skipped: list[SkippedFile] = Field(default_factory=list, description="files not indexed, with the reason")
     ignored: dict[str, int] = Field(
         default_factory=dict, description="files passed over as not photos: suffix ('' for none) -> count"

@@ -14,6 +14,7 @@ def report_table(report: IndexReport) -> list[dict[str, str]]:
     ]
     # A photo given new regions beyond the detector's (proposals, tiles added or dropped) without detection.
     rows += [{"measure": "images re-cut", "value": str(report.images_recut)}] if report.images_recut else []
+    rows += [{"measure": "images removed", "value": str(report.images_removed)}] if report.images_removed else []
     rows += [
         {"measure": "files skipped", "value": str(len(report.skipped))},
         {"measure": "files ignored", "value": describe_ignored(report.ignored) or "0"},

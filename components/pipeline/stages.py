@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -53,6 +54,19 @@ class IndexPlan:
     recut: list[ImageRecord] = field(default_factory=list)
     embed: dict[str, list[ImageRecord]] = field(default_factory=dict)
     upgraded: int = 0  # photos whose signature from before several embedders was rewritten, without model work
+    removed: int = 0  # photos that left their folder: removed with their crops, vectors and crop files
+
+
+@dataclass(frozen=True)
+class FolderListing:
+    """A folder source's files as listed now (`uris`, readable or not), which the index mirrors: a photo
+    recorded under `folder` whose file is no longer listed left the folder, and leaves the index."""
+
+    folder: str
+    uris: frozenset[str]
+
+    def left(self, uri: str) -> bool:
+        return uri.startswith(self.folder.rstrip(os.sep) + os.sep) and uri not in self.uris
 
 
 def plan_stage(
@@ -66,13 +80,16 @@ def plan_stage(
     legacy_signatures: Collection[str] = (),
     crops_uri: str | None = None,
     detector_signature: str = "",
+    mirrored: FolderListing | None = None,
 ) -> IndexPlan:
     """Bring the store in line with the files and settings as they are now, and say which model work is left.
 
     A file whose bytes changed leaves its old image (and crops and vectors) under its path: those
-    are removed. An already indexed image seen under a new path gets its uri updated, without model
-    work. Crops covering at least `whole_frame_area` of their photo lose their vectors, also without
-    model work; an image whose crop lacks a vector it now should have is indexed again. An image
+    are removed. So is a photo that left the folder `mirrored` lists (none are, without it: a zip, a
+    limited listing, `--keep-missing`), unless its bytes are still there under another name. An
+    already indexed image seen under a new path gets its uri updated, without model work. Crops
+    covering at least `whole_frame_area` of their photo lose their vectors, also without model
+    work; an image whose crop lacks a vector it now should have is indexed again. An image
     carrying one of `legacy_signatures` (the index's embedders under the older signature) was
     detected with these settings: its signatures are rewritten in place, as the detector's alone.
     Everything not detected with `signature` is to be detected (and embedded by every embedder); of
@@ -88,14 +105,22 @@ def plan_stage(
     """
     current_id_of = {record.uri: record.image_id for record in images}
     current_ids = set(current_id_of.values())
+    recorded = store.image_ids_by_uri(source)
     replaced = [
         old_id
-        for uri, old_ids in store.image_ids_by_uri(source).items()
+        for uri, old_ids in recorded.items()
         if uri in current_id_of
         for old_id in old_ids
         if old_id not in current_ids
     ]
-    _delete_files(store.remove_images(replaced), files, crops_uri)
+    left = {
+        old_id
+        for uri, old_ids in recorded.items()
+        if mirrored is not None and mirrored.left(uri)
+        for old_id in old_ids
+        if old_id not in current_ids
+    }
+    _delete_files(store.remove_images([*replaced, *sorted(left)]), files, crops_uri)
     stored = store.images_by_id([record.image_id for record in images])
     legacy = [record for record in stored.values() if record.index_signature in legacy_signatures]
     # Rewritten as made by the detector alone (they knew no other source): with proposals or tiles asked, re-cut below.
@@ -134,7 +159,7 @@ def plan_stage(
     }
     recut = [record for record in images if record.image_id in boxes_stand]
     detect = [record for record in images if record.image_id not in indexed and record.image_id not in boxes_stand]
-    return IndexPlan(detect=detect, recut=recut, embed=embed, upgraded=len(legacy))
+    return IndexPlan(detect=detect, recut=recut, embed=embed, upgraded=len(legacy), removed=len(left))
 
 
 @dataclass

@@ -167,6 +167,47 @@ def test_bad_files_are_reported_and_a_changed_file_replaces_its_old_rows(
     assert store.counts() == {"images": 10, "crops": 0, "embeddings": 10}
 
 
+def test_a_photo_that_left_the_folder_leaves_the_index_unless_missing_ones_are_kept(
+    photo_folder: Path, tmp_path: Path, tiny_yolo: Path, tiny_clip: Path
+) -> None:
+    params = tiny_params(photo_folder, tmp_path / "data", tiny_yolo, tiny_clip, proposals=0)
+    first = index_coco(**params.flat())
+    store = StoreWriter(params.resolved_db_uri)
+    before = store.counts()
+    gone, kept_away, renamed = (photo_folder / f"scene-0{n}.jpg" for n in (1, 2, 3))
+    gone_id = store.image_ids_by_uri(params.resolved_source_name)[str(gone.resolve())][0]
+    gone_crops = {crop.crop_id for crop in store.crops_of_images([gone_id])[gone_id]}
+    assert first.images_new == 10 and gone_crops  # the photo has crops, whose rows and files must go with it
+
+    # With --keep-missing (a removable drive's photos), a photo gone from the folder stays.
+    away = tmp_path / "away"
+    away.mkdir()
+    shutil.move(kept_away, away / kept_away.name)
+    kept = index_coco(**params.model_copy(update={"keep_missing": True}).flat())
+    assert kept.images_removed == 0 and store.counts() == before
+
+    # A limited listing is not the whole folder: nothing is removed either.
+    assert index_coco(**params.model_copy(update={"limit": 3}).flat()).images_removed == 0
+
+    # By default the index mirrors the folder: both gone photos leave it, with crops, vectors and files;
+    # a renamed one keeps its rows (the same bytes under a new name).
+    gone.unlink()
+    renamed.rename(photo_folder / "renamed.jpg")
+    mirrored = index_coco(**params.flat())
+    assert mirrored.images_removed == 2 and mirrored.images_new == 0
+    assert {"measure": "images removed", "value": "2"} in report_table(mirrored)
+    ids = table_ids(params.resolved_db_uri)
+    assert gone_id not in ids[IMAGES] and len(ids[IMAGES]) == 8 and not gone_crops & ids[CROPS]
+    assert gone_id not in ids[EMBEDDINGS] and not gone_crops & ids[EMBEDDINGS]
+    assert not any(path.stem in gone_crops for path in (tmp_path / "data" / "crops").rglob("*.jpg"))
+    uris = store.image_ids_by_uri(params.resolved_source_name)
+    assert str((photo_folder / "renamed.jpg").resolve()) in uris and str(renamed.resolve()) not in uris
+    hits = query(text="a scene", **QueryParams(data_dir=tmp_path / "data", k=20, render=False).flat()).hits
+    assert gone_id not in {hit.image.image_id for hit in hits}
+
+    assert index_coco(**params.flat()).images_removed == 0  # and once removed, removed once
+
+
 def test_a_folder_of_only_bad_files_fails_clearly(tmp_path: Path, tiny_yolo: Path, tiny_clip: Path) -> None:
     folder = tmp_path / "bad"
     folder.mkdir()
