@@ -50,7 +50,7 @@ def memory_child(params_json: str) -> None:
     from components.models.embedder import load_embedder
 
     params = IndexParams.model_validate_json(params_json)
-    load_detector(params.detector, params.device, params.precision)  # cached: the flow reuses them
+    load_detector(params.resolved_detector, params.device, params.precision)  # cached: the flow reuses them
     load_embedder(params.embedder, params.device, params.precision)
     loading_peak = _status_mb("VmHWM")
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)

@@ -25,8 +25,10 @@ from components.ops.preflight import (
     check_object_store,
     check_query_can_start,
     check_query_image,
+    describe_changes,
     index_embedders,
     resolve_embedder,
+    with_the_index_recipe,
 )
 from components.pipeline.report import report_table
 from components.search.render import hits_table
@@ -146,7 +148,9 @@ def main(no_host: bool) -> None:
 def index(**options: Any) -> None:
     """Index images: download/unzip if needed, detect objects, embed images and crops, store in LanceDB."""
     try:
-        params = IndexParams(**_given(options))
+        params, changes = with_the_index_recipe(_given(options))
+        if changes:
+            click.echo(describe_changes(changes))
         check_index_can_start(params, index_embedders(params))
         from flows.index_coco import index_coco  # Prefect is imported only once the inputs are known good
 

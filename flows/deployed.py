@@ -17,7 +17,7 @@ from prefect.runtime import deployment
 
 from components.ops import trust
 from components.ops.access import AccessDenied
-from schemas.params import EvalParams, IndexParams, QueryParams
+from schemas.params import EvalParams, IndexParams, IndexRecipe, QueryParams
 from schemas.policy import POLICY_VARIABLE, OperatorPolicy
 
 
@@ -68,3 +68,12 @@ def hold_model(spec: str, held: OperatorPolicy | None, parameter: str) -> None:
     """A model found at run time (the one an index records) passes the same check as a parameter."""
     if held is not None:
         trust.check_model(spec, held, parameter)
+
+
+def hold_recorded_detector(params: IndexParams, recipe: IndexRecipe | None, held: OperatorPolicy | None) -> None:
+    """The detector and vocabulary a run takes from its index (naming none) pass the checks of parameters."""
+    if held is None or recipe is None or params.detector is not None:
+        return
+    trust.check_model(recipe.detector, held, "detector recorded in the index")
+    if params.vocabulary is None:
+        trust.check_vocabulary(recipe.vocabulary, held, "vocabulary recorded in the index")

@@ -29,7 +29,13 @@ from tqdm import tqdm
 
 from components.errors import InterruptedDownload, SourceError, StoreMismatchError
 from components.ops import trust
-from components.ops.preflight import check_index_can_start, download_path, index_embedders
+from components.ops.preflight import (
+    check_index_can_start,
+    download_path,
+    index_embedders,
+    index_recipe,
+    recipe_of_run,
+)
 from components.pipeline import sources, stages
 from components.pipeline.config import chunk_config, on_this_machine
 from components.pipeline.formats import PHOTO_FORMATS, describe_ignored
@@ -256,6 +262,11 @@ def start_run(params: IndexParams, show_progress: bool, policy: OperatorPolicy |
     The embedders an index records are read from the database a parameter names: in a deployed run
     each passes the operator's model policy before anything of it is read or loaded.
     """
+    recipe = index_recipe(params)
+    deployed.hold_recorded_detector(params, recipe, policy)
+    if recipe is not None and params.detector is None:
+        get_run_logger().info("with the index's detector %s", recipe.detector)
+    params = params.with_the_index_detector(recipe)
     recorded = index_embedders(params)
     for spec in recorded.values():
         deployed.hold_model(spec, policy, "embedder recorded in the index")
@@ -340,6 +351,7 @@ def plan(run: IndexRun, images: list[ImageRecord]) -> stages.IndexPlan:
         {legacy_signature_of(run.detector_id, embedder, run.params.detection) for embedder in run.embedders}
     )
     with run.timed("plan"):
+        _writer(run.params).record_recipe(recipe_of_run(run.params))
         signatures = (run.report.index_signature, run.detector_signature)
         planned = plan_stage(run.params, quote(images), signatures, list(run.embedders), legacy, quote(run.mirrored))
     todo = planned.detect

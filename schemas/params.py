@@ -69,10 +69,11 @@ class IndexParams(FlatParams):
     crops_uri: str | None = Field(
         None, description="folder or s3:// URI the crop files go to; defaults to <data_dir>/crops"
     )
-    detector: str = Field(
-        DEFAULT_DETECTOR,
-        description="YOLO weights: an ultralytics name or a local .pt path; an open-vocabulary YOLOE (e.g. "
-        "yoloe-11s-seg-pf.pt, thousands of classes) stores its boxes as the region source open-vocabulary",
+    detector: str | None = Field(
+        None,
+        description=f"YOLO weights: an ultralytics name or a local .pt path; none: the one the index was made with "
+        f"({DEFAULT_DETECTOR} for a new index). An open-vocabulary YOLOE (e.g. yoloe-11s-seg-pf.pt, thousands of "
+        "classes) stores its boxes as the region source open-vocabulary",
     )
     vocabulary: str | None = Field(
         None,
@@ -119,6 +120,17 @@ class IndexParams(FlatParams):
         return self.db_uri or str(self.data_dir / "lancedb")
 
     @property
+    def resolved_detector(self) -> str:
+        """The detector a run loads, once `with_the_index_detector` has filled in the index's (else the default)."""
+        return self.detector or DEFAULT_DETECTOR
+
+    def with_the_index_detector(self, recipe: IndexRecipe | None) -> IndexParams:
+        """These parameters with the detector (and its vocabulary) the index was made with, where none is named."""
+        if self.detector is not None or recipe is None:
+            return self
+        return self.model_copy(update={"detector": recipe.detector, "vocabulary": self.vocabulary or recipe.vocabulary})
+
+    @property
     def resolved_crops_uri(self) -> str:
         return self.crops_uri or str(self.data_dir / "crops")
 
@@ -134,6 +146,28 @@ class IndexParams(FlatParams):
             return KNOWN_SOURCE_NAMES[self.source]
         stem = self.source.rstrip("/").rsplit("/", 1)[-1]
         return stem.removesuffix(".zip") or "images"
+
+
+class IndexRecipe(BaseModel):
+    """How an index was last made: its detector, the detector's vocabulary, and the detection and region
+    settings. Recorded by every index run; a run that names no detector takes the index's, and the CLI
+    takes every recorded setting its command line does not name (`cropsearch index` on an index keeps making it
+    the same way)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    detector: str
+    vocabulary: str | None = None
+    detection: DetectionSettings
+
+    def flat(self) -> dict[str, object]:
+        """As `IndexParams` flat fields."""
+        return {"detector": self.detector, "vocabulary": self.vocabulary, **self.detection.model_dump()}
+
+    def changes_to(self, other: IndexRecipe) -> dict[str, tuple[object, object]]:
+        """Flat field -> (this recipe's value, the other's), for each that differs."""
+        theirs = other.flat()
+        return {name: (value, theirs[name]) for name, value in self.flat().items() if theirs[name] != value}
 
 
 class ChunkConfig(BaseModel):

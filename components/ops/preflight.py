@@ -21,7 +21,7 @@ from components.pipeline.images import ImageDecodeError, check_decodes
 from components.pipeline.sources import check_url_reachable, classify_source
 from components.search.ranking import search_mode
 from components.store.database import Database
-from schemas.params import DEFAULT_EMBEDDER, EvalParams, IndexParams, QueryParams
+from schemas.params import DEFAULT_EMBEDDER, EvalParams, IndexParams, IndexRecipe, QueryParams
 from schemas.settings import ObjectStoreSettings, Ranking, is_object_store_uri
 
 _LOCAL_HINT = "use --source with a local folder or .zip of images"
@@ -98,13 +98,19 @@ def check_eval_can_start(params: EvalParams) -> None:
     _collect(checks)
 
 
-def index_embedders(params: IndexParams) -> dict[str, str]:
-    """The embedders whose vectors the index holds, id -> where each was loaded from (read, nothing loaded)."""
+def _existing_index(params: IndexParams) -> Database | None:
+    """The index `params` name, checked; None where no local index exists yet."""
     _check_db_location(params.resolved_db_uri)
     check_object_store(params.object_store, params.resolved_db_uri, params.resolved_crops_uri)
     if "://" not in params.resolved_db_uri and not Path(params.resolved_db_uri).is_dir():
-        return {}
-    return Database(params.resolved_db_uri, params.object_store).embedder_specs()
+        return None
+    return Database(params.resolved_db_uri, params.object_store)
+
+
+def index_embedders(params: IndexParams) -> dict[str, str]:
+    """The embedders whose vectors the index holds, id -> where each was loaded from (read, nothing loaded)."""
+    store = _existing_index(params)
+    return {} if store is None else store.embedder_specs()
 
 
 def _check_vocabulary(vocabulary: str | None) -> None:
@@ -115,6 +121,50 @@ def _check_vocabulary(vocabulary: str | None) -> None:
         load_prompt_embeddings(Path(vocabulary).expanduser())
     except ValueError as error:
         raise ModelUnavailableError(f"{error}; save one with `cropsearch vocabulary`") from None
+
+
+def index_recipe(params: IndexParams) -> IndexRecipe | None:
+    """How the index `params` name was last made (read, nothing loaded); None for a new index or an older one."""
+    store = _existing_index(params)
+    return None if store is None else store.index_recipe()
+
+
+def recipe_of_run(params: IndexParams) -> IndexRecipe:
+    """How this run makes the index, as it is recorded (local paths absolute: they name the same files from
+    any working directory)."""
+    vocabulary = None if params.vocabulary is None else portable_spec(params.vocabulary)
+    return IndexRecipe(
+        detector=portable_spec(params.resolved_detector), vocabulary=vocabulary, detection=params.detection
+    )
+
+
+def with_the_index_recipe(given: Mapping[str, Any]) -> tuple[IndexParams, dict[str, tuple[object, object]]]:
+    """A command line's index parameters, with each recorded setting it does not name taken from the index,
+    and what the run then makes differently from how the index was made (flat field -> (was, now)).
+
+    A vocabulary belongs to its detector: naming another detector leaves the index's vocabulary out.
+    """
+    params = IndexParams(**given)
+    recipe = index_recipe(params)
+    if recipe is None:
+        return params, {}
+    recorded = recipe.flat()
+    if "detector" in given:
+        recorded.pop("vocabulary")
+    params = IndexParams(**{**recorded, **given})
+    return params, recipe.changes_to(recipe_of_run(params))
+
+
+def describe_changes(changes: Mapping[str, tuple[object, object]]) -> str:
+    """`with_the_index_recipe`'s changes as one line a person reads."""
+
+    def shown(value: object) -> str:
+        if isinstance(value, list):
+            return ",".join(map(str, value)) or "none"
+        return "none" if value is None else str(value)
+
+    listed = "; ".join(f"{name.replace('_', '-')} {shown(was)} -> {shown(now)}" for name, (was, now) in changes.items())
+    return f"changes from how the index was made: {listed} (what they change is indexed again)"
 
 
 def _check_recorded_embedder(recorded: tuple[str, str]) -> None:
@@ -143,7 +193,7 @@ def check_index_can_start(params: IndexParams, recorded: Mapping[str, str]) -> t
     asked = params.embedder or (None if recorded else DEFAULT_EMBEDDER)
     checks: list[tuple[Callable[[Any], object], Any]] = [
         (_check_source, params),
-        (check_detector_available, params.detector),
+        (check_detector_available, params.resolved_detector),
         (_check_vocabulary, params.vocabulary),
         *((_check_recorded_embedder, pair) for pair in recorded.items()),
     ]
@@ -153,7 +203,7 @@ def check_index_can_start(params: IndexParams, recorded: Mapping[str, str]) -> t
     embedders = dict(recorded)
     if asked is not None:
         embedders[model_id(asked)] = portable_spec(asked)
-    return detector_id_of(params.detector, params.vocabulary), embedders
+    return detector_id_of(params.resolved_detector, params.vocabulary), embedders
 
 
 def check_object_store(settings: ObjectStoreSettings, *uris: str) -> None:

@@ -42,6 +42,13 @@ def check_model(spec: str | None, policy: OperatorPolicy, parameter: str) -> Non
         _check_host("https://huggingface.co", policy, f"{parameter} {spec!r} (a Hugging Face id)")
 
 
+def check_vocabulary(vocabulary: str | None, policy: OperatorPolicy, parameter: str) -> None:
+    """A detector's vocabulary file is read as plain arrays (no pickle), but it is a file like any other:
+    from the model roots only."""
+    if vocabulary is not None:
+        check_inside(Path(vocabulary), policy.model_roots, what=parameter, use="load prompt embeddings from")
+
+
 def check_source(source: str, policy: OperatorPolicy, parameter: str = "source") -> None:
     """A URL on an allowed host, or a folder or zip inside a source root.
 
@@ -127,8 +134,7 @@ def check_index_run(params: IndexParams, policy: OperatorPolicy, deployed: Mappi
     check_source(params.source, policy)
     _check_writes(params, policy, deployed)
     check_model(params.detector, policy, "detector")
-    if params.vocabulary is not None:  # read as plain arrays (no pickle), but it is a file like any other
-        check_inside(Path(params.vocabulary), policy.model_roots, what="vocabulary", use="load prompt embeddings from")
+    check_vocabulary(params.vocabulary, policy, "vocabulary")
     check_model(params.embedder, policy, "embedder")
     _check_fixed(params, deployed)
     _check_caps(params, policy)

@@ -28,7 +28,7 @@ def chunk_config(
     if not is_object_store_uri(crops_uri):
         crops_uri = str(Path(crops_uri).expanduser().resolve())
     return ChunkConfig(
-        detector=portable_spec(params.detector),
+        detector=portable_spec(params.resolved_detector),
         vocabulary=None if params.vocabulary is None else portable_spec(params.vocabulary),
         embedders=[portable_spec(spec) for spec in embedder_specs],
         device=params.device,

@@ -19,8 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import lancedb
+from pydantic import ValidationError
 
-from components.errors import StoreMismatchError, damaged_table
+from components.errors import StoreCorruptError, StoreMismatchError, damaged_table
 from components.store.schema import (
     CROP_SOURCE,
     CROP_SOURCE_OF_OLDER_ROWS,
@@ -31,6 +32,7 @@ from components.store.schema import (
     EMBEDDINGS,
     IMAGES,
     KEY_OF_TABLE,
+    RECIPE_SETTING,
     SETTINGS,
     TEXT_COLUMN,
     VECTOR_SOURCE,
@@ -42,6 +44,7 @@ from components.store.schema import (
     lookup_columns,
     sql_string,
 )
+from schemas.params import IndexRecipe
 from schemas.records import CropRecord, CropSource, ImageRecord
 from schemas.results import IndexedEmbedder
 from schemas.settings import ObjectStoreSettings
@@ -151,6 +154,20 @@ class Database:
             return None
         rows = table.search().where(f"key = {sql_string(key)}").select(["value"]).limit(1).to_arrow().to_pylist()
         return rows[0]["value"] if rows else None
+
+    @naming_damaged_tables
+    def index_recipe(self) -> IndexRecipe | None:
+        """How the index was last made; None for one made before indexes recorded it (or none yet)."""
+        value = self._setting(RECIPE_SETTING)
+        if value is None:
+            return None
+        try:
+            return IndexRecipe.model_validate_json(value)
+        except ValidationError as error:  # read from a database a parameter names: checked like a parameter
+            raise StoreCorruptError(
+                f"the index at {self.uri} records how it was made in a form this version cannot read "
+                f"({error.errors()[0]['msg']}): name --detector and the detection settings to index it"
+            ) from None
 
     def _default_among(self, embedders: Collection[str]) -> str | None:
         """The default of these embedders (the index's): the one `index_settings` names, else the first."""

@@ -25,6 +25,7 @@ IMAGES, CROPS, EMBEDDINGS, SETTINGS = "images", "crops", "embeddings", "index_se
 KEY_OF_TABLE = {IMAGES: "image_id", CROPS: "crop_id", EMBEDDINGS: "id", SETTINGS: "key"}
 # The setting naming the embedder queries use when they name none (`cropsearch models --default`).
 DEFAULT_EMBEDDER_SETTING = "default_embedder"
+RECIPE_SETTING = "recipe"  # how the index was last made (`schemas.params.IndexRecipe`, as JSON)
 # Join keys looked up by id after every search, indexed once the vector index exists.
 # Built beside the ANN index: the join keys, an embedding's id ("more like this" reads a stored
 # vector by it: a scan of 1M ids took ~40 ms) and a crop's parent (a photo's crops). Every vector

@@ -28,6 +28,7 @@ from components.store.schema import (
     EMBEDDINGS,
     IMAGES,
     IMAGES_SCHEMA,
+    RECIPE_SETTING,
     SCALAR_INDEXES,
     SETTINGS,
     SETTINGS_SCHEMA,
@@ -43,6 +44,7 @@ from components.store.schema import (
     record_rows,
     sql_string,
 )
+from schemas.params import IndexRecipe
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord
 from schemas.settings import WHOLE_FRAME_AREA_MIN, ObjectStoreSettings
 
@@ -197,6 +199,13 @@ class StoreWriter(Database):
         table = self._open_or_create(SETTINGS, SETTINGS_SCHEMA)
         setting = pa.Table.from_pylist([{"key": DEFAULT_EMBEDDER_SETTING, "value": embedder_id}], schema=table.schema)
         self._upsert(table, "key", setting)
+
+    @naming_damaged_tables
+    def record_recipe(self, recipe: IndexRecipe) -> None:
+        """Record how the index is being made (one row, replaced by each run)."""
+        table = self._open_or_create(SETTINGS, SETTINGS_SCHEMA)
+        row = [{"key": RECIPE_SETTING, "value": recipe.model_dump_json()}]
+        self._upsert(table, "key", pa.Table.from_pylist(row, schema=table.schema))
 
     @naming_damaged_tables
     def drop_embedder(self, embedder_id: str) -> int:

@@ -59,9 +59,8 @@ def test_defaults_point_at_coco_and_the_published_models() -> None:
     assert params.source == COCO_VAL2017_URL
     assert params.resolved_checksum == "md5:442b8da7639aecaf257c1dceb8ba8c80"
     assert params.resolved_source_name == "coco-val2017"
-    assert (
-        params.detector == "yolov10x.pt" and params.embedder is None
-    )  # the index's embedders; CLIP B/32 for a new one
+    # None: the index's detector and embedders; yolov10x and CLIP B/32 for a new index
+    assert params.detector is None and params.resolved_detector == "yolov10x.pt" and params.embedder is None
     assert params.resolved_db_uri == "data/lancedb"
 
 
