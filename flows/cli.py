@@ -18,20 +18,6 @@ import click
 from pydantic import BaseModel, ValidationError
 
 from components.errors import CropsearchError, StoreMismatchError
-from components.ops.preflight import (
-    check_db_exists,
-    check_eval_can_start,
-    check_index_can_start,
-    check_object_store,
-    check_query_can_start,
-    check_query_image,
-    describe_changes,
-    index_embedders,
-    resolve_embedder,
-    with_the_index_recipe,
-)
-from components.pipeline.report import report_table
-from components.search.render import hits_table
 from schemas.flat import flat_location
 from schemas.params import DEFAULT_DATA_DIR, EvalParams, IndexParams, QueryInput, QueryParams, form_fields
 from schemas.serve import ServeParams
@@ -147,11 +133,14 @@ def main(no_host: bool) -> None:
 @options_from(IndexParams)
 def index(**options: Any) -> None:
     """Index images: download/unzip if needed, detect objects, embed images and crops, store in LanceDB."""
+    from components.ops import preflight
+    from components.pipeline.report import report_table
+
     try:
-        params, changes = with_the_index_recipe(_given(options))
+        params, changes = preflight.with_the_index_recipe(_given(options))
         if changes:
-            click.echo(describe_changes(changes))
-        check_index_can_start(params, index_embedders(params))
+            click.echo(preflight.describe_changes(changes))
+        preflight.check_index_can_start(params, preflight.index_embedders(params))
         from flows.index_coco import index_coco  # Prefect is imported only once the inputs are known good
 
         report = _run_flow(index_coco, **params.flat(), show_progress=True)
@@ -173,17 +162,20 @@ def index(**options: Any) -> None:
 @options_from(QueryParams)
 def query(text: str | None, image: Path | None, server: str | None, **options: Any) -> None:
     """Find the best whole images and crops for TEXT (or --image), each with its parent photo."""
+    from components.ops import preflight
+    from components.search import render
+
     try:
         QueryInput(text=text, image=image)
         params = QueryParams(**_given(options))
         if image is not None:
-            check_query_image(image)
+            preflight.check_query_image(image)
         if server is not None:
             from components.serve.client import ask_server
 
             result = ask_server(server, text, image, params.search, os.environ.get("CROPSEARCH_TOKEN"))
         else:
-            check_query_can_start(params, text_query=text is not None)
+            preflight.check_query_can_start(params, text_query=text is not None)
             from flows.query import query as query_flow
 
             result = _run_flow(query_flow, text=text, image=image, **params.flat())
@@ -192,7 +184,7 @@ def query(text: str | None, image: Path | None, server: str | None, **options: A
     count = len(result.hits)
     over = f" over {result.embedder}'s vectors" if result.embedder and result.mode != "text" else ""
     click.echo(f"{count or 'no'} hit{'' if count == 1 else 's'}, ranked by {result.mode} search{over}")
-    _print_rows(hits_table(result.hits))
+    _print_rows(render.hits_table(result.hits))
     if result.grid_path:
         click.echo(f"grid: {result.grid_path}")
 
@@ -219,12 +211,13 @@ def _on_existing_database(
     db_uri: str, options: dict[str, Any], work: Callable[[ObjectStoreSettings], Result]
 ) -> Result:
     """Run maintenance `work` on a database that must exist, holding its writer lock; errors are one line."""
+    from components.ops import preflight
     from components.store.locks import exclusive_writer
 
     try:
         settings = ObjectStoreSettings(**_given(options))
-        check_object_store(settings, db_uri)
-        check_db_exists(db_uri)
+        preflight.check_object_store(settings, db_uri)
+        preflight.check_db_exists(db_uri)
         with exclusive_writer(db_uri):
             return work(settings)
     except (CropsearchError, ValueError) as error:
@@ -290,6 +283,7 @@ def models(db_uri: str, make_default: str | None, drop: str | None, **options: A
     `cropsearch index --embedder B` adds an embedder: it embeds every stored photo and crop with B,
     with no detection.
     """
+    from components.ops import preflight
     from components.store.writer import StoreWriter
 
     if make_default and drop:
@@ -300,9 +294,9 @@ def models(db_uri: str, make_default: str | None, drop: str | None, **options: A
         if not store.vector_tables():
             raise StoreMismatchError(f"no embedders in the index at {db_uri}: run `cropsearch index` first")
         if make_default:
-            store.set_default_embedder(resolve_embedder(store, make_default, "--default")[0])
+            store.set_default_embedder(preflight.resolve_embedder(store, make_default, "--default")[0])
         if drop:
-            dropped = resolve_embedder(store, drop, "--drop")[0]
+            dropped = preflight.resolve_embedder(store, drop, "--drop")[0]
             click.echo(f"dropped {store.drop_embedder(dropped)} vectors of {dropped}")
         return [
             {
@@ -342,9 +336,11 @@ def vocabulary(words: str, detector: str, out: Path) -> None:
 @options_from(EvalParams)
 def evaluate_command(**options: Any) -> None:
     """Measure retrieval quality (recall@k, P@10, mAP by object size) of whole images, crops and both."""
+    from components.ops import preflight
+
     try:
         params = EvalParams(**_given(options))
-        check_eval_can_start(params)
+        preflight.check_eval_can_start(params)
         from flows.evaluate import evaluate
 
         summary = _run_flow(evaluate, **params.flat())
@@ -362,6 +358,7 @@ def evaluate_command(**options: Any) -> None:
 @click.option("--device", default="auto", show_default=True)
 def demo(text: str, scenes: int, k: int, data_dir: Path, device: str) -> None:
     """See the idea work offline: search generated scenes for TEXT with whole images, then with crops too."""
+    from components.search import render
     from flows.demo import demo as demo_flow
 
     try:
@@ -371,7 +368,8 @@ def demo(text: str, scenes: int, k: int, data_dir: Path, device: str) -> None:
     for label, hits in answers.items():
         click.echo(f"\n{label}: {text!r}")
         rows = [
-            {**row, "holds it?": truth} for row, (_, truth) in zip(hits_table([h for h, _ in hits]), hits, strict=True)
+            {**row, "holds it?": truth}
+            for row, (_, truth) in zip(render.hits_table([h for h, _ in hits]), hits, strict=True)
         ]
         _print_rows(
             [

@@ -106,3 +106,16 @@ def test_commands_that_read_never_create_a_database(tmp_path: Path) -> None:
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 2 and f"no index at {mistyped}" in result.output, result.output
     assert not mistyped.exists() and not (tmp_path / "data").exists()
+
+
+def test_help_imports_none_of_the_heavy_libraries() -> None:
+    """`cropsearch --help` took 2.5 s when the CLI module imported LanceDB (and torch through it) up front;
+    the commands import them when they run (a second here, most of it Python's own start-up)."""
+    heavy = ["lancedb", "torch", "prefect", "ultralytics", "transformers", "pyarrow"]
+    probe = (
+        "import sys; from click.testing import CliRunner; from flows.launcher import main; from flows.cli import main "
+        "as cli; [CliRunner().invoke(cli, [*command, '--help']) for command in ([], ['index'], ['query'], ['serve'])];"
+        f"print(sorted(name for name in {heavy!r} if name in sys.modules))"
+    )
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", found.stdout + found.stderr
