@@ -7,10 +7,13 @@ description and default (`db_uri` is `--db`). Checks that can fail fast run befo
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +28,8 @@ from schemas.settings import ObjectStoreSettings
 from schemas.stack import StackParams
 
 _FLAG_NAMES = {"db_uri": "--db", "k": "-k"}
+HOSTED = "hosted"  # the click context's `obj` when a warm host runs the command (`flows/host.py`)
+INTERRUPT_GRACE_SECONDS = 3.0
 DEFAULT_DB_URI = str(DEFAULT_DATA_DIR / "lancedb")
 Result = TypeVar("Result")
 
@@ -95,19 +100,71 @@ def _fail(error: Exception) -> typing.NoReturn:
     sys.exit(2)
 
 
-def _run_flow(flow: Callable[..., Result], **parameters: Any) -> Result:
-    """Run a flow as the command's one run (without a server, Prefect's heartbeats would only slow it)."""
-    from flows.runners import no_heartbeats_without_a_server
+def _run_flow(flow: Callable[..., Result], verbose: bool = False, **parameters: Any) -> Result:
+    """Run a flow as the command's one run: Prefect's lines on the terminal only if `verbose` (warnings and
+    errors always), no heartbeats without a server (they would only slow it), and Ctrl-C one line and exit 130."""
+    from flows.runners import console_lines, no_heartbeats_without_a_server
 
-    with no_heartbeats_without_a_server():
-        return flow(**parameters)
+    # A warm host ends a cancelled command itself (and itself, if a model's work holds on).
+    hosted = click.get_current_context().obj == HOSTED
+    try:
+        with no_heartbeats_without_a_server(), console_lines(verbose), nullcontext() if hosted else _interruptible():
+            return flow(**parameters)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
 
 
-def _print_rows(rows: list[dict[str, str]]) -> None:
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C ends the command within `INTERRUPT_GRACE_SECONDS`, whatever its threads are doing.
+
+    Ctrl-C interrupts the main thread only: Prefect then marks the run crashed and waits for the
+    chunk's model work on its worker thread, which would hold the exit for as long as the chunk
+    takes (minutes). Past the grace, the exit handlers run (they stop Prefect's temporary API) and
+    the process ends. What the run wrote is durable chunk by chunk; the next run goes on from there,
+    as after a kill.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
+
+    def interrupted(signum: int, frame: types.FrameType | None) -> None:
+        threading.Timer(INTERRUPT_GRACE_SECONDS, _exit_now, args=(130,)).start()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _exit_now(status: int) -> None:
+    import atexit
+
+    click.echo("interrupted", err=True)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def output_options(command: Callable) -> Callable:
+    """--verbose, --quiet and --json: how much a command that runs a flow prints."""
+    command = click.option("--json", "as_json", is_flag=True, help="print the result as JSON alone (for scripts)")(
+        command
+    )
+    command = click.option("--quiet", is_flag=True, help="print the result alone: no progress, no summary")(command)
+    return click.option("--verbose", is_flag=True, help="print Prefect's lines too: every stage and task run")(command)
+
+
+def _print_rows(rows: list[dict[str, str]], header: bool = True) -> None:
     if not rows:
         return
     widths = {name: max(len(name), *(len(row[name]) for row in rows)) for name in rows[0]}
-    click.echo("  ".join(name.ljust(width) for name, width in widths.items()).rstrip())
+    if header:
+        click.echo("  ".join(name.ljust(width) for name, width in widths.items()).rstrip())
     for row in rows:
         click.echo("  ".join(row[name].ljust(width) for name, width in widths.items()).rstrip())
 
@@ -131,24 +188,32 @@ def main(no_host: bool) -> None:
 
 @main.command()
 @options_from(IndexParams)
-def index(**options: Any) -> None:
-    """Index images: download/unzip if needed, detect objects, embed images and crops, store in LanceDB."""
+@output_options
+def index(verbose: bool, quiet: bool, as_json: bool, **options: Any) -> None:
+    """Index images: download/unzip if needed, detect objects, embed images and crops, store in LanceDB.
+
+    Ctrl-C stops it; what was written by then is kept, and the next run goes on from there.
+    """
     from components.ops import preflight
     from components.pipeline.report import report_table
 
     try:
         params, changes = preflight.with_the_index_recipe(_given(options))
-        if changes:
+        if changes and not (quiet or as_json):
             click.echo(preflight.describe_changes(changes))
         preflight.check_index_can_start(params, preflight.index_embedders(params))
         from flows.index_coco import index_coco  # Prefect is imported only once the inputs are known good
 
-        report = _run_flow(index_coco, **params.flat(), show_progress=True)
+        show_progress = not (quiet or as_json)
+        report = _run_flow(index_coco, verbose, **params.flat(), show_progress=show_progress)
     except (CropsearchError, ValueError) as error:
         _fail(error)
-    _print_rows(report_table(report))
-    if report.images_new == 0 and report.model_batches == 0:
-        click.echo("no new work: every image was already indexed with these models and settings")
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    elif not quiet:
+        _print_rows(report_table(report))
+        if report.images_new == 0 and report.model_batches == 0:
+            click.echo("no new work: every image was already indexed with these models and settings")
 
 
 @main.command()
@@ -160,7 +225,10 @@ def index(**options: Any) -> None:
     "its token from CROPSEARCH_TOKEN",
 )
 @options_from(QueryParams)
-def query(text: str | None, image: Path | None, server: str | None, **options: Any) -> None:
+@output_options
+def query(
+    text: str | None, image: Path | None, server: str | None, verbose: bool, quiet: bool, as_json: bool, **options: Any
+) -> None:
     """Find the best whole images and crops for TEXT (or --image), each with its parent photo."""
     from components.ops import preflight
     from components.search import render
@@ -178,13 +246,20 @@ def query(text: str | None, image: Path | None, server: str | None, **options: A
             preflight.check_query_can_start(params, text_query=text is not None)
             from flows.query import query as query_flow
 
-            result = _run_flow(query_flow, text=text, image=image, **params.flat())
+            result = _run_flow(query_flow, verbose, text=text, image=image, **params.flat())
     except (CropsearchError, ValueError) as error:
         _fail(error)
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+        return
+    rows = render.hits_table(result.hits)
+    if quiet:
+        _print_rows(rows, header=False)
+        return
     count = len(result.hits)
     over = f" over {result.embedder}'s vectors" if result.embedder and result.mode != "text" else ""
     click.echo(f"{count or 'no'} hit{'' if count == 1 else 's'}, ranked by {result.mode} search{over}")
-    _print_rows(render.hits_table(result.hits))
+    _print_rows(rows)
     if result.grid_path:
         click.echo(f"grid: {result.grid_path}")
 
@@ -334,7 +409,8 @@ def vocabulary(words: str, detector: str, out: Path) -> None:
 
 @main.command("eval")
 @options_from(EvalParams)
-def evaluate_command(**options: Any) -> None:
+@click.option("--verbose", is_flag=True, help="print Prefect's lines too: every stage and task run")
+def evaluate_command(verbose: bool, **options: Any) -> None:
     """Measure retrieval quality (recall@k, P@10, mAP by object size) of whole images, crops and both."""
     from components.ops import preflight
 
@@ -343,7 +419,7 @@ def evaluate_command(**options: Any) -> None:
         preflight.check_eval_can_start(params)
         from flows.evaluate import evaluate
 
-        summary = _run_flow(evaluate, **params.flat())
+        summary = _run_flow(evaluate, verbose, **params.flat())
     except (CropsearchError, ValueError) as error:
         _fail(error)
     click.echo(Path(summary.report_path).read_text())
@@ -356,13 +432,14 @@ def evaluate_command(**options: Any) -> None:
 @click.option("-k", type=int, default=5, show_default=True, help="hits per answer")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def demo(text: str, scenes: int, k: int, data_dir: Path, device: str) -> None:
+@click.option("--verbose", is_flag=True, help="print Prefect's lines too: every stage and task run")
+def demo(text: str, scenes: int, k: int, data_dir: Path, device: str, verbose: bool) -> None:
     """See the idea work offline: search generated scenes for TEXT with whole images, then with crops too."""
     from components.search import render
     from flows.demo import demo as demo_flow
 
     try:
-        answers = _run_flow(demo_flow, text=text, scenes=scenes, k=k, data_dir=data_dir, device=device)
+        answers = _run_flow(demo_flow, verbose, text=text, scenes=scenes, k=k, data_dir=data_dir, device=device)
     except (CropsearchError, ValueError) as error:
         _fail(error)
     for label, hits in answers.items():

@@ -38,10 +38,10 @@ PREFECT_API_COMMAND = "prefect.server.api.server:create_app"
 
 def run_cli_command(argv: list[str]) -> int:
     """One `cropsearch` command, as its own process would run it; its exit status."""
-    from flows.cli import main
+    from flows.cli import HOSTED, main
 
     try:
-        main(argv, prog_name="cropsearch")
+        main(argv, prog_name="cropsearch", obj=HOSTED)
     except HostStopping:
         raise
     except SystemExit as ended:

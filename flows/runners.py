@@ -8,7 +8,9 @@ keeps them for every chunk it gets.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -40,6 +42,84 @@ def no_heartbeats_without_a_server() -> Iterator[None]:
         return
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+
+
+class _NoInterruptionReport(logging.Filter):
+    """Drops Prefect's report of a run stopped by Ctrl-C ("Crash detected! ... KeyboardInterrupt"), traceback
+    and all: the command says so in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        interrupted = record.exc_info is not None and isinstance(record.exc_info[1], KeyboardInterrupt)
+        return not (interrupted or "KeyboardInterrupt" in record.getMessage())
+
+
+class _NoTemporaryApiLines(logging.Filter):
+    """Drops the temporary Prefect API's "Starting/Stopping temporary server" lines. It stops when the
+    process exits, after `console_lines` put the handlers back, so this filter stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Starting temporary server", "Stopping temporary server"))
+
+
+@contextmanager
+def console_lines(verbose: bool) -> Iterator[None]:
+    """Prefect's lines on the terminal inside this block: every one with `verbose`; else warnings and errors only,
+    and no model-loading progress bars.
+
+    Without it a command printed ~30 lines of its own (the temporary API starting, every task run
+    finished, every stage, every hit logged beside the table). The run's logs still reach its
+    Prefect API in full (the UI's run page): only the console handlers change, and they are put
+    back as they were afterwards (a warm host serves the next command with them).
+    """
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    ensure_logging_setup()  # Prefect sets its handlers up at the first run otherwise, after this block began
+    loggers = [logging.getLogger(), *(item for item in logging.Logger.manager.loggerDict.values())]
+    handlers = {
+        handler
+        for logger in loggers
+        if isinstance(logger, logging.Logger)
+        for handler in logger.handlers
+        if isinstance(handler, PrefectConsoleHandler)
+    }
+    levels = {handler: handler.level for handler in handlers}
+    interruption = _NoInterruptionReport()
+    for handler in handlers:
+        handler.addFilter(interruption)
+        if not verbose:
+            handler.setLevel(max(handler.level, logging.WARNING))
+            if not any(isinstance(kept, _NoTemporaryApiLines) for kept in handler.filters):
+                handler.addFilter(_NoTemporaryApiLines())
+    try:
+        with nullcontext() if verbose else _no_model_loading_bars():
+            yield
+    finally:
+        for handler, level in levels.items():
+            handler.setLevel(level)
+            handler.removeFilter(interruption)
+
+
+@contextmanager
+def _no_model_loading_bars() -> Iterator[None]:
+    """No "Loading weights" bars from transformers inside this block.
+
+    Where transformers is not imported yet (a one-off command: importing it would cost a text query
+    ~0.45 s), the environment tells it as it is imported, for the rest of the process.
+    """
+    if "transformers" not in sys.modules:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        yield
+        return
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
 
 
 @contextmanager

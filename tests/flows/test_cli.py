@@ -119,3 +119,43 @@ def test_help_imports_none_of_the_heavy_libraries() -> None:
     )
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]", found.stdout + found.stderr
+
+
+@pytest.mark.slow
+def test_commands_print_their_result_once_and_prefects_lines_only_when_asked(
+    photo_folder: Path, tmp_path: Path
+) -> None:
+    """One line per hit, once; no task-run or stage lines unless --verbose; --quiet and --json for scripts."""
+    import json
+
+    cropsearch = [sys.executable, "-m", "flows.launcher", "--no-host"]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    models = [
+        "--detector",
+        "plugin:tests.plugins:colour_blob_detector",
+        "--embedder",
+        "plugin:tests.plugins:mean_colour_embedder",
+    ]
+    data = ["--data-dir", str(tmp_path / "data"), "--device", "cpu"]
+
+    def run(*arguments: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*cropsearch, *arguments], capture_output=True, text=True, env=environment, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    index = run("index", "--source", str(photo_folder), *models, *data)
+    assert "images indexed now      10" in index.stdout
+    prefect_lines = [line for line in index.stderr.splitlines() if re.search(r"\| (INFO|DEBUG) ", line)]
+    assert prefect_lines == [] and "temporary server" not in index.stderr, index.stderr
+
+    query = run("query", "red", "-k", "3", "--mode", "vector", *data)
+    lines = query.stdout.splitlines()  # the summary, the header, 3 hits, the grid's file: each hit once
+    assert len(lines) == 6 and [line.split()[0] for line in lines[2:5]] == ["1", "2", "3"], query.stdout
+    assert "Task run" not in query.stderr and "#1" not in query.stderr, query.stderr
+    quiet = run("query", "red", "-k", "3", "--mode", "vector", "--quiet", *data)
+    assert quiet.stdout.splitlines() == query.stdout.splitlines()[2:5]  # the hits' rows alone
+    answer = json.loads(run("query", "red", "-k", "3", "--mode", "vector", "--json", *data).stdout)
+    assert [hit["rank"] for hit in answer["hits"]] == [1, 2, 3]
+    report = json.loads(run("index", "--source", str(photo_folder), "--json", *data).stdout)
+    assert report["images_already_indexed"] == 10 and report["images_new"] == 0
+    # --verbose brings Prefect's lines back: tests/flows/test_host.py's first index.

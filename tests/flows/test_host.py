@@ -86,7 +86,7 @@ def _hits(output: str) -> list[str]:
 
 def test_hosted_commands_print_and_exit_as_their_own_process_would(workspace: Workspace) -> None:
     index = ["index", "--source", "photos", "--data-dir", "data", *WORLD_MODELS]
-    first = workspace.run(*index)
+    first = workspace.run(*index, "--verbose")
     assert first.returncode == 0, first.stderr
     assert "images indexed now      10" in first.stdout
     assert "Flow run" in first.stderr and "Flow run" not in first.stdout  # Prefect's log stays on stderr
@@ -111,7 +111,7 @@ def test_hosted_commands_print_and_exit_as_their_own_process_would(workspace: Wo
     # temporary API does not start (and without a stderr, Prefect logs to stdout).
     no_stderr = workspace.run(*query, command=["sh", "-c", 'exec "$0" "$@" 2>&-', CROPSEARCH])
     assert no_stderr.returncode == 0 and _hits(no_stderr.stdout) == _hits(hosted.stdout)
-    no_stdout = workspace.run(*query, command=["sh", "-c", 'exec "$0" "$@" >&-', CROPSEARCH])
+    no_stdout = workspace.run(*query, "--verbose", command=["sh", "-c", 'exec "$0" "$@" >&-', CROPSEARCH])
     assert no_stdout.returncode == 0 and "Completed" in no_stdout.stderr, no_stdout.stderr
     # A reader that went away: click's broken-pipe exit, 1, as `--no-host` exits too.
     gone = workspace.start(*query)
@@ -163,6 +163,19 @@ def test_ctrl_c_cancels_the_hosted_command_and_the_host_with_it(workspace: Works
     assert rerun.returncode == 0 and "images indexed now      10" in rerun.stdout, rerun.stderr
     [fresh] = workspace.hosts()
     assert fresh["pid"] != host["pid"]
+
+
+def test_ctrl_c_in_a_process_of_its_own_is_one_line_and_exit_130(workspace: Workspace) -> None:
+    """Ctrl-C printed Prefect's "Crash detected!" and a traceback; now it says so in one line."""
+    index = ["--no-host", "index", "--source", "photos", "--data-dir", "data", *WAITING_MODELS]
+    waiting = _index_held_mid_run(workspace, index)
+    waiting.send_signal(signal.SIGINT)
+    stdout, stderr = waiting.communicate(timeout=120)
+    assert waiting.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Crash detected" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].endswith("interrupted"), stderr  # after the progress bar, if it was drawn
+    assert "images indexed now" not in stdout
 
 
 def _api_port(api_server: int) -> int:
@@ -262,7 +275,8 @@ def test_a_command_that_crashes_in_the_host_exits_as_it_would_alone(monkeypatch:
     """What `run_cli_command` makes of each way a command ends: a crash is never exit status 0."""
 
     def ends(outcome: BaseException | None) -> None:
-        def main(argv: list[str], prog_name: str) -> None:
+        def main(argv: list[str], prog_name: str, obj: str) -> None:
+            assert obj == flows.cli.HOSTED  # the command knows the host ends it when it is cancelled
             if outcome is not None:
                 raise outcome
 
