@@ -24,7 +24,7 @@ from bench.world_index import held_out_world, index_world, world_bench_main
 def timed_index(work: Path, db_uri: str, **settings: object) -> dict[str, Any]:
     started = time.perf_counter()
     report = index_world(work / "scenes", work, db_uri, **settings)
-    stages = report.seconds_per_stage
+    stages = report.model_seconds
     return {
         "seconds": time.perf_counter() - started,
         "detect seconds": stages.get("detect", 0.0),

@@ -87,8 +87,8 @@ def index_once(photos: Path, work: Path, detector: str, embedder: str, **regions
         "crops_per_photo": report.crops / photos_indexed,
         "vectors_per_photo": report.embeddings / photos_indexed,
         "disk_mb_per_photo": folder_bytes(data) / 1e6 / photos_indexed,
-        "detect_seconds": report.seconds_per_stage.get("detect", 0.0),
-        "embed_seconds": report.seconds_per_stage.get("embed", 0.0),
+        "detect_seconds": report.model_seconds.get("detect", 0.0),
+        "embed_seconds": report.model_seconds.get("embed", 0.0),
     }
 
 

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -245,6 +245,7 @@ class IndexRun:
     report: IndexReport
     progress_id: Any
     show_progress: bool
+    started: float = field(default_factory=time.perf_counter)  # the run's wall clock starts with its checks
     mirrored: stages.FolderListing | None = None  # the folder source's listing, when the index mirrors it
 
     @contextmanager
@@ -412,7 +413,8 @@ def index_in_chunks(run: IndexRun, todo: list[ImageRecord], embed_only: str | No
     ):
         chunks = (todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size))
         finished = submitted_in_order(chunks, submit, ahead=params.runner.workers + 1)
-        for number, (chunk, work, submitted_at) in enumerate(finished, start=1):
+        for number, (chunk, work, waited) in enumerate(finished, start=1):
+            run.report.add_seconds("model work", waited)
             crops_before = run.report.crops
             if embed_only:
                 write_vectors(run, embed_only, work)
@@ -421,35 +423,37 @@ def index_in_chunks(run: IndexRun, todo: list[ImageRecord], embed_only: str | No
             bar.update(len(chunk))
             update_progress_artifact(run.progress_id, 100.0 * min(1.0, number * chunk_size / len(todo)))
             get_run_logger().info(
-                "chunk %d of %d (%s): %d images, %d crops in %.1f s",
+                "chunk %d of %d (%s): %d images, %d crops, written %.1f s into the run",
                 *(number, chunk_count, doing, len(chunk), run.report.crops - crops_before),
-                time.perf_counter() - submitted_at,
+                time.perf_counter() - run.started,
             )
 
 
 def submitted_in_order(
     chunks: Iterator[list[ImageRecord]], submit: Callable[[list[ImageRecord]], Any], ahead: int
 ) -> Iterator[tuple[list[ImageRecord], stages.ChunkWork, float]]:
-    """Each chunk with its finished model work and the seconds it took, in chunk order.
+    """Each chunk with its finished model work and the seconds the flow waited for it, in chunk order.
 
     At most `ahead` chunks are in flight, which bounds memory and lets the flow write one chunk
     while the workers compute the next ones.
     """
-    pending: deque[tuple[list[ImageRecord], Any, float]] = deque()
+    pending: deque[tuple[list[ImageRecord], Any]] = deque()
     for chunk in chunks:
-        pending.append((chunk, submit(chunk), time.perf_counter()))
+        pending.append((chunk, submit(chunk)))
         if len(pending) >= ahead:
-            chunk_done, future, started = pending.popleft()
-            yield chunk_done, _awaited(future), started
+            chunk_done, future = pending.popleft()
+            yield chunk_done, *_awaited(future)
     while pending:
-        chunk_done, future, started = pending.popleft()
-        yield chunk_done, _awaited(future), started
+        chunk_done, future = pending.popleft()
+        yield chunk_done, *_awaited(future)
 
 
-def _awaited(future: Any) -> stages.ChunkWork:
-    """A chunk's model work, announced as the stage the flow spends waiting for it."""
+def _awaited(future: Any) -> tuple[stages.ChunkWork, float]:
+    """A chunk's model work, announced as the stage the flow spends waiting for it, and how long it waited."""
+    started = time.perf_counter()
     with announced("model work"):
-        return future.result()
+        work = future.result()
+    return work, time.perf_counter() - started
 
 
 def write_chunk(run: IndexRun, chunk: list[ImageRecord], work: stages.ChunkWork) -> None:
@@ -485,7 +489,7 @@ def _count_and_free(run: IndexRun, work: stages.ChunkWork) -> None:
     """Add a written chunk's figures to the report, and free its records."""
     report = run.report
     for stage, seconds in work.seconds.items():
-        report.add_seconds(stage, seconds)
+        report.model_seconds[stage] = report.model_seconds.get(stage, 0.0) + seconds
     report.skipped.extend(work.skipped)
     report.model_batches += work.model_batches
     report.detector_batches += work.detector_batches
@@ -514,6 +518,7 @@ def upkeep(run: IndexRun) -> None:
 
 def publish_report(run: IndexRun) -> IndexReport:
     report = run.report
+    report.seconds_total = time.perf_counter() - run.started
     update_progress_artifact(run.progress_id, 100.0)
     create_table_artifact(report_table(report), key="index-report", description=f"index of {run.params.source}")
     get_run_logger().info(

@@ -39,7 +39,15 @@ class IndexReport(BaseModel):
     model_batches: int = Field(0, description="detector and embedder forward passes run")
     detector_batches: int = Field(0, description="of those, the detector's")
     seconds_per_stage: dict[str, float] = Field(
-        default_factory=dict, description="seconds per stage; detect/crop/embed add up every worker's time"
+        default_factory=dict,
+        description="wall-clock seconds of the run's stages, one after another ('model work': waiting for the "
+        "chunks' models); with `seconds_other` they add up to `seconds_total`",
+    )
+    seconds_total: float = Field(0.0, description="the run's wall-clock seconds, from its checks to its report")
+    model_seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="seconds the models computed (detect, embed), added up over every worker and thread: they "
+        "overlap each other and the other stages, so they are no share of the total",
     )
     fragments: dict[str, tuple[int, int]] = Field(
         default_factory=dict, description="table -> data fragments before and after the run's compaction"
@@ -47,6 +55,11 @@ class IndexReport(BaseModel):
 
     def add_seconds(self, stage: str, seconds: float) -> None:
         self.seconds_per_stage[stage] = self.seconds_per_stage.get(stage, 0.0) + seconds
+
+    @property
+    def seconds_other(self) -> float:
+        """The run's seconds outside its stages (Prefect's task bookkeeping, logging): never negative."""
+        return max(0.0, self.seconds_total - sum(self.seconds_per_stage.values()))
 
 
 # Scores are shown, and compared with a `min_score`, to this many decimals: a person who pastes a

@@ -29,8 +29,11 @@ def report_table(report: IndexReport) -> list[dict[str, str]]:
         {"measure": "embedded, no detection", "value": f"{count} images by {embedder} (added)"}
         for embedder, count in report.images_embedded.items()
     ]
+    # Wall-clock stages, one after another: with "other" they add up to the total.
+    seconds = {**report.seconds_per_stage, "other": report.seconds_other, "total": report.seconds_total}
+    rows += [{"measure": f"seconds: {stage}", "value": f"{secs:.2f}"} for stage, secs in seconds.items()]
     rows += [
-        {"measure": f"seconds: {stage}", "value": f"{secs:.2f}"} for stage, secs in report.seconds_per_stage.items()
+        {"measure": f"worker seconds: {stage}", "value": f"{secs:.2f}"} for stage, secs in report.model_seconds.items()
     ]
     rows += [
         {"measure": f"fragments: {table}", "value": f"{before} -> {after} (compacted)"}

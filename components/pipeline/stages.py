@@ -240,7 +240,6 @@ def model_stage(
     batching, detection = config.batching, config.detection
     threads = batching.decode_threads or 1
     work = ChunkWork(seconds={"detect": 0.0, "embed": 0.0})
-    started = time.perf_counter()
     steps = _every_embedders_steps(models.embedders)
     decoded = _decoded(images, threads, work.skipped)
     batch_size = batching.detect_batch_size or 1
@@ -296,7 +295,6 @@ def model_stage(
     if writes_files:
         work.crops.extend(unembedded)
     give_back_freed_memory()  # the chunk's pictures and activations: or each chunk's holes add to the next's peak
-    work.seconds["waiting"] = time.perf_counter() - started - work.seconds["detect"] - work.seconds["embed"]
     return work
 
 

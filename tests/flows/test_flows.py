@@ -66,6 +66,13 @@ def test_index_then_query_then_reindex_does_no_model_work(
     ids_after_first = table_ids(params.resolved_db_uri)
     crop_files = sorted((tmp_path / "data" / "crops").rglob("*.jpg"))
     assert len(crop_files) == first.crops
+    # The report's seconds add up: the stages, one after another, and what is left between them make the
+    # run's total (it showed a negative "waiting" once: worker times subtracted from a chunk's wall time).
+    shown = {row["measure"]: float(row["value"]) for row in report_table(first) if row["measure"].startswith("seconds")}
+    assert {"seconds: model work", "seconds: write", "seconds: other", "seconds: total"} <= set(shown)
+    assert min(shown.values()) >= 0 and first.model_seconds["detect"] > 0 and first.model_seconds["embed"] > 0
+    stages = sum(value for measure, value in shown.items() if measure != "seconds: total")
+    assert stages == pytest.approx(shown["seconds: total"], abs=0.01 * len(shown))  # each shown to 2 decimals
 
     result = query(text="a potted plant", data_dir=tmp_path / "data", embedder=str(tiny_clip), k=5)
     assert [hit.rank for hit in result.hits] == [1, 2, 3, 4, 5]

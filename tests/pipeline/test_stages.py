@@ -336,7 +336,7 @@ def test_model_stage_runs_detect_crop_embed_and_reports_a_bad_file_once(tmp_path
         ("image", images[0].image_id),
         ("crop", images[0].image_id),
     }
-    assert set(work.seconds) == {"detect", "embed", "waiting"} and work.model_batches == 2
+    assert set(work.seconds) == {"detect", "embed"} and work.model_batches == 2
 
 
 def test_several_decode_threads_give_the_same_records_in_the_same_order(tmp_path: Path) -> None:
