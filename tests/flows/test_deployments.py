@@ -154,7 +154,7 @@ def test_adhoc_index_run_reports_progress_timings_and_counts(stack: Stack, scena
     artifacts = stack.artifacts(scenario.first_index)
     assert artifacts["index-progress"].data == 100.0  # type: ignore[attr-defined]
     table = artifacts["index-report"].data  # type: ignore[attr-defined]
-    for measure in ("images indexed now", "crops", "seconds: detect", "seconds: embed", "seconds: write"):
+    for measure in ("images indexed now", "crops", "worker seconds: detect", "seconds: model work", "seconds: total"):
         assert f'"{measure}"' in table
 
 
