@@ -103,12 +103,17 @@ def _fail(error: Exception) -> typing.NoReturn:
 def _run_flow(flow: Callable[..., Result], verbose: bool = False, **parameters: Any) -> Result:
     """Run a flow as the command's one run: Prefect's lines on the terminal only if `verbose` (warnings and
     errors always), no heartbeats without a server (they would only slow it), and Ctrl-C one line and exit 130."""
-    from flows.runners import console_lines, no_heartbeats_without_a_server
+    from flows.runners import an_api_that_answers, console_lines, no_heartbeats_without_a_server
 
     # A warm host ends a cancelled command itself (and itself, if a model's work holds on).
     hosted = click.get_current_context().obj == HOSTED
     try:
-        with no_heartbeats_without_a_server(), console_lines(verbose), nullcontext() if hosted else _interruptible():
+        with (
+            an_api_that_answers(lambda line: click.echo(line, err=True)),
+            no_heartbeats_without_a_server(),
+            console_lines(verbose),
+            nullcontext() if hosted else _interruptible(),
+        ):
             return flow(**parameters)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -442,10 +447,12 @@ def demo(text: str, scenes: int, k: int, data_dir: Path, device: str, verbose: b
         answers = _run_flow(demo_flow, verbose, text=text, scenes=scenes, k=k, data_dir=data_dir, device=device)
     except (CropsearchError, ValueError) as error:
         _fail(error)
+    here = Path.cwd()
     for label, hits in answers.items():
         click.echo(f"\n{label}: {text!r}")
         rows = [
-            {**row, "holds it?": truth}
+            # Scenes under the working folder are shown from it: the README prints what a run prints.
+            {**row, "parent": _from(here, row["parent"]), "holds it?": truth}
             for row, (_, truth) in zip(render.hits_table([h for h, _ in hits]), hits, strict=True)
         ]
         _print_rows(
@@ -454,6 +461,11 @@ def demo(text: str, scenes: int, k: int, data_dir: Path, device: str, verbose: b
                 for row in rows
             ]
         )
+
+
+def _from(folder: Path, path: str) -> str:
+    """`path` relative to `folder` where it lies under it, else as it is."""
+    return str(Path(path).relative_to(folder)) if Path(path).is_relative_to(folder) else path
 
 
 @main.group()
@@ -484,8 +496,6 @@ def stack_up(**options: Any) -> None:
 
     try:
         started = local_stack.up(StackParams(**_given(options)))
-    except local_stack.StackError as error:
-        _fail(ValueError(f"{error}; `cropsearch stack down` stops whatever did start"))
     except (CropsearchError, ValueError) as error:
         _fail(error)
     _print_rows([{"what": name, "where": value} for name, value in started.items()])

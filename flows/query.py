@@ -45,10 +45,23 @@ def search(vector: list[float] | None, text: str | None, params: QueryParams, em
     return find_hits(store, None if vector is None else np.asarray(vector, dtype=np.float32), params.search, text)
 
 
-def search_page_link(search_page: str, text: str, params: QueryParams) -> str:
-    """The same text search on the stack's search page, where a person can refine it and click through."""
+def search_page_link(search_page: str, served_db: str | None, text: str, params: QueryParams) -> str:
+    """The same text search on the stack's search page, where a person can refine it and click through.
+
+    The page serves one database: a run over another gets a line saying which, not a link that
+    would show other photos than its own.
+    """
+    searched = params.resolved_db_uri
+    if served_db is not None and not _same_database(searched, served_db):
+        return f"The search page ({search_page}) serves {served_db}; this run searched {searched}.\n\n"
     fields = {"text": text, **params.search.query_fields()}
     return f"[Open this search on the search page]({search_page.rstrip('/')}/?{urlencode(fields)})\n\n"
+
+
+def _same_database(one: str, other: str) -> bool:
+    if "://" in one or "://" in other:
+        return one.rstrip("/") == other.rstrip("/")
+    return Path(one).expanduser().resolve() == Path(other).expanduser().resolve()
 
 
 @task(cache_policy=NO_CACHE)
@@ -105,7 +118,10 @@ def query(**fields: Any) -> QueryResult:
     hits = search(vector, query_input.text, ranked, embedder_id)
     grid_dir = params.data_dir.resolve() / "queries" if params.render else None
     page = policy.search_page if policy is not None else None
-    link = search_page_link(page, query_input.text, params) if page and query_input.text is not None else ""
+    if page and query_input.text is not None:
+        link = search_page_link(page, policy.search_page_db, query_input.text, params)  # type: ignore[union-attr]
+    else:
+        link = ""
     readable = None if policy is None else trust.query_readable_roots(policy, params)
     grid_path = publish(describe(query_input), quote(hits), grid_dir, params, link, readable)
     logger = get_run_logger()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -25,6 +27,37 @@ from schemas.settings import RunnerSettings
 def runs_on_a_temporary_api() -> bool:
     """Whether this process talks to a temporary Prefect API of its own (no server named by PREFECT_API_URL)."""
     return not PREFECT_API_URL.value()
+
+
+def _answers(api_url: str, timeout_seconds: float = 2.0) -> bool:
+    """Whether anything answers at the API's address (any HTTP status: a Cloud workspace may want a key first)."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_seconds):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextmanager
+def an_api_that_answers(notice: Callable[[str], None]) -> Iterator[None]:
+    """Runs inside this block use the Prefect server the settings name, or a temporary one if it does not answer.
+
+    A profile still naming a server that was stopped (`prefect config set PREFECT_API_URL=...`, as
+    `cropsearch stack up` does) made every command fail with a 124-line traceback. Now the command
+    runs as it would with no server at all, and `notice` gets one line saying so.
+    """
+    api_url = PREFECT_API_URL.value()
+    if not api_url or _answers(api_url):
+        yield
+        return
+    notice(
+        f"the Prefect server at {api_url} does not answer (stopped?): this run uses a temporary local one; "
+        "`cropsearch stack up` starts the server again"
+    )
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield
 
 
 @contextmanager

@@ -78,6 +78,7 @@ class OperatorPolicy(BaseModel):
     )
     caps: ResourceCaps = Field(default_factory=ResourceCaps)
     search_page: str | None = Field(None, description="the stack's search page; query runs link their hits to it")
+    search_page_db: str | None = Field(None, description="the database the stack's search page serves")
 
     @model_validator(mode="after")
     def _writes_never_land_where_weights_load(self) -> OperatorPolicy:

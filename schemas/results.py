@@ -83,7 +83,8 @@ class QueryHit(BaseModel):
     rank: int
     score: float = Field(
         description="vector: cosine similarity of the query and the hit's vector; text: BM25 of the query's words; "
-        "hybrid: the reciprocal-rank-fusion score of the two rankings"
+        "hybrid: the reciprocal-rank-fusion score of the two rankings scaled to 0-1 (1: first in both, 0.5: first "
+        "in one and absent from the other)"
     )
     kind: EmbeddingKind
     image: ImageRecord = Field(description="the parent photo")

@@ -271,7 +271,7 @@ class SearchSettings(SettingsGroup):
     kinds: QueryKinds = Field("both", description="search whole images, crops, or both")
     classes: list[str] = Field(
         default_factory=list,
-        description="keep crops of these classes and whole images that contain one; empty keeps all",
+        description="keep only crops of these classes (whole photos name no class of their own); empty keeps all",
     )
     region_sources: list[CropSource] = Field(
         default_factory=list,
@@ -285,23 +285,22 @@ class SearchSettings(SettingsGroup):
         None,
         ge=-1.0,
         le=1.0,
-        description="leave out hits whose cosine score, as shown (4 decimals), is under this; none keeps all "
-        "(a cosine cutoff: with --mode vector or auto)",
+        description="leave out hits whose score, as shown (4 decimals), is under this: the cosine similarity in "
+        "vector mode, the fused score (0-1) in hybrid mode; none keeps all (text mode's BM25 has no fixed scale)",
     )
     mode: QueryMode = Field(
         "auto",
         description="vector: CLIP similarity; text: the words of crops' class names and images' captions (BM25); "
-        "hybrid: both rankings fused by reciprocal rank; auto: hybrid for a text query, vector for a picture, "
-        "with --min-score, or on an index without its text index",
+        "hybrid: both rankings fused by reciprocal rank, scored 0-1 (1: first by both, 0.5: first by one); auto: "
+        "hybrid for a text query, vector for a picture or on an index without its text index",
     )
 
     @model_validator(mode="after")
     def _cutoff_fits_the_mode(self) -> SearchSettings:
-        if self.min_score is not None and self.mode in ("text", "hybrid"):
+        if self.min_score is not None and self.mode == "text":
             raise ValueError(
-                f"min_score: a cosine cutoff, for --mode vector (or auto); --mode {self.mode} ranks by "
-                + ("BM25" if self.mode == "text" else "reciprocal-rank fusion")
-                + ", whose scores are on another scale"
+                "min_score: a cutoff of vector (cosine) or hybrid (0-1) scores; --mode text ranks by BM25, "
+                "whose scores have no fixed scale"
             )
         return self
 

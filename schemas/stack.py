@@ -23,7 +23,11 @@ class StackParams(BaseModel):
         description="use this existing Prefect API (a server or a Prefect Cloud workspace) instead of starting one",
     )
     writer_limit: str = Field(DEFAULT_WRITER_LIMIT, description="global concurrency limit that serialises index runs")
-    state_dir: Path = Field(Path(".stack"), description="folder for the started processes' pid files and logs")
+    state_dir: Path = Field(
+        Path(".stack"),
+        description="folder for the started processes' pid files and logs, and what `stack down` restores; a "
+        "relative one lies in the project dir",
+    )
     query_image_roots: list[Path] = Field(
         default_factory=list,
         description="folders deployed query runs may read images from, besides <checkout>/query-images",
@@ -71,7 +75,13 @@ class StackParams(BaseModel):
             query_image_roots=resolved([checkout / "query-images"], self.query_image_roots),
             allowed_hosts=[*DEFAULT_ALLOWED_HOSTS, *(host.strip().lower() for host in self.allowed_hosts)],
             search_page=self.search_page_url,
+            search_page_db=str(self.served_db) if self.search_page_url else None,
         )
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        """The state folder, under the checkout when relative: `stack down` finds it from any working directory."""
+        return (self.project_dir / self.state_dir.expanduser()).resolve()
 
     @property
     def search_page_url(self) -> str | None:

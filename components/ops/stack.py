@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +37,9 @@ WORKER_START_SECONDS = 60.0
 HEARTBEAT_SECONDS = 30
 LEASE_SECONDS = 60
 FLOW_NAMES = ("index-coco", "query", "evaluate")
+NIGHTLY = "index-coco/nightly"
+# What `up` changed in the Prefect profile, for `down` to put back (in the state folder).
+STATE_FILE = "stack.json"
 API_ATTEMPTS = 5
 
 # The process work pool's job template with nothing a run may set. Prefect's default lets whoever
@@ -179,8 +183,8 @@ def _ensure(inspect: list[str], create: list[str], env: Mapping[str, str], cwd: 
 
 def _start(name: str, args: list[str], env: Mapping[str, str], settings: StackParams) -> int:
     """Start a long-running process in its own session; <state_dir>/<name>.pid records which process it is."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.state_dir / f"{name}.log").open("ab") as log:
+    settings.resolved_state_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.resolved_state_dir / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(
             args,
             env=env,
@@ -197,7 +201,7 @@ def _start(name: str, args: list[str], env: Mapping[str, str], settings: StackPa
         "command": started.cmdline() or args,
         "policy": env.get(POLICY_VARIABLE),
     }
-    (settings.state_dir / f"{name}.pid").write_text(json.dumps(record))
+    (settings.resolved_state_dir / f"{name}.pid").write_text(json.dumps(record))
     return process.pid
 
 
@@ -252,30 +256,52 @@ def _wait_for(check: Callable[[], bool], seconds: float, what: str, log: Path, p
 def up(settings: StackParams) -> dict[str, str]:
     """Start (or reuse) the server, create the pool and the writer limit, deploy prefect.yaml, start a worker.
 
-    Returns what a person needs next: the UI and API addresses and the log files.
+    Every port is checked before anything starts; a step that fails stops what this call started
+    (what an earlier `up` started stays). The profile's API address is changed to the stack's, and
+    what it was is recorded for `down` to put back. Returns what a person needs next: the UI and
+    API addresses, the log files, and how to start the nightly re-index (deployed paused).
     """
     env = stack_environment(settings)
     project = settings.project_dir.resolve()
     if not (project / "prefect.yaml").is_file():
         raise StackError(f"no prefect.yaml in {project}; run from the cropsearch checkout or pass --project-dir")
     api_url = settings.resolved_api_url
-    if settings.api_url is None and not api_is_up(api_url):
-        logger.info("starting the Prefect server on %s", api_url)
-        server = _start(
-            "server",
-            prefect_command("server", "start", "--host", settings.host, "--port", str(settings.port)),
-            env,
-            settings,
-        )
-        server_log = settings.state_dir / "server.log"
-        _wait_for(lambda: api_is_up(api_url), SERVER_START_SECONDS, "the Prefect server", server_log, server)
-    elif not api_is_up(api_url):
+    start_server = settings.api_url is None and not api_is_up(api_url)
+    if settings.api_url is not None and not api_is_up(api_url):
         raise StackError(f"the Prefect API at {api_url} does not answer (is the server running, the key set?)")
+    state = settings.resolved_state_dir
+    _check_ports(settings, start_server, serve=started_process(state / "serve.pid") is None)
+    state.mkdir(parents=True, exist_ok=True)
+    _remember_profile(settings, project)
+    started_now: list[str] = []
+    try:
+        started = _bring_up(settings, env, project, start_server, started_now)
+    except BaseException as error:
+        stopped = [_stop_recorded(settings, name) for name in reversed(started_now)]
+        if not isinstance(error, StackError):
+            raise
+        undone = f"; stopped what it had started: {', '.join(filter(None, stopped))}" if any(stopped) else ""
+        raise StackError(f"{error}{undone}") from error
+    # Later `prefect ...` commands in this profile talk to this API without any flag (`down` puts it back).
+    _run(prefect_command("config", "set", f"PREFECT_API_URL={api_url}"), env, project, "saving the API address")
+    return started
 
-    template = settings.state_dir / "pool-template.json"
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+
+def _bring_up(
+    settings: StackParams, env: Mapping[str, str], project: Path, start_server: bool, started_now: list[str]
+) -> dict[str, str]:
+    """`up`'s steps; each process it starts is named in `started_now` as it starts."""
+    api_url, state = settings.resolved_api_url, settings.resolved_state_dir
+    if start_server:
+        logger.info("starting the Prefect server on %s", api_url)
+        command = prefect_command("server", "start", "--host", settings.host, "--port", str(settings.port))
+        server = _start("server", command, env, settings)
+        started_now.append("server")
+        _wait_for(lambda: api_is_up(api_url), SERVER_START_SECONDS, "the Prefect server", state / "server.log", server)
+
+    template = state / "pool-template.json"
     template.write_text(json.dumps(LOCKED_JOB_TEMPLATE, indent=2))
-    (settings.state_dir / "policy.json").write_text(env[POLICY_VARIABLE])  # what the worker is held to, to read
+    (state / "policy.json").write_text(env[POLICY_VARIABLE])  # what the worker is held to, to read
     _ensure(
         ["work-pool", "inspect", WORK_POOL],
         ["work-pool", "create", WORK_POOL, "--type", "process", "--base-job-template", str(template)],
@@ -303,11 +329,13 @@ def up(settings: StackParams) -> dict[str, str]:
         env,
         project,
     )
+    nightly_was_on = _nightly_schedule(api_url, env, active=None)
     _run(prefect_command("--no-prompt", "deploy", "--all"), env, project, "deploying prefect.yaml")
     refuse_unknown_parameters(api_url, env)
+    nightly = _nightly_schedule(api_url, env, active=True if nightly_was_on else None)
 
-    worker_log = settings.state_dir / "worker.log"
-    worker_pid = settings.state_dir / "worker.pid"
+    worker_log = state / "worker.log"
+    worker_pid = state / "worker.pid"
     if (running := started_process(worker_pid)) is not None and _recorded(worker_pid).get("policy") != env[
         POLICY_VARIABLE
     ]:
@@ -320,6 +348,7 @@ def up(settings: StackParams) -> dict[str, str]:
         worker = _start(
             "worker", prefect_command("worker", "start", "--pool", WORK_POOL, "--type", "process"), env, settings
         )
+        started_now.append("worker")
         _wait_for(
             lambda: "started" in worker_log.read_bytes()[earlier:].decode(errors="replace"),
             WORKER_START_SECONDS,
@@ -327,17 +356,105 @@ def up(settings: StackParams) -> dict[str, str]:
             worker_log,
             worker,
         )
-    page = _start_search_page(settings, env) if settings.serve_port else None
-    # Later `prefect ...` commands in this profile talk to this API without any flag.
-    _run(prefect_command("config", "set", f"PREFECT_API_URL={api_url}"), env, project, "saving the API address")
+    page = _start_search_page(settings, env, started_now) if settings.serve_port else None
     ui = "https://app.prefect.cloud" if "api.prefect.cloud" in api_url else api_url.removesuffix("/api")
     started = {"ui": ui, "api": api_url, "worker log": str(worker_log)}
     if page is not None:
         started["search page"] = page
-        started["search page log"] = str(settings.state_dir / "serve.log")
+        started["search page log"] = str(state / "serve.log")
     if settings.api_url is None:
-        started["server log"] = str(settings.state_dir / "server.log")
+        started["server log"] = str(state / "server.log")
+    if nightly is not None:
+        schedule_id, active = nightly
+        started["nightly re-index"] = (
+            "on (03:00 UTC)"
+            if active
+            else f"paused: `prefect deployment schedule resume {NIGHTLY} {schedule_id}` starts it (COCO, 778 MB)"
+        )
     return started
+
+
+def _check_ports(settings: StackParams, server: bool, serve: bool) -> None:
+    """Each port `up` would listen on must be free, before anything starts: one error names every taken one."""
+    wanted = {"--port": settings.port} if server else {}
+    if serve and settings.serve_port:
+        wanted["--serve-port"] = settings.serve_port
+    taken = [f"{flag} {port}" for flag, port in wanted.items() if not _port_free(settings.host, port)]
+    if taken:
+        raise StackError(
+            f"{' and '.join(taken)} on {settings.host} {'is' if len(taken) == 1 else 'are'} taken by another "
+            "program; nothing was started: choose free ones"
+        )
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _nightly_schedule(api_url: str, env: Mapping[str, str], active: bool | None) -> tuple[str, bool] | None:
+    """The nightly deployment's schedule (id, active), set `active` first if given; None before it is deployed.
+
+    prefect.yaml deploys it paused: a first `stack up` must not start a 778 MB download unasked. One an
+    operator resumed stays on across later `stack up`s, which deploy prefect.yaml again.
+    """
+    try:
+        deployment = _api(api_url, "GET", f"/deployments/name/{NIGHTLY}", None, env)
+    except StackError:
+        return None
+    schedules = (deployment or {}).get("schedules") or []
+    if not schedules:
+        return None
+    schedule = schedules[0]
+    if active is not None and schedule.get("active") != active:
+        _api(api_url, "PATCH", f"/deployments/{deployment['id']}/schedules/{schedule['id']}", {"active": active}, env)
+        schedule = {**schedule, "active": active}
+    return str(schedule["id"]), bool(schedule.get("active"))
+
+
+def _stop_recorded(settings: StackParams, name: str) -> str | None:
+    """Stop the process `name`.pid records (if it is still ours) and forget it; what was stopped, if anything."""
+    pid_file = settings.resolved_state_dir / f"{name}.pid"
+    pid = started_process(pid_file)
+    if pid is not None:
+        _stop_group(pid, grace_seconds=20.0)
+    pid_file.unlink(missing_ok=True)
+    return None if pid is None else f"{name} (pid {pid})"
+
+
+def _profile_api_url(env: Mapping[str, str], cwd: Path) -> tuple[str, str | None]:
+    """The active Prefect profile's name and the API address it holds (None: none)."""
+    # Read the profile itself: with PREFECT_API_URL in the environment, `config view` would show that instead.
+    clean = {name: value for name, value in env.items() if name != "PREFECT_API_URL"}
+    shown = subprocess.run(
+        prefect_command("config", "view"), env=clean, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    ).stdout
+    profile = next(
+        (line.split("=", 1)[1].strip("'") for line in shown.splitlines() if line.startswith("PREFECT_PROFILE=")), ""
+    )
+    prefix = "PREFECT_API_URL='"
+    url = next(
+        (
+            line[len(prefix) :].split("'")[0]
+            for line in shown.splitlines()
+            if line.startswith(prefix) and "(from profile)" in line
+        ),
+        None,
+    )
+    return profile, url
+
+
+def _remember_profile(settings: StackParams, project: Path) -> None:
+    """Record the profile and the API address it held before `up` changed it, once: a second `up` keeps the first's."""
+    record = settings.resolved_state_dir / STATE_FILE
+    if record.is_file():
+        return
+    profile, url = _profile_api_url(os.environ, project)
+    record.write_text(json.dumps({"profile": profile, "api_url_before": url, "api_url": settings.resolved_api_url}))
 
 
 def _search_page_is_up(url: str) -> bool:
@@ -350,28 +467,31 @@ def _search_page_is_up(url: str) -> bool:
         return False
 
 
-def _start_search_page(settings: StackParams, env: Mapping[str, str]) -> str:
+def _start_search_page(settings: StackParams, env: Mapping[str, str], started_now: list[str]) -> str:
     """`cropsearch serve` over the deployed runs' default database, started before that database exists."""
     url = settings.search_page_url
     assert url is not None
-    pid_file, log = settings.state_dir / "serve.pid", settings.state_dir / "serve.log"
+    pid_file, log = settings.resolved_state_dir / "serve.pid", settings.resolved_state_dir / "serve.log"
     if started_process(pid_file) is None:
         logger.info("starting the search page at %s", url)
         command = [sys.executable, "-m", "flows.cli", "serve", "--db", str(settings.served_db)]
         command += ["--host", settings.host, "--port", str(settings.serve_port), "--wait-for-index"]
         serve = _start("serve", command, env, settings)
+        started_now.append("serve")
         _wait_for(lambda: _search_page_is_up(url), WORKER_START_SECONDS, "the search page", log, serve)
     return url + "/"
 
 
 def down(settings: StackParams, grace_seconds: float = 20.0) -> list[str]:
-    """Stop the search page, the worker, then the server (each whole process group); forget the saved API address.
+    """Stop the search page, the worker, then the server (each whole process group); put the profile's API
+    address back as `up` found it, whatever flags this call got (`up` recorded it in the state folder).
 
     Returns what was stopped. A server this command did not start (api_url given) is left alone.
     """
     stopped = []
+    state = settings.resolved_state_dir
     for name in ("serve", "worker", "server"):
-        pid_file = settings.state_dir / f"{name}.pid"
+        pid_file = state / f"{name}.pid"
         if not pid_file.is_file():
             continue
         pid = started_process(pid_file)
@@ -381,18 +501,21 @@ def down(settings: StackParams, grace_seconds: float = 20.0) -> list[str]:
         else:
             logger.info("%s names no running process of the stack's; removed", pid_file)
         pid_file.unlink()
-    # Read the profile itself: with PREFECT_API_URL in the environment, `config view` would show that instead.
+    record = _recorded(state / STATE_FILE)
     env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
-    current = subprocess.run(
-        prefect_command("config", "view"), env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
-    ).stdout
-    if f"PREFECT_API_URL='{settings.resolved_api_url}' (from profile)" in current:
-        _run(
-            prefect_command("config", "unset", "PREFECT_API_URL", "--yes"),
-            env,
-            settings.project_dir,
-            "forgetting the API",
+    if record.get("profile"):
+        env["PREFECT_PROFILE"] = str(record["profile"])
+    _, current = _profile_api_url(env, settings.project_dir)
+    ours = record.get("api_url", settings.resolved_api_url)
+    if current == ours:  # left alone where someone pointed the profile elsewhere since
+        before = record.get("api_url_before")
+        change = (
+            ["config", "set", f"PREFECT_API_URL={before}"]
+            if before
+            else ["config", "unset", "PREFECT_API_URL", "--yes"]
         )
+        _run(prefect_command(*change), env, settings.project_dir, "putting the profile's API address back")
+    (state / STATE_FILE).unlink(missing_ok=True)
     return stopped
 
 

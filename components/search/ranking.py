@@ -74,8 +74,7 @@ def search_mode(settings: SearchSettings, text_query: bool, store: Database, emb
     The text index asked about is `embedder_id`'s (None: the store's own choice, the default's for a `Database`).
     """
     if settings.mode == "auto":
-        usable = text_query and settings.min_score is None and store.has_text_index(embedder_id)
-        return "hybrid" if usable else "vector"
+        return "hybrid" if text_query and store.has_text_index(embedder_id) else "vector"
     if settings.mode == "vector":
         return "vector"
     if not text_query:

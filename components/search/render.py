@@ -14,6 +14,7 @@ from components.store.objects import ObjectFiles
 from schemas.results import SCORE_DECIMALS, QueryHit
 
 _THUMB = 224
+SMALLEST_SHOWN = 128  # pixels on the longer side of a crop in a report (the query artifact's table)
 _LABEL_HEIGHT = 18
 _BOX_COLOUR = (255, 64, 32)
 
@@ -28,11 +29,14 @@ def _placeholder(reason: str) -> Image.Image:
     return tile
 
 
-def _fit(image: Image.Image, side: int) -> tuple[Image.Image, float]:
-    """A copy no larger than side x side, and the scale applied to it."""
-    scale = min(1.0, side / max(image.size))
+def _fit(image: Image.Image, side: int, at_least: int = 0) -> tuple[Image.Image, float]:
+    """A copy no larger than side x side, enlarged to `at_least` on its longer side, and the scale applied to it."""
+    longer = max(image.size)
+    scale = side / longer if longer > side else max(1.0, min(side, at_least) / longer)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS), scale
+    # Enlarged in blocks of pixels: a 20 px crop blurred up is a smudge, in blocks it shows what was found.
+    resample = Image.Resampling.LANCZOS if scale <= 1.0 else Image.Resampling.NEAREST
+    return image.resize(size, resample), scale
 
 
 def hit_pictures(
@@ -62,7 +66,8 @@ def hit_pictures(
         top = parent.crop((int(crop.x1), int(crop.y1), round(crop.x2), round(crop.y2)))
     box = [coordinate * scale for coordinate in (crop.x1, crop.y1, crop.x2, crop.y2)]
     ImageDraw.Draw(small_parent).rectangle(box, outline=_BOX_COLOUR, width=max(2, side // 80))
-    return _fit(top, side)[0], small_parent
+    # A small object's crop is enlarged: shown at its own 20 px, a report's picture of it showed nothing.
+    return _fit(top, side, at_least=SMALLEST_SHOWN)[0], small_parent
 
 
 def _label(hit: QueryHit) -> str:

@@ -38,6 +38,13 @@ from schemas.settings import ObjectStoreSettings
 
 Result = TypeVar("Result")
 
+# Reciprocal-rank fusion: a row scores 1 / (RRF_K + rank) in each ranking it is in (LanceDB's default K).
+RRF_K = 60
+# Rows each ranking of a hybrid query gives the fusion, however few hits are asked for: the order of
+# the first hits then does not depend on -k (up to 25 hits folded per photo, which fetch 50 rows). Each
+# row is a read: a vector search of 20 rows took 11 ms at 1M rows, one of 40 took 18 (ranking.py).
+HYBRID_CANDIDATES = 50
+
 
 def _query_reads(reads: Coroutine[Any, Any, Result]) -> Result:
     return LOOP.run(reads)  # lancedb is pinned to 0.40, whose sync API runs on this loop
@@ -175,23 +182,33 @@ class StoreReader(Database):
 
         The two searches are run here rather than as LanceDB's hybrid query, whose halves cannot name
         their score columns and so log two deprecation warnings per query; the fusion is LanceDB's own.
+        Each ranking gives at least `HYBRID_CANDIDATES` rows, so the fused order of the first ones does
+        not change with `limit` (with `limit` rows each, `-k 3` and `-k 10` had different top hits).
+        The score is the fused one scaled to 0-1 (`hybrid_score`).
         """
         from lancedb.rerankers import RRFReranker
 
         vector, words = np.asarray(vector, dtype=np.float32), _match(text)
         vectors = self._vector_table_name()
+        candidates = max(limit, HYBRID_CANDIDATES)
 
         async def both() -> list[pa.Table]:
             return await asyncio.gather(
-                self._ranked(vectors, lambda table: _nearest(table, vector).with_row_id(), "_distance", where, limit),
                 self._ranked(
-                    vectors, lambda table: table.query().nearest_to_text(words).with_row_id(), "_score", where, limit
+                    vectors, lambda table: _nearest(table, vector).with_row_id(), "_distance", where, candidates
+                ),
+                self._ranked(
+                    vectors,
+                    lambda table: table.query().nearest_to_text(words).with_row_id(),
+                    "_score",
+                    where,
+                    candidates,
                 ),
             )
 
         by_vector, by_words = _query_reads(both())
-        rows = RRFReranker().rerank_hybrid(text, by_vector, by_words).slice(0, limit).to_pylist()
-        return _hit_rows(rows, [row.pop("_relevance_score") for row in rows])
+        fused = RRFReranker(K=RRF_K).rerank_hybrid(text, by_vector, by_words).slice(0, limit).to_pylist()
+        return _hit_rows(fused, [hybrid_score(row.pop("_relevance_score")) for row in fused])
 
     async def _ranked(
         self, vectors: str | None, search: Callable[[Any], Any], score: str, where: str, limit: int
@@ -207,6 +224,12 @@ class StoreReader(Database):
         if where:
             query = query.where(where)  # the async API prefilters by default
         return await query.to_arrow()
+
+
+def hybrid_score(fused: float) -> float:
+    """A reciprocal-rank-fusion score on a scale a person reads: 1 for a row first in both rankings (by looks and
+    by words), 0.5 for one first in one of them and absent from the other, near 0 for one far down both."""
+    return fused * (RRF_K + 1) / 2
 
 
 def _nearest(table: Any, vector: np.ndarray) -> Any:

@@ -188,12 +188,15 @@ def search_filter(
     region_sources: Sequence[str] = (),
 ) -> str:
     """The prefilter of a query. Whole-image rows have confidence and area 1, list every class they contain,
-    and pass any region-source filter (they have no source)."""
+    and pass any region-source filter (they have no source). A class filter keeps crops only: a whole
+    photo that holds a person among much else is not a hit for "persons" (the page's class facet let
+    them through, so a facet of one class showed hits of everything)."""
     clauses = []
     if kinds != "both":
         clauses.append(f"kind = {sql_string(kinds)}")
     if classes:
-        clauses.append(f"array_has_any(class_names, [{', '.join(sql_string(name) for name in classes)}])")
+        names = ", ".join(sql_string(name) for name in classes)
+        clauses.append(f"kind = 'crop' AND array_has_any(class_names, [{names}])")
     if region_sources:
         listed = ", ".join(sql_string(source) for source in region_sources)
         clauses.append(f"(kind = 'image' OR {VECTOR_SOURCE} IN ({listed}))")

@@ -39,6 +39,7 @@ class Stack:
     source_root: Path
     data_root: Path
     search_page_port: int  # `stack up` serves <data_root>/lancedb there
+    up_output: str = ""  # what `stack up` printed
 
     @property
     def search_page(self) -> str:
@@ -133,6 +134,7 @@ def running_stack(home: Path, model_folders: list[Path]) -> Iterator[Stack]:
         ]
         started = live.cli("flows.cli", "stack", "up", *where, *operator)
         assert started.returncode == 0, started.stdout + started.stderr + live.worker_log()
+        live.up_output = started.stdout
         yield live
     finally:
         stopped = live.cli("flows.cli", "stack", "down", *where)

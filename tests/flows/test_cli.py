@@ -65,8 +65,8 @@ def test_bad_parameters_exit_2_naming_the_field() -> None:
     both = CliRunner().invoke(main, ["query", "x", "--image", "a.jpg"])
     assert both.exit_code == 2 and "exactly one of text or image" in both.output
     # A check across two settings is blamed on the one it names, as a field check is.
-    crossed = CliRunner().invoke(main, ["query", "x", "--mode", "hybrid", "--min-score", "0.5"])
-    assert crossed.exit_code == 2 and crossed.output.startswith("error: min_score: a cosine cutoff"), crossed.output
+    crossed = CliRunner().invoke(main, ["query", "x", "--mode", "text", "--min-score", "0.5"])
+    assert crossed.exit_code == 2 and crossed.output.startswith("error: min_score: a cutoff of"), crossed.output
 
 
 def test_default_run_offline_fails_within_seconds_naming_what_is_unreachable(tmp_path: Path) -> None:

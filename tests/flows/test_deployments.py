@@ -143,6 +143,12 @@ def test_stack_deploys_everything_and_creates_the_writer_limit(stack: Stack) -> 
         pool = client.read_work_pool(WORK_POOL)
     assert names == {"index-coco/nightly", "index-coco/adhoc", "query/adhoc", "evaluate/adhoc"}
     assert limit.limit == 1 and pool.type == "process"
+    # The nightly re-index of COCO is deployed paused (it started a 778 MB download unasked), and `stack up`
+    # says how to start it.
+    with stack.client() as client:
+        (schedule,) = client.read_deployment_by_name("index-coco/nightly").schedules
+    assert schedule.active is False
+    assert f"prefect deployment schedule resume index-coco/nightly {schedule.id}" in stack.up_output
 
 
 def test_adhoc_index_run_reports_progress_timings_and_counts(stack: Stack, scenario: Scenario) -> None:
@@ -542,8 +548,14 @@ def test_a_run_whose_worker_was_killed_is_marked_crashed_and_the_next_run_goes_a
         *("--data-roots", str(stack.data_root), "--model-roots", f"{tiny_yolo.parent},{tiny_clip.parent}"),
         *("--allowed-hosts", "127.0.0.1", "--project-dir", str(REPO)),
     ]
+    with stack.client() as client:  # an operator started the nightly re-index: a later `stack up` keeps it on
+        nightly = client.read_deployment_by_name("index-coco/nightly")
+        client.update_deployment_schedule(nightly.id, nightly.schedules[0].id, active=True)
     restarted = stack.cli("flows.cli", "stack", "up", *where, *operator)
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert "nightly re-index  on (03:00 UTC)" in restarted.stdout, restarted.stdout
+    with stack.client() as client:
+        assert client.read_deployment_by_name("index-coco/nightly").schedules[0].active is True
     again = stack.deployment_run("index-coco/adhoc", source=many, **common)
     report = stack.result(stack.wait(again))
     assert report.images_new + report.images_already_indexed == 60  # type: ignore[attr-defined]

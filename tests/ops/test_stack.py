@@ -16,6 +16,24 @@ import pytest
 from components.ops import stack
 from schemas.stack import StackParams
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def own_prefect_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` and `down` change the active Prefect profile: these tests change one of their own."""
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_PROFILES_PATH", raising=False)
+
+
+def profile_api_url() -> str | None:
+    return stack._profile_api_url(os.environ, REPO)[1]
+
+
+def set_profile_api_url(url: str) -> None:
+    subprocess.run(stack.prefect_command("config", "set", f"PREFECT_API_URL={url}"), check=True, capture_output=True)
+
 
 def test_up_outside_a_checkout_names_the_missing_prefect_yaml(tmp_path: Path) -> None:
     with pytest.raises(stack.StackError, match=r"no prefect.yaml in .*run from the cropsearch checkout"):
@@ -89,3 +107,71 @@ def test_up_starts_a_new_worker_when_the_recorded_one_is_not_ours(tmp_path: Path
         assert stack.started_process(settings.state_dir / "worker.pid") is None
     finally:
         os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_relative_state_dir_lies_in_the_project_dir_wherever_the_command_is_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 42, item 12: `stack up --project-dir X` from another folder looked for `.stack/` where it was typed."""
+    monkeypatch.chdir(tmp_path)
+    settings = StackParams(project_dir=REPO)
+    assert settings.resolved_state_dir == REPO / ".stack"
+    assert StackParams(project_dir=REPO, state_dir=tmp_path / "s").resolved_state_dir == tmp_path / "s"
+
+
+def test_taken_ports_are_named_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as server_port, socket.socket() as page_port:
+        for taken in (server_port, page_port):
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+        ports = {"port": server_port.getsockname()[1], "serve_port": page_port.getsockname()[1]}
+        settings = StackParams(project_dir=REPO, state_dir=tmp_path / "state", **ports)
+        with pytest.raises(stack.StackError) as refused:
+            stack.up(settings)
+    assert str(refused.value) == (
+        f"--port {ports['port']} and --serve-port {ports['serve_port']} on 127.0.0.1 are taken by another program; "
+        "nothing was started: choose free ones"
+    )
+    assert not settings.resolved_state_dir.exists() and profile_api_url() is None
+
+
+def test_a_step_that_fails_stops_what_up_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 42, item 12: a failed `stack up` left the Prefect server it had started running."""
+    settings = StackParams(project_dir=REPO, state_dir=tmp_path / "state", port=_free_port(), serve_port=0)
+    pids: list[int] = []
+
+    def fails_after_starting_a_server(*arguments: object) -> dict[str, str]:
+        *_, started_now = arguments
+        pids.append(stack._start("server", [sys.executable, "-c", "import time; time.sleep(600)"], {}, settings))
+        started_now.append("server")  # type: ignore[attr-defined]
+        raise stack.StackError("deploying prefect.yaml failed")
+
+    monkeypatch.setattr(stack, "_bring_up", fails_after_starting_a_server)
+    with pytest.raises(stack.StackError) as failed:
+        stack.up(settings)
+    assert str(failed.value) == f"deploying prefect.yaml failed; stopped what it had started: server (pid {pids[0]})"
+    assert not stack._group_alive(pids[0]) and not (settings.resolved_state_dir / "server.pid").exists()
+    assert profile_api_url() is None  # the profile was not pointed at a server that is not there
+
+
+def test_down_puts_the_profile_back_as_up_found_it_whatever_its_flags(tmp_path: Path) -> None:
+    """Issue 42, item 1: `stack up --port P` then `stack down` without it left the profile on the stopped server,
+    and every later command printed a 124-line traceback."""
+    for before in ("http://127.0.0.1:4999/api", None):
+        if before is not None:
+            set_profile_api_url(before)
+        else:
+            subprocess.run(stack.prefect_command("config", "unset", "PREFECT_API_URL", "--yes"), check=True)
+        state = tmp_path / f"state-{before is None}"
+        up = StackParams(project_dir=REPO, state_dir=state, port=4321)
+        state.mkdir()
+        stack._remember_profile(up, REPO)  # what `up` does before it changes the profile
+        set_profile_api_url(up.resolved_api_url)
+        assert stack.down(StackParams(project_dir=REPO, state_dir=state), grace_seconds=1) == []  # no --port
+        assert profile_api_url() == before and not (state / stack.STATE_FILE).exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

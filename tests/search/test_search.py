@@ -91,3 +91,21 @@ def test_a_region_source_filter_on_vectors_written_before_sources_says_how_to_ad
     assert find_hits(store, query, SearchSettings(k=2))  # searched as before without the filter
     with pytest.raises(ValueError, match=r"^region_sources: .* run `cropsearch index` on it once"):
         find_hits(store, query, SearchSettings(k=2, region_sources=["tile"]))
+
+
+def test_a_reports_picture_of_a_small_crop_is_enlarged_to_be_seen(tmp_path: Path) -> None:
+    """The query artifact showed a 20 px object at 20 px; it is enlarged in blocks to at least 128 px."""
+    from PIL import Image
+
+    from components.search.render import SMALLEST_SHOWN, hit_pictures
+    from schemas.results import QueryHit
+
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (640, 480), (200, 200, 200)).save(photo)
+    parent = image("photo").model_copy(update={"uri": str(photo), "width": 640, "height": 480})
+    small = crop(parent, "dot").model_copy(update={"uri": str(tmp_path / "gone.jpg"), "x2": 21.0, "y2": 16.0})
+    top, shown_parent = hit_pictures(QueryHit(rank=1, score=0.3, kind="crop", image=parent, crop=small), side=160)
+    assert max(top.size) == SMALLEST_SHOWN and top.size == (SMALLEST_SHOWN, round(14 * SMALLEST_SHOWN / 20))
+    assert shown_parent.size == (160, 120)  # a large picture is still made smaller, never larger
+    whole = QueryHit(rank=1, score=0.3, kind="image", image=parent)
+    assert hit_pictures(whole, side=160)[0].size == (160, 120)

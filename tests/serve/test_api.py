@@ -150,11 +150,11 @@ def test_pictures_are_jpegs_by_id_cacheable_for_good(server: str) -> None:
     assert all(crop["image_id"] == hit["image"]["image_id"] for crop in crops)
 
 
-def test_min_score_cuts_the_list_where_scores_fall_under_it(server: str) -> None:
-    # A cosine cutoff: compared with the cosine ranking (`auto` is vector search once a cutoff is given).
-    everything = search(server, text="a blue triangle", k=20, one_hit_per_image="false", mode="vector")
+@pytest.mark.parametrize("mode", ["vector", "hybrid"])
+def test_min_score_cuts_the_list_where_scores_fall_under_it_in_the_mode_in_use(server: str, mode: str) -> None:
+    everything = search(server, text="a blue triangle", k=20, one_hit_per_image="false", mode=mode)
     cutoff = everything[len(everything) // 2]["score"]
-    kept = search(server, text="a blue triangle", k=20, one_hit_per_image="false", min_score=cutoff)
+    kept = search(server, text="a blue triangle", k=20, one_hit_per_image="false", mode=mode, min_score=cutoff)
     assert kept and all(hit["score"] >= cutoff for hit in kept)
     assert [hit["score"] for hit in kept] == [hit["score"] for hit in everything if hit["score"] >= cutoff]
 

@@ -135,3 +135,38 @@ def test_the_region_facet_lists_each_source_and_keeps_its_crops_with_their_own_b
     assert solid and set(solid) == {"solid"}
     assert errors == []
     page.close()
+
+
+def test_the_page_tells_the_truth_about_classes_whole_photos_scores_and_unknown_facets(
+    browser: object, server: str
+) -> None:
+    """Issue 42, item 9 (and 4): what a new user met on the page."""
+    page = browser.new_page(viewport={"width": 1366, "height": 860})  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # A class facet keeps that class's crops only (whole photos holding one came through as well).
+    page.goto(server + "/?text=a+red+shape&classes=red+triangle")
+    page.wait_for_selector("#hits .hit")
+    kinds = page.eval_on_selector_all("#hits .hit", "hits => hits.map(h => h.dataset.kind)")
+    assert kinds and set(kinds) == {"crop"}, kinds
+    assert all(label.split(" ", 1)[1].startswith("red triangle") for label in _hit_classes(page))
+    # The status line says once what the scores mean; hybrid's read 0-1.
+    status = page.text_content("#status") or ""
+    assert "ranked by hybrid (scores: 0-1, 1 first by looks and by words)" in status, status
+    scores = page.eval_on_selector_all("#hits .hit .score", "spans => spans.map(s => Number(s.textContent))")
+    assert all(0 < score <= 1 for score in scores) and max(scores) > 0.4, scores
+
+    # A whole-photo hit shows its photo once, not the same picture twice side by side.
+    page.goto(server + "/?text=a+red+shape&kinds=image")
+    page.wait_for_selector("#hits .hit")
+    pictures = page.eval_on_selector_all("#hits .hit", "hits => hits.map(h => h.querySelectorAll('img').length)")
+    assert pictures and set(pictures) == {1}, pictures
+
+    # A class the index does not have is named, not dropped (the search ran over every class).
+    page.goto(server + "/?text=a+red+shape&classes=red+triangle,unicorn")
+    page.wait_for_function("() => document.querySelector('#status').classList.contains('error')")
+    status = page.text_content("#status") or ""
+    assert status.startswith("classes: unicorn not in this index (it has "), status
+    assert page.eval_on_selector_all("#hits .hit", "hits => hits.length") == 0
+    assert errors == []
+    page.close()

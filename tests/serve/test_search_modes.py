@@ -12,7 +12,7 @@ import pytest
 from components.errors import TextIndexMissing
 from components.search.encoding import text_vector
 from components.serve.searcher import Searcher
-from components.store.reader import StoreReader
+from components.store.reader import HYBRID_CANDIDATES, StoreReader, hybrid_score
 from components.store.schema import CROPS, EMBEDDINGS, IMAGES, TEXT_COLUMN
 from schemas.serve import ServeParams
 from schemas.settings import SearchSettings
@@ -54,13 +54,15 @@ def test_text_mode_ranks_every_crop_of_the_named_class_first(searcher: Searcher,
 
 def test_hybrid_fuses_the_vector_and_the_text_rankings(searcher: Searcher, world_index: WorldIndex) -> None:
     """Reciprocal-rank fusion scores a row 1/(60 + rank) per ranking it is in. With at most 61 rows a
-    ranking, a row both rankings hold outscores any row only one holds, so those come first."""
+    ranking (each gives HYBRID_CANDIDATES, whatever the limit), a row both rankings hold outscores any
+    row only one holds, so those come first."""
     text, limit = "a small red triangle", 30
     model, _ = searcher.embedder()
     vector = text_vector(model, text)
     reader = StoreReader(world_index.db_uri)
-    by_vector = {row["id"] for row in reader.search(vector, "", limit)}
-    by_words = {row["id"] for row in reader.search_text(text, "", limit)}
+    assert HYBRID_CANDIDATES <= 61
+    by_vector = {row["id"] for row in reader.search(vector, "", HYBRID_CANDIDATES)}
+    by_words = {row["id"] for row in reader.search_text(text, "", HYBRID_CANDIDATES)}
     fused = [row["id"] for row in reader.search_hybrid(vector, text, "", limit)]
     assert set(fused) <= by_vector | by_words and len(fused) == len(set(fused))
     in_both = [row in by_vector and row in by_words for row in fused]
@@ -83,7 +85,8 @@ def test_auto_is_hybrid_for_words_and_vector_for_pictures_and_cutoffs(
     searcher: Searcher, world_index: WorldIndex
 ) -> None:
     assert searcher.search_text("a blue circle", SearchSettings())[1] == "hybrid"
-    assert searcher.search_text("a blue circle", SearchSettings(min_score=0.5))[1] == "vector"  # a cosine cutoff
+    # A cutoff applies to the scores of the mode in use: auto stays hybrid (it switched to vector, unsaid).
+    assert searcher.search_text("a blue circle", SearchSettings(min_score=0.5))[1] == "hybrid"
     scene = next(world_index.scenes.glob("*.jpg"))
     from PIL import Image
 
@@ -95,8 +98,8 @@ def test_auto_is_hybrid_for_words_and_vector_for_pictures_and_cutoffs(
     assert searcher.similar(hits[0].image.image_id, SearchSettings())[1] == "vector"
     with pytest.raises(ValueError, match=r"^mode: --mode text searches words, and this query has none"):
         searcher.similar(hits[0].image.image_id, SearchSettings(mode="text"))
-    with pytest.raises(ValueError, match=r"min_score: a cosine cutoff"):
-        SearchSettings(mode="hybrid", min_score=0.5)
+    with pytest.raises(ValueError, match=r"min_score: a cutoff of vector \(cosine\) or hybrid \(0-1\) scores"):
+        SearchSettings(mode="text", min_score=0.5)
 
 
 def table_counts(db_uri: str) -> dict[str, int]:
@@ -124,12 +127,12 @@ def test_hostile_text_is_searched_as_its_words_only(server: str, world_index: Wo
             continue
         # Hybrid's vector half is CLIP's reading of the whole string; its words half must be the plain
         # words' ranking: each row gets 1/(60 + its vector rank), and a row the words match 1/(60 + at
-        # most len(by_words)) more.
+        # most len(by_words)) more, the sum shown scaled to 0-1 (`hybrid_score`).
         vector_rank = {row: rank for rank, row in enumerate(found(text, "vector"), start=1)}
         for row, score in found(text).items():
-            from_vector = 1 / (60 + vector_rank[row])
+            from_vector = hybrid_score(1 / (60 + vector_rank[row]))
             if row in by_words:
-                assert score >= from_vector + 1 / (60 + len(by_words)) - 1e-4, (text, row)
+                assert score >= from_vector + hybrid_score(1 / (60 + len(by_words))) - 1e-4, (text, row)
             else:
                 assert score <= from_vector + 1e-4, (text, row)
     if mode == "text":
@@ -159,3 +162,15 @@ def test_an_index_made_before_text_search_refuses_words_by_name_until_one_index_
     hits, ranking = searcher.search_text("a red triangle", SearchSettings(mode="text"))
     assert ranking == "text" and hits
     assert searcher.search_text("a red triangle", SearchSettings())[1] == "hybrid"
+
+
+def test_hybrid_scores_read_from_0_to_1_and_its_first_hits_do_not_depend_on_k(searcher: Searcher) -> None:
+    """Hybrid scores read as failures (0.016, 0.03), and the top hit changed with -k."""
+    for text in ("a blue circle", "a small red triangle", "a green square"):
+        few, ranking = searcher.search_text(text, SearchSettings(k=3, one_hit_per_image=False))
+        many, _ = searcher.search_text(text, SearchSettings(k=20, one_hit_per_image=False))
+        assert ranking == "hybrid"
+        assert [(hit.image.image_id, hit.crop and hit.crop.crop_id) for hit in few] == [
+            (hit.image.image_id, hit.crop and hit.crop.crop_id) for hit in many[:3]
+        ]
+        assert all(0 < hit.score <= 1 for hit in many) and many[0].score > 0.5  # first by one ranking at least

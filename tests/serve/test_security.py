@@ -168,7 +168,7 @@ def test_bad_parameters_are_4xx_naming_the_field(server: str) -> None:
         ({"text": "x", "k": "many"}, "k"),
         ({"text": "x", "kinds": "people"}, "kinds"),
         ({"text": "x", "min_score": "2"}, "min_score"),
-        ({"text": "x", "mode": "hybrid", "min_score": "0.5"}, "min_score"),  # a check across two settings
+        ({"text": "x", "mode": "text", "min_score": "0.5"}, "min_score"),  # a check across two settings
         ({"text": "x", "mode": "sql"}, "mode"),
         ({"text": "x", "classes": "red circle,unicorn"}, "classes"),
         ({"text": ""}, "text"),

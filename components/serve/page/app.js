@@ -34,8 +34,9 @@ function filters() {
   fields.set("kinds", document.querySelector("input[name=kinds]:checked").value);
   fields.set("k", $("k").value);
   fields.set("one_hit_per_image", $("one-per-photo").checked ? "true" : "false");
+  // A cutoff of the scores of the ranking in use; BM25 (words alone) has no fixed scale to cut.
   const minScore = Number($("min-score").value);
-  if (minScore > 0) fields.set("min_score", String(minScore));
+  if (minScore > 0 && $("mode").value !== "text") fields.set("min_score", String(minScore));
   const classes = [...document.querySelectorAll("#class-list input:checked")].map((box) => box.value);
   if (classes.length) fields.set("classes", classes.join(","));
   const sources = [...document.querySelectorAll("#source-list input:checked")].map((box) => box.value);
@@ -44,6 +45,12 @@ function filters() {
 }
 
 // What each region source is called on the page; its boxes are drawn in its own style (style.css).
+// What a hit's score means in each ranking: said once, in the status line.
+const SCORE_SCALES = {
+  vector: "cosine similarity",
+  hybrid: "0-1, 1 first by looks and by words",
+  text: "BM25, higher matches the words better",
+};
 const SOURCE_NAMES = {
   detector: "the detector's objects",
   "open-vocabulary": "the open-vocabulary detector's objects",
@@ -89,8 +96,10 @@ function hitCard(hit) {
   const more = element("button", { type: "button", class: "more", text: "more like this" });
   more.addEventListener("click", () => matched.click());
   const folded = hit.folded.length ? ` (+${hit.folded.length} on this photo)` : "";
+  // A whole-photo hit is its photo: shown once (the "more like this" button below searches by it).
+  const pictures = hit.crop ? [matched, opener] : [opener];
   return element("li", { class: "hit", "data-kind": hit.kind }, [
-    element("div", { class: "pair" }, [matched, opener]),
+    element("div", { class: hit.crop ? "pair" : "pair whole" }, pictures),
     element("div", { class: "label" }, [
       element("span", { class: "class", text: `#${hit.rank} ${what}${folded}` }),
       element("span", { class: "score", text: hit.score.toFixed(4) }),  // SCORE_DECIMALS: what min_score compares
@@ -104,7 +113,9 @@ function show(answer, described) {
   list.replaceChildren(...answer.hits.map(hitCard));
   const status = $("status");
   status.classList.remove("error");
-  status.textContent = `${answer.hits.length} hits for ${described}, ranked by ${answer.mode}, in ${answer.took_ms} ms`;
+  status.textContent =
+    `${answer.hits.length} hits for ${described}, ranked by ${answer.mode} (scores: ${SCORE_SCALES[answer.mode]}), ` +
+    `in ${answer.took_ms} ms`;
 }
 
 function failed(error) {
@@ -273,11 +284,26 @@ function searchFromAddress() {
   if (asked.get("one_hit_per_image")) $("one-per-photo").checked = asked.get("one_hit_per_image") !== "false";
   if (asked.get("min_score")) $("min-score").value = asked.get("min_score");
   if ([...$("mode").options].some((option) => option.value === asked.get("mode"))) $("mode").value = asked.get("mode");
-  const classes = new Set((asked.get("classes") || "").split(",").filter(Boolean));
-  for (const box of document.querySelectorAll("#class-list input")) box.checked = classes.has(box.value);
-  const sources = new Set((asked.get("region_sources") || "").split(",").filter(Boolean));
-  for (const box of document.querySelectorAll("#source-list input")) box.checked = sources.has(box.value);
+  const unknown = [
+    ...tickFacets("#class-list", asked.get("classes"), "classes"),
+    ...tickFacets("#source-list", asked.get("region_sources"), "region_sources"),
+  ];
+  if (unknown.length) {
+    failed(new Error(unknown.join("; ")));  // a facet asked for that this index lacks is named, not dropped
+    return;
+  }
   search();
+}
+
+// Tick the facets a link asks for; what each facet it names and this index lacks says.
+function tickFacets(list, asked, field) {
+  const wanted = new Set((asked || "").split(",").filter(Boolean));
+  const boxes = [...document.querySelectorAll(`${list} input`)];
+  for (const box of boxes) box.checked = wanted.has(box.value);
+  const known = new Set(boxes.map((box) => box.value));
+  const missing = [...wanted].filter((name) => !known.has(name));
+  if (!missing.length) return [];
+  return [`${field}: ${missing.join(", ")} not in this index (it has ${[...known].join(", ") || "none"})`];
 }
 
 function wire() {
