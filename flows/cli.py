@@ -134,14 +134,20 @@ def _interruptible() -> Iterator[None]:
         yield
         return
 
+    # Once the interrupt has unwound out of the block (its threads done), the command ends itself: no exit then.
+    deadline = threading.Timer(INTERRUPT_GRACE_SECONDS, _exit_now, args=(130,))
+    deadline.daemon = True
+
     def interrupted(signum: int, frame: types.FrameType | None) -> None:
-        threading.Timer(INTERRUPT_GRACE_SECONDS, _exit_now, args=(130,)).start()
+        if not deadline.is_alive():
+            deadline.start()
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, interrupted)
     try:
         yield
     finally:
+        deadline.cancel()
         signal.signal(signal.SIGINT, previous)
 
 

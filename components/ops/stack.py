@@ -329,10 +329,12 @@ def _bring_up(
         env,
         project,
     )
-    nightly_was_on = _nightly_schedule(api_url, env, active=None)
-    _run(prefect_command("--no-prompt", "deploy", "--all"), env, project, "deploying prefect.yaml")
-    refuse_unknown_parameters(api_url, env)
-    nightly = _nightly_schedule(api_url, env, active=True if nightly_was_on else None)
+
+    def deploy() -> None:
+        _run(prefect_command("--no-prompt", "deploy", "--all"), env, project, "deploying prefect.yaml")
+        refuse_unknown_parameters(api_url, env)
+
+    nightly = deployed_keeping_the_nightly_schedule(api_url, env, deploy)
 
     worker_log = state / "worker.log"
     worker_pid = state / "worker.pid"
@@ -394,6 +396,16 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def deployed_keeping_the_nightly_schedule(
+    api_url: str, env: Mapping[str, str], deploy: Callable[[], None]
+) -> tuple[str, bool] | None:
+    """`deploy()`, and the nightly schedule (id, active) after it: paused as prefect.yaml deploys it, unless the
+    operator had started it, which deploying again would undo."""
+    before = _nightly_schedule(api_url, env, active=None)
+    deploy()
+    return _nightly_schedule(api_url, env, active=True if before is not None and before[1] else None)
 
 
 def _nightly_schedule(api_url: str, env: Mapping[str, str], active: bool | None) -> tuple[str, bool] | None:

@@ -548,14 +548,12 @@ def test_a_run_whose_worker_was_killed_is_marked_crashed_and_the_next_run_goes_a
         *("--data-roots", str(stack.data_root), "--model-roots", f"{tiny_yolo.parent},{tiny_clip.parent}"),
         *("--allowed-hosts", "127.0.0.1", "--project-dir", str(REPO)),
     ]
-    with stack.client() as client:  # an operator started the nightly re-index: a later `stack up` keeps it on
-        nightly = client.read_deployment_by_name("index-coco/nightly")
-        client.update_deployment_schedule(nightly.id, nightly.schedules[0].id, active=True)
     restarted = stack.cli("flows.cli", "stack", "up", *where, *operator)
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-    assert "nightly re-index  on (03:00 UTC)" in restarted.stdout, restarted.stdout
+    # A second `stack up` deploys prefect.yaml again: the nightly re-index nobody started stays paused.
+    assert "nightly re-index  paused: `prefect deployment schedule resume" in restarted.stdout, restarted.stdout
     with stack.client() as client:
-        assert client.read_deployment_by_name("index-coco/nightly").schedules[0].active is True
+        assert client.read_deployment_by_name("index-coco/nightly").schedules[0].active is False
     again = stack.deployment_run("index-coco/adhoc", source=many, **common)
     report = stack.result(stack.wait(again))
     assert report.images_new + report.images_already_indexed == 60  # type: ignore[attr-defined]

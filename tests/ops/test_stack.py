@@ -175,3 +175,29 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_a_nightly_schedule_the_operator_started_stays_on_after_a_later_up_deploys_it_paused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """prefect.yaml deploys the nightly re-index paused; a later `stack up` deploys again and must not undo a
+    resume (tests/flows/test_deployments.py checks, on a real server, that one nobody started stays paused)."""
+    server: dict[str, object] = {"active": True}
+    patched: list[object] = []
+
+    def api(api_url: str, method: str, path: str, body: object, env: object) -> object:
+        if method == "GET":
+            return {"id": "d1", "schedules": [{"id": "s1", "active": server["active"]}]}
+        patched.append((path, body))
+        server.update(body)  # type: ignore[arg-type]
+        return None
+
+    def deploy() -> None:  # what `prefect deploy --all` does with prefect.yaml's `active: false`
+        server["active"] = False
+
+    monkeypatch.setattr(stack, "_api", api)
+    after = stack.deployed_keeping_the_nightly_schedule("http://api", {}, deploy)
+    assert after == ("s1", True) and patched == [("/deployments/d1/schedules/s1", {"active": True})]
+    patched.clear()
+    server["active"] = False  # one nobody started stays as deployed: paused
+    assert stack.deployed_keeping_the_nightly_schedule("http://api", {}, deploy) == ("s1", False) and not patched
