@@ -66,6 +66,7 @@ def index_command(source: str, data_dir: Path) -> list[str]:
         sys.executable, "-m", "flows.cli", "index", "--source", source, "--data-dir", str(data_dir),
         "--detector", str(WORLD_DETECTOR), "--embedder", str(WORLD_EMBEDDER), "--image-size", str(WORLD_IMAGE_SIZE),
         "--chunk-size", "3", "--device", "cpu", "--vector-index-min-rows", str(VECTOR_INDEX_MIN_ROWS),
+        "--verbose",  # the stage markers it aims its kills by are Prefect log lines
     ]  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from components.store.reader import StoreReader
+from components.store.reader import StoreReader, hybrid_score
 from components.store.writer import StoreWriter
 from schemas.records import CropRecord
 from tests.records import crop, embedding, image
@@ -92,7 +92,8 @@ def test_hybrid_search_of_hostile_text_is_that_of_its_words(shapes: tuple[StoreR
 
 
 def test_hybrid_scores_each_row_one_over_60_plus_its_rank_in_each_ranking(tmp_path: Path) -> None:
-    """Reciprocal-rank fusion, checked row by row: a ranking fed to it in another order changes the list."""
+    """Reciprocal-rank fusion, checked row by row: a ranking fed to it in another order changes the list.
+    The score shown is the fused one scaled to 0-1 (`hybrid_score`: 1 for a row first in both rankings)."""
     writer = StoreWriter(str(tmp_path / "db"))
     parent = image("p")
     rows = {  # name: (class, vector); the query vector is x, so the vector ranking is a, b, c, d, e
@@ -119,5 +120,7 @@ def test_hybrid_scores_each_row_one_over_60_plus_its_rank_in_each_ranking(tmp_pa
         "d": 1 / (60 + 4),
     }
     assert [name_of[row["id"]] for row in fused] == ["c", "e", "a", "b", "d"]
-    assert [row["score"] for row in fused] == pytest.approx([expected[name_of[row["id"]]] for row in fused])
+    scaled = [hybrid_score(expected[name_of[row["id"]]]) for row in fused]
+    assert [row["score"] for row in fused] == pytest.approx(scaled)
+    assert hybrid_score(2 / 61) == pytest.approx(1.0) and hybrid_score(1 / 61) == pytest.approx(0.5)
     assert [row["kind"] for row in fused] == ["crop"] * 5
