@@ -25,20 +25,18 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from types import FrameType
 
-from components.host.address import HostAddress, environment_digest
+from components.host.address import IDLE_SECONDS, IDLE_VARIABLE, HostAddress, environment_digest
 from components.host.reaper import children_running, start_reaper
 from components.host.server import host_lock, serve
 
-IDLE_SECONDS = 15 * 60
-# Set in the environment a host is started from (so it is part of the host's key): a shorter wait, for tests.
-IDLE_VARIABLE = "CROPSEARCH_HOST_IDLE_SECONDS"
 # How the temporary Prefect API's process is told from the host's other children.
 PREFECT_API_COMMAND = "prefect.server.api.server:create_app"
 
 
 def run_cli_command(argv: list[str]) -> int:
     """One `cropsearch` command, as its own process would run it; its exit status."""
-    from flows.cli import HOSTED, main
+    from flows.cli import main
+    from flows.cli_runs import HOSTED
 
     try:
         main(argv, prog_name="cropsearch", obj=HOSTED)
@@ -83,7 +81,7 @@ def owner_only_api(environment: MutableMapping[str, str]) -> bool:
 
 def warm_up() -> None:
     """Import what commands run and start their Prefect API, before any caller's terminal is attached."""
-    from flows.cli import quiet_prefect_defaults
+    from flows.cli_runs import quiet_prefect_defaults
 
     quiet_prefect_defaults()
     owner_only_api(os.environ)

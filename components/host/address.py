@@ -24,6 +24,10 @@ from components.errors import CropsearchError
 
 # Variables a shell or terminal sets per window or per command: left out of the key, so a new
 # terminal reuses the host, and put into the host's environment per command instead (server.py).
+# A warm host exits after this many idle seconds, or the environment's CROPSEARCH_HOST_IDLE_SECONDS (tests).
+IDLE_SECONDS = 15 * 60
+IDLE_VARIABLE = "CROPSEARCH_HOST_IDLE_SECONDS"
+
 VOLATILE_VARIABLES = frozenset(
     {"_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "TERM_SESSION_ID", "WINDOWID", "SSH_TTY", "SSH_CLIENT"}
     | {"SSH_CONNECTION", "TMUX_PANE", "STY", "WINDOW", "PS1", "PROMPT_COMMAND", "HISTFILE"}

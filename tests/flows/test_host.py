@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 import flows.cli
+import flows.cli_runs
 from components.host.address import HostUnavailable, private_folder
 from components.host.reaper import children_running
 from flows.host import IDLE_SECONDS, IDLE_VARIABLE, PREFECT_API_COMMAND, idle_seconds_from, run_cli_command
@@ -276,7 +277,7 @@ def test_a_command_that_crashes_in_the_host_exits_as_it_would_alone(monkeypatch:
 
     def ends(outcome: BaseException | None) -> None:
         def main(argv: list[str], prog_name: str, obj: str) -> None:
-            assert obj == flows.cli.HOSTED  # the command knows the host ends it when it is cancelled
+            assert obj == flows.cli_runs.HOSTED  # the command knows the host ends it when it is cancelled
             if outcome is not None:
                 raise outcome
 
