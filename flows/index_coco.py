@@ -10,226 +10,57 @@ names; the flow body is five steps: gather the photos, plan, index the chunks, u
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.utilities.annotations import quote
 from tqdm import tqdm
 
-from components.errors import InterruptedDownload, SourceError, StoreMismatchError
-from components.ops import trust
+from components.errors import SourceError, StoreMismatchError
 from components.ops.preflight import (
     check_index_can_start,
-    download_path,
     index_embedders,
     index_recipe,
     recipe_of_run,
 )
 from components.pipeline import sources, stages
+from components.pipeline.chunks import in_order
 from components.pipeline.config import chunk_config, on_this_machine
 from components.pipeline.formats import PHOTO_FORMATS, describe_ignored
-from components.pipeline.images import register_images
 from components.pipeline.report import report_table
 from components.store.locks import exclusive_writer
-from components.store.objects import ObjectFiles
-from components.store.writer import StoreWriter
 from flows import deployed
+from flows.index_tasks import (
+    acquire_folder,
+    announced,
+    compact_tables,
+    list_source_images,
+    maintain_indexes,
+    model_stage,
+    plan_stage,
+    register,
+    store_writer,
+    stored_crops_of,
+    write_stage,
+    write_vectors_stage,
+)
 from flows.parameters import takes_fields_of
 from flows.runners import chunk_task_options, runs_on_a_temporary_api, started_chunk_runner, workers_report_here
-from schemas.files import ExtractedFolder, ListedFiles, LocalFile
 from schemas.params import ChunkConfig, IndexParams, detector_signature_of, legacy_signature_of, signature_of
 from schemas.policy import OperatorPolicy
-from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
+from schemas.records import ImageRecord, SkippedFile
 from schemas.results import IndexReport
-from schemas.stages import IndexStage, stage_marker
+from schemas.stages import IndexStage
 
-# Bump when what a cached task produces changes, so old cache entries stop matching. 2: the
-# components moved into subpackages, and results pickled under the old module paths must not load.
-CACHE_VERSION = "2"
 # The writer slot is leased and renewed while the run lives; a run killed without a word (its
 # worker lost) frees it when the lease runs out: a minute, not Prefect's default five.
 WRITER_LEASE_SECONDS = 60
-R = TypeVar("R")
-
-
-def _cache_key(*parts: object) -> str:
-    return hashlib.sha256("|".join([CACHE_VERSION, *map(str, parts)]).encode()).hexdigest()
-
-
-def _writer(params: IndexParams) -> StoreWriter:
-    return StoreWriter(params.resolved_db_uri, params.object_store)
-
-
-def _is_interrupted_download(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry transfers that broke off (they resume); not 404s, checksum mismatches or refused hosts."""
-    return isinstance(state.result(raise_on_failure=False), InterruptedDownload)
-
-
-@task(
-    cache_key_fn=lambda _, p: _cache_key("download", p["url"], p["checksum"], Path(p["destination"]).resolve()),
-    persist_result=True,
-    retries=3,
-    retry_delay_seconds=[1, 5, 15],
-    retry_condition_fn=_is_interrupted_download,
-)
-def download_source(
-    url: str, destination: Path, checksum: str | None, show_progress: bool = False, policy: OperatorPolicy | None = None
-) -> LocalFile:
-    check_url = None if policy is None else partial(trust.check_download_url, policy=policy)
-    return sources.download(url, destination, checksum, show_progress=show_progress, check_url=check_url)
-
-
-@task(
-    cache_key_fn=lambda _, p: _cache_key("unzip", p["archive"].sha256, Path(p["destination"]).resolve()),
-    persist_result=True,
-)
-def unzip_source(archive: LocalFile, destination: Path) -> ExtractedFolder:
-    return sources.extract_zip(Path(archive.path), destination)
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def hash_local_archive(path: Path) -> LocalFile:
-    return sources.describe_file(path)
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def list_source_images(folder: Path, limit: int | None, links_may_leave: bool) -> ListedFiles:
-    return sources.list_images(folder, limit, links_may_leave=links_may_leave)
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def register(paths: list[Path], source_name: str, threads: int) -> tuple[list[ImageRecord], list[SkippedFile]]:
-    return register_images(paths, source_name, threads)
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def plan_stage(
-    params: IndexParams,
-    images: list[ImageRecord],
-    signatures: tuple[str, str],
-    embedders: list[str],
-    legacy_signatures: list[str],
-    mirrored: stages.FolderListing | None,
-) -> stages.IndexPlan:
-    """`signatures`: the run's index signature, and its detector's alone; `mirrored`: the folder the index mirrors."""
-    files, writer = ObjectFiles(params.object_store), _writer(params)
-    source, whole_frame_area = params.resolved_source_name, params.detection.whole_frame_area
-    signature, detector_signature = signatures
-    return stages.plan_stage(
-        *(writer, images, signature, source, files, whole_frame_area, embedders, legacy_signatures),
-        crops_uri=params.resolved_crops_uri,
-        detector_signature=detector_signature,
-        mirrored=mirrored,
-    )
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def model_stage(
-    images: list[ImageRecord],
-    config: ChunkConfig,
-    detector_id: str,
-    embedder_ids: list[str],
-    stored_crops: dict[str, list[CropRecord]] | None = None,
-    recut: bool = False,
-) -> stages.ChunkWork:
-    """Detect, crop and embed one chunk (or, given `stored_crops`, only embed, or with `recut` cut and embed
-    the regions beyond the detector's stored boxes), on whichever worker the task runner chose; models load
-    once per worker."""
-    here = on_this_machine(config)
-    models = stages.load_chunk_models(here, detector_id, embedder_ids, detect=stored_crops is None)
-    return stages.model_stage(images, models, here, stored_crops, recut)
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def stored_crops_of(params: IndexParams, images: list[ImageRecord]) -> dict[str, list[CropRecord]]:
-    return _writer(params).crops_of_images([record.image_id for record in images])
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def write_stage(
-    params: IndexParams,
-    images: list[ImageRecord],
-    crops: list[CropRecord],
-    embeddings: list[EmbeddingRecord],
-    signatures: tuple[str, str],
-    embedder_specs: dict[str, str],
-    recut: dict[str, list[CropRecord]],
-) -> None:
-    """`signatures`: the run's index signature, and its detector's alone."""
-    writer, files = _writer(params), ObjectFiles(params.object_store)
-    signature, detector_signature = signatures
-    stages.write_stage(
-        *(writer, images, crops, embeddings, signature, embedder_specs, files, params.resolved_crops_uri),
-        detector_signature=detector_signature,
-        recut=recut,
-    )
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def write_vectors_stage(params: IndexParams, embeddings: list[EmbeddingRecord], embedder_specs: dict[str, str]) -> None:
-    stages.write_vectors_stage(_writer(params), embeddings, embedder_specs)
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def compact_tables(params: IndexParams) -> dict[str, tuple[int, int]]:
-    return _writer(params).compact()
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def maintain_indexes(params: IndexParams) -> list[str]:
-    return _writer(params).maintain_indexes(params.vector_index_min_rows)
-
-
-def _fresh(cached_task: Callable[..., R], still_valid: Callable[[R], bool], *args: Any) -> R:
-    """Call a cached task; if the files its cached result points to vanished or changed, redo it."""
-    result = cached_task(*args)
-    if not still_valid(result):
-        name = cached_task.name  # type: ignore[attr-defined]
-        get_run_logger().warning("cached result of %s points to missing or changed files; redoing it", name)
-        result = cached_task.with_options(refresh_cache=True)(*args)  # type: ignore[attr-defined]
-    return result
-
-
-@contextmanager
-def announced(stage: IndexStage) -> Iterator[None]:
-    """Log the stage's start and, unless it raised, its end: the markers `schemas/stages.py` describes."""
-    logger = get_run_logger()
-    logger.info(stage_marker(stage, "started"))
-    yield
-    logger.info(stage_marker(stage, "finished"))
-
-
-def acquire_folder(
-    source: str, data_dir: Path, checksum: str | None, show_progress: bool = False, policy: OperatorPolicy | None = None
-) -> Path:
-    """A local folder holding a source's files: a folder as is, a zip (downloaded first if a URL) unzipped; cached."""
-    kind = sources.classify_source(source)
-    if kind == "folder":
-        return Path(source).expanduser().resolve()
-    if kind == "url":
-        destination = download_path(source, data_dir)
-        fetched = (source, destination, checksum, show_progress, policy)
-        with announced("download"):
-            archive = _fresh(download_source, sources.is_unchanged, *fetched)
-    else:
-        archive = hash_local_archive(Path(source).expanduser())
-    stem = Path(archive.path).name.removesuffix(".zip")
-    destination = data_dir / "sources" / f"{stem}-{archive.sha256[:12]}"
-    still_unzipped = lambda got: sources.describe_folder(Path(got.path)) == got  # noqa: E731
-    with announced("unzip"):
-        unzipped = _fresh(unzip_source, still_unzipped, archive, destination)
-    return Path(unzipped.path)
 
 
 @dataclass
@@ -325,7 +156,7 @@ def follow_embedders_changed_while_waiting(run: IndexRun) -> None:
     is not taken up (its weights were never checked by this run): the photos this run writes lose
     their rows in its table (`write_stage`), so the next run embeds them with it.
     """
-    held_now = set(_writer(run.params).vector_tables())
+    held_now = set(store_writer(run.params).vector_tables())
     dropped = [embedder for embedder in run.recorded if embedder not in held_now]
     added = sorted(held_now - set(run.embedders))
     for embedder in dropped:
@@ -352,7 +183,7 @@ def plan(run: IndexRun, images: list[ImageRecord]) -> stages.IndexPlan:
         {legacy_signature_of(run.detector_id, embedder, run.params.detection) for embedder in run.embedders}
     )
     with run.timed("plan"):
-        _writer(run.params).record_recipe(recipe_of_run(run.params))
+        store_writer(run.params).record_recipe(recipe_of_run(run.params))
         signatures = (run.report.index_signature, run.detector_signature)
         planned = plan_stage(run.params, quote(images), signatures, list(run.embedders), legacy, quote(run.mirrored))
     todo = planned.detect
@@ -412,7 +243,7 @@ def index_in_chunks(run: IndexRun, todo: list[ImageRecord], embed_only: str | No
         chunk_task_options(params.runner),
     ):
         chunks = (todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size))
-        finished = submitted_in_order(chunks, submit, ahead=params.runner.workers + 1)
+        finished = in_order(chunks, submit, ahead=params.runner.workers + 1, wait=_awaited)
         for number, (chunk, work, waited) in enumerate(finished, start=1):
             run.report.add_seconds("model work", waited)
             crops_before = run.report.crops
@@ -429,31 +260,10 @@ def index_in_chunks(run: IndexRun, todo: list[ImageRecord], embed_only: str | No
             )
 
 
-def submitted_in_order(
-    chunks: Iterator[list[ImageRecord]], submit: Callable[[list[ImageRecord]], Any], ahead: int
-) -> Iterator[tuple[list[ImageRecord], stages.ChunkWork, float]]:
-    """Each chunk with its finished model work and the seconds the flow waited for it, in chunk order.
-
-    At most `ahead` chunks are in flight, which bounds memory and lets the flow write one chunk
-    while the workers compute the next ones.
-    """
-    pending: deque[tuple[list[ImageRecord], Any]] = deque()
-    for chunk in chunks:
-        pending.append((chunk, submit(chunk)))
-        if len(pending) >= ahead:
-            chunk_done, future = pending.popleft()
-            yield chunk_done, *_awaited(future)
-    while pending:
-        chunk_done, future = pending.popleft()
-        yield chunk_done, *_awaited(future)
-
-
-def _awaited(future: Any) -> tuple[stages.ChunkWork, float]:
-    """A chunk's model work, announced as the stage the flow spends waiting for it, and how long it waited."""
-    started = time.perf_counter()
+def _awaited(future: Any) -> stages.ChunkWork:
+    """A chunk's model work, announced as the stage the flow spends waiting for it."""
     with announced("model work"):
-        work = future.result()
-    return work, time.perf_counter() - started
+        return future.result()
 
 
 def write_chunk(run: IndexRun, chunk: list[ImageRecord], work: stages.ChunkWork) -> None:
