@@ -31,6 +31,16 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
+def _opened(browser: object, console_errors: bool = False) -> tuple[object, list[str]]:
+    """A page of the size the tests look at, and the list its script errors (and console errors) go to."""
+    page = browser.new_page(viewport={"width": 1366, "height": 860})  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    if console_errors:
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    return page, errors
+
+
 def _hit_classes(page: object) -> list[str]:
     return page.eval_on_selector_all("#hits .hit .class", "spans => spans.map(s => s.textContent)")  # type: ignore[attr-defined]
 
@@ -38,10 +48,7 @@ def _hit_classes(page: object) -> list[str]:
 def test_type_a_query_see_boxed_hits_then_more_like_this(
     browser: object, server: str, tmp_path: Path, world_index: WorldIndex
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 860})  # type: ignore[attr-defined]
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page, errors = _opened(browser, console_errors=True)
     page.goto(server + "/")
     page.wait_for_function("() => document.querySelectorAll('#class-list input').length > 0")
     page.keyboard.type("a red triangle")  # the search box has the focus when the page opens
@@ -108,9 +115,7 @@ def test_upload_a_scene_and_drag_a_box_to_search_by_that_region(
 def test_the_region_facet_lists_each_source_and_keeps_its_crops_with_their_own_boxes(
     browser: object, server: str, tmp_path: Path
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 860})  # type: ignore[attr-defined]
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page, errors = _opened(browser)
     page.goto(server + "/?text=a+small+red+triangle&kinds=crop&mode=vector&region_sources=proposal")
     page.wait_for_selector("#hits .hit")
     listed = page.eval_on_selector_all("#source-list input", "boxes => boxes.map(b => [b.value, b.checked])")
@@ -141,9 +146,7 @@ def test_the_page_tells_the_truth_about_classes_whole_photos_scores_and_unknown_
     browser: object, server: str
 ) -> None:
     """Issue 42, item 9 (and 4): what a new user met on the page."""
-    page = browser.new_page(viewport={"width": 1366, "height": 860})  # type: ignore[attr-defined]
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page, errors = _opened(browser)
     # A class facet keeps that class's crops only (whole photos holding one came through as well).
     page.goto(server + "/?text=a+red+shape&classes=red+triangle")
     page.wait_for_selector("#hits .hit")
