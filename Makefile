@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 
-.PHONY: install index query test lint browser stack-up stack-down tiny-models bench bench-scale bench-reliability mutants mutate clean
+.PHONY: install index query test test-quick lint browser stack-up stack-down tiny-models bench bench-scale bench-reliability mutants mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ query: install
 ## Lint, then every test (offline, CPU only).
 test: install lint browser
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The inner loop: the components' tests, no flow runs, servers or browsers (under 2 min on 2 cores). CI runs `make test`.
+QUICK_TESTS := tests/schemas tests/regions tests/pipeline tests/search tests/store tests/models tests/ops tests/host tests/test_imports.py
+test-quick: install
+	$(TEST_ENV) $(BIN)/python -m pytest $(QUICK_TESTS) -m "not slow and not deployment" $(PYTEST_ARGS)
 
 ## The UI test drives Debian's chromium; install it when missing and this is root on Debian (CI is).
 browser:

@@ -154,6 +154,7 @@ def test_a_step_that_fails_stops_what_up_started(tmp_path: Path, monkeypatch: py
     assert profile_api_url() is None  # the profile was not pointed at a server that is not there
 
 
+@pytest.mark.slow  # six `prefect config` processes
 def test_down_puts_the_profile_back_as_up_found_it_whatever_its_flags(tmp_path: Path) -> None:
     """Issue 42, item 1: `stack up --port P` then `stack down` without it left the profile on the stopped server,
     and every later command printed a 124-line traceback."""

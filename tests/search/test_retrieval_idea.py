@@ -22,7 +22,7 @@ from schemas.params import QueryParams
 from schemas.serve import ServeParams
 from schemas.settings import SearchSettings
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]  # index flow runs
 
 DETECTOR = "plugin:tests.plugins:colour_blob_detector"
 EMBEDDER = "plugin:tests.plugins:mean_colour_embedder"
