@@ -1,11 +1,17 @@
 """Shared fixtures: tiny real models, real photos, a local HTTP server, and (on request) Prefect.
 
 Environment is set before anything imports Prefect or transformers: no hub calls, no telemetry,
-and a throwaway PREFECT_HOME so cached task results never leak between test sessions.
+and a throwaway PREFECT_HOME so cached task results never leak between test sessions (removed
+when the session ends: a folder per session would fill the disk CI shares with other runs).
+
+`make test` runs the files on pytest-xdist workers, a file to a worker (`--dist loadfile`), so a
+module's fixtures are built once. Each worker process loads this module and gets its own
+PREFECT_HOME; `pytest_collection_modifyitems` hands out the longest files first.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -18,6 +24,9 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="cropsearch-prefect-")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("YOLO_VERBOSE", "false")
+# Read by OpenMP as torch loads: the suite runs more torch threads than cores (xdist workers, their
+# subprocesses), where threads spinning while they wait take the cores from the ones with work.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pytest
@@ -25,6 +34,29 @@ from PIL import Image
 
 from tests.http_server import LocalHttpServer
 from tests.tiny_models import build_tiny_clip, build_tiny_yolo, build_tiny_yoloe
+
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+
+# The files that take longest (from `--durations`, in seconds on 2 cores), started first: with a
+# file per worker, a long file handed out last would leave the other workers idle while it runs.
+LONGEST_FILES = (
+    "tests/flows/test_deployments.py",  # ~300: a Prefect server, a worker and ~25 deployed runs
+    "tests/flows/test_deployment_crash.py",  # ~150, most of it waiting for missed heartbeats
+    "tests/bench/test_bench.py",
+    "tests/flows/test_host.py",
+    "tests/flows/test_flows.py",
+    "tests/bench/test_crash_loop.py",
+    "tests/flows/test_distributed.py",
+    "tests/flows/test_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: within a file, and among the rest, the collection's order stays
 
 
 @pytest.fixture(scope="session")
