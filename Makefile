@@ -8,9 +8,16 @@ PYTHON ?= python3
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers, a test file to each: 3 on 2 cores, since many tests wait on servers and
+# subprocesses (docs/testing.md has the measured times). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 3
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 BIN := $(VENV)/bin
-TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
+# OMP_WAIT_POLICY=PASSIVE: the test workers and their subprocesses run more torch threads than there
+# are cores, and OpenMP threads that spin while they wait then take the cores from the ones with work
+# (3 processes of small matmuls on 2 cores: ~60 s each spinning, ~6 s passive; docs/testing.md).
+TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false OMP_WAIT_POLICY=PASSIVE
 
 .PHONY: install index query test test-quick lint browser stack-up stack-down tiny-models bench bench-scale bench-reliability mutants mutate clean
 
@@ -32,12 +39,12 @@ query: install
 
 ## Lint, then every test (offline, CPU only).
 test: install lint browser
-	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 ## The inner loop: the components' tests, no flow runs, servers or browsers (under 2 min on 2 cores). CI runs `make test`.
 QUICK_TESTS := tests/schemas tests/regions tests/pipeline tests/search tests/store tests/models tests/ops tests/host tests/test_imports.py
 test-quick: install
-	$(TEST_ENV) $(BIN)/python -m pytest $(QUICK_TESTS) -m "not slow and not deployment" $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest $(QUICK_TESTS) -m "not slow and not deployment" $(XDIST) $(PYTEST_ARGS)
 
 ## The UI test drives Debian's chromium; install it when missing and this is root on Debian (CI is).
 browser:

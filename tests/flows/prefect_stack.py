@@ -20,6 +20,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFi
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from tests.conftest import write_scene
+
 REPO = Path(__file__).resolve().parents[2]
 RUN_SECONDS = 300
 
@@ -101,6 +103,14 @@ class Stack:
     def worker_log(self) -> str:
         log = self.state_dir / "worker.log"
         return log.read_text(errors="replace")[-4000:] if log.is_file() else "(no worker log)"
+
+
+def photos(folder: Path, seeds: range) -> Path:
+    """A new folder of generated scenes, one per seed, for deployed runs to index."""
+    folder.mkdir(parents=True)
+    for seed in seeds:
+        write_scene(folder / f"scene-{seed:02d}.jpg", seed)
+    return folder
 
 
 @contextmanager

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import shutil
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from components.ops.stack import WORK_POOL
 from components.store.schema import CROPS, EMBEDDINGS, IMAGES
 from schemas.params import DEFAULT_WRITER_LIMIT
 from tests.conftest import ultralytics_assets, write_scene
-from tests.flows.prefect_stack import REPO, RUN_SECONDS, Stack, running_stack
+from tests.flows.prefect_stack import REPO, Stack, photos, running_stack
 from tests.http_server import LocalHttpServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.deployment]
@@ -56,13 +55,6 @@ class Scenario:
     index_with_stray_weights: UUID
     db_uri: str
     indexes_of_two_databases: tuple[UUID, UUID]
-
-
-def photos(folder: Path, seeds: range) -> Path:
-    folder.mkdir(parents=True)
-    for seed in seeds:
-        write_scene(folder / f"scene-{seed:02d}.jpg", seed)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -510,50 +502,3 @@ def test_query_artifacts_show_their_thumbnails_in_headless_chromium(
     assert len(seen["query-hits"]) == 2 * len(result.hits) and all(w > 0 for w in seen["query-hits"])  # type: ignore[attr-defined]
     assert len(seen["query-grid"]) == 1 and seen["query-grid"][0] > 0
     print(f"screenshots: {tmp_path / 'query-hits.png'}, {tmp_path / 'query-grid.png'}")
-
-
-def test_a_run_whose_worker_was_killed_is_marked_crashed_and_the_next_run_goes_ahead(
-    stack: Stack, scenario: Scenario, tiny_yolo: Path, tiny_clip: Path, tmp_path: Path
-) -> None:
-    """A worker killed with SIGKILL left its run "Running" forever, and the next index run waited ~4.5 min.
-
-    Runs last in this module: it kills the stack's worker, then brings it back with `stack up`.
-    """
-    import json
-
-    import psutil
-
-    many = photos(stack.source_root / "many", range(40, 100))
-    models = {"detector": tiny_yolo, "embedder": tiny_clip, "confidence": 0.0001, "max_detections": 3}
-    common = {"data_dir": stack.data_root, "db_uri": stack.data_root / "killed", "device": "cpu", **models}
-    doomed = stack.deployment_run("index-coco/adhoc", source=many, **common)
-    with stack.client() as client:
-        deadline = time.monotonic() + RUN_SECONDS
-        while "waited" not in stack.run_logs(doomed) and "to index in chunks" not in stack.run_logs(doomed):
-            assert time.monotonic() < deadline, stack.run_logs(doomed)
-            time.sleep(1)  # it holds the deployment's slot and the writer limit now
-        worker = psutil.Process(json.loads((stack.state_dir / "worker.pid").read_text())["pid"])
-        for process in [worker, *worker.children(recursive=True)]:  # the worker and its flow run, without a word
-            process.kill()
-        killed_at = time.monotonic()
-        while not (run := client.read_flow_run(doomed)).state.is_final():  # type: ignore[union-attr]
-            assert time.monotonic() - killed_at < 240, f"still {run.state} after 240 s"
-            time.sleep(2)
-    assert run.state.is_crashed(), run.state  # type: ignore[union-attr]
-    assert "no heartbeat" in (run.state.message or "")  # type: ignore[union-attr]
-
-    where = ["--port", stack.api_url.split(":")[-1].removesuffix("/api"), "--state-dir", str(stack.state_dir)]
-    operator = [
-        *("--query-image-roots", str(stack.image_root), "--source-roots", str(stack.source_root)),
-        *("--data-roots", str(stack.data_root), "--model-roots", f"{tiny_yolo.parent},{tiny_clip.parent}"),
-        *("--allowed-hosts", "127.0.0.1", "--project-dir", str(REPO)),
-    ]
-    restarted = stack.cli("flows.cli", "stack", "up", *where, *operator)
-    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-    # A second `stack up` deploys prefect.yaml again: the nightly re-index nobody started stays paused.
-    assert "nightly re-index  paused: `prefect deployment schedule resume" in restarted.stdout, restarted.stdout
-    with stack.client() as client:
-        assert client.read_deployment_by_name("index-coco/nightly").schedules[0].active is False
-    again = stack.deployment_run("index-coco/adhoc", source=many, **common)
-    report = stack.result(stack.wait(again))
-    assert report.images_new + report.images_already_indexed == 60  # type: ignore[attr-defined]
