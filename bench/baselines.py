@@ -23,13 +23,13 @@ class ComputeFloor:
         from PIL import Image
 
         from components.models.detector import load_detector
-        from components.models.devices import pick_device, pick_precision
+        from components.models.devices import decide_machine
         from components.models.embedder import load_embedder
 
-        self.device = pick_device(plan.device)
-        self.precision = pick_precision(plan.precision, self.device)
-        detector = load_detector(models.detector, plan.device, plan.precision)
-        self.embedder = load_embedder(models.embedder, plan.device, plan.precision)
+        machine = decide_machine(plan.device, plan.precision)
+        self.device, self.precision = machine.device, machine.precision
+        detector = load_detector(models.detector, machine)
+        self.embedder = load_embedder(models.embedder, machine)
         params = index_params(plan, sample_photo.parent, plan.work, models.detector, models.embedder)
         # The detector's input shape after ultralytics' letterbox, taken from a real call.
         self.network = detector._model.predictor.model  # type: ignore[attr-defined]

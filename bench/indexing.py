@@ -44,24 +44,22 @@ class PipelineRuns:
         return index_params(self.plan, photos, data_dir, self.models.detector, self.models.embedder)
 
     def run(self, new_photos: list[Path], round_number: int) -> dict[str, Any]:
-        import torch
-
-        from components.pipeline.config import chunk_config, on_this_machine
 
         for photo in new_photos:
             shutil.copyfile(photo, self.source / f"round-{round_number}-{photo.name}")
         seconds, report = run_flow(self.params)
-        batching = on_this_machine(chunk_config(self.params, [self.models.embedder])).batching
+        machine = report.machine  # the run's own decision, as its report records it
+        assert machine is not None
         return {
             "images": report.images_new,
             "crops": report.crops,
             "embedded_crops": report.crops - report.whole_frame_crops,  # what the compute floor must embed
             "seconds": seconds,
             "seconds_per_stage": report.seconds_per_stage,
-            "detect_batch_size": batching.detect_batch_size,
-            "embed_batch_size": batching.embed_batch_size,
-            "decode_threads": batching.decode_threads,
-            "torch_threads": torch.get_num_threads(),
+            "detect_batch_size": machine.detect_batch_size,
+            "embed_batch_size": self.params.batching.embed_batch_size,
+            "decode_threads": machine.decode_threads,
+            "torch_threads": machine.torch_threads,
         }
 
     def rerun(self) -> dict[str, Any]:

@@ -47,11 +47,13 @@ def memory_child(params_json: str) -> None:
     resetting the kernel's high-water mark after loading shows what indexing itself adds.
     """
     from components.models.detector import load_detector
+    from components.models.devices import decide_machine
     from components.models.embedder import load_embedder
 
     params = IndexParams.model_validate_json(params_json)
-    load_detector(params.resolved_detector, params.device, params.precision)  # cached: the flow reuses them
-    load_embedder(params.embedder, params.device, params.precision)
+    machine = decide_machine(params.device, params.precision, params.batching)  # as the flow will decide
+    load_detector(params.resolved_detector, machine)  # cached: the flow reuses them
+    load_embedder(params.embedder, machine)
     loading_peak = _status_mb("VmHWM")
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)
     seconds, report = run_flow(params)

@@ -36,6 +36,7 @@ class ScoredHit:
 
 def scored_hits(scenes: int, work: Path) -> tuple[list[ScoredHit], dict[int, int]]:
     """Every hit of every world query with its score and relevance, and each query's count of relevant photos."""
+    from components.models.devices import decide_machine
     from components.models.embedder import load_embedder
     from components.search.ranking import find_hits
     from components.store.reader import StoreReader
@@ -43,7 +44,7 @@ def scored_hits(scenes: int, work: Path) -> tuple[list[ScoredHit], dict[int, int
     from schemas.settings import SearchSettings
 
     db_uri, queries = index_held_out_world(scenes, work)
-    embedder = load_embedder(str(WORLD_EMBEDDER), "cpu")
+    embedder = load_embedder(str(WORLD_EMBEDDER), decide_machine("cpu", "fp32"))
     texts = [query.text for query in queries]
     vectors = np.concatenate([embedder.embed_texts(texts[i : i + 256]) for i in range(0, len(texts), 256)])
     store, settings = StoreReader(db_uri), SearchSettings(k=K)

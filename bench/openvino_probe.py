@@ -51,14 +51,14 @@ def main(pairs: int, work: Path) -> None:
 
     from bench.plan import FIXED_CROPS
     from components.models.detector import load_detector
-    from components.models.devices import autocast_to
+    from components.models.devices import autocast_to, decide_machine
 
     work.mkdir(parents=True, exist_ok=True)
     weights = work / "yolov10x-random.pt"
     if not weights.is_file():
         YOLO("yolov10x.yaml").save(str(weights))
     threads = torch.get_num_threads()
-    detector = load_detector(str(weights), "cpu", "bf16")
+    detector = load_detector(str(weights), decide_machine("cpu", "bf16"))
     detector.detect([Image.new("RGB", (640, 480))], FIXED_CROPS)  # builds the network the pipeline runs
     pipeline_network = detector._model.predictor.model  # type: ignore[attr-defined]
 

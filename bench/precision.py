@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = args.pairs or (2 if args.quick else 6)
 
     from components.models.detector import load_detector
-    from components.models.devices import cpu_features, pick_precision
+    from components.models.devices import cpu_features, decide_machine, pick_precision
     from components.models.embedder import load_embedder
 
     facts = machine()
@@ -72,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     crops = _pictures(CLIP_BATCH, (224, 224))
     settings = DetectionSettings(confidence=0.0001, max_detections=8, min_box_pixels=1)
 
-    detectors = {precision: load_detector(detector_spec, "cpu", precision) for precision in ("fp32", "bf16")}
-    embedders = {precision: load_embedder(embedder_spec, "cpu", precision) for precision in ("fp32", "bf16")}
+    detectors = {
+        precision: load_detector(detector_spec, decide_machine("cpu", precision)) for precision in ("fp32", "bf16")
+    }
+    embedders = {
+        precision: load_embedder(embedder_spec, decide_machine("cpu", precision)) for precision in ("fp32", "bf16")
+    }
     models: dict[str, dict[str, Callable[[], object]]] = {
         f"{Path(detector_spec).stem}, one {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} photo": {
             precision: partial(detector.detect, photo, settings) for precision, detector in detectors.items()

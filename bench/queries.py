@@ -183,13 +183,14 @@ def queries_child(payload_json: str) -> None:
 
 def query_figures(plan: Plan, embedder: str) -> dict[str, Any]:
     """p50/p95 of text query -> ranked hits joined to parents, per index size, exact and with the ANN index."""
+    from components.models.devices import decide_machine
     from components.models.embedder import load_embedder
     from components.models.loading import model_id
     from components.store.reader import StoreReader
     from components.store.writer import StoreWriter
     from schemas.params import VECTOR_INDEX_MIN_ROWS, QueryParams
 
-    encoder = load_embedder(embedder, plan.device, QueryParams().precision)
+    encoder = load_embedder(embedder, decide_machine(plan.device, QueryParams().precision))
     mixture = VectorMixture(encoder.dim)
     params = QueryParams(k=10, render=False)
     photo_files = sorted(write_photos(plan.work / "serve-photos", 32).glob("*.jpg"))

@@ -30,12 +30,15 @@ K = 50
 def measured_modes(scenes: int, work: Path) -> tuple[EvalResult, dict[str, list[float]]]:
     """Every mode's scores over the world's queries, and each mode's seconds per query (search and join)."""
     from components.evaluation.metrics import evaluate_rankings, rank_with_index
+    from components.models.devices import decide_machine
     from components.models.embedder import load_embedder
     from components.store.reader import StoreReader
     from schemas.params import WORLD_EMBEDDER
 
     db_uri, queries = index_held_out_world(scenes, work)
-    rank = rank_with_index(StoreReader(db_uri), load_embedder(str(WORLD_EMBEDDER), "cpu"), queries, K)
+    rank = rank_with_index(
+        StoreReader(db_uri), load_embedder(str(WORLD_EMBEDDER), decide_machine("cpu", "fp32")), queries, K
+    )
     seconds: dict[str, list[float]] = {}
 
     def timed(index: int, mode: SearchMode) -> list[str]:

@@ -30,13 +30,14 @@ MODE = SearchMode("whole + crops", "both")
 def measured_values(scenes: int, work: Path, values: tuple[float, ...] = VALUES) -> list[dict[str, float]]:
     """One index per value: its counts, its seconds, and its category mAP and small-object R@5."""
     from components.evaluation.metrics import evaluate_rankings, rank_with_index
+    from components.models.devices import decide_machine
     from components.models.embedder import load_embedder
     from components.store.database import Database
     from components.store.reader import StoreReader
     from schemas.params import WORLD_EMBEDDER
 
     queries = held_out_world(scenes, work / "scenes")
-    embedder = load_embedder(str(WORLD_EMBEDDER), "cpu")
+    embedder = load_embedder(str(WORLD_EMBEDDER), decide_machine("cpu", "fp32"))
     # Loading the models and the flow's first run cost seconds once: pay them before the timed runs.
     index_world(work / "scenes", work, str(work / "lancedb-warm-up"), limit=12)
     measured = []

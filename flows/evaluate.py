@@ -44,6 +44,7 @@ from components.evaluation.regions import (
 from components.evaluation.report import markdown_report, recall_plot, region_section
 from components.evaluation.synthetic import CLASS_NAMES, read_world, write_world
 from components.models.detector import load_detector
+from components.models.devices import decide_machine
 from components.models.embedder import load_embedder
 from components.models.loading import model_id
 from components.ops.preflight import check_eval_can_start
@@ -53,6 +54,7 @@ from components.store.reader import StoreReader
 from flows import deployed
 from flows.index_coco import acquire_folder, index_coco
 from flows.parameters import takes_fields_of
+from schemas.machine import MachinePlan
 from schemas.params import KNOWN_CHECKSUMS, EvalParams
 from schemas.results import EvalSummary, RegionSourceReport
 
@@ -80,7 +82,7 @@ def indexed_file_names(db_uri: str, source_name: str) -> set[str]:
 def score_index(
     db_uri: str,
     embedder: str,
-    device: str,
+    machine: MachinePlan,
     queries: list[metrics.EvalQuery],
     setting: str,
     model_roots: list[Path] | None = None,
@@ -88,14 +90,14 @@ def score_index(
 ) -> metrics.EvalResult:
     """Score one embedder's vectors of an index (an index may hold several, each searched alone)."""
     store = StoreReader(db_uri, embedder_id=model_id(embedder))
-    rank = metrics.rank_with_index(store, load_embedder(embedder, device, model_roots=model_roots), queries, MAX_K)
+    rank = metrics.rank_with_index(store, load_embedder(embedder, machine, model_roots), queries, MAX_K)
     return metrics.evaluate_rankings(setting, queries, rank, modes=modes or metrics.MODES)
 
 
 @task(cache_policy=NO_CACHE)
-def detector_classes(detector: str, device: str, model_roots: list[Path] | None = None) -> list[str]:
+def detector_classes(detector: str, machine: MachinePlan, model_roots: list[Path] | None = None) -> list[str]:
     """The class names the detector has, in its order (loaded once per process: indexing reuses it)."""
-    loaded = load_detector(detector, device, "auto", model_roots)
+    loaded = load_detector(detector, machine, model_roots)
     names = getattr(loaded, "class_names", None)
     if not isinstance(names, dict):
         raise ValueError(f"--unknown-classes: the detector {detector} does not list its class names")
@@ -128,6 +130,7 @@ def compare_region_sources(
     index: dict[str, Any],
     instances: list[Instance],
     model_roots: list[Path] | None,
+    machine: MachinePlan,
 ) -> list[RegionSourceReport]:
     """Index the photos once per region source into `folder`, each fresh and timed; score its sized queries
     and which objects its regions cover.
@@ -147,7 +150,7 @@ def compare_region_sources(
         started = time.perf_counter()
         index_coco(**{**index, **source.index}, db_uri=db_uri, crops_uri=str(crops))
         seconds = time.perf_counter() - started
-        result = score_index(db_uri, embedder, params.device, quote(queries), source.name, model_roots, [REGION_SEARCH])
+        result = score_index(db_uri, embedder, machine, quote(queries), source.name, model_roots, [REGION_SEARCH])
         coverage = measure_coverage(db_uri, index["source_name"], quote(instances), index["classes"])
         reports.append(region_report(source, seconds, measure_footprint(db_uri, crops), result, coverage))
     shutil.rmtree(warm_up, ignore_errors=True)
@@ -171,11 +174,14 @@ def evaluate(**fields: Any) -> EvalSummary:
     logger = get_run_logger()
     out = params.data_dir.resolve() / "eval"
     model_roots = None if policy is None else policy.model_roots
+    # Decided once, as each index run below decides for itself: the same device and precision, so
+    # scoring reuses the models those runs loaded.
+    machine = decide_machine(params.device)
     # Checked before any work. Classes hidden from the detector are hidden in every index of the run: its
     # detector cannot name them.
     kept: list[str] = []
     if params.unknown_classes:
-        detector_names = detector_classes(params.resolved_detector, params.device, model_roots)
+        detector_names = detector_classes(params.resolved_detector, machine, model_roots)
         kept = classes_kept(detector_names, params.unknown_classes)
     if params.benchmark == "world":
         name = f"world-{params.world_seed}-{params.world_scenes}"
@@ -222,7 +228,7 @@ def evaluate(**fields: Any) -> EvalSummary:
                 logger.info("%d images indexed, %d queries", len(names), len(queries))
             for embedder in params.resolved_embedders:
                 named = f"{setting}, embedder {Path(embedder).name}" if len(params.resolved_embedders) > 1 else setting
-                results.append(score_index(db_uri, embedder, params.device, quote(queries), named, model_roots))
+                results.append(score_index(db_uri, embedder, machine, quote(queries), named, model_roots))
 
     regions: list[RegionSourceReport] = []
     if params.unknown_classes:
@@ -235,7 +241,7 @@ def evaluate(**fields: Any) -> EvalSummary:
         # The first padding and max_detections, and the first embedder, make every source's index.
         base = {**index, "embedder": params.resolved_embedders[0], "padding": params.paddings[0]}
         base["max_detections"] = params.max_detections[0]
-        regions = compare_region_sources(params, out / f"{name}-regions{hidden}", base, instances, model_roots)
+        regions = compare_region_sources(params, out / f"{name}-regions{hidden}", base, instances, model_roots, machine)
 
     title = f"Retrieval quality: {name}"
     notes = [

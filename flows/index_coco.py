@@ -31,7 +31,7 @@ from components.ops.preflight import (
 )
 from components.pipeline import sources, stages
 from components.pipeline.chunks import in_order
-from components.pipeline.config import chunk_config, on_this_machine
+from components.pipeline.config import chunk_config, machine_for
 from components.pipeline.formats import PHOTO_FORMATS, describe_ignored
 from components.pipeline.report import report_table
 from components.store.locks import exclusive_writer
@@ -52,6 +52,7 @@ from flows.index_tasks import (
 )
 from flows.parameters import takes_fields_of
 from flows.runners import chunk_task_options, runs_on_a_temporary_api, started_chunk_runner, workers_report_here
+from schemas.machine import MachinePlan
 from schemas.params import ChunkConfig, IndexParams, detector_signature_of, legacy_signature_of, signature_of
 from schemas.policy import OperatorPolicy
 from schemas.records import ImageRecord, SkippedFile
@@ -69,6 +70,7 @@ class IndexRun:
 
     params: IndexParams
     config: ChunkConfig
+    machine: MachinePlan  # decided once for the flow's process; a cluster worker decides its own
     detector_id: str
     detector_signature: str  # of the detector's boxes alone (`report.index_signature` is of every region source)
     embedders: dict[str, str]  # id -> spec: the index's embedders and the one --embedder adds
@@ -107,14 +109,19 @@ def start_run(params: IndexParams, show_progress: bool, policy: OperatorPolicy |
         if embedder_id not in recorded:  # --embedder was held with the parameters; the default for a new index here
             deployed.hold_model(spec, policy, "embedder")
     signature = signature_of(detector_id, params.detection)
+    config = chunk_config(params, list(embedders.values()), None if policy is None else policy.model_roots)
+    machine = machine_for(config)
     return IndexRun(
         params=params,
-        config=chunk_config(params, list(embedders.values()), None if policy is None else policy.model_roots),
+        config=config,
+        machine=machine,
         detector_id=detector_id,
         detector_signature=detector_signature_of(detector_id, params.detection),
         embedders=embedders,
         recorded=list(recorded),
-        report=IndexReport(source=params.source, db_uri=params.resolved_db_uri, index_signature=signature),
+        report=IndexReport(
+            source=params.source, db_uri=params.resolved_db_uri, index_signature=signature, machine=machine
+        ),
         progress_id=create_progress_artifact(0.0, key="index-progress", description=f"indexing {params.source}"),
         show_progress=show_progress,
     )
@@ -138,8 +145,7 @@ def gather_photos(run: IndexRun, policy: OperatorPolicy | None) -> list[ImageRec
         passed_over = f"; ignored {describe_ignored(report.ignored)}" if report.ignored else ""
         raise SourceError(f"no photos found in {folder} (looked for {', '.join(PHOTO_FORMATS)} files{passed_over})")
     with run.timed("register"):
-        threads = on_this_machine(run.config).batching.decode_threads or 1
-        images, skipped = register(quote(paths), params.resolved_source_name, threads)
+        images, skipped = register(quote(paths), params.resolved_source_name, run.machine.decode_threads)
         report.skipped.extend(skipped)
     if not images:
         reasons = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:3])
@@ -231,6 +237,7 @@ def index_in_chunks(run: IndexRun, todo: list[ImageRecord], embed_only: str | No
         # Not `quote`d: Ray hands a quoted list to the task wrapped once more. Walking a chunk's
         # image records for futures costs milliseconds; the vectors coming back are never walked.
         parameters = {"images": chunk, "config": config, "detector_id": run.detector_id, "embedder_ids": embedder_ids}
+        parameters["machine"] = run.machine if params.runner.task_runner == "thread" else None  # a cluster's decides
         if embed_only or recut:
             parameters |= {"stored_crops": stored_crops_of(params, quote(chunk)), "recut": recut}
         return runner.submit(model_stage, parameters=parameters)
@@ -300,6 +307,7 @@ def _count_and_free(run: IndexRun, work: stages.ChunkWork) -> None:
     report = run.report
     for stage, seconds in work.seconds.items():
         report.model_seconds[stage] = report.model_seconds.get(stage, 0.0) + seconds
+    report.machine = work.machine or report.machine  # a cluster worker's plan, where the chunk ran on one
     report.skipped.extend(work.skipped)
     report.model_batches += work.model_batches
     report.detector_batches += work.detector_batches

@@ -23,11 +23,12 @@ from components.ops.preflight import (
     download_path,
 )
 from components.pipeline import sources, stages
-from components.pipeline.config import on_this_machine
+from components.pipeline.config import machine_for
 from components.pipeline.images import register_images
 from components.store.objects import ObjectFiles
 from components.store.writer import StoreWriter
 from schemas.files import ExtractedFolder, ListedFiles, LocalFile
+from schemas.machine import MachinePlan
 from schemas.params import ChunkConfig, IndexParams
 from schemas.policy import OperatorPolicy
 from schemas.records import CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
@@ -118,13 +119,15 @@ def model_stage(
     embedder_ids: list[str],
     stored_crops: dict[str, list[CropRecord]] | None = None,
     recut: bool = False,
+    machine: MachinePlan | None = None,
 ) -> stages.ChunkWork:
     """Detect, crop and embed one chunk (or, given `stored_crops`, only embed, or with `recut` cut and embed
     the regions beyond the detector's stored boxes), on whichever worker the task runner chose; models load
-    once per worker."""
-    here = on_this_machine(config)
-    models = stages.load_chunk_models(here, detector_id, embedder_ids, detect=stored_crops is None)
-    return stages.model_stage(images, models, here, stored_crops, recut)
+    once per worker. `machine`: the flow's plan where the chunk runs in its process; None on a cluster,
+    whose worker decides for its own machine."""
+    machine = machine or machine_for(config)
+    models = stages.load_chunk_models(config, machine, detector_id, embedder_ids, detect=stored_crops is None)
+    return stages.model_stage(images, models, config, stored_crops, recut)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)

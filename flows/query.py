@@ -14,6 +14,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
+from components.models.devices import decide_machine
 from components.models.embedder import load_embedder
 from components.ops import trust
 from components.ops.preflight import check_query_can_start, check_query_image
@@ -33,7 +34,8 @@ from schemas.results import QueryHit, QueryResult
 def embed_query(
     query_input: QueryInput, embedder: str, device: str, precision: str, model_roots: list[Path] | None
 ) -> list[float]:
-    model = load_embedder(embedder, device, precision, model_roots)
+    """The query's vector, by the embedder loaded for this machine (decided here: the query's one model use)."""
+    model = load_embedder(embedder, decide_machine(device, precision), model_roots)
     if query_input.text is not None:
         return text_vector(model, query_input.text).tolist()
     return picture_vector(model, decode_rgb(query_input.image)).tolist()  # type: ignore[arg-type]

@@ -175,7 +175,7 @@ class ChunkConfig(BaseModel):
 
     Local paths are absolute, so a worker in another working directory (Ray, Dask) finds the same
     files. Device, precision and the batch and thread defaults stay as asked: each worker resolves
-    them for its own hardware (`components.pipeline.config.on_this_machine`), since a cluster
+    them for its own hardware once (`components.pipeline.config.machine_for`), since a cluster
     worker's GPU is not the flow host's.
     """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from schemas.machine import MachinePlan
 from schemas.records import CropRecord, EmbeddingKind, ImageRecord, SkippedFile
 from schemas.settings import Ranking
 
@@ -51,6 +52,9 @@ class IndexReport(BaseModel):
     )
     fragments: dict[str, tuple[int, int]] = Field(
         default_factory=dict, description="table -> data fragments before and after the run's compaction"
+    )
+    machine: MachinePlan | None = Field(
+        None, description="the device, precision, threads and detector batch the models ran with, decided once"
     )
 
     def add_seconds(self, stage: str, seconds: float) -> None:

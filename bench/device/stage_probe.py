@@ -24,6 +24,7 @@ from bench.models import build_clip_vit_b32
 from bench.photos import write_photos
 from bench.plan import FIXED_CROPS
 from components.models.detector import load_detector
+from components.models.devices import decide_machine
 from components.models.embedder import load_embedder
 from components.pipeline import stages
 from components.pipeline.images import decode_rgb, register_images
@@ -38,10 +39,10 @@ def main(
     photos = sorted(write_photos(work / "probe-photos", count, seed=5).glob("*.jpg"))
     records, _ = register_images(photos, "probe")
     settings = FIXED_CROPS
-    detector = load_detector(detector_spec, device, precision)
+    detector = load_detector(detector_spec, decide_machine(device, precision))
     if embedder_spec == "b32":
         embedder_spec = str(build_clip_vit_b32(work / "probe-clip"))
-    embedder = load_embedder(embedder_spec, device, precision)
+    embedder = load_embedder(embedder_spec, decide_machine(device, precision))
     sync: Callable[[], None] = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     print("torch threads", torch.get_num_threads(), flush=True)
 
@@ -94,15 +95,16 @@ def main(
         print(f"detect with torch threads {torch_threads}", per_image(started), flush=True)
     torch.set_num_threads(threads_before)
 
-    models = stages.ChunkModels(detector, "d", {"e": embedder})
     for threads in (1, 8):
+        batching = BatchSettings(detect_batch_size=batch, embed_batch_size=256, decode_threads=threads)
+        models = stages.ChunkModels(detector, "d", {"e": embedder}, decide_machine(device, precision, batching))
         config = ChunkConfig(
             detector=detector_spec,
             embedders=[embedder_spec],
             device=device,
             precision=precision,
             detection=settings,
-            batching=BatchSettings(detect_batch_size=batch, embed_batch_size=256, decode_threads=threads),
+            batching=batching,
             crops_uri=str(work / f"probe-crops-{threads}"),
             object_store=ObjectStoreSettings(),
         )

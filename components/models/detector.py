@@ -11,11 +11,12 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from components.models.devices import ComputePrecision, autocast_to
+from components.models.devices import autocast_to
 from components.models.loading import load_model, model_id
 from components.models.plugins import is_plugin_spec
 from components.models.vocabulary import PromptEmbeddings, is_prompt_free, load_prompt_embeddings
 from components.ops.access import check_inside
+from schemas.machine import MachinePlan
 from schemas.settings import DetectionSettings
 
 
@@ -55,13 +56,12 @@ class YoloDetector:
     takes words looks for a saved `vocabulary` file's words instead of its own (`vocabulary.py`).
     """
 
-    def __init__(
-        self, spec: str, device: str, precision: ComputePrecision = "fp32", vocabulary: Path | None = None
-    ) -> None:
+    def __init__(self, spec: str, machine: MachinePlan, vocabulary: Path | None = None) -> None:
         from ultralytics import YOLO
 
-        self.device = device
-        self.precision = precision
+        self.device = device = machine.device
+        self.precision = precision = machine.precision
+        self.torch_threads = machine.torch_threads
         # fp16 on CUDA: ultralytics halves the weights itself; any other reduced precision is autocast.
         self._half_weights = device.startswith("cuda") and precision == "fp16"
         self._model = YOLO(spec)
@@ -103,7 +103,7 @@ class YoloDetector:
         """
         import torch
 
-        with _torch_threads_kept():
+        with _torch_threads_kept(self.torch_threads):
             self._model.predict(np.zeros((32, 32, 3), dtype=np.uint8), imgsz=32, verbose=False, **self._predictor_setup)
         network = self._model.predictor.model.model  # type: ignore[union-attr]
         _decode_boxes_in_fp32(network, self.device)
@@ -118,7 +118,10 @@ class YoloDetector:
             return []
         wanted = class_ids_for(settings.classes, self.class_names) if settings.classes else None
         arrays = [_as_bgr(image) for image in images]
-        with _torch_threads_kept(), autocast_to(self.device, "fp32" if self._half_weights else self.precision):
+        with (
+            _torch_threads_kept(self.torch_threads),
+            autocast_to(self.device, "fp32" if self._half_weights else self.precision),
+        ):
             results = self._model.predict(
                 arrays,
                 conf=settings.confidence,
@@ -143,8 +146,8 @@ class YoloDetector:
 
 
 @contextmanager
-def _torch_threads_kept() -> Iterator[None]:
-    """Undo ultralytics' change of torch's thread count for the whole process.
+def _torch_threads_kept(threads: int) -> Iterator[None]:
+    """Hold torch's thread count at the machine plan's: undo ultralytics' change of it for the whole process.
 
     Building a CPU predictor, ultralytics sets it to min(8, cores - 1): on a 2-core machine that
     halved what the detector and CLIP could use (yolov10x in bf16: 285-348 ms per photo on 2 threads,
@@ -153,7 +156,6 @@ def _torch_threads_kept() -> Iterator[None]:
     """
     import torch
 
-    threads = torch.get_num_threads()
     try:
         yield
     finally:
@@ -211,26 +213,25 @@ def _is_detect_head(model: Any) -> bool:
 
 def load_detector(
     spec: str,
-    device: str = "auto",
-    precision: str = "fp32",
+    machine: MachinePlan,
     model_roots: Sequence[Path] | None = None,
     vocabulary: str | None = None,
 ) -> Detector:
     """The detector a spec names, loaded once per process, device, precision and vocabulary (plug-ins choose
     their own precision and take no vocabulary).
 
-    `model_roots`: in a deployed run, the operator's folders a local spec (and the vocabulary file) must
-    lie in (checked as they are opened).
+    `machine`: this process's decision (`decide_machine`). `model_roots`: in a deployed run, the
+    operator's folders a local spec (and the vocabulary file) must lie in (checked as they are opened).
     """
     if vocabulary is None:
-        return load_model("detector", spec, device, precision, YoloDetector, model_roots)
+        return load_model("detector", spec, machine, YoloDetector, model_roots)
     if is_plugin_spec(spec):
         raise ValueError(f"vocabulary: detector {spec!r} is a plug-in; a vocabulary is for a YOLOE model")
     words = Path(vocabulary).expanduser()
     if model_roots is not None:
         words = check_inside(words, model_roots, what="vocabulary", use="load prompt embeddings from")
 
-    def build(spec: str, device: str, precision: ComputePrecision) -> YoloDetector:
-        return YoloDetector(spec, device, precision, words)
+    def build(spec: str, machine: MachinePlan) -> YoloDetector:
+        return YoloDetector(spec, machine, words)
 
-    return load_model("detector", spec, device, precision, build, model_roots, variant=model_id(str(words)))
+    return load_model("detector", spec, machine, build, model_roots, variant=model_id(str(words)))

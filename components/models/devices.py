@@ -1,4 +1,8 @@
-"""Which accelerator to run models on, and at which numeric precision."""
+"""Which accelerator to run models on, at which numeric precision and on how many threads.
+
+`decide_machine` is the one place these are decided for a machine; the rest of this module are
+the rules it applies, and the casts and autocasts that carry its precision out.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-ComputePrecision = Literal["fp32", "bf16", "fp16"]
+from schemas.machine import ComputePrecision, MachinePlan
+from schemas.settings import BatchSettings
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -111,6 +115,34 @@ def pick_precision(requested: str, device: str, cpu: CpuFeatures | None = None) 
     if device == "cpu" and (cpu or cpu_features()).computes_bf16:
         return "bf16"
     return "fp32"
+
+
+def decide_machine(
+    device: str = "auto",
+    precision: str = "auto",
+    batching: BatchSettings | None = None,
+    cpu: CpuFeatures | None = None,
+) -> MachinePlan:
+    """How this machine runs the models, from what a run asked for: `auto` or a value for each.
+
+    Called once per process that runs models (the flow's, a cluster worker's) and passed down:
+    model loading takes the plan as it is. The torch threads are PyTorch's count before any model
+    is built (one per core; ultralytics lowers it, and the detector sets it back to this). `cpu`
+    defaults to this machine's; tests pass others.
+    """
+    import torch
+
+    batching = batching or BatchSettings()
+    resolved = pick_device(device)
+    features = cpu or cpu_features()
+    return MachinePlan(
+        device=resolved,
+        precision=pick_precision(precision, resolved, features),
+        torch_threads=torch.get_num_threads(),
+        decode_threads=batching.decode_threads or default_decode_threads(),
+        detect_batch_size=batching.detect_batch_size or default_detect_batch_size(resolved),
+        cpu=features.describe(),
+    )
 
 
 def torch_dtype(precision: ComputePrecision) -> object:

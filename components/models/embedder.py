@@ -9,13 +9,9 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from PIL import Image
 
-from components.models.devices import (
-    ComputePrecision,
-    autocast_to,
-    casts_weights,
-    torch_dtype,
-)
+from components.models.devices import autocast_to, casts_weights, torch_dtype
 from components.models.loading import hub_files_only, load_model
+from schemas.machine import ComputePrecision, MachinePlan
 
 # The rows the packed weight layouts are tuned for: a short text query's tokens, and the images of
 # a typical embedding batch (`IndexParams.embed_batch_size`), each one row per patch plus one.
@@ -41,15 +37,16 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 class ClipEmbedder:
-    """A transformers CLIP model (a hub id or a folder saved with `save_pretrained`)."""
+    """A transformers CLIP model (a hub id or a folder saved with `save_pretrained`), on the machine's device
+    and in its precision."""
 
-    def __init__(self, spec: str, device: str, precision: ComputePrecision = "fp32") -> None:
+    def __init__(self, spec: str, machine: MachinePlan) -> None:
         import torch
         from transformers import AutoProcessor, CLIPModel
 
         local_only = not Path(spec).expanduser().is_dir() and hub_files_only()
-        self.device = device
-        self.precision = precision
+        self.device = device = machine.device
+        self.precision = precision = machine.precision
         self._torch = torch
         cast = casts_weights(device, precision)
         self._weights_dtype = torch_dtype(precision) if cast else torch.float32
@@ -140,11 +137,10 @@ def image_embedding_steps(embedder: Embedder) -> EmbeddingSteps:
     return EmbeddingSteps(list, _join_lists, embedder.embed_images)
 
 
-def load_embedder(
-    spec: str, device: str = "auto", precision: str = "fp32", model_roots: Sequence[Path] | None = None
-) -> Embedder:
+def load_embedder(spec: str, machine: MachinePlan, model_roots: Sequence[Path] | None = None) -> Embedder:
     """The embedder a spec names, loaded once per process, device and precision (plug-ins choose their own).
 
-    `model_roots`: in a deployed run, the operator's folders a local spec must lie in (checked as it is opened).
+    `machine`: this process's decision (`decide_machine`). `model_roots`: in a deployed run, the
+    operator's folders a local spec must lie in (checked as it is opened).
     """
-    return load_model("embedder", spec, device, precision, ClipEmbedder, model_roots)
+    return load_model("embedder", spec, machine, ClipEmbedder, model_roots)

@@ -21,9 +21,9 @@ from typing import Literal, TypeVar
 from urllib.parse import urlparse
 
 from components.errors import ModelUnavailableError
-from components.models.devices import ComputePrecision, pick_device, pick_precision
 from components.models.plugins import is_plugin_spec, load_plugin
 from components.ops.access import AccessDenied, check_inside
+from schemas.machine import MachinePlan
 
 ModelRole = Literal["detector", "embedder"]
 T = TypeVar("T")
@@ -47,30 +47,28 @@ def load_once(key: tuple[str, ...], load: Callable[[], T]) -> T:
 def load_model(
     kind: str,
     spec: str,
-    device: str,
-    precision: str,
-    build: Callable[[str, str, ComputePrecision], T],
+    machine: MachinePlan,
+    build: Callable[[str, MachinePlan], T],
     model_roots: Sequence[Path] | None = None,
     variant: str = "",
 ) -> T:
-    """A detector or embedder, loaded at most once per process for its weights, device and precision.
+    """A detector or embedder, loaded at most once per process for its weights and the machine's device and precision.
 
-    `build(spec, device, precision)` makes it from weights; a plug-in is made by its own factory
-    and chooses its own precision. `variant` tells apart models that `build` makes differently from
-    the same weights (a detector given a vocabulary: that file's id). With `model_roots` (a deployed
-    run) the spec is checked again here, when it is opened (`check_model_location`): files may have
-    appeared since the run's start.
+    `build(spec, machine)` makes it from weights; a plug-in is made by its own factory and chooses
+    its own precision. `machine` is the decision `decide_machine` made for this process: taken as
+    it is. `variant` tells apart models that `build` makes differently from the same weights (a
+    detector given a vocabulary: that file's id). With `model_roots` (a deployed run) the spec is
+    checked again here, when it is opened (`check_model_location`): files may have appeared since
+    the run's start.
     """
     if model_roots is not None:
         check_model_location(spec, model_roots, kind)
-    resolved = pick_device(device)
     if is_plugin_spec(spec):
-        return load_once((kind, spec, resolved), lambda: load_plugin(spec, resolved))
-    computed = pick_precision(precision, resolved)
+        return load_once((kind, spec, machine.device), lambda: load_plugin(spec, machine.device))
     # Keyed by the weights' id too: a long-lived process (the warm host) must not keep serving
     # weights that were replaced at the same path.
-    key = (kind, spec, model_id(spec), resolved, computed, variant)
-    return load_once(key, lambda: build(spec, resolved, computed))
+    key = (kind, spec, model_id(spec), machine.device, machine.precision, variant)
+    return load_once(key, lambda: build(spec, machine))
 
 
 def model_id(spec: str) -> str:

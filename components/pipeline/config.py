@@ -1,9 +1,8 @@
 """The one place a run's chunk settings are made and their defaults resolved.
 
-`chunk_config` runs once in the flow; `on_this_machine` runs where the models run (the flow's
-process, or a Ray or Dask worker) and fills in what depends on that machine: the device, the
-precision `auto` picks there, the detector's batch size for that device, and one decode thread
-per core.
+`chunk_config` runs once in the flow; `machine_for` once in each process that runs the models
+(the flow's, or a Ray or Dask worker's) and decides what depends on that machine: the device, the
+precision `auto` picks there, the torch and decode threads, and the detector's batch size.
 """
 
 from __future__ import annotations
@@ -11,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from components.models.devices import default_decode_threads, default_detect_batch_size, pick_device, pick_precision
+from components.models.devices import decide_machine
 from components.models.loading import portable_spec
+from schemas.machine import MachinePlan
 from schemas.params import ChunkConfig, IndexParams
 from schemas.settings import is_object_store_uri
 
@@ -41,15 +41,6 @@ def chunk_config(
     )
 
 
-def on_this_machine(config: ChunkConfig) -> ChunkConfig:
-    """The config with this machine's device, precision, detector batch size and decode threads filled in."""
-    device = pick_device(config.device)
-    batching = config.batching.model_copy(
-        update={
-            "detect_batch_size": config.batching.detect_batch_size or default_detect_batch_size(device),
-            "decode_threads": config.batching.decode_threads or default_decode_threads(),
-        }
-    )
-    return config.model_copy(
-        update={"device": device, "precision": pick_precision(config.precision, device), "batching": batching}
-    )
+def machine_for(config: ChunkConfig) -> MachinePlan:
+    """This machine's plan for a run's chunk settings: what it asked for (`auto` or values), decided here."""
+    return decide_machine(config.device, config.precision, config.batching)

@@ -35,6 +35,8 @@ def report_table(report: IndexReport) -> list[dict[str, str]]:
     rows += [
         {"measure": f"worker seconds: {stage}", "value": f"{secs:.2f}"} for stage, secs in report.model_seconds.items()
     ]
+    # What the models ran on, as decided once for the machine (device, precision, threads, CPU).
+    rows += [{"measure": "machine", "value": report.machine.describe()}] if report.machine else []
     rows += [
         {"measure": f"fragments: {table}", "value": f"{before} -> {after} (compacted)"}
         for table, (before, after) in report.fragments.items()

@@ -33,6 +33,7 @@ from components.regions.region import Region, RegionSource
 from components.regions.sources import deduplicated, region_of, run_sources, sources_beyond_the_detector
 from components.store.objects import ObjectFiles, lies_under
 from components.store.writer import StoreWriter
+from schemas.machine import MachinePlan
 from schemas.params import ChunkConfig
 from schemas.records import DETECTOR_SOURCES, CropRecord, EmbeddingRecord, ImageRecord, SkippedFile
 from schemas.settings import WHOLE_FRAME_AREA_DEFAULT, DetectionSettings
@@ -178,34 +179,33 @@ class ChunkWork:
     seconds: dict[str, float] = field(default_factory=dict)
     # Re-cut photos (`model_stage(recut=True)`): image id -> every crop it keeps, stored and new.
     recut: dict[str, list[CropRecord]] = field(default_factory=dict)
+    machine: MachinePlan | None = None  # what the models ran on, for the run's report
 
 
 @dataclass(frozen=True)
 class ChunkModels:
-    """The loaded models a chunk's work runs, with the ids their records carry: embedder id -> embedder."""
+    """The loaded models a chunk's work runs, with the ids their records carry (embedder id -> embedder),
+    and the machine plan they were loaded for, whose threads and detector batch the work uses."""
 
     detector: Detector | None
     detector_id: str
     embedders: Mapping[str, Embedder]
+    machine: MachinePlan
 
 
 def load_chunk_models(
-    config: ChunkConfig, detector_id: str, embedder_ids: Sequence[str], detect: bool = True
+    config: ChunkConfig, machine: MachinePlan, detector_id: str, embedder_ids: Sequence[str], detect: bool = True
 ) -> ChunkModels:
-    """The models `config` names, loaded once per process: a worker keeps them for every chunk it gets.
+    """The models `config` names, loaded once per process for `machine`: a worker keeps them for every chunk.
 
     `embedder_ids` pair with `config.embedders`; without `detect` no detector is loaded (embedding stored crops).
     """
-    detector = (
-        load_detector(config.detector, config.device, config.precision, config.model_roots, config.vocabulary)
-        if detect
-        else None
-    )
+    detector = load_detector(config.detector, machine, config.model_roots, config.vocabulary) if detect else None
     embedders = {
-        embedder_id: load_embedder(spec, config.device, config.precision, config.model_roots)
+        embedder_id: load_embedder(spec, machine, config.model_roots)
         for embedder_id, spec in zip(embedder_ids, config.embedders, strict=True)
     }
-    return ChunkModels(detector, detector_id, embedders)
+    return ChunkModels(detector, detector_id, embedders, machine)
 
 
 def model_stage(
@@ -235,14 +235,14 @@ def model_stage(
     tiles added to an index: no detection, no vector made twice).
 
     It runs wherever the task runner puts it (this process, a Ray or Dask worker); the flow writes
-    its result. `config` must be resolved for this machine (`config.on_this_machine`).
+    its result. Its threads and detector batch are the ones `models.machine` decided on.
     """
     batching, detection = config.batching, config.detection
-    threads = batching.decode_threads or 1
-    work = ChunkWork(seconds={"detect": 0.0, "embed": 0.0})
+    threads = models.machine.decode_threads
+    work = ChunkWork(seconds={"detect": 0.0, "embed": 0.0}, machine=models.machine)
     steps = _every_embedders_steps(models.embedders)
     decoded = _decoded(images, threads, work.skipped)
-    batch_size = batching.detect_batch_size or 1
+    batch_size = models.machine.detect_batch_size
     if stored_crops is None:
         sources = run_sources(detection, models.detector, models.detector_id)
         detected = prefetched(_with_regions(decoded, sources, detection, batch_size, work))

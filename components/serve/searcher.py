@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from components.errors import StoreMismatchError
+from components.models.devices import decide_machine
 from components.models.embedder import Embedder, load_embedder
 from components.models.loading import check_embedder_available, model_id
 from components.ops.preflight import check_classes_known, check_db_exists, check_object_store, resolve_embedder
@@ -78,7 +79,7 @@ class Searcher:
                     spec = self.reader.embedder_spec(embedder_id)
                 # The vectors searched are the loaded model's, also for searches made before it loaded.
                 self.reader.search_embedder(embedder_id)
-                self._embedder = load_embedder(spec, self.params.device, self.params.precision)
+                self._embedder = load_embedder(spec, decide_machine(self.params.device, self.params.precision))
                 self._embedder_spec = spec
             assert self._embedder_spec is not None
             return self._embedder, self._embedder_spec

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from components.errors import CropsearchError, SourceError
+from components.models.devices import decide_machine
 from components.ops.preflight import download_path
 from components.pipeline.report import report_table
 from components.store.schema import CROPS, EMBEDDINGS, IMAGES
@@ -73,6 +74,9 @@ def test_index_then_query_then_reindex_does_no_model_work(
     assert min(shown.values()) >= 0 and first.model_seconds["detect"] > 0 and first.model_seconds["embed"] > 0
     stages = sum(value for measure, value in shown.items() if measure != "seconds: total")
     assert stages == pytest.approx(shown["seconds: total"], abs=0.01 * len(shown))  # each shown to 2 decimals
+    # The machine was decided once for the run, from this CPU, and the report shows the decision.
+    assert first.machine == decide_machine("cpu", "auto", params.batching)
+    assert {row["measure"]: row["value"] for row in report_table(first)}["machine"] == first.machine.describe()
 
     result = query(text="a potted plant", data_dir=tmp_path / "data", embedder=str(tiny_clip), k=5)
     assert [hit.rank for hit in result.hits] == [1, 2, 3, 4, 5]
@@ -130,7 +134,8 @@ def test_index_progress_advances_chunk_by_chunk(photo_folder: Path, tmp_path: Pa
     from components.models.embedder import load_embedder
 
     spec = "plugin:tests.plugins:progress_watching_embedder"
-    watcher = load_embedder(spec, "cpu")  # the instance the flow will load: plug-ins load once per process
+    # The instance the flow will load: plug-ins load once per process.
+    watcher = load_embedder(spec, decide_machine("cpu", "fp32"))
     watcher.progress_seen.clear()  # type: ignore[attr-defined]
     plugins = {"detector": "plugin:tests.plugins:colour_blob_detector", "embedder": spec, "device": "cpu"}
     index_coco(source=str(photo_folder), data_dir=tmp_path / "data", chunk_size=2, **plugins)
@@ -411,7 +416,7 @@ def test_the_ann_index_appears_past_its_threshold_and_takes_in_later_runs(
 def result_vector(tiny_clip: Path, text: str) -> list[float]:
     from components.models.embedder import load_embedder
 
-    return load_embedder(str(tiny_clip), "cpu", "fp32").embed_texts([text])[0].tolist()
+    return load_embedder(str(tiny_clip), decide_machine("cpu", "fp32")).embed_texts([text])[0].tolist()
 
 
 def live_embedding_records() -> int:

@@ -8,12 +8,13 @@ import pytest
 from PIL import Image
 
 from components.models.detector import class_ids_for, load_detector
+from components.models.devices import decide_machine
 from schemas.settings import DetectionSettings
 from tests.conftest import ultralytics_assets
 
 
 def test_yolo_detects_a_batch_and_respects_max_detections(tiny_yolo: Path) -> None:
-    detector = load_detector(str(tiny_yolo), "cpu")
+    detector = load_detector(str(tiny_yolo), decide_machine("cpu", "fp32"))
     photos = [Image.open(path).convert("RGB") for path in ultralytics_assets()]
     # Random weights find nothing at normal thresholds; a near-zero threshold yields boxes to check.
     results = detector.detect(photos, DetectionSettings(confidence=0.0001, max_detections=3))
@@ -27,11 +28,12 @@ def test_yolo_detects_a_batch_and_respects_max_detections(tiny_yolo: Path) -> No
 
 
 def test_detector_is_loaded_once_per_process(tiny_yolo: Path) -> None:
-    assert load_detector(str(tiny_yolo), "cpu") is load_detector(str(tiny_yolo), "cpu")
+    machine = decide_machine("cpu", "fp32")
+    assert load_detector(str(tiny_yolo), machine) is load_detector(str(tiny_yolo), machine)
 
 
 def test_class_filter_keeps_only_named_classes(tiny_yolo: Path) -> None:
-    detector = load_detector(str(tiny_yolo), "cpu")
+    detector = load_detector(str(tiny_yolo), decide_machine("cpu", "fp32"))
     photo = Image.open(ultralytics_assets()[0]).convert("RGB")
     (unfiltered,) = detector.detect([photo], DetectionSettings(confidence=0.0001, max_detections=50))
     wanted = unfiltered[-1].class_name
@@ -55,7 +57,7 @@ def test_building_the_predictor_leaves_torchs_thread_count_as_it_was(tiny_yolo: 
     wanted = NUM_THREADS + 1  # ultralytics would set NUM_THREADS for the whole process
     torch.set_num_threads(wanted)
     try:
-        detector = YoloDetector(str(tiny_yolo), "cpu", precision)  # type: ignore[arg-type]
+        detector = YoloDetector(str(tiny_yolo), decide_machine("cpu", precision))  # type: ignore[arg-type]
         detector.detect([Image.open(ultralytics_assets()[0]).convert("RGB")], DetectionSettings())
         assert torch.get_num_threads() == wanted
     finally:

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from components.models.devices import decide_machine
 from components.models.embedder import load_embedder, unit_rows
 from tests.conftest import ultralytics_assets
 
 
 def test_clip_embeds_images_and_texts_as_unit_float32_rows(tiny_clip: Path) -> None:
-    embedder = load_embedder(str(tiny_clip), "cpu")
+    embedder = load_embedder(str(tiny_clip), decide_machine("cpu", "fp32"))
     photos = [Image.open(path).convert("RGB") for path in ultralytics_assets()]
     images = embedder.embed_images(photos)
     texts = embedder.embed_texts(["a potted plant", "a bus", "x" * 500])
@@ -23,7 +24,7 @@ def test_clip_embeds_images_and_texts_as_unit_float32_rows(tiny_clip: Path) -> N
 
 
 def test_batching_does_not_change_vectors(tiny_clip: Path) -> None:
-    embedder = load_embedder(str(tiny_clip), "cpu")
+    embedder = load_embedder(str(tiny_clip), decide_machine("cpu", "fp32"))
     photos = [Image.open(path).convert("RGB") for path in ultralytics_assets()]
     together = embedder.embed_images(photos)
     alone = np.concatenate([embedder.embed_images([photo]) for photo in photos])
@@ -32,7 +33,8 @@ def test_batching_does_not_change_vectors(tiny_clip: Path) -> None:
 
 
 def test_model_loads_once_per_process(tiny_clip: Path) -> None:
-    assert load_embedder(str(tiny_clip), "cpu") is load_embedder(str(tiny_clip), "cpu")
+    machine = decide_machine("cpu", "fp32")
+    assert load_embedder(str(tiny_clip), machine) is load_embedder(str(tiny_clip), machine)
 
 
 def test_unit_rows_leaves_zero_rows_finite() -> None:
@@ -45,10 +47,10 @@ def test_weights_replaced_at_the_same_path_are_loaded_again(tmp_path: Path) -> N
     from tests.tiny_models import build_tiny_clip
 
     folder = build_tiny_clip(tmp_path / "clip", seed=1)
-    before = load_embedder(str(folder), "cpu")
-    assert load_embedder(str(folder), "cpu") is before
+    before = load_embedder(str(folder), decide_machine("cpu", "fp32"))
+    assert load_embedder(str(folder), decide_machine("cpu", "fp32")) is before
     shutil.rmtree(folder)
     build_tiny_clip(folder, seed=2)
-    after = load_embedder(str(folder), "cpu")
+    after = load_embedder(str(folder), decide_machine("cpu", "fp32"))
     assert after is not before
     assert not np.allclose(after.embed_texts(["a bus"]), before.embed_texts(["a bus"]))

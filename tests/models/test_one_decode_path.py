@@ -17,6 +17,7 @@ import pytest
 
 from components.evaluation.synthetic import make_scene
 from components.models.detector import load_detector
+from components.models.devices import decide_machine
 from components.models.embedder import load_embedder
 from components.pipeline import stages
 from components.pipeline.crops import to_crop_records
@@ -83,10 +84,10 @@ def test_the_one_decode_path_gives_the_reference_boxes_vectors_and_rows(
 ) -> None:
     detector_spec, embedder_spec, settings = models
     images, _ = register_images(_photos(tmp_path / "photos"), "t")
-    detector = load_detector(detector_spec, "cpu", "fp32")
-    embedder = load_embedder(embedder_spec, "cpu", "fp32")
     config = _config(detector_spec, embedder_spec, tmp_path / "crops", settings)
-    work = stages.model_stage(images, stages.ChunkModels(detector, "d", {"e": embedder}), config)
+    machine = decide_machine("cpu", "fp32", config.batching)
+    detector, embedder = load_detector(detector_spec, machine), load_embedder(embedder_spec, machine)
+    work = stages.model_stage(images, stages.ChunkModels(detector, "d", {"e": embedder}, machine), config)
     assert not work.skipped and len(work.crops) >= len(images)  # every photo, and some boxes to compare
 
     crops_of: dict[str, list[CropRecord]] = {}

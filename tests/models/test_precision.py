@@ -16,7 +16,7 @@ import pytest
 from bench.models import build_clip_vit_b32
 from components.evaluation.synthetic import make_scene
 from components.models.detector import Detection, load_detector
-from components.models.devices import CpuFeatures, cpu_features, pick_precision
+from components.models.devices import CpuFeatures, cpu_features, decide_machine, pick_precision
 from components.models.embedder import load_embedder
 from schemas.params import WORLD_DETECTOR, WORLD_EMBEDDER, IndexParams
 from schemas.settings import DetectionSettings
@@ -53,6 +53,32 @@ def test_this_machines_cpu_is_read_and_described() -> None:
     assert here.model and here.model in here.describe()
     assert all(name in here.describe() for name in ("AMX", "AVX-512 BF16", "AVX2"))
     assert pick_precision("auto", "cpu") == pick_precision("auto", "cpu", here)
+
+
+def test_the_machine_is_decided_from_this_cpu_and_models_load_as_decided(tiny_yolo: Path, tiny_clip: Path) -> None:
+    """fp32 on a CPU without bf16 instructions, bf16 on one with them: checked on whichever CPU runs this."""
+    import os
+
+    import torch
+
+    here = cpu_features()
+    machine = decide_machine("cpu")
+    assert machine.precision == ("bf16" if here.computes_bf16 else "fp32") and machine.cpu == here.describe()
+    assert machine.torch_threads == torch.get_num_threads()
+    assert (machine.decode_threads, machine.detect_batch_size) == (min(8, os.cpu_count() or 1), 1)
+    assert decide_machine("cpu", "fp32").precision == "fp32"  # a precision asked for by name is kept
+    # Loading takes the plan as it is: the embedder's weights are in its precision, the detector runs in it.
+    embedder = load_embedder(str(tiny_clip), machine)
+    wanted = torch.bfloat16 if machine.precision == "bf16" else torch.float32
+    assert {weight.dtype for weight in embedder._model.parameters()} == {wanted}  # type: ignore[attr-defined]
+    detector = load_detector(str(tiny_yolo), machine)
+    assert detector.precision == machine.precision  # type: ignore[attr-defined]
+    torch.set_num_threads(1)
+    try:  # ultralytics changes torch's threads for the process; the detector holds them at the plan's
+        detector.detect(scenes(1), DetectionSettings())
+        assert torch.get_num_threads() == machine.torch_threads
+    finally:
+        torch.set_num_threads(machine.torch_threads)
 
 
 def test_a_bad_precision_is_refused_naming_the_parameter() -> None:
@@ -133,8 +159,8 @@ def confident(detections: list[list[Detection]], threshold: float) -> int:
 def test_reduced_precision_finds_the_confident_boxes_fp32_finds(precision: str) -> None:
     settings = DetectionSettings(image_size=DETECTION_SIZE, confidence=0.25)
     pictures = detection_scenes()
-    exact = load_detector(str(WORLD_DETECTOR), "cpu", "fp32").detect(pictures, settings)
-    reduced = load_detector(str(WORLD_DETECTOR), "cpu", precision).detect(pictures, settings)
+    exact = load_detector(str(WORLD_DETECTOR), decide_machine("cpu", "fp32")).detect(pictures, settings)
+    reduced = load_detector(str(WORLD_DETECTOR), decide_machine("cpu", precision)).detect(pictures, settings)
     assert confident(exact, settings.confidence) >= 20, "the world detector should find objects in these scenes"
     assert disagreements(exact, reduced, settings.confidence) == []
 
@@ -142,7 +168,7 @@ def test_reduced_precision_finds_the_confident_boxes_fp32_finds(precision: str) 
 def test_the_comparison_fails_when_reduced_precision_breaks_the_detector() -> None:
     """Shifted boxes, swapped classes or lost detections are caught; boxes near the threshold are not."""
     settings = DetectionSettings(image_size=DETECTION_SIZE, confidence=0.25)
-    exact = load_detector(str(WORLD_DETECTOR), "cpu", "fp32").detect(detection_scenes(), settings)
+    exact = load_detector(str(WORLD_DETECTOR), decide_machine("cpu", "fp32")).detect(detection_scenes(), settings)
     threshold = settings.confidence
     assert disagreements(exact, exact, threshold) == []
 
@@ -177,7 +203,8 @@ def test_reduced_precision_embeddings_stay_within_cosine_0_999(precision: str, t
     pictures = scenes(4)
     texts = ["a photo of a red triangle", "a small blue circle beside a large green square"]
     for spec in (str(WORLD_EMBEDDER), str(build_clip_vit_b32(tmp_path_factory.getbasetemp() / "clip-vit-b32"))):
-        exact, reduced = load_embedder(spec, "cpu", "fp32"), load_embedder(spec, "cpu", precision)
+        exact = load_embedder(spec, decide_machine("cpu", "fp32"))
+        reduced = load_embedder(spec, decide_machine("cpu", precision))
         assert cosines(exact.embed_images(pictures), reduced.embed_images(pictures)).min() >= 0.999, spec
         assert cosines(exact.embed_texts(texts), reduced.embed_texts(texts)).min() >= 0.999, spec
 

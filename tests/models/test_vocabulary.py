@@ -12,6 +12,7 @@ from PIL import Image
 
 from components.errors import ModelUnavailableError
 from components.models.detector import YoloDetector, load_detector
+from components.models.devices import decide_machine
 from components.models.loading import detector_id_of
 from components.models.vocabulary import (
     compute_prompt_embeddings,
@@ -62,7 +63,7 @@ def test_yoloe_finds_only_the_vocabularys_words_and_its_boxes_are_open_vocabular
     tmp_path: Path, tiny_yoloe: Path
 ) -> None:
     words = vocabulary_file(tmp_path / "words.npz")
-    detector = load_detector(str(tiny_yoloe), "cpu", "fp32", vocabulary=str(words))
+    detector = load_detector(str(tiny_yoloe), decide_machine("cpu", "fp32"), vocabulary=str(words))
     assert isinstance(detector, YoloDetector) and detector.open_vocabulary
     assert detector.class_names == dict(enumerate(WORDS))
 
@@ -80,7 +81,7 @@ def test_yoloe_finds_only_the_vocabularys_words_and_its_boxes_are_open_vocabular
 
 
 def test_a_detector_of_fixed_classes_is_the_detector_source(tiny_yolo: Path) -> None:
-    detector = load_detector(str(tiny_yolo), "cpu")
+    detector = load_detector(str(tiny_yolo), decide_machine("cpu", "fp32"))
     assert not detector.open_vocabulary  # type: ignore[attr-defined]
     (regions,) = DetectorRegions(detector, "tiny", ANY_BOX).regions([Image.open(ultralytics_assets()[0])])
     assert regions and {region.source for region in regions} == {"detector"}
@@ -88,9 +89,9 @@ def test_a_detector_of_fixed_classes_is_the_detector_source(tiny_yolo: Path) -> 
 
 def test_each_vocabulary_is_its_own_detector_and_id(tmp_path: Path) -> None:
     first, second = vocabulary_file(tmp_path / "a.npz"), vocabulary_file(tmp_path / "b.npz", ["ring", "mug"], seed=1)
-    one = load_detector(YOLOE, "cpu", "fp32", vocabulary=str(first))
-    assert load_detector(YOLOE, "cpu", "fp32", vocabulary=str(first)) is one  # loaded once per process
-    other = load_detector(YOLOE, "cpu", "fp32", vocabulary=str(second))
+    one = load_detector(YOLOE, decide_machine("cpu", "fp32"), vocabulary=str(first))
+    assert load_detector(YOLOE, decide_machine("cpu", "fp32"), vocabulary=str(first)) is one  # loaded once per process
+    other = load_detector(YOLOE, decide_machine("cpu", "fp32"), vocabulary=str(second))
     assert other is not one and other.class_names == {0: "ring", 1: "mug"}  # type: ignore[attr-defined]
     assert len({detector_id_of(YOLOE), detector_id_of(YOLOE, str(first)), detector_id_of(YOLOE, str(second))}) == 3
 
@@ -102,12 +103,12 @@ def test_each_vocabulary_is_its_own_detector_and_id(tmp_path: Path) -> None:
 def test_a_vocabulary_that_does_not_fit_its_detector_is_refused_naming_both(tmp_path: Path) -> None:
     words = vocabulary_file(tmp_path / "words.npz")
     with pytest.raises(ValueError, match=r"vocabulary: detector 'yolo11n\.yaml' takes no words"):
-        load_detector("yolo11n.yaml", "cpu", "fp32", vocabulary=str(words))
+        load_detector("yolo11n.yaml", decide_machine("cpu", "fp32"), vocabulary=str(words))
     narrow = vocabulary_file(tmp_path / "narrow.npz", dimension=256)
     with pytest.raises(ValueError, match=f"256 dimensions and detector '{YOLOE}' takes 512"):
-        load_detector(YOLOE, "cpu", "fp32", vocabulary=str(narrow))
+        load_detector(YOLOE, decide_machine("cpu", "fp32"), vocabulary=str(narrow))
     with pytest.raises(ValueError, match="is a plug-in"):
-        load_detector("plugin:tests.plugins:colour_blob_detector", "cpu", vocabulary=str(words))
+        load_detector("plugin:tests.plugins:colour_blob_detector", decide_machine("cpu", "fp32"), vocabulary=str(words))
 
 
 def test_computing_a_vocabulary_asks_for_what_it_needs_instead_of_installing_it(tmp_path: Path) -> None:

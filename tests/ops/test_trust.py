@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from ultralytics.utils import ROOT
 
+from components.models.devices import decide_machine
 from components.ops import trust
 from components.ops.access import AccessDenied
 from schemas.params import WORLD_DIR, EvalParams, IndexParams, QueryParams
@@ -172,10 +173,11 @@ def test_a_model_is_checked_again_when_it_is_opened(checkout: Path, tmp_path: Pa
     config.write_text((ROOT / "cfg" / "models" / "11" / "yolo11.yaml").read_text())
     roots = [checkout / "models"]
     with pytest.raises(AccessDenied, match=r"yolo-evil\.yaml' is outside the folders deployed runs may load weights"):
-        load_detector(str(config), "cpu", model_roots=roots)
+        load_detector(str(config), decide_machine("cpu", "fp32"), model_roots=roots)
     with pytest.raises(AccessDenied, match=r"embedder .* is outside"):
-        load_embedder(str(checkout / "data" / "clip"), "cpu", model_roots=roots)
-    assert load_detector(str(config), "cpu") is not None  # the CLI's user may: the check above is what refused
+        load_embedder(str(checkout / "data" / "clip"), decide_machine("cpu", "fp32"), model_roots=roots)
+    # The CLI's user may: the check above is what refused.
+    assert load_detector(str(config), decide_machine("cpu", "fp32")) is not None
 
 
 @pytest.mark.parametrize(
@@ -258,4 +260,9 @@ def test_a_vocabulary_file_loads_only_from_the_model_roots(checkout: Path, polic
     with pytest.raises(AccessDenied, match=r"vocabulary .*words\.npz' is outside"):
         trust.check_index_run(index_params(checkout, vocabulary=str(planted)), policy, {})
     with pytest.raises(AccessDenied, match=r"vocabulary .*words\.npz' is outside"):  # and again as it is opened
-        load_detector("yoloe-11s-seg.yaml", "cpu", model_roots=[checkout / "models"], vocabulary=str(planted))
+        load_detector(
+            "yoloe-11s-seg.yaml",
+            decide_machine("cpu", "fp32"),
+            model_roots=[checkout / "models"],
+            vocabulary=str(planted),
+        )

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components.models.devices import decide_machine
 from components.models.embedder import Embedder
 from components.pipeline import stages
 from components.pipeline.images import register_images
@@ -306,11 +307,12 @@ def blob_model_stage(
 ) -> stages.ChunkWork:
     """`model_stage` with the colour-blob detector, default settings, and the mean-colour embedder, `embedder`
     (as "mean") or `embedders`."""
-    models = stages.ChunkModels(
-        detector or ColourBlobDetector(), "blob", embedders or {"mean": embedder or MeanColourEmbedder()}
-    )
     batching = BatchSettings(
         detect_batch_size=detect_batch_size, embed_batch_size=embed_batch_size, decode_threads=decode_threads
+    )
+    machine = decide_machine("cpu", "fp32", batching)
+    models = stages.ChunkModels(
+        detector or ColourBlobDetector(), "blob", embedders or {"mean": embedder or MeanColourEmbedder()}, machine
     )
     config = ChunkConfig(
         detector="plugin:tests.plugins:colour_blob_detector",
@@ -363,7 +365,7 @@ def test_several_decode_threads_give_the_same_records_in_the_same_order(tmp_path
 def test_clip_vectors_from_joined_batches_match_each_picture_embedded_alone(tmp_path: Path, tiny_clip: Path) -> None:
     from components.models.embedder import load_embedder
 
-    embedder = load_embedder(str(tiny_clip), "cpu", "fp32")
+    embedder = load_embedder(str(tiny_clip), decide_machine("cpu", "fp32"))
     paths = [picture(tmp_path / f"{n}.png", (5 + 3 * n, 5, 50, 40 + n), colour=(30 * n, 200, 20)) for n in range(5)]
     images = register_images(paths, "t")[0]
     # Batches of 4 cut across the groups of an image and its crop, leaving remainders to carry over.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from components.models.devices import decide_machine
 from components.models.embedder import load_embedder
 from components.search.ranking import find_hits
 from components.store.reader import StoreReader
@@ -37,7 +38,7 @@ def test_queries_in_a_loop_during_an_index_run(tmp_path: Path, tiny_yolo: Path, 
     first = index(photos, data_dir, tiny_yolo, tiny_clip, "--limit", "4")
     assert first.wait(timeout=300) == 0, first.stdout.read() if first.stdout else ""
 
-    vector = load_embedder(str(tiny_clip), "cpu").embed_texts(["a scene"])[0]
+    vector = load_embedder(str(tiny_clip), decide_machine("cpu", "fp32")).embed_texts(["a scene"])[0]
     params = QueryParams(data_dir=data_dir, k=10, one_hit_per_image=False, render=False)
     writer = index(photos, data_dir, tiny_yolo, tiny_clip, "--chunk-size", "2")
     queries, images_seen = 0, set()
