@@ -55,30 +55,39 @@ def test_this_machines_cpu_is_read_and_described() -> None:
     assert pick_precision("auto", "cpu") == pick_precision("auto", "cpu", here)
 
 
-def test_the_machine_is_decided_from_this_cpu_and_models_load_as_decided(tiny_yolo: Path, tiny_clip: Path) -> None:
+def test_the_machine_is_decided_from_this_cpu_and_models_load_as_decided(
+    tiny_yolo: Path, tiny_clip: Path, tmp_path: Path
+) -> None:
     """fp32 on a CPU without bf16 instructions, bf16 on one with them: checked on whichever CPU runs this."""
     import os
+    import shutil
 
     import torch
+    from ultralytics.utils import NUM_THREADS
 
-    here = cpu_features()
-    machine = decide_machine("cpu")
-    assert machine.precision == ("bf16" if here.computes_bf16 else "fp32") and machine.cpu == here.describe()
-    assert machine.torch_threads == torch.get_num_threads()
-    assert (machine.decode_threads, machine.detect_batch_size) == (min(8, os.cpu_count() or 1), 1)
-    assert decide_machine("cpu", "fp32").precision == "fp32"  # a precision asked for by name is kept
-    # Loading takes the plan as it is: the embedder's weights are in its precision, the detector runs in it.
-    embedder = load_embedder(str(tiny_clip), machine)
-    wanted = torch.bfloat16 if machine.precision == "bf16" else torch.float32
-    assert {weight.dtype for weight in embedder._model.parameters()} == {wanted}  # type: ignore[attr-defined]
-    detector = load_detector(str(tiny_yolo), machine)
-    assert detector.precision == machine.precision  # type: ignore[attr-defined]
-    torch.set_num_threads(1)
-    try:  # ultralytics changes torch's threads for the process; the detector holds them at the plan's
+    threads_before = torch.get_num_threads()
+    # A count ultralytics never sets (it sets NUM_THREADS as it builds a predictor), so holding it shows.
+    torch.set_num_threads(NUM_THREADS + 1)
+    try:
+        here = cpu_features()
+        machine = decide_machine("cpu")
+        assert machine.precision == ("bf16" if here.computes_bf16 else "fp32") and machine.cpu == here.describe()
+        assert machine.torch_threads == NUM_THREADS + 1
+        assert (machine.decode_threads, machine.detect_batch_size) == (min(8, os.cpu_count() or 1), 1)
+        assert decide_machine("cpu", "fp32").precision == "fp32"  # a precision asked for by name is kept
+        # Loading takes the plan as it is: the embedder's weights are in its precision, the detector runs in it.
+        embedder = load_embedder(str(tiny_clip), machine)
+        wanted = torch.bfloat16 if machine.precision == "bf16" else torch.float32
+        assert {weight.dtype for weight in embedder._model.parameters()} == {wanted}  # type: ignore[attr-defined]
+        # A copy of the weights of its own: a detector loaded by an earlier test would hold that test's plan.
+        detector = load_detector(str(shutil.copy(tiny_yolo, tmp_path / "own-copy.pt")), machine)
+        assert detector.precision == machine.precision  # type: ignore[attr-defined]
+        assert torch.get_num_threads() == machine.torch_threads  # building its predictor did not change them
+        torch.set_num_threads(1)
         detector.detect(scenes(1), DetectionSettings())
-        assert torch.get_num_threads() == machine.torch_threads
+        assert torch.get_num_threads() == machine.torch_threads  # and a detection sets them back to the plan's
     finally:
-        torch.set_num_threads(machine.torch_threads)
+        torch.set_num_threads(threads_before)
 
 
 def test_a_bad_precision_is_refused_naming_the_parameter() -> None:
