@@ -29,3 +29,7 @@ def test_every_test_a_guarantee_names_exists(document: str) -> None:
     assert not unknown, f"{document} names tests that do not exist: {unknown}"
     missing = [name for name in files if not (REPO / name).is_file() and not (REPO / "tests" / name).is_file()]
     assert not missing, f"{document} names test files that do not exist: {missing}"
+    # `file.py::test_name`: the test is in that file (a test moved to another file leaves the doc pointing wrong).
+    for file, test in re.findall(r"\b((?:tests/)?[\w/]*test_\w+\.py)::(test_\w+)", text):
+        path = REPO / file if (REPO / file).is_file() else REPO / "tests" / file
+        assert f"def {test}(" in path.read_text(), f"{document}: {file} has no {test}"
