@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -57,6 +58,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
 
     items.sort(key=rank)  # stable: within a file, and among the rest, the collection's order stays
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_reaches_started_commands() -> Iterator[None]:
+    """Commands a test starts take Ctrl-C as at a terminal, even where this process ignores it.
+
+    A suite started in the background (`make test &`, some CI runners) ignores SIGINT, and so does a
+    worker once Ray has started in it; a command started then would ignore a test's Ctrl-C too (an
+    ignored signal stays ignored in a started program, a handled one is reset to its default).
+    """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session")

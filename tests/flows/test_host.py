@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -41,14 +42,25 @@ WAITING_MODELS = [
 
 
 class Workspace:
-    """A folder to run `cropsearch` in, with its own sockets folder; `run` is one command as a process."""
+    """A folder to run `cropsearch` in, with its own sockets folder; `run` is one command as a process.
 
-    def __init__(self, folder: Path, code: Path = REPO) -> None:
+    The sockets folder is made under the system's temporary folder unless `runtime` names one: a
+    Unix socket's path must stay under 108 bytes, and pytest's folders (a worker's, a test's name)
+    went past that, so hosts refused to start and every command ran alone.
+    """
+
+    def __init__(self, folder: Path, code: Path = REPO, runtime: Path | None = None) -> None:
         self.folder = folder
+        self.runtime = runtime or Path(tempfile.mkdtemp(prefix="cs-run-"))
         self.environment = {
-            **os.environ, "XDG_RUNTIME_DIR": str(folder / "run"), "PYTHONPATH": str(code),
+            **os.environ, "XDG_RUNTIME_DIR": str(self.runtime), "PYTHONPATH": str(code),
             "CROPSEARCH_TEST_VARIABLE": "0",
         }  # fmt: skip
+
+    def close(self) -> None:
+        """Stop the workspace's hosts and remove its sockets folder."""
+        self.run("host", "stop")
+        shutil.rmtree(self.runtime, ignore_errors=True)
 
     def start(self, *arguments: str, command: list[str] | None = None, **environment: str) -> subprocess.Popen[str]:
         """`cropsearch ARGUMENTS`, or `COMMAND ARGUMENTS` (a shell that closes a stream first)."""
@@ -77,7 +89,7 @@ class Workspace:
 def workspace(tmp_path: Path, photo_folder: Path) -> Iterator[Workspace]:
     space = Workspace(tmp_path)
     yield space
-    space.run("host", "stop")
+    space.close()
 
 
 def _hits(output: str) -> list[str]:
@@ -245,7 +257,7 @@ def test_a_sockets_folder_others_can_open_is_refused_and_commands_run_alone(tmp_
     shared.chmod(0o755)
     with pytest.raises(HostUnavailable, match="only this user can open"):
         private_folder(shared)
-    done = Workspace(tmp_path).run("query", "x", "-k", "0")
+    done = Workspace(tmp_path, runtime=tmp_path / "run").run("query", "x", "-k", "0")
     assert done.returncode == 2 and "error: k:" in done.stderr
     assert list(shared.iterdir()) == []  # no socket was made where others could reach it
 
@@ -269,7 +281,7 @@ def test_a_code_edit_that_keeps_the_size_starts_a_new_host_and_stops_the_stale_o
         [fresh] = workspace.hosts()  # the stale host was stopped, not left to idle for 15 minutes
         assert fresh["pid"] != stale["pid"] and fresh["commands"] == "1"
     finally:
-        workspace.run("host", "stop")
+        workspace.close()
 
 
 def test_a_command_that_crashes_in_the_host_exits_as_it_would_alone(monkeypatch: pytest.MonkeyPatch) -> None:

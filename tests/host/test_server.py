@@ -68,10 +68,17 @@ class FakeHost:
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Iterator[FakeHost]:
-    folder = tmp_path / "run"
-    folder.mkdir(mode=0o700)
-    fake = FakeHost(folder, tmp_path)
+def sockets() -> Iterator[Path]:
+    """A sockets folder (mode 0700) under the system's temporary folder: a Unix socket's path must stay under
+    108 bytes, which one under pytest's folders (a worker's, a test's name) can pass."""
+    folder = Path(tempfile.mkdtemp(prefix="cs-run-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def host(sockets: Path, tmp_path: Path) -> Iterator[FakeHost]:
+    fake = FakeHost(sockets, tmp_path)
     yield fake
     ask_host(fake.address, "stop")
 
@@ -241,10 +248,8 @@ def test_a_signal_to_the_caller_cancels_the_command_and_waits_for_it(
     _wait_until(lambda: not _alive(status["pid"]), 30, "the host outlived its cancelled command")
 
 
-def test_an_idle_host_exits_and_takes_its_socket_with_it(tmp_path: Path) -> None:
-    folder = tmp_path / "run"
-    folder.mkdir(mode=0o700)
-    host = FakeHost(folder, tmp_path, idle_seconds=1.0)
+def test_an_idle_host_exits_and_takes_its_socket_with_it(sockets: Path, tmp_path: Path) -> None:
+    host = FakeHost(sockets, tmp_path, idle_seconds=1.0)
     try:
         assert host.run("exit", "0").returncode == 0
         status = host.status()
@@ -255,14 +260,14 @@ def test_an_idle_host_exits_and_takes_its_socket_with_it(tmp_path: Path) -> None
         ask_host(host.address, "stop")
 
 
-def test_a_host_started_by_a_process_that_ignores_ctrl_c_still_cancels_its_commands(tmp_path: Path) -> None:
+def test_a_host_started_by_a_process_that_ignores_ctrl_c_still_cancels_its_commands(
+    sockets: Path, tmp_path: Path
+) -> None:
     """A background job of a script, or a test runner after Ray started, ignores SIGINT, and its children inherit
     that: the host's cancel (a SIGINT to itself) must still interrupt the command."""
-    folder = tmp_path / "run"
-    folder.mkdir(mode=0o700)
     ignoring = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        host = FakeHost(folder, tmp_path, idle_seconds=60.0)
+        host = FakeHost(sockets, tmp_path, idle_seconds=60.0)
         marker, errors = tmp_path / "waiting", tmp_path / "stderr"
         with errors.open("w") as stderr:
             caller = host.start("wait", str(marker), stdout=subprocess.DEVNULL, stderr=stderr)
