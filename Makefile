@@ -14,10 +14,7 @@ TEST_WORKERS ?= 3
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 BIN := $(VENV)/bin
-# OMP_WAIT_POLICY=PASSIVE: the test workers and their subprocesses run more torch threads than there
-# are cores, and OpenMP threads that spin while they wait then take the cores from the ones with work
-# (3 processes of small matmuls on 2 cores: ~60 s each spinning, ~6 s passive; docs/testing.md).
-TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false OMP_WAIT_POLICY=PASSIVE
+TEST_ENV := HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 
 .PHONY: install index query test test-quick lint browser stack-up stack-down tiny-models bench bench-scale bench-reliability mutants mutate clean
 

@@ -44,7 +44,6 @@ class PipelineRuns:
         return index_params(self.plan, photos, data_dir, self.models.detector, self.models.embedder)
 
     def run(self, new_photos: list[Path], round_number: int) -> dict[str, Any]:
-
         for photo in new_photos:
             shutil.copyfile(photo, self.source / f"round-{round_number}-{photo.name}")
         seconds, report = run_flow(self.params)

@@ -38,11 +38,11 @@ from tests.tiny_models import build_tiny_clip, build_tiny_yolo, build_tiny_yoloe
 
 atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
-# The files that take longest (from `--durations`, in seconds on 2 cores), started first: with a
-# file per worker, a long file handed out last would leave the other workers idle while it runs.
+# The files that take longest (each run's `--durations` shows them), started first: with a file per
+# worker, a long file handed out last would leave the other workers idle while it runs.
 LONGEST_FILES = (
-    "tests/flows/test_deployments.py",  # ~300: a Prefect server, a worker and ~25 deployed runs
-    "tests/flows/test_deployment_crash.py",  # ~150, most of it waiting for missed heartbeats
+    "tests/flows/test_deployments.py",  # a Prefect server, a worker and ~25 deployed runs
+    "tests/flows/test_deployment_crash.py",  # most of it waiting for missed heartbeats
     "tests/bench/test_bench.py",
     "tests/flows/test_host.py",
     "tests/flows/test_flows.py",
