@@ -66,8 +66,9 @@ def load_model(
     if is_plugin_spec(spec):
         return load_once((kind, spec, machine.device), lambda: load_plugin(spec, machine.device))
     # Keyed by the weights' id too: a long-lived process (the warm host) must not keep serving
-    # weights that were replaced at the same path.
-    key = (kind, spec, model_id(spec), machine.device, machine.precision, variant)
+    # weights that were replaced at the same path. And by the plan's torch threads, which the
+    # detector holds torch at: a model loaded for another plan would hold that plan's.
+    key = (kind, spec, model_id(spec), machine.device, machine.precision, str(machine.torch_threads), variant)
     return load_once(key, lambda: build(spec, machine))
 
 
